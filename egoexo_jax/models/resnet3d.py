@@ -1,0 +1,153 @@
+"""3D-ResNet building blocks shared by Slow and SlowFast (channels-last, NTHWC).
+
+Submodule names mirror PySlowFast's state_dict names (``pathway0_stem/conv``,
+``branch2/a_bn`` ...), so checkpoint conversion is a mechanical rename.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from egoexo_jax.models.norm import BatchNorm
+
+# He/MSRA normal with fan_out and ReLU gain (fvcore's c2_msra_fill).
+msra_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bias=False,
+           kernel_init=msra_fan_out):
+    """A bare ``nn.Conv`` named like the PyTorch module (so its params sit at ``name``)."""
+    return nn.Conv(
+        features, tuple(kernel), strides=tuple(stride), padding=[(k // 2, k // 2) for k in kernel],
+        feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
+        param_dtype=jnp.float32, name=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormCfg:
+    """BatchNorm settings shared by every block of one model."""
+
+    group_size: int = 8
+    momentum: float = 0.1
+    epsilon: float = 1e-5
+    dtype: Any = jnp.float32
+
+    def make(self, name, zero_init=False):
+        return BatchNorm(self.group_size, self.momentum, self.epsilon, zero_init, self.dtype, name=name)
+
+
+class Stem(nn.Module):
+    """Conv (kt x 7 x 7, stride 1x2x2) -> BN -> ReLU -> max-pool (1x3x3, stride 1x2x2)."""
+
+    features: int
+    temporal_kernel: int
+    norm: Any
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        x = conv3d(self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype)(x)
+        x = nn.relu(self.norm.make("bn")(x, train))
+        # Max-pool padding is -inf (reduce_window's init value), as in PyTorch.
+        return nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+
+
+class Bottleneck(nn.Module):
+    """Bottleneck residual block: a (kt x 1 x 1) -> b (1 x 3 x 3, spatial stride) -> c (1x1x1).
+
+    ``c_bn`` starts at gamma 0 when ``zero_init_final_bn``; the shortcut is a strided
+    1x1x1 conv + BN only when width or stride change.
+    """
+
+    features: int
+    inner: int
+    temporal_kernel: int
+    stride: int
+    norm: Any
+    groups: int = 1
+    zero_init_final_bn: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        s = self.stride
+        if x.shape[-1] != self.features or s != 1:
+            shortcut = conv3d(self.features, (1, 1, 1), (1, s, s), name="branch1", dtype=self.dtype)(x)
+            shortcut = self.norm.make("branch1_bn")(shortcut, train)
+        else:
+            shortcut = x
+        y = Branch2(self.features, self.inner, self.temporal_kernel, s, self.norm, self.groups,
+                    self.zero_init_final_bn, self.dtype, name="branch2")(x, train)
+        return nn.relu(shortcut + y)
+
+
+class Branch2(nn.Module):
+    """The residual branch of :class:`Bottleneck` (its own module to keep PyTorch names)."""
+
+    features: int
+    inner: int
+    temporal_kernel: int
+    stride: int
+    norm: Any
+    groups: int
+    zero_init_final_bn: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        kt, s = self.temporal_kernel, self.stride
+        x = conv3d(self.inner, (kt, 1, 1), name="a", dtype=self.dtype)(x)
+        x = nn.relu(self.norm.make("a_bn")(x, train))
+        x = conv3d(self.inner, (1, 3, 3), (1, s, s), name="b", dtype=self.dtype, groups=self.groups)(x)
+        x = nn.relu(self.norm.make("b_bn")(x, train))
+        x = conv3d(self.features, (1, 1, 1), name="c", dtype=self.dtype)(x)
+        return self.norm.make("c_bn", zero_init=self.zero_init_final_bn)(x, train)
+
+
+class Stage(nn.Module):
+    """One ResNet stage (``s2``..``s5``) over every pathway.
+
+    ``temporal_kernels[p][i]`` is the temporal kernel of block i of pathway p.
+    """
+
+    features: Sequence[int]
+    inner: Sequence[int]
+    temporal_kernels: Sequence[Sequence[int]]
+    stride: int
+    norm: Any
+    groups: int = 1
+    zero_init_final_bn: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, xs, train: bool):
+        outs = []
+        for p, x in enumerate(xs):
+            for i, kt in enumerate(self.temporal_kernels[p]):
+                x = Bottleneck(self.features[p], self.inner[p], kt, self.stride if i == 0 else 1,
+                               self.norm, self.groups, self.zero_init_final_bn, self.dtype,
+                               name=f"pathway{p}_res{i}")(x, train)
+            outs.append(x)
+        return outs
+
+
+class FuseFastToSlow(nn.Module):
+    """Lateral connection: fast -> (K x 1 x 1 conv, temporal stride alpha) -> BN -> ReLU,
+    concatenated after the slow channels."""
+
+    features: int
+    kernel: int
+    alpha: int
+    norm: Any
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, xs, train: bool):
+        slow, fast = xs
+        f = conv3d(self.features, (self.kernel, 1, 1), (self.alpha, 1, 1), name="conv_f2s", dtype=self.dtype)(fast)
+        f = nn.relu(self.norm.make("bn")(f, train))
+        return [jnp.concatenate([slow, f.astype(slow.dtype)], axis=-1), fast]
