@@ -1,0 +1,52 @@
+"""Appending unreadable inputs to a log file, safely from several worker processes.
+
+One line per input: `path<TAB>reason`. Each line is written with a single `write` on a file opened
+with O_APPEND, under an exclusive `flock`, so lines from different processes never interleave.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+
+class BadInputLog:
+  """Picklable handle on the log file (opened per write; a path of None or '' disables logging).
+
+  Each process logs a given (path, reason) once.
+  """
+
+  def __init__(self, path: str | os.PathLike | None):
+    self.path = os.fspath(path) if path else None
+    self._seen: set[tuple[str, str]] = set()
+
+  def __getstate__(self):
+    return {"path": self.path, "_seen": set()}
+
+  def write(self, input_path: str, reason: str) -> None:
+    if not self.path:
+      return
+    reason = " ".join(str(reason).split())
+    if (input_path, reason) in self._seen:
+      return
+    self._seen.add((input_path, reason))
+    clean_path = str(input_path).replace("\t", " ").replace("\n", " ")
+    line = f"{clean_path}\t{reason}\n".encode("utf-8")
+    directory = os.path.dirname(self.path)
+    if directory:
+      os.makedirs(directory, exist_ok=True)
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+      os.write(fd, line)
+    finally:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+      os.close(fd)
+
+
+def read_bad_input_log(path: str | os.PathLike) -> list[tuple[str, str]]:
+  """[(path, reason)] from a log file ([] when it does not exist)."""
+  if not os.path.exists(path):
+    return []
+  with open(path, encoding="utf-8") as f:
+    return [tuple(line.rstrip("\n").split("\t", 1)) for line in f if line.strip()]

@@ -1,0 +1,94 @@
+"""Small generated videos and JPEG frame folders whose frames say their own index.
+
+Used by the data tests and the data-pipeline benchmark. A "coded" frame shows its index as 16
+black/white blocks (2 rows x 8 columns, bit k of the index in block k, row-major), which survives
+H.264 and JPEG compression, so a reader's frame-index bookkeeping can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Sequence
+
+import av
+import numpy as np
+from PIL import Image
+
+CODE_BITS = 16
+
+
+def coded_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
+  """`[H, W, 3] uint8` image whose 2 x 8 blocks spell `index` in binary (white = 1)."""
+  image = np.zeros((height, width, 3), np.uint8)
+  rows, cols = 2, CODE_BITS // 2
+  for bit in range(CODE_BITS):
+    if (index >> bit) & 1:
+      r, c = divmod(bit, cols)
+      image[r * height // rows:(r + 1) * height // rows,
+            c * width // cols:(c + 1) * width // cols] = 255
+  return image
+
+
+def read_code(frame: np.ndarray) -> int:
+  """Inverse of `coded_frame` for a decoded `[H, W, 3]` frame (block centres, threshold 128)."""
+  height, width = frame.shape[:2]
+  rows, cols = 2, CODE_BITS // 2
+  value = 0
+  for bit in range(CODE_BITS):
+    r, c = divmod(bit, cols)
+    y0, y1 = r * height // rows, (r + 1) * height // rows
+    x0, x1 = c * width // cols, (c + 1) * width // cols
+    my, mx = (y1 - y0) // 4, (x1 - x0) // 4
+    block = frame[y0 + my:y1 - my, x0 + mx:x1 - mx]
+    if block.mean() > 128:
+      value |= 1 << bit
+  return value
+
+
+def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarray:
+  """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
+  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+  t = index / 30.0
+  r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
+  g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
+  b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
+  noise = np.random.default_rng(index).integers(-12, 13, size=(height, width, 1))
+  return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
+
+
+def write_video(path: str | os.PathLike, num_frames: int, *, height: int = 48, width: int = 64,
+                fps: int = 30, codec: str = "libx264", crf: int = 0, gop: int | None = None,
+                preset: str = "ultrafast",
+                image_fn: Callable[[int, int, int], np.ndarray] = coded_frame) -> None:
+  """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p)."""
+  container = av.open(os.fspath(path), "w")
+  try:
+    stream = container.add_stream(codec, rate=fps)
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "libx264":
+      stream.options = {"crf": str(crf), "preset": preset}
+    if gop:
+      stream.codec_context.gop_size = gop
+    for i in range(num_frames):
+      frame = av.VideoFrame.from_ndarray(image_fn(i, height, width), format="rgb24")
+      for packet in stream.encode(frame):
+        container.mux(packet)
+    for packet in stream.encode():
+      container.mux(packet)
+  finally:
+    container.close()
+
+
+def write_jpegs(paths: Sequence[str | os.PathLike], images: Sequence[np.ndarray], *,
+                quality: int = 95) -> None:
+  """Writes `[H, W, 3] uint8` RGB images as JPEGs (creating folders)."""
+  for path, image in zip(paths, images):
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    Image.fromarray(image).save(path, quality=quality)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+  import io  # pylint: disable=g-import-not-at-top
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+  return buffer.getvalue()
