@@ -52,21 +52,26 @@ def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarra
   r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
   g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
   b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
-  noise = np.random.default_rng(index).integers(-12, 13, size=(height, width, 1))
+  noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
   return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
 
 
 def write_video(path: str | os.PathLike, num_frames: int, *, height: int = 48, width: int = 64,
                 fps: int = 30, codec: str = "libx264", crf: int = 0, gop: int | None = None,
-                preset: str = "ultrafast",
+                preset: str = "ultrafast", x264_params: str | None = None,
                 image_fn: Callable[[int, int, int], np.ndarray] = coded_frame) -> None:
-  """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p)."""
+  """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p).
+
+  `gop` sets the keyframe interval, `x264_params` extra libx264 options (e.g. "scenecut=0").
+  """
   container = av.open(os.fspath(path), "w")
   try:
     stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
     if codec == "libx264":
       stream.options = {"crf": str(crf), "preset": preset}
+      if x264_params:
+        stream.options = {**stream.options, "x264-params": x264_params}
     if gop:
       stream.codec_context.gop_size = gop
     for i in range(num_frames):
@@ -92,3 +97,73 @@ def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
   return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny datasets in the official layouts (for tests and smoke runs).
+
+EPIC_COLUMNS = ("narration_id,participant_id,video_id,narration_timestamp,start_timestamp,"
+                "stop_timestamp,start_frame,stop_frame,narration,verb,verb_class,noun,noun_class,"
+                "all_nouns,all_noun_classes")
+
+
+def write_kinetics_dataset(root: str | os.PathLike, lengths: Sequence[int], *,
+                           lists: Sequence[str] = ("train.csv", "val.csv", "test.csv"),
+                           height: int = 48, width: int = 64, fps: int = 30) -> list[str]:
+  """Videos `v{i}.mp4` (coded frames, `lengths[i]` frames, label i) and split lists naming all of
+  them. Returns the relative paths."""
+  root = os.fspath(root)
+  os.makedirs(root, exist_ok=True)
+  names = []
+  for i, n in enumerate(lengths):
+    names.append(f"v{i}.mp4")
+    write_video(os.path.join(root, names[-1]), n, height=height, width=width, fps=fps)
+  for list_name in lists:
+    with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
+      f.writelines(f"{name} {i}\n" for i, name in enumerate(names))
+  return names
+
+
+def write_charades_dataset(root: str | os.PathLike, lengths: Sequence[int],
+                           labels: Sequence[Sequence[Sequence[int]]], *,
+                           lists: Sequence[str] = ("train_1st.csv", "test_1st.csv"),
+                           height: int = 48, width: int = 64) -> list[str]:
+  """Frame folders `rgb/C{i}EGO/C{i}EGO-%06d.jpg` (frame j shows code j) and frame lists;
+  `labels[i][j]` = classes of frame j of video i. Returns the video ids."""
+  root = os.fspath(root)
+  ids = []
+  rows = ["original_vido_id video_id frame_id path labels"]
+  for i, n in enumerate(lengths):
+    vid = f"C{i}EGO"
+    ids.append(vid)
+    rel = [f"{vid}/{vid}-{j + 1:06d}.jpg" for j in range(n)]
+    write_jpegs([os.path.join(root, "rgb", r) for r in rel],
+                [coded_frame(j, height, width) for j in range(n)])
+    for j in range(n):
+      rows.append(f'{vid} {vid} {j + 1} {rel[j]} "{",".join(str(c) for c in labels[i][j])}"')
+  for list_name in lists:
+    with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
+      f.write("\n".join(rows) + "\n")
+  return ids
+
+
+def write_epic_dataset(root: str | os.PathLike, video_lengths: dict[str, int],
+                       segments: Sequence[tuple[str, int, int, int, int]], *,
+                       lists: Sequence[str] = ("EPIC_100_train.csv", "EPIC_100_validation.csv"),
+                       height: int = 48, width: int = 64) -> None:
+  """Frames `frames/{P}/rgb_frames/{video}/frame_%010d.jpg` (frame n shows code n, n from 1) and
+  annotation csvs with the official columns; segments are (video_id, start, stop, verb, noun)."""
+  root = os.fspath(root)
+  for video, n in video_lengths.items():
+    participant = video.split("_")[0]
+    folder = os.path.join(root, "frames", participant, "rgb_frames", video)
+    write_jpegs([os.path.join(folder, f"frame_{k:010d}.jpg") for k in range(1, n + 1)],
+                [coded_frame(k, height, width) for k in range(1, n + 1)])
+  rows = [EPIC_COLUMNS]
+  for i, (video, start, stop, verb, noun) in enumerate(segments):
+    participant = video.split("_")[0]
+    rows.append(f"{video}_{i},{participant},{video},00:00:00.00,00:00:00.00,00:00:01.00,{start},"
+                f"{stop},\"do, thing\",v{verb},{verb},n{noun},{noun},['n{noun}'],[{noun}]")
+  for list_name in lists:
+    with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
+      f.write("\n".join(rows) + "\n")

@@ -78,7 +78,8 @@ def default_data_config(dataset: str = "kinetics") -> ml_collections.ConfigDict:
     bgr: channel order; None = the original code's per dataset (RGB for Kinetics, BGR for the
       OpenCV-read Charades-Ego and EPIC frames).
     arch, alpha: 'slowfast' packs [slow, fast] with slow = T // alpha frames; other archs one pathway.
-    num_workers: grain worker processes (0 = in-process); num_threads: loader threads per process;
+    num_workers: grain worker processes (0 = in-process); num_threads: loader threads when
+      num_workers is 0 (worker processes load sequentially);
       prefetch: batches buffered per process.
     decode_threads: PyAV codec thread_type ('AUTO', 'FRAME', 'SLICE', 'NONE').
     max_bad_fraction, bad_input_allowance, max_retries: bad-input policy (module docstring).
@@ -152,11 +153,15 @@ def _host_batch_size(global_batch_size: int, process_count: int) -> int:
 
 def _to_iterator(ds: grain.MapDataset, cfg) -> Any:
   """Batched MapDataset -> python iterator with thread prefetch and optional worker processes."""
-  read = grain.ReadOptions(num_threads=int(cfg.num_threads), prefetch_buffer_size=int(cfg.prefetch))
-  it_ds = ds.to_iter_dataset(read)
   if cfg.num_workers > 0:
+    # The worker processes are the parallelism and their queues the prefetch buffer (num_workers x
+    # prefetch batches in flight); no extra thread prefetch inside each worker.
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=int(cfg.num_workers), per_worker_buffer_size=max(int(cfg.prefetch), 1)))
+  else:
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
+                                                 prefetch_buffer_size=int(cfg.prefetch)))
   return iter(it_ds)
 
 

@@ -196,4 +196,4 @@ def view_of(view_index: int, opts: SampleOptions) -> View:
 
 def stack(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   """List of sample dicts -> dict of `[B, ...]` arrays."""
-  return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+  return {k: np.ascontiguousarray(np.stack([s[k] for s in samples])) for k in samples[0]}

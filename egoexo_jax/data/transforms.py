@@ -196,12 +196,14 @@ def _bilinear_taps(out_size: int, in_size: int, resized: int, offset: int,
   return i0, i1, w1
 
 
-def resize_crop_flip(frames: np.ndarray, params: SpatialParams) -> np.ndarray:
-  """Applies `params` to `[T, H, W, C] uint8` frames; returns `[T, S, S, C] float32` in [0, 255].
+def resize_crop_flip(frames: np.ndarray, params: SpatialParams, *, scale: float = 1.0,
+                     offset: float = 0.0, reverse_channels: bool = False) -> np.ndarray:
+  """Applies `params` to `[T, H, W, C] uint8` frames; returns `[T, S, S, C] float32`.
 
   Equal to resizing the whole frame to (resized_h, resized_w) with bilinear interpolation
   (align_corners=False, as torch.nn.functional.interpolate), cropping, then flipping, but only the
-  crop's pixels are computed.
+  crop's pixels are computed. The result is `value * scale - offset` (default: pixel values in
+  [0, 255]), with the channel order reversed when `reverse_channels`.
   """
   t, h, w, c = frames.shape
   if (h, w) != (params.orig_h, params.orig_w):
@@ -211,14 +213,34 @@ def resize_crop_flip(frames: np.ndarray, params: SpatialParams) -> np.ndarray:
     raise ValueError(f"crop {s} larger than the resized frame {params.resized_h}x{params.resized_w}")
   y0, y1, wy = _bilinear_taps(s, h, params.resized_h, params.crop_y, False)
   x0, x1, wx = _bilinear_taps(s, w, params.resized_w, params.crop_x, params.flip)
-  # Rows first (reads only the needed rows), then columns.
-  top = frames[:, y0].astype(np.float32)
-  bottom = frames[:, y1].astype(np.float32)
-  wy = wy[None, :, None, None]
-  rows = top + (bottom - top) * wy
-  left = rows[:, :, x0]
-  right = rows[:, :, x1]
-  return left + (right - left) * wx[None, None, :, None]
+  # Work frame by frame on [rows, W * C] views (cache friendly): rows first, then columns, with the
+  # channel order folded into the column gather.
+  channels = np.arange(c)[::-1] if reverse_channels else np.arange(c)
+  cols0 = (x0[:, None] * c + channels).ravel()
+  cols1 = (x1[:, None] * c + channels).ravel()
+  wx_flat = np.repeat(wx, c)
+  wy_col = wy[:, None]
+  scale = np.float32(scale)
+  offset = np.float32(offset)
+  rows_of = np.ascontiguousarray(frames).reshape(t, h, w * c)
+  out = np.empty((t, s, s * c), np.float32)
+  for k in range(t):
+    top = rows_of[k][y0].astype(np.float32)
+    bottom = rows_of[k][y1].astype(np.float32)
+    bottom -= top
+    bottom *= wy_col
+    top += bottom  # [S, W * C]
+    left = top[:, cols0]
+    right = top[:, cols1]
+    right -= left
+    right *= wx_flat
+    left += right  # [S, S * C]
+    if scale != 1.0:
+      left *= scale
+    if offset != 0.0:
+      left -= offset
+    out[k] = left
+  return out.reshape(t, s, s, c)
 
 
 def normalize(frames: np.ndarray, mean: float | Sequence[float] = 0.45,
@@ -237,9 +259,16 @@ def reverse_channels(frames: np.ndarray) -> np.ndarray:
 
 def spatial_transform(frames: np.ndarray, params: SpatialParams, *, mean=0.45, std=0.225,
                       bgr: bool = False) -> np.ndarray:
-  """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order)."""
-  out = normalize(resize_crop_flip(frames, params), mean, std)
-  return reverse_channels(out) if bgr else out
+  """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order).
+
+  `bgr=True` reverses the channels of the RGB input (the mean/std apply to the output order).
+  """
+  if np.ndim(mean) == 0 and np.ndim(std) == 0:
+    # (x / 255 - mean) / std folded into the interpolation's last step.
+    return resize_crop_flip(frames, params, scale=1.0 / (255.0 * float(std)),
+                            offset=float(mean) / float(std), reverse_channels=bgr)
+  out = resize_crop_flip(frames, params, reverse_channels=bgr)
+  return normalize(out, mean, std)
 
 
 # ----------------------------------------------------------------------------------------------

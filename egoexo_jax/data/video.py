@@ -92,6 +92,7 @@ class VideoReader:
     self.fps = float(rate)
     self._time_base = self._stream.time_base
     self._start = self._stream.start_time or 0
+    self._frames_per_tick = float(self._time_base) * self.fps
     self.height = self._stream.codec_context.height
     self.width = self._stream.codec_context.width
     self.num_frames = self._count_frames()
@@ -124,7 +125,7 @@ class VideoReader:
   def _index_of(self, frame: av.VideoFrame) -> int:
     if frame.pts is None:
       return (self._position if self._position is not None else -1) + 1
-    return int(round(float((frame.pts - self._start) * self._time_base) * self.fps))
+    return int(round((frame.pts - self._start) * self._frames_per_tick))
 
   def _seek(self, index: int) -> None:
     """Seeks to the keyframe at or before frame `index` (half a frame early, against rounding)."""
