@@ -9,8 +9,10 @@ which is what the pipeline does with `source='tfds'`.
 
 Build (once per dataset):
 
-    from egoexo_jax.data import tfds_builders
-    tfds_builders.build("kinetics", manual_dir="data/kinetics", data_dir="/bucket/tfds")
+    python -m egoexo_jax.data.build_tfds --dataset kinetics --manual_dir data/kinetics \
+        --path_prefix data/kinetics/videos --data_dir /path/to/tfds
+
+or from python: `tfds_builders.build("kinetics", manual_dir=..., data_dir=...)`.
 
 Items whose media are missing or empty are left out of the build and reported (log and return
 value), never silently.
@@ -205,3 +207,4 @@ def build(dataset: str, *, manual_dir: str, data_dir: str, path_prefix: str | No
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder.skipped
+
