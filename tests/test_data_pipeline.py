@@ -109,15 +109,17 @@ def test_resume_in_process_gives_the_uninterrupted_batches(kcfg):
 
 
 def test_resume_with_worker_processes(kcfg):
+  """Worker processes give the in-process batches (aux_fn travels to them), and resume."""
   reference = take(pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5,
-                                                process_index=0, process_count=1), 4)
+                                                process_index=0, process_count=1,
+                                                aux_fn=aux_ids), 4)
   kcfg.num_workers = 2
   with pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5, process_index=0,
-                                    process_count=1) as it:
+                                    process_count=1, aux_fn=aux_ids) as it:
     got = take(it, 2)
     state = json.loads(json.dumps(it.get_state()))
   with pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5, process_index=0,
-                                    process_count=1) as it:
+                                    process_count=1, aux_fn=aux_ids) as it:
     it.set_state(state)
     got += take(it, 2)
   assert_batches_equal(got, reference)
