@@ -30,7 +30,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     c.num_frames = 32  # frames of the fast pathway (or of the only pathway)
     c.crop_size = 224  # sizes the head's fixed pooling window (DATA.CROP_SIZE)
     c.num_classes = (400,)  # task projections in checkpoint order (EPIC: (97, 300))
-    c.multi_task = False  # projections named projections_i even with one task
+    c.multi_task = False  # name projections projections_i (PySlowFast MultiTaskHead) even for one task
     c.head_name = "head"  # "head" + PySlowFast TASK; decides fine-tune transfer
     c.head_act = "softmax"  # softmax | sigmoid | none, applied per position at test
     c.dropout_rate = 0.5

@@ -108,7 +108,7 @@ class ResNetVideo(nn.Module):
         k = len(task)
         logits, probs = head["logits"], head["probs"]
         out = {"features": head["features"]}
-        if len(task) == 1 and not self.multi_task:
+        if len(task) == 1:
             out["logits"], out["probs"] = logits[0], probs[0]
         else:
             out["logits"], out["probs"] = tuple(logits[:k]), tuple(probs[:k])
