@@ -1,0 +1,332 @@
+"""Ego-Exo distillation targets from the official offline teacher files, as a picklable ``aux_fn``.
+
+The grain pipeline (:mod:`egoexo_jax.data.pipeline`) calls ``aux_fn(meta)`` for every sample in
+its data workers; :class:`OfflineTeacherTargets` is such a function.  ``meta`` is
+:func:`egoexo_jax.data.samples.sample_meta`: ``dataset``, ``split``, ``key``, ``video_id``,
+``frame_indices [T] int64``, ``num_video_frames`` and ``transform`` (the sample's
+:class:`~egoexo_jax.data.transforms.SpatialParams` as a dict: ``orig_h/orig_w``,
+``resized_h/resized_w``, ``crop_y/crop_x``, ``crop_size``, ``flip``).
+
+It adds, for every signal that comes from a file (docs/egoexo-method.md §2.1–2.3, §5.2–5.4):
+
+=======================  ===============================  ====================================
+field                    shape / dtype                    content
+=======================  ===============================  ====================================
+``ego_target``           ``[2] float32``                  ``k400_ego_predicts.pkl`` entry of
+                                                          ``meta['key']`` (teacher logits)
+``ego_mask``             ``[] float32``                   1 entry present, 0 missing (zeros)
+``object_target``        ``[object_classes] float32``     ``k400_IN_predicts.pkl`` entry
+``object_mask``          ``[] float32``                   as ``ego_mask``
+``interaction_target``   ``[T_map, g, g, 2] float32``     hand (channel 0) / object (1) maps
+``interaction_mask``     ``[] float32``                   0 when the video has no ``.npy``
+=======================  ===============================  ====================================
+
+Signals that are not configured are left out of the sample (the loss skips absent targets).
+
+Interaction map, exactly as the official ``kinetics_aux`` / ``handobj_models`` code: the
+detections of the clip's ``T`` frames (the fast pathway for SlowFast) become rows
+``[x1, y1, x2, y2, score, t]``, the boxes follow the sample's own short-side rescale, crop and
+flip (:func:`egoexo_jax.data.interaction_maps.transform_rows`), and are rasterised on a
+``g x g`` grid with ``g = crop_size // map_stride`` of *this* sample (7 for 224 training crops,
+8 for 256 test crops), soft (max score) or hard.  ``T_map`` frames are kept with
+``floor(linspace(0, T - 1, T_map))``: SlowFast ``T_map = T // alpha`` (the slow frames), Slow
+``T_map = T``; MViT has no official map head, its ``T_map`` (``T //`` temporal patch stride) is
+given explicitly and picked the same way.
+
+Which detection-list position a clip frame reads (pitfall 16) is what ``meta['frame_indices']``
+already holds, per :mod:`egoexo_jax.data.samples`:
+
+=============  =======================================  ============================================
+dataset        detection file ``{video}.npy``           ``frame_indices``
+=============  =======================================  ============================================
+kinetics       :func:`kinetics_video_name` of the key   absolute decoded-frame index
+charades_ego   ``meta['video_id']`` (text between the   0-based frame-list position; the detection
+               last ``/`` and last ``-`` of the first   list length must equal ``num_video_frames``
+               frame path)                              (the frame-list length), else an error
+epic100        ``meta['video_id']``                     absolute 1-based frame number
+                                                        (``start_frame + offset``)
+=============  =======================================  ============================================
+
+Readers are opened lazily on first use and cached on the instance, i.e. once per worker
+process; pickling keeps only the configuration, so the object is cheap to send to workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any, Optional
+
+import numpy as np
+
+from egoexo_jax.data import interaction_maps
+from egoexo_jax.data import teacher_signals
+
+__all__ = ["OfflineTeacherTargets", "from_config", "detection_video_name", "map_frame_count",
+           "interaction_target"]
+
+_LOG = logging.getLogger(__name__)
+
+ARCHS = ("slowfast", "slow", "mvit")
+MAP_MODES = ("soft", "hard")
+EGO_CLASSES = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Small pure helpers
+# --------------------------------------------------------------------------------------------
+
+
+def detection_video_name(meta: dict) -> str:
+    """Stem of the sample's detection file ``{stem}.npy`` (dataset convention, see module doc)."""
+    if meta["dataset"] == "kinetics":
+        return teacher_signals.kinetics_video_name(meta["key"])
+    return str(meta["video_id"])
+
+
+def map_frame_count(num_frames: int, *, arch: str, alpha: int, map_frames: int = 0) -> int:
+    """``T_map``: ``map_frames`` if given, else SlowFast ``num_frames // alpha``, else ``num_frames``."""
+    if map_frames:
+        return int(map_frames)
+    if arch == "mvit":
+        raise ValueError("arch='mvit' needs map_frames (T // temporal patch stride) explicitly")
+    return int(num_frames) // int(alpha) if arch == "slowfast" else int(num_frames)
+
+
+def interaction_target(hand_rows: np.ndarray, obj_rows: np.ndarray, transform: dict, *,
+                       num_frames: int, map_frames: int, map_stride: int,
+                       mode: str) -> np.ndarray:
+    """One clip's Interaction-Map target.
+
+    Args:
+      hand_rows, obj_rows: ``[K, 6]`` ``[x1, y1, x2, y2, score, t]`` in pixels of the decoded frame
+        (``t`` = clip-frame index, 0..num_frames-1), from
+        :meth:`~egoexo_jax.data.teacher_signals.HandObjectDetections.boxes_for_frames`.
+      transform: the sample's ``SpatialParams.as_dict()``.
+      num_frames: clip frames ``T`` the rows index.
+      map_frames: ``T_map``; frames ``floor(linspace(0, T - 1, T_map))`` are kept.
+      map_stride: ``g = crop_size // map_stride``.
+      mode: ``'soft'`` or ``'hard'``.
+
+    Returns:
+      ``[T_map, g, g, 2] float32`` (channel 0 hand, 1 object).
+    """
+    crop = int(transform["crop_size"])
+    grid = crop // int(map_stride)
+    if grid < 1:
+        raise ValueError(f"crop {crop} is smaller than the map stride {map_stride}")
+    spatial = dict(crop_size=crop, crop_offset=(int(transform["crop_x"]), int(transform["crop_y"])),
+                   flip=bool(transform["flip"]),
+                   orig_size=(int(transform["orig_h"]), int(transform["orig_w"])),
+                   resized_size=(int(transform["resized_h"]), int(transform["resized_w"])))
+    hands = interaction_maps.transform_rows(hand_rows, **spatial)
+    objs = interaction_maps.transform_rows(obj_rows, **spatial)
+    slow = None if map_frames == num_frames else int(map_frames)
+    return interaction_maps.build_targets(hands, objs, num_frames, grid, slow_frames=slow,
+                                          mode=mode).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# The aux_fn
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineTeacherTargets:
+    """Picklable ``aux_fn``: ``meta -> {ego,object,interaction}_{target,mask}`` from offline files.
+
+    Attributes:
+      ego_scores: path of ``k400_ego_predicts.pkl`` ('' = no Ego-Score fields).
+      object_scores: path of ``k400_IN_predicts.pkl`` ('' = no Object-Score fields).
+      detections: folder of per-video ``{video}.npy`` hand-object files ('' = no map fields).
+      map_mode: ``'soft'`` (cell = max score) or ``'hard'`` (cell = 1).
+      arch: ``'slowfast'`` | ``'slow'`` | ``'mvit'`` (decides ``T_map`` when ``map_frames`` is 0).
+      alpha: SlowFast frame-rate ratio.
+      map_frames: student map length ``T_map``; 0 = SlowFast ``T // alpha``, Slow ``T``
+        (required for MViT).
+      map_stride: ``g = crop_size // map_stride`` (32 for the ResNet res5 map).
+      object_classes: length of the Object-Score vectors (1000).
+    """
+
+    ego_scores: str = ""
+    object_scores: str = ""
+    detections: str = ""
+    map_mode: str = "soft"
+    arch: str = "slowfast"
+    alpha: int = 4
+    map_frames: int = 0
+    map_stride: int = 32
+    object_classes: int = 1000
+
+    def __post_init__(self):
+        if self.map_mode not in MAP_MODES:
+            raise ValueError(f"map_mode={self.map_mode!r}; expected one of {list(MAP_MODES)}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch={self.arch!r}; expected one of {list(ARCHS)}")
+        if self.detections and self.arch == "mvit" and not self.map_frames:
+            raise ValueError("arch='mvit' needs map_frames (T // temporal patch stride) explicitly")
+        if self.map_stride <= 0 or self.alpha <= 0 or self.map_frames < 0 or self.object_classes <= 0:
+            raise ValueError(f"invalid sizes: alpha={self.alpha}, map_frames={self.map_frames}, "
+                             f"map_stride={self.map_stride}, object_classes={self.object_classes}")
+        self._reset_state()
+
+    # Per-process state (readers, warned videos) lives outside the dataclass fields: it is not
+    # pickled, not compared, and rebuilt empty in every process.
+    def _reset_state(self) -> None:
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_readers", {})
+        object.__setattr__(self, "_warned", set())
+
+    def __getstate__(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():
+            object.__setattr__(self, name, value)
+        self._reset_state()
+
+    # ---------------------------------------------------------------- lazily opened readers
+
+    def _reader(self, name: str) -> Any:
+        """``'ego'`` / ``'object'`` -> :class:`TeacherScores`; ``'detections'`` ->
+        :class:`HandObjectDetections`; opened once per process."""
+        with self._lock:
+            reader = self._readers.get(name)
+            if reader is None:
+                if name == "ego":
+                    reader = teacher_signals.TeacherScores(self.ego_scores, num_classes=EGO_CLASSES)
+                elif name == "object":
+                    reader = teacher_signals.TeacherScores(self.object_scores,
+                                                           num_classes=self.object_classes)
+                else:
+                    reader = teacher_signals.HandObjectDetections(self.detections)
+                self._readers[name] = reader
+            return reader
+
+    def _warn_once(self, token: tuple, message: str, *args) -> None:
+        with self._lock:
+            if token in self._warned:
+                return
+            self._warned.add(token)
+        _LOG.warning(message, *args)
+
+    # ---------------------------------------------------------------- the three signals
+
+    def _scores(self, name: str, path: str, num_classes: int, key: str) -> dict[str, np.ndarray]:
+        vector = self._reader(name).get(key)
+        if vector is None:
+            self._warn_once((name,), "%s: no teacher scores for video %r; its %s_mask is 0 (further "
+                            "missing videos of this file are not logged)", path, key, name)
+            return {f"{name}_target": np.zeros((num_classes,), np.float32),
+                    f"{name}_mask": np.float32(0.0)}
+        return {f"{name}_target": np.array(vector, np.float32), f"{name}_mask": np.float32(1.0)}
+
+    def _interaction(self, meta: dict) -> dict[str, np.ndarray]:
+        positions = np.asarray(meta["frame_indices"], np.int64).reshape(-1)
+        num_frames = len(positions)
+        t_map = map_frame_count(num_frames, arch=self.arch, alpha=self.alpha,
+                                map_frames=self.map_frames)
+        if t_map > num_frames or t_map < 1:
+            raise ValueError(f"map_frames={t_map} does not fit a clip of {num_frames} frames")
+        transform = meta["transform"]
+        grid = int(transform["crop_size"]) // self.map_stride
+        dets = self._reader("detections")
+        video = detection_video_name(meta)
+        if not dets.has_video(video):
+            self._warn_once(("video", video), "no hand-object detection file for video %r: %s; "
+                            "its interaction_mask is 0", video, dets.path(video))
+            return {"interaction_target": np.zeros((t_map, grid, grid, 2), np.float32),
+                    "interaction_mask": np.float32(0.0)}
+        expected = int(meta["num_video_frames"]) if meta["dataset"] == "charades_ego" else None
+        try:
+            hands, objs = dets.boxes_for_frames(video, positions, expected_length=expected)
+        except IndexError as err:
+            raise teacher_signals.TeacherFileError(
+                f"{err} ({meta['dataset']} sample {meta['key']!r}, frame indices "
+                f"{positions.tolist()})") from None
+        target = interaction_target(hands, objs, transform, num_frames=num_frames,
+                                    map_frames=t_map, map_stride=self.map_stride,
+                                    mode=self.map_mode)
+        return {"interaction_target": target, "interaction_mask": np.float32(1.0)}
+
+    def __call__(self, meta: dict) -> dict[str, np.ndarray]:
+        """Teacher fields of one sample (see the module docstring for names, shapes, dtypes)."""
+        out: dict[str, np.ndarray] = {}
+        if self.ego_scores:
+            out.update(self._scores("ego", self.ego_scores, EGO_CLASSES, meta["key"]))
+        if self.object_scores:
+            out.update(self._scores("object", self.object_scores, self.object_classes, meta["key"]))
+        if self.detections:
+            out.update(self._interaction(meta))
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------
+
+
+def _configured_path(cfg, signal: str, field: str, *, folder: bool) -> str:
+    """The path of ``teachers.{signal}.{field}``; errors name the key when it is unusable."""
+    key = f"teachers.{signal}.{field}"
+    path = str(cfg[signal][field] or "")
+    if not path:
+        raise ValueError(f"config.teachers.{signal}.source is 'file' but config.{key} is empty")
+    exists = os.path.isdir(path) if folder else os.path.isfile(path)
+    if not exists:
+        what = "folder" if folder else "file"
+        raise FileNotFoundError(f"config.{key}: {what} not found: {path}")
+    return path
+
+
+def _mvit_map_frames(data_cfg, model_cfg) -> int:
+    stride = (2, 4, 4)
+    mvit_cfg = model_cfg.get("mvit") if hasattr(model_cfg, "get") else None
+    if mvit_cfg is not None and "patch_stride" in mvit_cfg:
+        stride = tuple(mvit_cfg["patch_stride"])
+    return int(data_cfg.num_frames) // int(stride[0])
+
+
+def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[OfflineTeacherTargets]:
+    """The ``aux_fn`` for ``config.teachers``, or ``None`` when no signal comes from files.
+
+    Args:
+      teachers_cfg: ``config.teachers`` (``ego``/``object``/``interaction`` with ``source`` in
+        ``none | file | online``; files ``ego.file``, ``object.file``,
+        ``interaction.detections`` (a folder), ``interaction.mode``).
+      data_cfg: ``pipeline.default_data_config(...)``-style config (``num_frames``, ``dataset``).
+      model_cfg: ``models.default_model_config()``-style config (``arch``, ``alpha``,
+        ``object_classes``; MViT: ``mvit.patch_stride``).
+
+    Raises:
+      FileNotFoundError: a configured file or folder does not exist (message names the key).
+      ValueError: ``source='file'`` with an empty path, unknown source or map mode.
+    """
+    sources = {}
+    for signal, allowed in (("ego", ("none", "file", "online")),
+                            ("object", ("none", "file", "online")),
+                            ("interaction", ("none", "file"))):
+        source = teachers_cfg[signal].source
+        if source not in allowed:
+            raise ValueError(f"config.teachers.{signal}.source={source!r}; expected one of {list(allowed)}")
+        sources[signal] = source
+    if all(s != "file" for s in sources.values()):
+        return None
+    ego = _configured_path(teachers_cfg, "ego", "file", folder=False) if sources["ego"] == "file" else ""
+    obj = (_configured_path(teachers_cfg, "object", "file", folder=False)
+           if sources["object"] == "file" else "")
+    dets = (_configured_path(teachers_cfg, "interaction", "detections", folder=True)
+            if sources["interaction"] == "file" else "")
+    mode = str(teachers_cfg.interaction.mode)
+    if mode not in MAP_MODES:
+        raise ValueError(f"config.teachers.interaction.mode={mode!r}; expected one of {list(MAP_MODES)}")
+    if (ego or obj) and data_cfg.dataset != "kinetics":
+        _LOG.warning("teacher score files are keyed by Kinetics csv paths but the dataset is %r: "
+                     "samples without an entry get ego_mask/object_mask 0", data_cfg.dataset)
+    arch = str(model_cfg.arch)
+    map_frames = _mvit_map_frames(data_cfg, model_cfg) if arch == "mvit" and dets else 0
+    return OfflineTeacherTargets(
+        ego_scores=ego, object_scores=obj, detections=dets, map_mode=mode, arch=arch,
+        alpha=int(model_cfg.alpha), map_frames=map_frames,
+        object_classes=int(model_cfg.object_classes or 1000))
