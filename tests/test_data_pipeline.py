@@ -133,11 +133,12 @@ def test_two_hosts_read_disjoint_halves_of_each_global_batch(kcfg):
   hosts = [take(it, 3) for it in iterators]
   for step in range(3):
     for p in (0, 1):
-      rows = [p, p + 2]  # host p holds global positions congruent to p mod 2
+      rows = [2 * p, 2 * p + 1]  # host p holds the p-th contiguous half of each global batch
       for k in single[step]:
         np.testing.assert_array_equal(hosts[p][step][k], single[step][k][rows])
   # Within an epoch (first 6 positions) the hosts' items are disjoint and cover the dataset.
-  seen = [np.concatenate([b["vid"] for b in hosts[p]])[:3] for p in (0, 1)]
+  # Epoch 1 = stream positions 0..5: host 0 holds 0, 1, 4, 5 and host 1 holds 2, 3.
+  seen = [np.concatenate([b["vid"] for b in hosts[p]])[:n] for p, n in ((0, 4), (1, 2))]
   assert not set(seen[0]) & set(seen[1]) and set(seen[0]) | set(seen[1]) == set(range(6))
   # A state saved on 2 hosts resumes on 1 host (same global batch).
   state = iterators[0].get_state()

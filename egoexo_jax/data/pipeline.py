@@ -2,7 +2,9 @@
 
 Training order. All hosts share one global stream of item ids: `range(N)` shuffled with `seed`,
 reshuffled every epoch (grain's per-epoch seed), repeated forever. Global batch s is stream positions
-[s*G, (s+1)*G); host p of P takes the positions congruent to p mod P, G/P per batch. The sample at
+[s*G, (s+1)*G); host p of P takes the contiguous block [s*G + p*G/P, s*G + (p+1)*G/P), so the
+global array assembled from the host blocks lists the clips in stream order whatever P is (and
+BatchNorm groups of consecutive clips are the same on 1 host and on many). The sample at
 stream position i is a pure function of (seed, i), whatever the number of worker processes or threads,
 so the iterator state is just the number of batches consumed (plus bad-input counters); restoring
 it rebuilds the pipeline from that batch. The state is valid for any process count with the same
@@ -175,8 +177,16 @@ def _close(iterator) -> None:
 # Training.
 
 
-def _with_position(position: int, item_id: int) -> tuple[int, int]:
-  return position, int(item_id)
+class _StreamBlock:
+  """Host-local index -> (global stream position, item id) for this host's block."""
+
+  def __init__(self, stream: grain.MapDataset, block: "_HostBlock"):
+    self.stream = stream
+    self.block = block
+
+  def __call__(self, local: int) -> tuple[int, int]:
+    position = self.block(local)
+    return position, int(self.stream[position])
 
 
 class _TrainLoader:
@@ -312,8 +322,9 @@ def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
   source = build_source(data_cfg, "train")
   opts = samples.SampleOptions.from_config(data_cfg)
   log = BadInputLog(bad_input_log)
-  ds = grain.MapDataset.range(len(source)).shuffle(seed=seed % 2**32).repeat()
-  ds = ds.map_with_index(_with_position)[process_index::process_count]
+  stream = grain.MapDataset.range(len(source)).shuffle(seed=seed % 2**32).repeat()
+  ds = grain.MapDataset.range(len(stream) // process_count)
+  ds = ds.map(_StreamBlock(stream, _HostBlock(process_index, process_count, host_batch)))
   ds = ds.map(_TrainLoader(source, opts, seed, log, aux_fn, int(data_cfg.max_retries)))
   ds = ds.batch(host_batch, drop_remainder=True, batch_fn=samples.stack)
   return TrainIterator(ds, data_cfg, seed=seed, global_batch_size=global_batch_size,

@@ -7,6 +7,16 @@ from __future__ import annotations
 import ml_collections
 
 from egoexo_jax.models import default_model_config
+from egoexo_jax.models.slowfast import STAGE_BLOCKS
+
+
+def _blocks(depth: int) -> tuple:
+    """Blocks with temporal kernels per stage: PySlowFast's (3, 4, 6, 3), all 23 res4 blocks for
+    Ego-Exo's R101, capped at the stage length for the small depths (18: 2 per stage)."""
+    if depth not in STAGE_BLOCKS:
+        raise ValueError(f"depth {depth}; expected one of {sorted(STAGE_BLOCKS)}")
+    wanted = (3, 4, 23 if depth == 101 else 6, 3)
+    return tuple(min(w, n) for w, n in zip(wanted, STAGE_BLOCKS[depth]))
 
 
 def slowfast(depth: int = 50, **overrides) -> ml_collections.ConfigDict:
@@ -18,8 +28,8 @@ def slowfast(depth: int = 50, **overrides) -> ml_collections.ConfigDict:
     c = default_model_config()
     c.arch, c.depth = "slowfast", depth
     c.fusion_kernel_size = 7 if depth == 50 else 5
-    res4 = {50: 6, 101: 23}[depth]
-    c.num_block_temp_kernel = ((3, 3), (4, 4), (res4, res4), (3, 3))
+    b = _blocks(depth)
+    c.num_block_temp_kernel = tuple((n, n) for n in b)
     c.update(overrides)
     return c
 
@@ -29,8 +39,7 @@ def slow(depth: int = 50, **overrides) -> ml_collections.ConfigDict:
     c = default_model_config()
     c.arch, c.depth, c.num_frames, c.alpha = "slow", depth, 8, 8
     c.fusion_kernel_size = 5
-    res4 = {50: 6, 101: 23}[depth]
-    c.num_block_temp_kernel = ((3,), (4,), (res4,), (3,))
+    c.num_block_temp_kernel = tuple((n,) for n in _blocks(depth))
     c.update(overrides)
     return c
 

@@ -1,0 +1,179 @@
+"""The experiment config every recipe in ``configs/`` starts from, and its validation.
+
+A recipe is a Python file with ``get_config(arg=None) -> ml_collections.ConfigDict`` that begins
+with :func:`base_config` and changes what its recipe changes. ``main.py`` loads it through
+``ml_collections.config_flags`` (``--config=configs/x.py:variant``), applies ``--config.a.b=v``
+overrides and calls :func:`validate`. Field meanings are documented inline below; times are in
+epochs (as PySlowFast counts them) and converted to steps with the training set's size.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Iterable, List
+
+import ml_collections
+
+from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.models import DTYPES, default_model_config
+
+MODES = ("train", "evaluate", "demo")
+SIGNAL_SOURCES = {"ego": ("none", "file", "online"), "object": ("none", "file", "online"),
+                  "interaction": ("none", "file")}
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Defaults shared by all recipes (SlowFast R50 on Kinetics-400, no distillation)."""
+    c = ml_collections.ConfigDict()
+    c.mode = "train"  # train | evaluate | demo
+    c.seed = 0  # parameter init, dropout and data order
+    c.dtype = "float32"  # compute dtype (bfloat16 on TPU/GPU); parameters stay float32
+    c.model = default_model_config()
+    c.data = default_data_config("kinetics")
+
+    c.batch_size = 64  # global training clips per step (all hosts); PySlowFast TRAIN.BATCH_SIZE x shards
+    c.eval_batch_size = 64  # global evaluation views per step
+    c.num_epochs = 200.0  # SOLVER.MAX_EPOCH; steps = num_epochs * (train videos // batch_size)
+    c.total_steps = 0  # > 0: stop after this many steps (the LR schedule still follows num_epochs)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "sgd"  # sgd (PySlowFast: momentum, Nesterov, coupled L2) | adamw (MViT)
+    c.optimizer.base_lr = 0.1  # SOLVER.BASE_LR at reference_batch_size
+    c.optimizer.reference_batch_size = 64  # batch the base LR was tuned for (linear scaling rule)
+    c.optimizer.momentum = 0.9
+    c.optimizer.nesterov = True
+    c.optimizer.weight_decay = 1e-4  # sgd: coupled L2 added to the gradient; adamw: decoupled
+    c.optimizer.no_decay = "bn"  # "bn": names with "bn" (BN affine, PySlowFast) | "1d": every 1-D param
+    c.optimizer.beta1 = 0.9
+    c.optimizer.beta2 = 0.999
+    c.optimizer.eps = 1e-8
+    c.optimizer.grad_clip_norm = 0.0  # > 0: clip the global gradient L2 norm (MViT: 1.0)
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.policy = "cosine"  # cosine | steps_with_relative_lrs
+    c.schedule.warmup_epochs = 0.0  # linear warmup to the policy's value at warmup_epochs
+    c.schedule.warmup_start_lr = 0.0
+    c.schedule.cosine_end_lr = 0.0  # newer PySlowFast floor (Ego-Exo's version decays to 0)
+    c.schedule.steps = (0,)  # steps_with_relative_lrs: epochs where each LR starts
+    c.schedule.lrs = (1.0,)  # ... and the LR there relative to base_lr
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.ce = 1.0  # LOSS.CE_LOSS_WEIGHT (task loss)
+    c.loss.ego = 0.0  # KD.ALPHA_LIST[0]: Ego-Score KL
+    c.loss.object = 0.0  # KD.ALPHA_LIST[1]: Object-Score KL
+    c.loss.hand = 0.0  # HAND_LOSS_WEIGHT * HANDOBJ.ALPHA
+    c.loss.object_map = 0.0  # OBJ_LOSS_WEIGHT * HANDOBJ.ALPHA
+    c.loss.ego_temperature = 1.0
+    c.loss.object_temperature = 1.0
+    c.loss.pos_weight = 1.0  # HANDOBJ.POS_WEIGHT
+    c.loss.multi_label = False  # BCE task loss (Charades-Ego)
+
+    c.teachers = ml_collections.ConfigDict()
+    # Each signal: "file" = the official pre-computed files, "online" = a frozen teacher in the step.
+    c.teachers.ego = ml_collections.ConfigDict(
+        {"source": "none", "file": "", "checkpoint": ""})  # file: k400_ego_predicts.pkl; checkpoint: 2-way video model
+    c.teachers.object = ml_collections.ConfigDict(
+        {"source": "none", "file": "", "weights": "", "depth": 50, "width": 64, "num_frames": 8})
+    c.teachers.interaction = ml_collections.ConfigDict(
+        {"source": "none", "detections": "", "mode": "soft"})  # hand-object detection folder
+
+    c.init_from = ""  # converted checkpoint dir, .pyth file or training workdir (fine-tune semantics)
+    c.reinit_heads = True  # fine-tune: re-initialise task heads whose name/shape differ
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every_epochs = 10.0  # CHECKPOINT_PERIOD (0 = off); also saved at the end and on SIGTERM
+    c.checkpoint.every_steps = 0  # > 0: additionally every N steps
+    c.checkpoint.keep = 3  # newest checkpoints kept
+    c.checkpoint.async_save = True
+
+    c.log_every_steps = 20  # training metrics: mean over the steps since the last write
+    c.eval_every_epochs = 10.0  # EVAL_PERIOD; 0 = no periodic validation
+    c.eval_split = "val"  # periodic validation split (single view)
+    c.test_at_end = True  # multi-view test after training
+
+    c.precise_bn = ml_collections.ConfigDict()
+    c.precise_bn.enabled = False  # recompute BN running stats before each evaluation / at the end
+    c.precise_bn.num_batches = 200
+
+    c.evaluate = ml_collections.ConfigDict()
+    c.evaluate.split = "test"  # split for mode=evaluate
+    c.evaluate.ensemble = "sum"  # sum (Kinetics, EPIC softmax) | max (Charades-Ego sigmoid)
+    c.evaluate.checkpoint = ""  # mode=evaluate: weights (default: newest in workdir, else init_from)
+    c.evaluate.epic_tail_classes = ""  # EPIC: tail verb/noun class csv for the tail-class variant
+    c.evaluate.epic_unseen_participants = ""  # EPIC: unseen-participant csv
+    c.evaluate.labels = ""  # class-name list for result tables (kinetics400, epic100_verb ..., a file)
+
+    c.demo = ml_collections.ConfigDict()  # only for mode=demo (see configs/demo.py)
+    return c
+
+
+def all_keys(config: ml_collections.ConfigDict, prefix: str = "") -> List[str]:
+    """Dotted names of every leaf (and sub-dict) of a config."""
+    keys = []
+    for k in config.keys():
+        v = config[k]
+        name = f"{prefix}{k}"
+        keys.append(name)
+        if isinstance(v, ml_collections.ConfigDict):
+            keys.extend(all_keys(v, name + "."))
+    return keys
+
+
+def closest_key(name: str, keys: Iterable[str]) -> str:
+    """Best guess for a mistyped dotted key ('' when nothing is close)."""
+    keys = list(keys)
+    match = difflib.get_close_matches(name, keys, n=1, cutoff=0.6)
+    if not match:  # compare the last component inside the same parent
+        parent, _, leaf = name.rpartition(".")
+        siblings = [k for k in keys if k.rpartition(".")[0] == parent]
+        leaves = difflib.get_close_matches(leaf, [k.rpartition(".")[2] for k in siblings], n=1, cutoff=0.5)
+        match = [f"{parent}.{leaves[0]}" if parent else leaves[0]] if leaves else []
+    return match[0] if match else ""
+
+
+def unknown_key_message(name: str, config: ml_collections.ConfigDict) -> str:
+    guess = closest_key(name, all_keys(config))
+    hint = f"; did you mean '{guess}'?" if guess else ""
+    return f"unknown config key '{name}'{hint}"
+
+
+def _check_choice(value, allowed, key: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"config.{key}={value!r}; expected one of {list(allowed)}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises ``ValueError`` naming the key for values that cannot work."""
+    _check_choice(config.mode, MODES, "mode")
+    _check_choice(config.dtype, tuple(DTYPES), "dtype")
+    _check_choice(config.optimizer.name, ("sgd", "adamw"), "optimizer.name")
+    _check_choice(config.optimizer.no_decay, ("bn", "1d", "none"), "optimizer.no_decay")
+    _check_choice(config.schedule.policy, ("cosine", "steps_with_relative_lrs", "constant"), "schedule.policy")
+    _check_choice(config.evaluate.ensemble, ("sum", "max"), "evaluate.ensemble")
+    _check_choice(config.teachers.interaction.mode, ("soft", "hard"), "teachers.interaction.mode")
+    for signal, allowed in SIGNAL_SOURCES.items():
+        _check_choice(config.teachers[signal].source, allowed, f"teachers.{signal}.source")
+    if config.batch_size <= 0 or config.eval_batch_size <= 0:
+        raise ValueError("config.batch_size and config.eval_batch_size must be positive")
+    if len(config.schedule.steps) != len(config.schedule.lrs):
+        raise ValueError(f"config.schedule.steps {tuple(config.schedule.steps)} and schedule.lrs "
+                         f"{tuple(config.schedule.lrs)} must have the same length")
+    if config.data.arch != config.model.arch and config.model.arch != "mvit":
+        raise ValueError(f"config.data.arch={config.data.arch!r} but config.model.arch="
+                         f"{config.model.arch!r}: the pathways the data packs must match the model")
+    if config.model.arch == "slowfast" and config.data.alpha != config.model.alpha:
+        raise ValueError(f"config.data.alpha={config.data.alpha} != config.model.alpha={config.model.alpha}")
+    if config.model.arch != "mvit" and config.data.num_frames != config.model.num_frames:
+        raise ValueError(f"config.data.num_frames={config.data.num_frames} != "
+                         f"config.model.num_frames={config.model.num_frames}")
+    needs = {"ego": config.loss.ego, "object": config.loss.object,
+             "interaction": config.loss.hand or config.loss.object_map}
+    heads = {"ego": config.model.ego_classes, "object": config.model.object_classes,
+             "interaction": config.model.interaction_head}
+    for signal, weight in needs.items():
+        source = config.teachers[signal].source
+        if weight and source == "none":
+            raise ValueError(f"config.loss weight for the {signal} signal is {weight} but "
+                             f"config.teachers.{signal}.source is 'none'")
+        if weight and not heads[signal]:
+            raise ValueError(f"config.loss uses the {signal} signal but the model has no {signal} head "
+                             f"(config.model.{'interaction_head' if signal == 'interaction' else signal + '_classes'})")

@@ -1,0 +1,201 @@
+"""Multi-view evaluation: score every (video, view) once over all hosts, ensemble, measure, write.
+
+Views come from the pipeline (``pipeline.make_eval_iterator``): 'test' = num_ensemble_views
+temporal clips x num_spatial_crops crops with PySlowFast's placement; 'val' = one view. Each view
+goes through the model's test-time head (activation per position, then mean). Views are combined
+per video by ``config.evaluate.ensemble``: ``max`` (Charades-Ego, sigmoid scores) or ``sum``
+(Kinetics, EPIC softmax scores). Padding views (mask 0) are ignored; a video none of whose views
+could be read keeps the neutral score (0 for sum, -1e10 for max, so it counts as a miss) and is
+counted in ``unscored_videos``.
+
+Metrics (percent): Kinetics top-1/top-5; Charades-Ego mAP over classes with a positive;
+EPIC-100 verb/noun/action top-1/top-5 with the official action definition, plus the tail-class and
+unseen-participant variants when their csvs are configured.
+
+Files in ``workdir/results/``: ``{split}_step{N}_scores.npz`` (per-video ensembled scores, labels,
+keys), for EPIC also ``{split}_step{N}_epic.pkl`` (the official "dict format":
+``verb_output [N, 97]``, ``noun_output [N, 300]``, ``narration_id [N]``) and
+``{split}_step{N}_submission.json`` (challenge submission format), and ``{split}_step{N}.md`` (the
+table that is also printed).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from typing import Any, Dict, List, Optional, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from egoexo_jax import metrics as metrics_lib
+from egoexo_jax import sharding
+from egoexo_jax.data import pipeline
+from egoexo_jax.data.sources import build_source
+
+EPIC_SUBMISSION_VERSION = "0.2"
+
+
+def video_labels(data_cfg, split: str) -> Dict[str, Any]:
+    """Ground truth per video from the split's index: ``keys [N]`` and ``label [N]`` (Kinetics),
+    ``label [N, 157]`` multi-hot over the whole video (Charades-Ego) or ``verb``, ``noun``,
+    ``participant`` (EPIC)."""
+    source = build_source(data_cfg, split)
+    items = [source.item(i) for i in range(len(source))]
+    out: Dict[str, Any] = {"keys": np.asarray([it.key for it in items], dtype=object)}
+    if data_cfg.dataset == "kinetics":
+        out["label"] = np.asarray([it.label for it in items], np.int64)
+    elif data_cfg.dataset == "charades_ego":
+        from egoexo_jax.data.charades_ego import NUM_CLASSES  # pylint: disable=import-outside-toplevel
+        num = int(data_cfg.get("num_classes_charades", NUM_CLASSES))
+        hot = np.zeros((len(items), num), np.float32)
+        for i, it in enumerate(items):
+            hot[i, np.asarray(it.label_classes, np.int64)] = 1.0
+        out["label"] = hot
+    else:
+        out["verb"] = np.asarray([it.verb for it in items], np.int64)
+        out["noun"] = np.asarray([it.noun for it in items], np.int64)
+        out["participant"] = np.asarray([it.video_id.split("_")[0] for it in items], dtype=object)
+    return out
+
+
+def collect_view_scores(eval_fn, variables, data_cfg, split: str, global_batch: int, mesh,
+                        ensemble: str, progress: bool = True) -> Dict[str, Any]:
+    """Runs every view through ``eval_fn`` and ensembles per video.
+
+    Returns ``scores``: list over tasks of ``[N, C] float32`` ensembled scores, ``views_seen [N]``,
+    ``num_views``.
+    """
+    it, num_videos, num_views = pipeline.make_eval_iterator(data_cfg, split=split,
+                                                            global_batch_size=global_batch)
+    neutral = 0.0 if ensemble == "sum" else -1e10
+    scores: Optional[List[np.ndarray]] = None
+    seen = np.zeros((num_videos, num_views), bool)
+    bar = None
+    if progress and jax.process_index() == 0:
+        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+        bar = tqdm(total=len(it), desc=f"evaluate {split} ({num_videos} videos x {num_views} views)",
+                   unit="batch", leave=False)
+    try:
+        for host_batch in it:
+            host_batch = {k: v for k, v in host_batch.items()
+                          if k.startswith("pathway") or k in ("video_index", "view_index", "mask")}
+            out = sharding.to_host(eval_fn(variables, sharding.global_batch(host_batch, mesh)))
+            probs = out["probs"] if isinstance(out["probs"], (tuple, list)) else (out["probs"],)
+            if scores is None:
+                scores = [np.full((num_videos, p.shape[-1]), neutral, np.float32) for p in probs]
+            valid = out["mask"] > 0
+            vid, view = out["video_index"][valid], out["view_index"][valid]
+            if np.any(seen[vid, view]):
+                raise RuntimeError(f"evaluation scored a (video, view) twice in split {split!r}")
+            seen[vid, view] = True
+            for s, p in zip(scores, probs):
+                p = np.asarray(p, np.float32)[valid]
+                if ensemble == "sum":
+                    np.add.at(s, vid, p)
+                else:
+                    np.maximum.at(s, vid, p)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        it.close()
+        if bar is not None:
+            bar.close()
+    return {"scores": scores, "views_seen": seen.sum(1), "num_views": num_views}
+
+
+def compute_metrics(dataset: str, scores: Sequence[np.ndarray], truth: Dict[str, Any],
+                    eval_cfg: ml_collections.ConfigDict) -> Dict[str, float]:
+    """Dataset metrics (percent) from ensembled scores and :func:`video_labels`."""
+    if dataset == "kinetics":
+        k = min(5, scores[0].shape[1])
+        return metrics_lib.topk_accuracy(scores[0], truth["label"], ks=(1, k))
+    if dataset == "charades_ego":
+        return {"mAP": metrics_lib.charades_map(scores[0], truth["label"])}
+    verb, noun = scores
+    labelled = (truth["verb"] >= 0) & (truth["noun"] >= 0)
+    if not np.any(labelled):
+        return {}
+    args = (verb[labelled], noun[labelled], truth["verb"][labelled], truth["noun"][labelled])
+    out = metrics_lib.epic_accuracy(*args, ks=(1, 5))
+    if eval_cfg.epic_tail_classes or eval_cfg.epic_unseen_participants:
+        tail_v = tail_n = np.zeros(0, np.int64)
+        if eval_cfg.epic_tail_classes:
+            verbs_csv, nouns_csv = eval_cfg.epic_tail_classes.split(",")
+            tail_v = metrics_lib.read_epic_tail_classes(verbs_csv)
+            tail_n = metrics_lib.read_epic_tail_classes(nouns_csv)
+        unseen = (metrics_lib.read_epic_unseen_participants(eval_cfg.epic_unseen_participants)
+                  if eval_cfg.epic_unseen_participants else [])
+        subsets = metrics_lib.epic_accuracy_subsets(*args, truth["participant"][labelled], tail_v, tail_n, unseen)
+        for group in ("tail", "unseen"):
+            for name, value in subsets.get(group, {}).items():
+                out[f"{group}_{name}"] = value
+    return out
+
+
+def epic_submission(verb: np.ndarray, noun: np.ndarray, narration_ids: Sequence[str]) -> dict:
+    """EPIC-KITCHENS-100 action-recognition challenge json (scores per class id as strings)."""
+    return {
+        "version": EPIC_SUBMISSION_VERSION,
+        "challenge": "action_recognition",
+        "sls_pt": -1, "sls_tl": -1, "sls_td": -1,  # fill in your supervision levels before submitting
+        "results": {str(n): {"verb": {str(i): float(x) for i, x in enumerate(v)},
+                             "noun": {str(i): float(x) for i, x in enumerate(o)}}
+                    for n, v, o in zip(narration_ids, verb, noun)},
+    }
+
+
+def format_table(title: str, values: Dict[str, float]) -> str:
+    width = max([len(k) for k in values] + [6])
+    lines = [f"### {title}", "", f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|------:|"]
+    lines += [f"| {k.ljust(width)} | {v:6.2f} |" for k, v in values.items()]
+    return "\n".join(lines)
+
+
+def write_results(results_dir: str, tag: str, dataset: str, scores: Sequence[np.ndarray],
+                  truth: Dict[str, Any], table: str) -> None:
+    os.makedirs(results_dir, exist_ok=True)
+    arrays = {f"scores_{i}": s for i, s in enumerate(scores)}
+    arrays.update({k: np.asarray(v).astype(str) if v.dtype == object else v for k, v in truth.items()})
+    np.savez_compressed(os.path.join(results_dir, f"{tag}_scores.npz"), **arrays)
+    if dataset == "epic100":
+        with open(os.path.join(results_dir, f"{tag}_epic.pkl"), "wb") as f:
+            pickle.dump({"verb_output": scores[0], "noun_output": scores[1],
+                         "narration_id": np.asarray(truth["keys"]).astype(str)}, f)
+        with open(os.path.join(results_dir, f"{tag}_submission.json"), "w", encoding="utf-8") as f:
+            json.dump(epic_submission(scores[0], scores[1], truth["keys"]), f)
+    with open(os.path.join(results_dir, f"{tag}.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+
+
+def evaluate_split(config, run, variables, split: str, step: int, logger=None, *,
+                   final: bool = False) -> Dict[str, float]:
+    """Evaluates ``variables`` on ``split`` ('val' one view, 'test' multi-view), logs
+    ``{split}/<metric>`` at ``step``, writes result files (process 0) and prints the table."""
+    from egoexo_jax import train as train_lib  # pylint: disable=import-outside-toplevel
+    eval_fn = getattr(run, "_eval_fn", None)
+    if eval_fn is None:
+        eval_fn = train_lib.make_eval_step(run.mesh, model=run.model, arch=config.model.arch)
+        run._eval_fn = eval_fn  # pylint: disable=protected-access
+    ensemble = config.evaluate.ensemble if split == "test" else config.evaluate.ensemble
+    collected = collect_view_scores(eval_fn, variables, config.data, split, config.eval_batch_size,
+                                    run.mesh, ensemble)
+    truth = video_labels(config.data, split)
+    values = compute_metrics(config.data.dataset, collected["scores"], truth, config.evaluate)
+    unscored = int(np.sum(collected["views_seen"] == 0))
+    values["unscored_videos"] = float(unscored)
+    if unscored:
+        logging.warning("%d of %d %s videos could not be read and count as misses", unscored,
+                        len(truth["keys"]), split)
+    title = (f"{config.data.dataset} {split}: {len(truth['keys'])} videos x {collected['num_views']} "
+             f"views, step {step}")
+    table = format_table(title, values)
+    if jax.process_index() == 0:
+        write_results(os.path.join(run.workdir, "results"), f"{split}_step{step}", config.data.dataset,
+                      collected["scores"], truth, table)
+        print(table, flush=True)
+    if logger is not None:
+        logger.write(step, {f"{split}/{k}": v for k, v in values.items()})
+    return values

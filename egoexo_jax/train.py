@@ -1,0 +1,534 @@
+"""Train state, the jitted train / eval steps and the training loop.
+
+One batch, end to end: the grain pipeline yields a host batch (``pathway0``, ``pathway1``,
+labels, offline teacher targets) -> :func:`egoexo_jax.sharding.global_batch` places it on the
+``data`` mesh axis -> :func:`train_step` (one ``jax.jit``): online teachers (frozen) add their
+targets -> student forward in ``config.dtype`` -> :func:`egoexo_jax.losses.total` -> gradients ->
+optax update -> metrics. Parameters are replicated; BatchNorm statistics are computed in groups
+of ``model.bn_group_size`` clips, so results do not depend on the device count.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import signal
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import periodic_actions
+
+from egoexo_jax import checkpoint as ckpt_lib
+from egoexo_jax import evaluate as eval_lib
+from egoexo_jax import losses, models, optim, sharding
+from egoexo_jax.convert import export
+from egoexo_jax.data import pipeline
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training step produced a non-finite loss; names the step and the terms."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs besides the data-iterator state.
+
+    ``rng`` is a raw ``uint32[2]`` key; the step's dropout key is ``fold_in(rng, step)``.
+    """
+    step: jax.Array
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    rng: jax.Array
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "params": self.params, "batch_stats": self.batch_stats,
+                "opt_state": self.opt_state, "rng": self.rng}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainState":
+        return cls(d["step"], d["params"], d["batch_stats"], d["opt_state"], d["rng"])
+
+    @property
+    def variables(self) -> dict:
+        v = {"params": self.params}
+        if self.batch_stats:
+            v["batch_stats"] = self.batch_stats
+        return v
+
+
+def model_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The model config with the experiment's compute dtype."""
+    m = ml_collections.ConfigDict(config.model.to_dict())
+    m.dtype = config.dtype
+    if m.arch == "mvit" and "dtype" in m.mvit:
+        m.mvit.dtype = config.dtype
+    return m
+
+
+def pathways_of(batch: Dict[str, Any], arch: str) -> list:
+    """Model inputs from a batch: ``[pathway0, pathway1]`` for SlowFast, ``[pathway0]`` otherwise."""
+    return [batch["pathway0"], batch["pathway1"]] if arch == "slowfast" else [batch["pathway0"]]
+
+
+def input_shapes(config: ml_collections.ConfigDict, batch: int, crop: int) -> list:
+    if config.model.arch == "mvit":
+        return [(batch, config.data.num_frames, crop, crop, 3)]
+    return models.input_shapes(config.model, batch, crop)
+
+
+def init_variables(model, config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
+    """PySlowFast-style initialisation of the model's variables (host numpy-free, jitted)."""
+    shapes = input_shapes(config, 1 * max(1, config.model.get("bn_group_size", 1)), config.data.train_crop_size)
+    dummies = [jnp.zeros(s, jnp.float32) for s in shapes]
+    variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, dummies, train=False))(rng)
+    return flax.core.unfreeze(variables)
+
+
+# ----------------------------------------------------------------------------------------------
+# Steps.
+
+
+def _top1(logits, labels, mask=None) -> jax.Array:
+    hit = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    if mask is None:
+        return jnp.mean(hit)
+    return jnp.sum(hit * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def task_accuracy(outputs: Dict[str, Any], batch: Dict[str, Any], multi_label: bool) -> Dict[str, jax.Array]:
+    """Training top-1 accuracies (percent) of the task heads (none for multi-label)."""
+    logits = outputs["logits"]
+    if isinstance(logits, (tuple, list)):
+        return {"verb_top1": 100 * _top1(logits[0], batch["verb"]),
+                "noun_top1": 100 * _top1(logits[1], batch["noun"])}
+    if multi_label:
+        return {}
+    return {"top1": 100 * _top1(logits, batch["label"])}
+
+
+def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any, *, model, tx,
+               schedule: Callable, loss_weights: Dict[str, float], arch: str,
+               teacher_fn: Optional[Callable] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+    """One optimisation step (pure; jitted by :func:`make_train_step`).
+
+    Args:
+      state: replicated :class:`TrainState`.
+      batch: global batch, ``pathway*`` ``[B, T, H, W, 3] float32`` split on ``data``, labels and
+        (offline) teacher targets/masks.
+      teacher_variables: frozen online-teacher variables (not differentiated, not updated).
+      teacher_fn: ``(teacher_variables, pathways) -> {ego_target, object_target}`` or None.
+
+    Returns:
+      (new state, metrics: every loss term, accuracy, ``lr``, ``grad_norm``, ``bad_inputs``).
+    """
+    pathways = pathways_of(batch, arch)
+    if teacher_fn is not None:
+        batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways))}
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        variables = {"params": params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        outputs, mutated = model.apply(variables, pathways, train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": dropout_rng})
+        loss, terms = losses.total(outputs, batch, loss_weights)
+        return loss, (terms, mutated.get("batch_stats", {}), outputs)
+
+    (loss, (terms, new_stats, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(terms)
+    metrics.update(task_accuracy(outputs, batch, bool(loss_weights.get("multi_label", False))))
+    metrics["lr"] = schedule(state.step)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    if "bad_inputs" in batch:
+        metrics["bad_inputs"] = jnp.sum(batch["bad_inputs"]).astype(jnp.float32)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
+    return new_state, metrics
+
+
+def eval_step(variables: dict, batch: Dict[str, Any], *, model, arch: str) -> Dict[str, Any]:
+    """Test-time outputs of one batch of views: ``probs`` (activation per position, then mean;
+    a tuple for multi-task heads) and the bookkeeping fields passed through."""
+    outputs = model.apply(variables, pathways_of(batch, arch), train=False)
+    out = {"probs": outputs["probs"]}
+    for k in ("video_index", "view_index", "mask", "label", "verb", "noun"):
+        if k in batch:
+            out[k] = batch[k]
+    return out
+
+
+def make_train_step(mesh, **kwargs):
+    step = functools.partial(train_step, **kwargs)
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_eval_step(mesh, **kwargs):
+    step = functools.partial(eval_step, **kwargs)
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data), out_shardings=rep)
+
+
+def precise_bn_stats(model, variables: dict, batches, arch: str, num_batches: int, mesh) -> dict:
+    """Recomputes BN running statistics as the plain mean of per-batch statistics (fvcore's
+    ``update_bn_stats``) over ``num_batches`` training batches (host batches from an iterator)."""
+    probe = model.clone(bn_momentum=1.0)  # running <- this batch's statistics (unbiased var)
+
+    @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
+    def stats(v, batch):
+        _, mutated = probe.apply(v, pathways_of(batch, arch), train=True, mutable=["batch_stats"],
+                                 rngs={"dropout": jax.random.PRNGKey(0)})
+        return mutated["batch_stats"]
+
+    total, n = None, 0
+    for _ in range(num_batches):
+        batch = sharding.global_batch(next(batches), mesh)
+        s = stats(variables, batch)
+        total = s if total is None else jax.tree.map(jnp.add, total, s)
+        n += 1
+    return jax.tree.map(lambda x: x / n, total)
+
+
+# ----------------------------------------------------------------------------------------------
+# Setting up a run.
+
+
+@dataclasses.dataclass
+class Run:
+    """What the loop needs, built once from the config."""
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: Any
+    model: Any
+    tx: Any
+    schedule: Callable
+    steps_per_epoch: int
+    total_steps: int
+    train_iter: Any
+    teacher_fn: Optional[Callable]
+    teacher_variables: Any
+    init_report: Optional[ckpt_lib.TransferReport] = None
+
+
+def loss_weights(config) -> Dict[str, float]:
+    """Python-number loss weights (``losses.total`` skips a zero-weighted term at trace time)."""
+    return {k: (bool(v) if k == "multi_label" else float(v)) for k, v in config.loss.items()}
+
+
+def build_teachers(config, model_cfg) -> Tuple[Optional[Callable], Any]:
+    """Online teachers of the config: ``(teacher_fn, teacher_variables)``; ``(None, {})`` if none."""
+    online = [s for s in ("ego", "object") if config.teachers[s].source == "online"]
+    if not online:
+        return None, {}
+    from egoexo_jax.models import teachers as teachers_lib  # pylint: disable=import-outside-toplevel
+    return teachers_lib.from_config(config, model_cfg)
+
+
+def offline_aux_fn(config, split: str = "train"):
+    """The grain ``aux_fn`` adding offline teacher targets (None if every signal is online/off)."""
+    if all(config.teachers[s].source != "file" for s in ("ego", "object", "interaction")):
+        return None
+    from egoexo_jax.data import aux_targets  # pylint: disable=import-outside-toplevel
+    return aux_targets.from_config(config.teachers, config.data, config.model)
+
+
+def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[ckpt_lib.TransferReport]]:
+    """Fresh state: PySlowFast init, then ``config.init_from`` (fine-tune transfer) if set."""
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, state_rng = jax.random.split(rng)
+    variables = init_variables(model, config, init_rng)
+    report = None
+    if config.init_from:
+        src_cfg, src_vars, what = ckpt_lib.load_pretrained(config.init_from)
+        logging.info("init_from: %s (arch %s)", what, src_cfg.arch)
+        if src_cfg.arch != config.model.arch:
+            raise ValueError(f"config.init_from={config.init_from} holds a {src_cfg.arch} model but "
+                             f"config.model.arch is {config.model.arch}")
+        target = {k: jax.tree.map(np.asarray, v) for k, v in variables.items()}
+        variables, report = ckpt_lib.transfer(target, src_vars, allow_reinit=config.reinit_heads)
+        print(f"init_from {what}:\n{report.summary()}", flush=True)
+    params = variables["params"]
+    batch_stats = variables.get("batch_stats", {})
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                       opt_state=tx.init(params), rng=state_rng)
+    return sharding.replicate(state, mesh), report
+
+
+def steps_per_epoch_of(num_items: int, batch_size: int, where: str) -> int:
+    n = num_items // batch_size
+    if n <= 0:
+        raise ValueError(f"{where}: {num_items} training videos are fewer than config.batch_size={batch_size}")
+    return n
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop.
+
+
+class _Preemption:
+    """SIGTERM -> save a checkpoint at the next step and stop (restored on exit)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, signum, frame):  # pylint: disable=unused-argument
+        logging.warning("SIGTERM: saving a checkpoint and stopping")
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+    def any_host(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+        flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
+        return bool(np.any(flags))
+
+
+class _Accumulator:
+    """Host-side running sums of step metrics between two log writes (saved in checkpoints)."""
+
+    def __init__(self, state: Optional[dict] = None):
+        state = state or {}
+        self.sums: Dict[str, float] = dict(state.get("sums", {}))
+        self.count: int = int(state.get("count", 0))
+
+    def add(self, metrics: Dict[str, float]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += 1
+
+    def pop_means(self) -> Dict[str, float]:
+        means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        self.sums, self.count = {}, 0
+        return means
+
+    def state(self) -> dict:
+        return {"sums": self.sums, "count": self.count}
+
+
+def _check_finite(step: int, metrics: Dict[str, np.ndarray]) -> None:
+    bad = sorted(k for k, v in metrics.items() if k.startswith(("loss", "weighted_", "grad_norm"))
+                 and not np.all(np.isfinite(v)))
+    if bad:
+        values = ", ".join(f"{k}={float(metrics[k])}" for k in bad)
+        raise NonFiniteLossError(f"non-finite training loss at step {step}: {values}; the newest "
+                                 f"checkpoint on disk is from before this step")
+
+
+def _every(step: int, period_steps: int) -> bool:
+    return period_steps > 0 and step % period_steps == 0
+
+
+def setup(config, workdir: str, mesh=None) -> Run:
+    mesh = mesh if mesh is not None else sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    model_cfg = model_config(config)
+    model = models.build(model_cfg)
+    train_iter = pipeline.make_train_iterator(
+        config.data, global_batch_size=config.batch_size, seed=config.seed,
+        bad_input_log=os.path.join(workdir, "bad_inputs.txt"), aux_fn=offline_aux_fn(config))
+    spe = steps_per_epoch_of(train_iter.get_state()["num_items"], config.batch_size,
+                             f"config.data ({config.data.dataset} train list)")
+    total = int(config.total_steps) if config.total_steps > 0 else int(math.ceil(config.num_epochs * spe))
+    schedule = optim.make_schedule(config, spe)
+    abstract_params = jax.eval_shape(
+        lambda: init_variables(model, config, jax.random.PRNGKey(0)))["params"]
+    tx = optim.make_optimizer(config, spe, abstract_params)
+    teacher_fn, teacher_vars = build_teachers(config, model_cfg)
+    return Run(config, workdir, mesh, model, tx, schedule, spe, total, train_iter, teacher_fn,
+               sharding.replicate(teacher_vars, mesh))
+
+
+def _meta(run: Run, acc: _Accumulator) -> dict:
+    return {"data_iterator": run.train_iter.get_state(), "metrics_accumulator": acc.state(),
+            "model_config": json.loads(export.model_config_to_json(model_config(run.config))),
+            "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps}
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None,
+                       stop_after: Optional[int] = None) -> Dict[str, float]:
+    """Trains (resuming from ``workdir`` when it has a checkpoint), evaluates, returns the final
+    test metrics (or the last validation metrics when ``test_at_end`` is off).
+
+    ``stop_after``: leave the loop after that many steps of this call (tests).
+    """
+    os.makedirs(workdir, exist_ok=True)
+    run = setup(config, workdir, mesh)
+    from egoexo_jax import metric_log  # pylint: disable=import-outside-toplevel
+    logger = metric_log.MetricLogger(workdir)
+    checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.checkpoint.keep,
+                                         async_save=config.checkpoint.async_save)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    state, report = None, None
+    acc = _Accumulator()
+    latest = checkpointer.latest_step()
+    if latest is not None:
+        fresh, _ = _abstract_state(config, run)
+        restored, meta = checkpointer.restore(fresh, latest)
+        state = TrainState.from_dict(restored)
+        run.train_iter.set_state(meta["data_iterator"])
+        acc = _Accumulator(meta.get("metrics_accumulator"))
+        logger.truncate_after(latest)
+        logging.info("resumed from %s/%d", checkpointer.directory, latest)
+        print(f"resumed from step {latest}", flush=True)
+    else:
+        state, report = create_train_state(config, run.model, run.tx, run.mesh)
+    run.init_report = report
+
+    p_train = make_train_step(run.mesh, model=run.model, tx=run.tx, schedule=run.schedule,
+                              loss_weights=loss_weights(config), arch=config.model.arch,
+                              teacher_fn=run.teacher_fn)
+    start = int(jax.device_get(state.step))
+    ckpt_every = max(int(round(config.checkpoint.every_epochs * run.steps_per_epoch)), 0) \
+        if config.checkpoint.every_epochs > 0 else 0
+    eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1) \
+        if config.eval_every_epochs > 0 else 0
+    report_progress = periodic_actions.ReportProgress(num_train_steps=run.total_steps,
+                                                      writer=logger.writer, every_steps=config.log_every_steps)
+    if jax.process_index() == 0:
+        print(f"training {run.total_steps} steps ({run.steps_per_epoch} per epoch, global batch "
+              f"{config.batch_size}, {jax.device_count()} devices) from step {start}", flush=True)
+
+    def save(step: int):
+        checkpointer.save(step, state.as_dict(), _meta(run, acc))
+
+    last_eval: Dict[str, float] = {}
+    pending = None
+    step = start
+    end = run.total_steps if stop_after is None else min(run.total_steps, start + stop_after)
+    with _Preemption() as preempt:
+        try:
+            while step < end:
+                host_batch = next(run.train_iter)
+                batch = sharding.global_batch(host_batch, run.mesh)
+                state, metrics = p_train(state, batch, run.teacher_variables)
+                if pending is not None:  # fetch the previous step's metrics (one-step lag)
+                    _consume(pending, acc)
+                step += 1
+                pending = (step, metrics)
+                report_progress(step)
+                boundary = (step == end or _every(step, config.log_every_steps) or _every(step, ckpt_every)
+                            or _every(step, config.checkpoint.every_steps) or _every(step, eval_every))
+                stop = preempt.requested if jax.process_count() == 1 else (
+                    _every(step, config.log_every_steps) and preempt.any_host())
+                if not (boundary or stop):
+                    continue
+                _consume(pending, acc)
+                pending = None
+                if _every(step, config.log_every_steps) or step == end:
+                    logger.write(step, acc.pop_means())
+                if _every(step, eval_every) and step < run.total_steps:
+                    if config.precise_bn.enabled:
+                        state = _precise_bn(run, state)
+                    last_eval = eval_lib.evaluate_split(config, run, state.variables, config.eval_split, step, logger)
+                if step == run.total_steps and config.precise_bn.enabled:
+                    state = _precise_bn(run, state)
+                if (_every(step, ckpt_every) or _every(step, config.checkpoint.every_steps)
+                        or step == run.total_steps or stop):
+                    save(step)
+                if stop:
+                    checkpointer.wait()
+                    logging.warning("stopped after SIGTERM at step %d (checkpoint saved)", step)
+                    return last_eval
+            if pending is not None:
+                _consume(pending, acc)
+            if step >= run.total_steps:
+                checkpointer.wait()
+                if config.test_at_end:
+                    last_eval = eval_lib.evaluate_split(config, run, state.variables, "test", step, logger,
+                                                        final=True)
+            else:
+                save(step)
+            return last_eval
+        finally:
+            checkpointer.close()
+            run.train_iter.close()
+            logger.flush()
+
+
+def _consume(pending, acc: _Accumulator) -> None:
+    step, metrics = pending
+    host = jax.device_get(metrics)
+    _check_finite(step, host)
+    acc.add({k: float(v) for k, v in host.items()})
+
+
+def _abstract_state(config, run: Run):
+    """Shape/dtype/sharding skeleton of the train state (restore target)."""
+    def fresh():
+        variables = init_variables(run.model, config, jax.random.PRNGKey(0))
+        params = variables["params"]
+        return TrainState(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}),
+                          run.tx.init(params), jax.random.PRNGKey(0)).as_dict()
+    shapes = jax.eval_shape(fresh)
+    rep = sharding.replicated(run.mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes), None
+
+
+def _precise_bn(run: Run, state: TrainState) -> TrainState:
+    if not state.batch_stats:
+        return state
+    config = run.config
+    batches = pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
+                                           seed=config.seed + 1, aux_fn=None)
+    n = min(int(config.precise_bn.num_batches), run.steps_per_epoch)
+    try:
+        stats = precise_bn_stats(run.model, state.variables, batches, config.model.arch, n, run.mesh)
+    finally:
+        batches.close()
+    logging.info("precise BN: running statistics recomputed over %d batches", n)
+    return state.replace(batch_stats=stats)
+
+
+def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> Dict[str, float]:
+    """``mode=evaluate``: multi-view evaluation of ``config.evaluate.checkpoint`` (a workdir,
+    converted directory or ``.pyth``), else the newest checkpoint in ``workdir``, else
+    ``config.init_from``."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = mesh if mesh is not None else sharding.make_mesh()
+    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    source = config.evaluate.checkpoint or (workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
+    if not source:
+        raise ValueError("mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
+                         f"or point --workdir at a training workdir (none in {workdir})")
+    src_cfg, variables, what = ckpt_lib.load_pretrained(source)
+    src_cfg.dtype = config.dtype
+    model = models.build(src_cfg)
+    print(f"evaluating {what}", flush=True)
+    from egoexo_jax import metric_log  # pylint: disable=import-outside-toplevel
+    logger = metric_log.MetricLogger(workdir)
+    run = Run(config, workdir, mesh, model, None, None, 0, 0, None, None, {})
+    step = 0
+    if source == workdir:
+        step = ckpt_lib.read_meta(workdir)[0]
+    try:
+        return eval_lib.evaluate_split(config, run, sharding.replicate(variables, mesh),
+                                       config.evaluate.split, step, logger, final=True)
+    finally:
+        logger.flush()
