@@ -1,0 +1,423 @@
+"""Frozen *online* Ego-Exo teachers, run inside the jitted train step.
+
+The official code reads pre-computed teacher outputs (``k400_ego_predicts.pkl``,
+``k400_IN_predicts.pkl``; see ``egoexo_jax.data.aux_targets``). With ``source="online"`` the
+teachers run on the student's own (augmented) clip instead:
+
+- **Ego-Score** (2-way, index 1 = egocentric): one of our video classifiers whose first
+  head has 2 classes (e.g. a Slow/SlowFast trained on Charades-Ego first- vs third-person),
+  from a PySlowFast ``.pyth``, a converted directory, a training workdir or variables in memory.
+- **Object-Score** (1000-way): a torchvision ImageNet ResNet (:class:`ResNet2D`) applied to
+  ``K`` frames of the clip; the ``K`` logit vectors are **averaged**. How the official files
+  aggregated frames is unverified (docs/egoexo-method.md §2.2); averaging logits keeps the
+  target a logit vector, which is what the KD loss soft-maxes (``losses.kd_loss``).
+
+Everything the train step calls is a pure function: teachers are described by frozen
+(hashable) dataclasses, their variables travel as a separate pytree argument
+(``{"ego": ..., "object": ...}``, never in the optimiser state), ``apply`` runs with
+``train=False`` (running BN statistics, no dropout, nothing mutated) and every output goes
+through ``jax.lax.stop_gradient``.
+
+Input convention: the student's pathways ``[B, T, H, W, 3] float32`` normalised as
+``(x / 255 - mean) / std`` with the data config's mean/std (scalars or per channel, in the
+clip's channel order), channels BGR when ``input_bgr``. Teachers undo this and apply their
+own normalisation.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Optional, Sequence, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from egoexo_jax.models.resnet2d import ResNet2D
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "EgoTeacher", "ObjectTeacher", "OnlineTeachers", "TeacherError",
+    "ego_teacher_from_variables", "ego_teacher_logits", "ego_teacher_pathways", "from_config",
+    "frame_indices", "load_ego_teacher", "load_object_teacher", "object_teacher_logits",
+    "online_teacher_targets", "renormalise", "student_norm",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] pixels (torchvision ImageNet models)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Norm = Union[float, Sequence[float]]
+
+
+class TeacherError(ValueError):
+    """A teacher checkpoint or setting that cannot serve as the requested teacher."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Specs.
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectTeacher:
+    """Object-Score teacher: a 2D ImageNet classifier on ``num_frames`` frames of the clip.
+
+    Attributes:
+      module: the :class:`ResNet2D`.
+      num_frames: K, frames taken at ``floor(linspace(0, T - 1, K))`` of the clip.
+      dtype: compute dtype override (None: the module's).
+    """
+
+    module: ResNet2D
+    num_frames: int = 8
+    dtype: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EgoTeacher:
+    """Ego-Score teacher: a 2-way video classifier (``logits`` of its first head).
+
+    Attributes:
+      module: a ``ResNetVideo`` (slow / slowfast) or ``MViT``.
+      num_pathways, num_frames, alpha: the pathways it takes (1 or 2; frames of the fast or
+        only pathway; slow = ``num_frames // alpha`` frames of the fast one).
+      input_mean, input_std, input_bgr: the normalisation it was trained with; None = the
+        student's (no renormalisation).
+      dtype: compute dtype override (None: the module's).
+    """
+
+    module: nn.Module
+    num_pathways: int
+    num_frames: int
+    alpha: int = 1
+    input_mean: Optional[Norm] = None
+    input_std: Optional[Norm] = None
+    input_bgr: Optional[bool] = None
+    dtype: Any = None
+
+    @classmethod
+    def from_module(cls, module: nn.Module, **kwargs) -> "EgoTeacher":
+        """Reads the pathway layout off a ``ResNetVideo`` / ``MViT`` module."""
+        if hasattr(module, "num_pathways"):  # ResNetVideo
+            return cls(module, module.num_pathways, module.num_frames,
+                       module.alpha if module.num_pathways == 2 else 1, **kwargs)
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(config, "num_frames"):  # MViT
+            return cls(module, 1, int(config.num_frames), 1, **kwargs)
+        raise TeacherError(f"cannot tell the input pathways of {type(module).__name__}")
+
+
+@dataclasses.dataclass(frozen=True)
+class OnlineTeachers:
+    """The online teachers of a run (either may be None). Hashable: safe as a static argument."""
+
+    ego: Optional[EgoTeacher] = None
+    object: Optional[ObjectTeacher] = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders.
+
+
+def _dtype_name(dtype) -> str:
+    return jnp.dtype(dtype).name
+
+
+def load_object_teacher(weights: Optional[str], depth: int = 50, width: int = 64, num_classes: int = 1000,
+                        dtype=jnp.float32, seed: int = 0):
+    """``(ResNet2D, variables)`` for the Object-Score teacher.
+
+    Args:
+      weights: torchvision ``resnet*.pth`` file; empty/None = random init (demos and tests
+        only; logged as a warning, the targets are then meaningless).
+      depth, width, num_classes: architecture; with ``weights`` the checkpoint must match
+        ``depth`` and ``num_classes`` (width is read from the file).
+      dtype: compute dtype (parameters float32).
+      seed: random-init seed.
+    Raises:
+      TeacherError: the checkpoint's classes differ from ``num_classes``.
+      egoexo_jax.convert.pyslowfast.ConversionError: keys/shapes do not fit ``depth``.
+    """
+    if weights:
+        from egoexo_jax.convert.torchvision_resnet import load_torchvision_resnet  # noqa: PLC0415
+
+        module, variables = load_torchvision_resnet(weights, depth, dtype=dtype)
+        if module.num_classes != num_classes:
+            raise TeacherError(f"object teacher {weights} has {module.num_classes} classes; "
+                               f"expected {num_classes}")
+        return module, variables
+    logging.warning("object teacher: no weights given, using a RANDOMLY initialised ResNet-%d "
+                    "(width %d, %d classes); Object-Score targets are meaningless (demo/test only)",
+                    depth, width, num_classes)
+    module = ResNet2D(depth=depth, width=width, num_classes=num_classes, dtype=dtype)
+    variables = jax.jit(module.init)(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 64, 64, 3), jnp.float32))
+    return module, jax.tree.map(np.asarray, dict(variables))
+
+
+def _first_head_classes(model_cfg) -> int:
+    n = model_cfg.num_classes
+    return int(n[0]) if isinstance(n, (list, tuple)) else int(n)
+
+
+def _check_two_way(model_cfg, where: str) -> None:
+    n = _first_head_classes(model_cfg)
+    if n != 2:
+        raise TeacherError(f"{where}: an Ego-Score teacher must be a 2-way (non-ego / ego) classifier, "
+                           f"but its first head has {n} classes (model.num_classes={model_cfg.num_classes})")
+
+
+def ego_teacher_from_variables(model_cfg, variables, dtype=None, *, where: str = "ego teacher"):
+    """``(module, variables)`` from a model config and its variables already in memory.
+
+    The variables must have exactly the module's structure and shapes (e.g. the
+    ``{"params", "batch_stats"}`` of a training workdir). ``dtype`` overrides the config's
+    compute dtype.
+
+    Raises:
+      TeacherError: not 2-way, or variables that do not fit the module (named).
+    """
+    from egoexo_jax import models  # noqa: PLC0415
+
+    _check_two_way(model_cfg, where)
+    cfg = model_cfg.copy_and_resolve_references() if hasattr(model_cfg, "copy_and_resolve_references") else model_cfg
+    if dtype is not None:
+        cfg.dtype = _dtype_name(dtype)
+    module = models.build(cfg)
+    shapes = [jnp.zeros(s, jnp.float32) for s in models.input_shapes(cfg)]
+    target = jax.eval_shape(lambda: module.init(jax.random.key(0), shapes, train=False))
+    want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(dict(target))[0]}
+    have = {jax.tree_util.keystr(p): tuple(np.shape(x))
+            for p, x in jax.tree_util.tree_flatten_with_path(dict(variables))[0]}
+    problems = [f"missing {k}" for k in sorted(set(want) - set(have))]
+    problems += [f"unexpected {k}" for k in sorted(set(have) - set(want))]
+    problems += [f"{k}: {have[k]} != {want[k]}" for k in sorted(set(want) & set(have)) if have[k] != want[k]]
+    if problems:
+        more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
+        raise TeacherError(f"{where}: variables do not fit the model config: {'; '.join(problems[:8])}{more}")
+    return module, {k: variables[k] for k in target}
+
+
+def load_ego_teacher(path: str, dtype=None):
+    """``(module, variables)`` of a 2-way video classifier.
+
+    Args:
+      path: PySlowFast / Ego-Exo ``.pyth`` file, converted checkpoint directory
+        (``egoexo_jax.convert.export``) or training workdir (newest checkpoint).
+      dtype: compute dtype (None: the checkpoint's / float32).
+    Raises:
+      TeacherError: the classifier's first head is not 2-way (the message names the file and
+        the head size), or the path is none of the above.
+    """
+    from egoexo_jax import models  # noqa: PLC0415
+    from egoexo_jax.convert import export  # noqa: PLC0415
+
+    path = str(path)
+    if os.path.isdir(path) and export.is_converted_dir(path):
+        _, variables, cfg = export.load_converted(path)
+    elif os.path.isdir(path):
+        from egoexo_jax import checkpoint  # noqa: PLC0415
+
+        if not checkpoint.is_training_workdir(path):
+            raise TeacherError(f"{path}: neither a converted checkpoint directory nor a training workdir")
+        cfg, variables, _ = checkpoint.load_workdir_variables(path)
+    elif os.path.isfile(path):
+        from egoexo_jax.convert import pyslowfast  # noqa: PLC0415
+
+        state, ps_cfg, _ = pyslowfast.read_checkpoint(path)
+        cfg = pyslowfast.model_config_from_pyslowfast(ps_cfg)
+        _check_two_way(cfg, path)  # before converting the weights
+        try:
+            variables, _ = pyslowfast.variables_from_state_dict(models.build(cfg), state, models.input_shapes(cfg))
+        except pyslowfast.ConversionError as e:
+            raise pyslowfast.ConversionError(f"{path}: {e}") from None
+    else:
+        raise TeacherError(f"ego teacher {path}: no such file or directory")
+    return ego_teacher_from_variables(cfg, variables, dtype, where=path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure functions for the train step.
+
+
+def frame_indices(num_frames: int, k: int) -> np.ndarray:
+    """``floor(linspace(0, num_frames - 1, k))`` (static, int64); the slow-pathway rule."""
+    if k < 1 or k > num_frames:
+        raise ValueError(f"cannot take {k} frames of a {num_frames}-frame clip (need 1 <= K <= T)")
+    return np.linspace(0.0, num_frames - 1, k).astype(np.int64)
+
+
+def _vec(v: Norm) -> jax.Array:
+    return jnp.asarray(v, jnp.float32).reshape(-1)  # scalar -> [1], per channel -> [3]
+
+
+def renormalise(x: jax.Array, *, src_mean: Norm, src_std: Norm, src_bgr: bool,
+                dst_mean: Norm, dst_std: Norm, dst_bgr: bool) -> jax.Array:
+    """``[..., 3] float32`` from one ``(x/255 - mean) / std`` convention (channel order) to another.
+
+    Means/stds are scalars or per channel in their own channel order.
+    """
+    unit = x.astype(jnp.float32) * _vec(src_std) + _vec(src_mean)  # [0, 1] pixels, src order
+    if bool(src_bgr) != bool(dst_bgr):
+        unit = unit[..., ::-1]
+    return (unit - _vec(dst_mean)) / _vec(dst_std)
+
+
+def _with_dtype(module: nn.Module, dtype) -> nn.Module:
+    if dtype is None or jnp.dtype(module.dtype) == jnp.dtype(dtype):
+        return module
+    return module.clone(dtype=dtype)
+
+
+def object_teacher_logits(module: ResNet2D, variables, clip: jax.Array, *, num_frames_k: int,
+                          input_mean: Norm = 0.45, input_std: Norm = 0.225, input_bgr: bool = False,
+                          dtype=None) -> jax.Array:
+    """Object-Score teacher logits of a clip.
+
+    Args:
+      module, variables: the 2D ImageNet classifier (frozen).
+      clip: the student's fast (or only) pathway ``[B, T, H, W, 3] float32``, normalised with
+        ``input_mean``/``input_std``, BGR if ``input_bgr``.
+      num_frames_k: K frames at ``floor(linspace(0, T - 1, K))``.
+      dtype: compute dtype override (None: the module's).
+    Returns:
+      ``[B, num_classes] float32``: the mean over the K frames of the per-frame logits
+      (ImageNet-normalised RGB frames at the clip's resolution), gradient stopped.
+    """
+    b, t, h, w, c = clip.shape
+    idx = frame_indices(t, num_frames_k)
+    frames = clip[:, idx].reshape(b * len(idx), h, w, c)
+    frames = renormalise(frames, src_mean=input_mean, src_std=input_std, src_bgr=input_bgr,
+                         dst_mean=IMAGENET_MEAN, dst_std=IMAGENET_STD, dst_bgr=False)
+    logits = _with_dtype(module, dtype).apply(variables, frames, train=False)
+    logits = logits.astype(jnp.float32).reshape(b, len(idx), -1).mean(axis=1)
+    return jax.lax.stop_gradient(logits)
+
+
+def ego_teacher_logits(module: nn.Module, variables, pathways: Sequence[jax.Array], dtype=None) -> jax.Array:
+    """``[B, 2] float32`` logits of a video classifier (its first task if multi-task).
+
+    ``pathways`` are already in the teacher's layout and normalisation (see
+    :func:`ego_teacher_pathways`). Eval mode, gradient stopped.
+    """
+    out = _with_dtype(module, dtype).apply(variables, [jnp.asarray(p, jnp.float32) for p in pathways], train=False)
+    logits = out["logits"]
+    if isinstance(logits, (tuple, list)):
+        logits = logits[0]
+    return jax.lax.stop_gradient(logits.astype(jnp.float32))
+
+
+def ego_teacher_pathways(teacher: EgoTeacher, pathways: Sequence[jax.Array], *, input_mean: Norm,
+                         input_std: Norm, input_bgr: bool) -> list:
+    """The student's pathways rearranged (and renormalised) for the ego teacher.
+
+    The student's pathways pass through unchanged when their frame counts already match
+    the teacher's. Otherwise the teacher's ``num_frames`` are taken from the student's fast
+    (or only) pathway at ``floor(linspace(0, T - 1, num_frames))`` and, for a SlowFast
+    teacher, its slow pathway from those at ``floor(linspace(0, n - 1, n // alpha))``
+    (frame *counts* are matched; a different sampling rate is not corrected).
+    """
+    pathways = list(pathways)
+    n = teacher.num_frames
+    if teacher.num_pathways == 2:
+        want = [n // teacher.alpha, n]
+    else:
+        want = [n]
+    if [p.shape[1] for p in pathways] != want:
+        fast = pathways[-1]
+        fast = fast[:, frame_indices(fast.shape[1], n)]
+        pathways = [fast[:, frame_indices(n, want[0])], fast] if len(want) == 2 else [fast]
+    mean = input_mean if teacher.input_mean is None else teacher.input_mean
+    std = input_std if teacher.input_std is None else teacher.input_std
+    bgr = input_bgr if teacher.input_bgr is None else teacher.input_bgr
+    if (mean, std, bool(bgr)) != (input_mean, input_std, bool(input_bgr)):
+        pathways = [renormalise(p, src_mean=input_mean, src_std=input_std, src_bgr=input_bgr,
+                                dst_mean=mean, dst_std=std, dst_bgr=bgr) for p in pathways]
+    return pathways
+
+
+def online_teacher_targets(teachers: OnlineTeachers, teacher_variables, pathways: Sequence[jax.Array], *,
+                           input_mean: Norm = 0.45, input_std: Norm = 0.225, input_bgr: bool = False) -> dict:
+    """Targets of the online teachers for one batch (jit-able, frozen).
+
+    Args:
+      teachers: which teachers run (static).
+      teacher_variables: ``{"ego": variables, "object": variables}`` for the present teachers.
+      pathways: the student's pathways, slow first, each ``[B, T_p, H, W, 3] float32``.
+      input_mean, input_std, input_bgr: the student's input normalisation.
+    Returns:
+      ``{"ego_target": [B, 2] float32, "object_target": [B, num_classes] float32}`` (only the
+      present teachers' keys): teacher logits, gradient stopped, read by ``losses.total``.
+    """
+    out = {}
+    if teachers.ego is not None:
+        ego = teachers.ego
+        inputs = ego_teacher_pathways(ego, pathways, input_mean=input_mean, input_std=input_std,
+                                      input_bgr=input_bgr)
+        out["ego_target"] = ego_teacher_logits(ego.module, teacher_variables["ego"], inputs, ego.dtype)
+    if teachers.object is not None:
+        obj = teachers.object
+        out["object_target"] = object_teacher_logits(
+            obj.module, teacher_variables["object"], pathways[-1], num_frames_k=obj.num_frames,
+            input_mean=input_mean, input_std=input_std, input_bgr=input_bgr, dtype=obj.dtype)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Config wiring.
+
+
+def _norm_value(v):
+    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
+
+def student_norm(data_cfg) -> dict:
+    """``{input_mean, input_std, input_bgr}`` of a data config (``bgr`` None = dataset default)."""
+    bgr = data_cfg.bgr
+    if bgr is None:
+        from egoexo_jax.data.samples import DEFAULT_BGR  # noqa: PLC0415
+
+        bgr = DEFAULT_BGR[data_cfg.dataset]
+    return {"input_mean": _norm_value(data_cfg.mean), "input_std": _norm_value(data_cfg.std),
+            "input_bgr": bool(bgr)}
+
+
+def from_config(config, model_cfg=None):
+    """``(teacher_fn, teacher_variables)`` for the online teachers of a training config.
+
+    ``teacher_fn(teacher_variables, pathways) -> {"ego_target", "object_target"}`` (present
+    teachers only) is :func:`online_teacher_targets` with the teachers and the student's
+    input normalisation bound; ``(None, {})`` when no teacher is online.
+
+    Reads ``config.teachers.ego`` (``checkpoint``; optional ``input_mean``/``input_std``/
+    ``input_bgr`` when the teacher was trained with another normalisation) and
+    ``config.teachers.object`` (``weights``, ``depth``, ``width``, ``num_frames``). The
+    teachers compute in the student's ``model.dtype``.
+    """
+    model_cfg = model_cfg if model_cfg is not None else config.model
+    dtype = jnp.dtype(model_cfg.dtype)
+    ego = obj = None
+    variables = {}
+    tcfg = config.teachers
+    if tcfg.ego.source == "online":
+        if not tcfg.ego.checkpoint:
+            raise TeacherError("config.teachers.ego.source is 'online' but config.teachers.ego.checkpoint is empty")
+        module, variables["ego"] = load_ego_teacher(tcfg.ego.checkpoint, dtype)
+        extra = {k: (_norm_value(tcfg.ego[k]) if k != "input_bgr" else bool(tcfg.ego[k]))
+                 for k in ("input_mean", "input_std", "input_bgr") if tcfg.ego.get(k) is not None}
+        ego = EgoTeacher.from_module(module, **extra)
+        logging.info("online ego teacher: %s (%s)", tcfg.ego.checkpoint, type(module).__name__)
+    if tcfg.object.source == "online":
+        num_classes = int(model_cfg.object_classes) or 1000
+        module, variables["object"] = load_object_teacher(
+            tcfg.object.weights, depth=int(tcfg.object.depth), width=int(tcfg.object.width),
+            num_classes=num_classes, dtype=dtype, seed=int(config.get("seed", 0)))
+        num_frames = int(tcfg.object.num_frames)
+        frame_indices(int(config.data.num_frames), num_frames)  # fail now, not inside jit
+        obj = ObjectTeacher(module, num_frames)
+        logging.info("online object teacher: ResNet-%d width %d, %d frames, weights %r",
+                     module.depth, module.width, num_frames, tcfg.object.weights)
+    if ego is None and obj is None:
+        return None, {}
+    fn = functools.partial(online_teacher_targets, OnlineTeachers(ego, obj), **student_norm(config.data))
+    return fn, variables
