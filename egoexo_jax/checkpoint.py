@@ -91,11 +91,23 @@ def load_workdir_variables(workdir: str, step: Optional[int] = None) -> Tuple[ml
         raise ValueError(f"checkpoint {workdir}/{CHECKPOINT_DIR}/{step} has no model_config in its meta")
     model_cfg = export.model_config_from_json(json.dumps(meta["model_config"]))
     directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step), "state")
-    tree = ocp.StandardCheckpointer().restore(directory)
+    tree = restore_on_this_host(directory)
     variables = {"params": tree["params"]}
     if tree.get("batch_stats"):
         variables["batch_stats"] = tree["batch_stats"]
     return model_cfg, jax.tree.map(np.asarray, variables), step
+
+
+def restore_on_this_host(directory: str) -> Any:
+    """Restores a saved tree onto this process's first device, whatever topology saved it (a
+    pod's checkpoint opened on a laptop)."""
+    checkpointer = ocp.StandardCheckpointer()
+    meta = checkpointer.metadata(directory)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), tree)
+    return checkpointer.restore(directory, abstract)
 
 
 def is_training_workdir(path: str) -> bool:

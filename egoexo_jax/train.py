@@ -85,12 +85,21 @@ def input_shapes(config: ml_collections.ConfigDict, batch: int, crop: int) -> li
     return models.input_shapes(config.model, batch, crop)
 
 
-def init_variables(model, config: ml_collections.ConfigDict, rng: jax.Array) -> dict:
-    """PySlowFast-style initialisation of the model's variables (host numpy-free, jitted)."""
-    shapes = input_shapes(config, 1 * max(1, config.model.get("bn_group_size", 1)), config.data.train_crop_size)
+def init_variables(model, config: ml_collections.ConfigDict, seed: int) -> dict:
+    """PySlowFast-style initialisation of the model's variables (jitted).
+
+    The init key uses the "rbg" generator: one fused op per parameter instead of unrolled
+    threefry hashes, which cuts the compile time of a full SlowFast init from minutes to seconds
+    on CPU (the values differ from threefry's, the distributions do not).
+    """
+    shapes = input_shapes(config, 1, config.data.train_crop_size)
     dummies = [jnp.zeros(s, jnp.float32) for s in shapes]
-    variables = jax.jit(lambda r: model.init({"params": r, "dropout": r}, dummies, train=False))(rng)
-    return flax.core.unfreeze(variables)
+
+    def init(seed_array):
+        key = jax.random.key(seed_array, impl="rbg")
+        return model.init({"params": key, "dropout": key}, dummies, train=False)
+
+    return flax.core.unfreeze(jax.jit(init)(jnp.asarray(seed, jnp.uint32)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,9 +254,8 @@ def offline_aux_fn(config, split: str = "train"):
 
 def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[ckpt_lib.TransferReport]]:
     """Fresh state: PySlowFast init, then ``config.init_from`` (fine-tune transfer) if set."""
-    rng = jax.random.PRNGKey(config.seed)
-    init_rng, state_rng = jax.random.split(rng)
-    variables = init_variables(model, config, init_rng)
+    state_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    variables = init_variables(model, config, config.seed)
     report = None
     if config.init_from:
         src_cfg, src_vars, what = ckpt_lib.load_pretrained(config.init_from)
@@ -355,7 +363,7 @@ def setup(config, workdir: str, mesh=None) -> Run:
     total = int(config.total_steps) if config.total_steps > 0 else int(math.ceil(config.num_epochs * spe))
     schedule = optim.make_schedule(config, spe)
     abstract_params = jax.eval_shape(
-        lambda: init_variables(model, config, jax.random.PRNGKey(0)))["params"]
+        lambda: init_variables(model, config, 0))["params"]
     tx = optim.make_optimizer(config, spe, abstract_params)
     teacher_fn, teacher_vars = build_teachers(config, model_cfg)
     return Run(config, workdir, mesh, model, tx, schedule, spe, total, train_iter, teacher_fn,
@@ -482,7 +490,7 @@ def _consume(pending, acc: _Accumulator) -> None:
 def _abstract_state(config, run: Run):
     """Shape/dtype/sharding skeleton of the train state (restore target)."""
     def fresh():
-        variables = init_variables(run.model, config, jax.random.PRNGKey(0))
+        variables = init_variables(run.model, config, 0)
         params = variables["params"]
         return TrainState(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}),
                           run.tx.init(params), jax.random.PRNGKey(0)).as_dict()

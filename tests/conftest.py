@@ -12,6 +12,13 @@ if "xla_force_host_platform_device_count" not in _flags:
 os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One persistent XLA compilation cache per test session, inherited by subprocess runs: the train
+# step of the tiny test config compiles once instead of once per run (about 30 s each on 2 cores).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile  # noqa: E402
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="egoexo-xla-cache-")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "1")
 
 import pathlib  # noqa: E402
 

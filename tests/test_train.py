@@ -1,0 +1,254 @@
+"""Training system: schedules, optimiser, sharding invariance, NaN stop, resume, multi-process, CLI."""
+import json
+import math
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from egoexo_jax import checkpoint as ckpt_lib
+from egoexo_jax import config_schema, optim, sharding, train
+from egoexo_jax.data import fake_media, pipeline
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kin_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kinetics")
+    fake_media.write_kinetics_dataset(root, [40] * tiny_config.NUM_CLASSES, height=48, width=64)
+    return str(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedules and optimiser, against independent computations.
+
+
+def _cfg(**schedule):
+    c = config_schema.base_config()
+    c.optimizer.base_lr = 0.8
+    c.num_epochs = 200.0
+    c.schedule.update(schedule)
+    return c
+
+
+def test_cosine_with_warmup_matches_pyslowfast_formula():
+    c = _cfg(policy="cosine", warmup_epochs=34.0, warmup_start_lr=0.08)
+    cos = lambda e: 0.8 * 0.5 * (1 + math.cos(math.pi * e / 200))  # noqa: E731
+    for e in (0.0, 1.5, 17.0, 33.99, 34.0, 100.0, 199.5, 200.0):
+        want = 0.08 + e * (cos(34.0) - 0.08) / 34.0 if e < 34 else cos(e)
+        assert optim.lr_at_epoch(e, c.optimizer, c.schedule, 200.0) == pytest.approx(want, rel=1e-12)
+    # The per-step schedule uses the fractional epoch step / steps_per_epoch.
+    sched = optim.make_schedule(c, steps_per_epoch=10)
+    assert float(sched(175)) == pytest.approx(0.08 + 17.5 * (cos(34.0) - 0.08) / 34.0, rel=1e-6)
+    assert float(sched(2000)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_steps_with_relative_lrs_matches_epic_recipe():
+    c = _cfg(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01))
+    c.optimizer.base_lr = 0.02
+    c.num_epochs = 30.0
+    for e, want in ((0, 0.02), (19.99, 0.02), (20, 0.002), (24.5, 0.002), (25, 0.0002), (29.9, 0.0002)):
+        assert optim.lr_at_epoch(e, c.optimizer, c.schedule, 30.0) == pytest.approx(want)
+        assert float(optim.make_schedule(c, 4)(int(e * 4))) == pytest.approx(
+            optim.lr_at_epoch(int(e * 4) / 4, c.optimizer, c.schedule, 30.0), rel=1e-6)
+
+
+def test_sgd_equals_pytorch_nesterov_with_coupled_l2_and_bn_excluded():
+    params = {"s1": {"pathway0_stem": {"conv": {"kernel": np.ones((1, 3, 3, 3, 4), np.float32)},
+                                       "bn": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)}}},
+              "head": {"projection": {"kernel": np.full((4, 2), 0.5, np.float32), "bias": np.ones(2, np.float32)}}}
+    mask = optim.decay_mask(params, "bn")
+    assert mask["s1"]["pathway0_stem"]["bn"] == {"scale": False, "bias": False}
+    assert mask["head"]["projection"] == {"kernel": True, "bias": True}  # biases keep weight decay
+    c = _cfg(policy="cosine")
+    c.num_epochs = 1.0
+    c.optimizer.base_lr = 0.1
+    tx = optim.make_optimizer(c, steps_per_epoch=4, params=params)
+    state = tx.init(params)
+    p_jax = jax.tree.map(jnp.asarray, params)
+    p_ref = jax.tree.map(np.array, params)
+    buf = jax.tree.map(np.zeros_like, params)
+    rng = np.random.default_rng(0)
+    flat_mask = jax.tree.leaves(mask)
+    for step in range(3):
+        grads = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+        updates, state = tx.update(jax.tree.map(jnp.asarray, grads), state, p_jax)
+        p_jax = optax.apply_updates(p_jax, updates)
+        lr = 0.1 * 0.5 * (1 + math.cos(math.pi * step / 4))
+        leaves_p, tdef = jax.tree.flatten(p_ref)
+        leaves = []
+        for i, (p, g, b) in enumerate(zip(leaves_p, jax.tree.leaves(grads), jax.tree.leaves(buf))):
+            d = g + (1e-4 * p if flat_mask[i] else 0.0)  # torch: d_p = grad + wd * p
+            b[...] = 0.9 * b + d  # buf = momentum * buf + d_p (dampening 0; first buf = d_p)
+            leaves.append(p - lr * (d + 0.9 * b))  # nesterov: d_p + momentum * buf
+        p_ref = jax.tree.unflatten(tdef, leaves)
+    for a, b in zip(jax.tree.leaves(p_jax), jax.tree.leaves(p_ref)):
+        np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------------------------
+# The train step on meshes of different sizes; NaN stop.
+
+
+def _steps(config, mesh, batches, workdir):
+    run = train.setup(config, workdir, mesh)
+    run.train_iter.close()
+    state, _ = train.create_train_state(config, run.model, run.tx, mesh)
+    step = train.make_train_step(mesh, model=run.model, tx=run.tx, schedule=run.schedule,
+                                 loss_weights=train.loss_weights(config), arch="slowfast")
+    losses = []
+    for b in batches:
+        state, m = step(state, sharding.global_batch(b, mesh), run.teacher_variables)
+        losses.append(float(m["loss"]))
+    return jax.device_get(state.params), jax.device_get(state.batch_stats), losses
+
+
+@pytest.mark.slow
+def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path):
+    assert jax.device_count() == 8
+    c = tiny_config.get_config(kin_root)
+    c.model.dropout_rate = 0.0
+    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+        batches = [next(it) for _ in range(3)]
+    p8, s8, l8 = _steps(c, sharding.make_mesh(8), batches, str(tmp_path / "a"))
+    p1, s1, l1 = _steps(c, sharding.make_mesh(1), batches, str(tmp_path / "b"))
+    np.testing.assert_allclose(l8, l1, rtol=1e-5)
+    assert l8[2] != l8[0]  # parameters really changed between steps
+    for a, b in zip(jax.tree.leaves((p8, s8)), jax.tree.leaves((p1, s1))):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_root, tmp_path, monkeypatch):
+    c = tiny_config.get_config(kin_root)
+    c.num_epochs = 8.0
+    original = pipeline.TrainIterator.__next__
+
+    def poisoned(self):
+        batch = original(self)
+        if self.get_state()["batches"] == 6:  # the batch of step 6
+            batch["pathway0"] = batch["pathway0"].copy()
+            batch["pathway0"][0, 0, 0, 0, 0] = np.nan
+        return batch
+
+    monkeypatch.setattr(pipeline.TrainIterator, "__next__", poisoned)
+    workdir = str(tmp_path / "run")
+    with pytest.raises(train.NonFiniteLossError, match=r"step 6: .*loss_ce=nan"):
+        train.train_and_evaluate(c, workdir)
+    step, _ = ckpt_lib.read_meta(workdir)
+    assert step == 4
+    _, variables, _ = ckpt_lib.load_workdir_variables(workdir)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))
+    steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the command line: resume after SIGKILL, two processes, config errors.
+
+
+def _main_cmd(kin_root, workdir, *overrides):
+    return [sys.executable, "-m", "egoexo_jax.main", f"--config={REPO}/tests/tiny_config.py:{kin_root}",
+            f"--workdir={workdir}", *overrides]
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
+def _records(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path):
+    overrides = ("--config.num_epochs=10", "--config.checkpoint.every_steps=2")
+    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    subprocess.run(_main_cmd(kin_root, straight, *overrides), env=_env(), check=True, cwd=REPO,
+                   capture_output=True)
+    proc = subprocess.Popen(_main_cmd(kin_root, killed, *overrides), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = pathlib.Path(killed, "checkpoints", "4")
+    deadline = time.time() + 300
+    while not target.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert ckpt_lib.read_meta(killed)[0] < 10
+    subprocess.run(_main_cmd(kin_root, killed, *overrides), env=_env(), check=True, cwd=REPO,
+                   capture_output=True)
+    assert _records(killed) == _records(straight)
+    assert [r["step"] for r in _records(straight)] == list(range(1, 11))
+    _, a, step_a = ckpt_lib.load_workdir_variables(straight)
+    _, b, step_b = ckpt_lib.load_workdir_variables(killed)
+    assert step_a == step_b == 10
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process(kin_root, tmp_path):
+    overrides = ("--config.total_steps=3", "--config.checkpoint.every_steps=0", "--config.model.dropout_rate=0.0")
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    flags4 = "--xla_force_host_platform_device_count=4"
+    subprocess.run(_main_cmd(kin_root, one, *overrides), env=_env(XLA_FLAGS=flags4), check=True,
+                   cwd=REPO, capture_output=True)
+    port = _free_port()
+    procs = [subprocess.Popen(_main_cmd(kin_root, two, *overrides), cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT,
+                              env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                                       JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                                       JAX_PROCESS_ID=str(i), JAX_CPU_COLLECTIVES="gloo"))
+             for i in range(2)]
+    outs = [p.communicate(timeout=600)[0].decode() for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    assert "4 devices" in outs[0]
+    _, a, _ = ckpt_lib.load_workdir_variables(one)
+    _, b, _ = ckpt_lib.load_workdir_variables(two)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
+    assert [r["loss"] for r in _records(one)] == pytest.approx([r["loss"] for r in _records(two)], rel=1e-5)
+
+
+def test_unknown_override_suggests_closest_key(kin_root, tmp_path):
+    out = subprocess.run(_main_cmd(kin_root, str(tmp_path), "--config.optimizer.base_rl=0.1"), env=_env(),
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "unknown config key 'optimizer.base_rl'; did you mean 'optimizer.base_lr'?" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_config_validation_names_the_key():
+    c = tiny_config.get_config("")
+    c.teachers.ego.source = "online-ish"
+    with pytest.raises(ValueError, match="teachers.ego.source"):
+        config_schema.validate(c)
+    c = tiny_config.get_config("")
+    c.loss.ego = 0.1
+    with pytest.raises(ValueError, match="teachers.ego.source is 'none'"):
+        config_schema.validate(c)
+    assert config_schema.closest_key("batch_sise", config_schema.all_keys(c)) == "batch_size"
