@@ -12,6 +12,7 @@ import difflib
 from typing import Iterable, List
 
 import ml_collections
+from ml_collections import config_dict
 
 from egoexo_jax.data.pipeline import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
@@ -69,8 +70,13 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.teachers = ml_collections.ConfigDict()
     # Each signal: "file" = the official pre-computed files, "online" = a frozen teacher in the step.
+    # ego.file: k400_ego_predicts.pkl; ego.checkpoint: a 2-way video classifier (converted dir, .pyth
+    # or training workdir); ego.input_*: its input normalisation when it differs from the student's
+    # (e.g. a Charades-Ego teacher trained on BGR frames); None = the student's.
     c.teachers.ego = ml_collections.ConfigDict(
-        {"source": "none", "file": "", "checkpoint": ""})  # file: k400_ego_predicts.pkl; checkpoint: 2-way video model
+        {"source": "none", "file": "", "checkpoint": "",
+         "input_mean": config_dict.placeholder(float), "input_std": config_dict.placeholder(float),
+         "input_bgr": config_dict.placeholder(bool)})
     c.teachers.object = ml_collections.ConfigDict(
         {"source": "none", "file": "", "weights": "", "depth": 50, "width": 64, "num_frames": 8})
     c.teachers.interaction = ml_collections.ConfigDict(
