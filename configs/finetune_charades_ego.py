@@ -1,0 +1,100 @@
+r"""Fine-tuning on Charades-Ego (first-person videos, 157 classes, multi-label; method doc §3, §4).
+
+The recipe of ``configs/ego-exo/charades-ego/Ego_Exo_*.yaml``: multi-label BCE, SGD (Nesterov,
+wd 1e-4) with base LR 0.25 at a global batch of 64, cosine over 60 epochs without warm-up, head
+dropout 0.5, no precise BN, validation every 2 epochs (on ``test_1st.csv``, as the original),
+a checkpoint every 10, then the 10 x 3-view test at 256 crops with **max** over views of the
+sigmoid scores, reported as mAP.
+
+Command::
+
+    python -m egoexo_jax.main --config=configs/finetune_charades_ego.py[:variant] \
+        --workdir=WORKDIR --config.init_from=CONVERTED_K400_CHECKPOINT
+
+``init_from`` is empty by default: pass the K400 Ego-Exo checkpoint (e.g.
+``python -m egoexo_jax.convert --input Ego_Exo_SLOWFAST_8x8_R50.pyth --output DIR``, or the
+workdir of ``configs/pretrain.py``); the 157-way head is re-initialised, the Ego-Score /
+Object-Score heads are dropped, and the Interaction-Map head is transferred for Ego-Exo*.
+
+Variants: ``slowfast_r50`` (default), ``slowfast_r101``, ``slow_r50`` (Ego-Exo: plain fine-tune);
+``star``, ``star_r101`` (Ego-Exo*: SlowFast R50 / R101 keeping the Interaction-Map head, with
+0.1 BCE_hand + 0.1 BCE_object_map on Charades-Ego hand-object detections); ``mvit_v2_s`` (plain
+fine-tune of an MViTv2-S 16x4 student, our choice of recipe since Ego-Exo has none: AdamW, base LR
+4e-4 at batch 64 (the MViT rule of 1e-4 per 16 clips), weight decay 0.05 without decay on 1-D
+parameters, 5 warm-up epochs from 1e-6, cosine to 1e-6 over 60 epochs, clipping at 1.0, 224
+train and test crops with the 10 x 3 test views).
+
+Data (``data/charades_ego/README.md``): ``train_1st.csv`` / ``test_1st.csv`` in
+``--config.data.path_to_data_dir`` (default ``data/charades_ego``), frames under
+``--config.data.path_prefix`` (default ``data/charades_ego/rgb``); Ego-Exo* also needs the
+per-video hand-object ``.npy`` files in ``--config.teachers.interaction.detections`` (default
+``data/charades_ego/handobj``). Frames are fed in BGR order as in the original (``data.bgr``).
+
+Run time (an estimate, not a measurement): the original used 8 GPUs; ~3.1k training videos at
+batch 64 are ~48 steps per epoch, ~2.9k steps in all: a few hours for R50 including the per-epoch
+validation and the 30-view test, about twice that for R101.
+
+Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
+clips and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
+``--config.optimizer.base_lr=0.25*B/64`` (there is no warm-up to scale), e.g. B=16:
+``--config.batch_size=16 --config.optimizer.base_lr=0.0625``; for ``mvit_v2_s`` 4e-4*B/64.
+"""
+from egoexo_jax import config_schema
+from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.models import mvit, presets
+
+DEFAULT = "slowfast_r50"
+
+
+def charades(model, star=False):
+    c = config_schema.base_config()
+    c.model = presets.charades_ego_heads(model, star=star)
+    c.data = default_data_config("charades_ego")
+    c.data.update(path_to_data_dir="data/charades_ego", path_prefix="data/charades_ego/rgb",
+                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
+                  sampling_rate=2 if model.arch == "slowfast" else 8)  # 32x2 | 8x8 raw frames
+    c.loss.multi_label = True
+    c.batch_size = c.eval_batch_size = 64  # 8 GPUs x 8 clips
+    c.num_epochs = 60.0
+    c.optimizer.update(name="sgd", base_lr=0.25, reference_batch_size=64, weight_decay=1e-4)
+    c.schedule.update(policy="cosine", warmup_epochs=0.0, cosine_end_lr=0.0)
+    c.model.dropout_rate = 0.5
+    c.precise_bn.enabled = False
+    c.eval_every_epochs = 2.0
+    c.checkpoint.every_epochs = 10.0
+    c.evaluate.ensemble = "max"
+    c.evaluate.labels = "charades_ego"
+    c.init_from = ""  # the converted K400 (Ego-Exo) checkpoint; see the module docstring
+    if star:
+        c.loss.update(hand=0.1, object_map=0.1)
+        c.teachers.interaction.update(source="file", detections="data/charades_ego/handobj",
+                                      mode="soft")
+    return c
+
+
+def mvit_v2_s():
+    c = charades(mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=157)))
+    c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
+                  test_crop_size=224)
+    c.optimizer.update(name="adamw", base_lr=4e-4, weight_decay=0.05, no_decay="1d",
+                       grad_clip_norm=1.0)
+    c.schedule.update(warmup_epochs=5.0, warmup_start_lr=1e-6, cosine_end_lr=1e-6)
+    return c
+
+
+VARIANTS = {
+    "slowfast_r50": lambda: charades(presets.slowfast(50)),
+    "slowfast_r101": lambda: charades(presets.slowfast(101)),
+    "slow_r50": lambda: charades(presets.slow(50)),
+    "star": lambda: charades(presets.slowfast(50), star=True),
+    "star_r101": lambda: charades(presets.slowfast(101), star=True),
+    "mvit_v2_s": mvit_v2_s,
+}
+
+
+def get_config(arg=None):
+    variant = arg or DEFAULT
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} of configs/finetune_charades_ego.py; "
+                         f"expected one of {sorted(VARIANTS)}")
+    return VARIANTS[variant]()

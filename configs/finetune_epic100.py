@@ -1,0 +1,104 @@
+r"""Fine-tuning on EPIC-KITCHENS-100 (verb 97 + noun 300 classes; method doc §3, §4).
+
+The recipe of ``configs/ego-exo/epic-kitchen-100/Ego_Exo_*.yaml``: two softmax heads trained with
+CE(verb) + CE(noun), SGD (Nesterov, wd 1e-4) with base LR 0.02 at a global batch of 128, LR x1
+for epochs 0-20, x0.1 for 20-25, x0.01 for 25-30, no warm-up, head dropout 0.5, precise BN
+(200 batches), validation every 2 epochs (one centre clip and crop), a checkpoint every 5, then
+the 10 x 3-view test at 256 crops with summed softmax scores (verb / noun / action top-1/5).
+
+Command::
+
+    python -m egoexo_jax.main --config=configs/finetune_epic100.py[:variant] \
+        --workdir=WORKDIR --config.init_from=CONVERTED_K400_CHECKPOINT
+
+``init_from`` is empty by default: pass the K400 Ego-Exo checkpoint (converted with
+``python -m egoexo_jax.convert``, or the workdir of ``configs/pretrain.py``).
+
+Variants: ``slowfast_r50`` (default), ``slowfast_r101`` (Ego-Exo); ``star``, ``star_r101``
+(Ego-Exo*: the Interaction-Map head kept, 3.0 BCE_hand + 3.0 BCE_object_map on EPIC hand-object
+detections, precise BN off, and training-style random validation views as the hand-object
+trainer had); ``mvit_v2_s`` (MViTv2-S 16x4, our choice of recipe: AdamW, base LR 8e-4 at batch 128
+(1e-4 per 16 clips), weight decay 0.05 without decay on 1-D parameters, 3 warm-up epochs from
+1e-6, cosine to 1e-6 over 30 epochs, clipping at 1.0, 224 crops). ``models/mvit.py`` has a single
+classifier, so ``mvit_v2_s`` cannot build its verb + noun heads until MViT gets a multi-task head.
+
+Data (``data/epic100/README.md``): ``EPIC_100_train.csv`` / ``EPIC_100_validation.csv`` in
+``--config.data.path_to_data_dir`` (default ``data/epic100/annotations``), frames
+``{P}/rgb_frames/{video}/frame_XXXXXXXXXX.jpg`` under ``--config.data.path_prefix`` (default
+``data/epic100/frames``); Ego-Exo* also needs ``{video_id}.npy`` detection files in
+``--config.teachers.interaction.detections`` (default ``data/epic100/handobj``). The tail-class
+and unseen-participant results need the annotation repository's files:
+``--config.evaluate.epic_tail_classes=DIR/EPIC_100_tail_verbs.csv,DIR/EPIC_100_tail_nouns.csv``
+(two paths, comma-separated) and
+``--config.evaluate.epic_unseen_participants=DIR/EPIC_100_unseen_participant_ids_validation.csv``
+(both empty by default = overall accuracies only).
+
+Run time (an estimate, not a measurement): the original used 2 nodes x 8 GPUs; ~67k training
+segments at batch 128 are ~525 steps per epoch, ~16k steps in all: roughly 6-10 hours for R50
+including validation, precise BN and the ~290k-view test, about twice that for R101.
+
+Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (128)
+clips and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
+``--config.optimizer.base_lr=0.02*B/128`` (no warm-up to scale), e.g. one 8-GPU node, B=64:
+``--config.batch_size=64 --config.optimizer.base_lr=0.01``.
+"""
+from egoexo_jax import config_schema
+from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.models import mvit, presets
+
+DEFAULT = "slowfast_r50"
+
+
+def epic(model, star=False):
+    c = config_schema.base_config()
+    c.model = presets.epic100_heads(model, star=star)
+    c.data = default_data_config("epic100")
+    c.data.update(path_to_data_dir="data/epic100/annotations", path_prefix="data/epic100/frames",
+                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
+                  sampling_rate=2, epic_val_random=star)  # 32x2 raw frames
+    c.batch_size = c.eval_batch_size = 128  # 2 nodes x 8 GPUs x 8 clips
+    c.num_epochs = 30.0
+    c.optimizer.update(name="sgd", base_lr=0.02, reference_batch_size=128, weight_decay=1e-4)
+    c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01),
+                      warmup_epochs=0.0)
+    c.model.dropout_rate = 0.5
+    c.precise_bn.update(enabled=not star, num_batches=200)
+    c.eval_every_epochs = 2.0
+    c.checkpoint.every_epochs = 5.0
+    c.evaluate.ensemble = "sum"
+    c.evaluate.epic_tail_classes = ""  # "EPIC_100_tail_verbs.csv,EPIC_100_tail_nouns.csv" paths
+    c.evaluate.epic_unseen_participants = ""  # EPIC_100_unseen_participant_ids_validation.csv
+    c.init_from = ""  # the converted K400 (Ego-Exo) checkpoint; see the module docstring
+    if star:
+        c.loss.update(hand=3.0, object_map=3.0)
+        c.teachers.interaction.update(source="file", detections="data/epic100/handobj", mode="soft")
+    return c
+
+
+def mvit_v2_s():
+    c = epic(mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=97)))
+    c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
+                  test_crop_size=224)
+    c.precise_bn.enabled = False  # no BatchNorm
+    c.optimizer.update(name="adamw", base_lr=8e-4, weight_decay=0.05, no_decay="1d",
+                       grad_clip_norm=1.0)
+    c.schedule.update(policy="cosine", warmup_epochs=3.0, warmup_start_lr=1e-6, cosine_end_lr=1e-6,
+                      steps=(0,), lrs=(1.0,))
+    return c
+
+
+VARIANTS = {
+    "slowfast_r50": lambda: epic(presets.slowfast(50)),
+    "slowfast_r101": lambda: epic(presets.slowfast(101)),
+    "star": lambda: epic(presets.slowfast(50), star=True),
+    "star_r101": lambda: epic(presets.slowfast(101), star=True),
+    "mvit_v2_s": mvit_v2_s,
+}
+
+
+def get_config(arg=None):
+    variant = arg or DEFAULT
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} of configs/finetune_epic100.py; "
+                         f"expected one of {sorted(VARIANTS)}")
+    return VARIANTS[variant]()
