@@ -224,10 +224,6 @@ def test_kinetics_pipeline_with_teacher_scores(demo):
   assert all(b["ego_mask"].min() == 1 for b in batches)
 
 
-@pytest.mark.xfail(raises=ValueError, strict=False,
-                   reason="interaction_maps.transform_rows reshapes [0, 6] rows with "
-                   "reshape(0, -1), which numpy rejects: clips without any hand detection "
-                   "(third-person videos) crash the map target until that is fixed")
 def test_kinetics_pipeline_with_interaction_maps(demo):
   cfg = small_cfg("kinetics", demo.kinetics_dir, demo.kinetics_prefix, num_classes=8)
   aux = aux_targets.OfflineTeacherTargets(

@@ -328,5 +328,13 @@ def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[OfflineTeacherTar
     map_frames = _mvit_map_frames(data_cfg, model_cfg) if arch == "mvit" and dets else 0
     return OfflineTeacherTargets(
         ego_scores=ego, object_scores=obj, detections=dets, map_mode=mode, arch=arch,
-        alpha=int(model_cfg.alpha), map_frames=map_frames,
+        alpha=int(model_cfg.alpha), map_frames=map_frames, map_stride=_map_stride(model_cfg),
         object_classes=int(model_cfg.object_classes or 1000))
+
+
+def _map_stride(model_cfg) -> int:
+    """Spatial stride of the student's interaction map: the res5 stride of a ResNet (stem 4 x
+    the stage strides, 32 by default), the patch stride x Q-pooling of MViT (32 as configured)."""
+    if model_cfg.arch in ("slowfast", "slow"):
+        return 4 * int(np.prod(model_cfg.spatial_strides))
+    return 32

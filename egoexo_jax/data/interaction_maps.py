@@ -133,7 +133,9 @@ def transform_rows(rows: np.ndarray, **kwargs) -> np.ndarray:
     ``meta['hands']`` / ``meta['objs']`` rows, returned as ``float32``.
     """
     rows = np.asarray(rows)
-    out = rows.astype(_float_dtype(rows), copy=True).reshape(len(rows), -1)
+    if rows.ndim == 1:  # a single row, or no rows at all
+        rows = rows.reshape(1 if rows.size else 0, -1 if rows.size else 4)
+    out = rows.astype(_float_dtype(rows), copy=True)  # [K, >=4], K may be 0 (no detections)
     out[:, :4] = transform_boxes(out[:, :4], **kwargs)
     return out.astype(np.float32)
 

@@ -7,6 +7,8 @@ Input: a list of pathways, slow first, each ``[B, T_p, H, W, 3] float32``. Outpu
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -59,6 +61,11 @@ class ResNetVideo(nn.Module):
     dtype: Any = jnp.float32
 
     @property
+    def feature_stride(self) -> int:
+        """Spatial stride of the res5 map: stem 4 x the stage strides (32 for PySlowFast's)."""
+        return 4 * math.prod(self.spatial_strides)
+
+    @property
     def num_pathways(self) -> int:
         return 2 if self.arch == "slowfast" else 1
 
@@ -97,7 +104,7 @@ class ResNetVideo(nn.Module):
                                     self.alpha, norm, self.dtype, name=f"s{si + 2}_fuse")(xs, train)
 
         # Heads: fixed pool windows sized by the *configured* crop and frame count.
-        s = self.crop_size // 32
+        s = self.crop_size // self.feature_stride  # 7 at 224 crops with the standard strides
         t_slow = self.num_frames // self.alpha if n == 2 else self.num_frames
         pool = [(t_slow, s, s), (self.num_frames, s, s)][:n]
         task = tuple(self.num_classes)
