@@ -229,11 +229,7 @@ def test_parameter_counts_match_torchvision(depth, expected):
 
 @pytest.mark.parametrize("depth,width,layout", [
     (18, 16, "zip"), (50, 8, "zip"),
-    # torch_zip's legacy reader rebuilds tensors while unpickling, before the storages that
-    # follow the pickle are read ("storage referenced but never written"); torch fills them
-    # in place afterwards. Not this file's code: xfail until the reader is fixed.
-    pytest.param(18, 4, "legacy", marks=pytest.mark.xfail(
-        reason="torch_zip legacy layout: tensors rebuilt before storages are read", strict=False)),
+    (18, 4, "legacy"),  # legacy layout: storages follow the pickle
 ])
 def test_converter_parity_with_numpy_reference(tmp_path, depth, width, layout):
     sd = random_torchvision_state(depth, width, num_classes=10, seed=depth)

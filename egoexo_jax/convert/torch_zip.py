@@ -72,7 +72,35 @@ class _Storage:
         return np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<"))
 
 
-def _rebuild_tensor(storage: _Storage, offset, size, stride, *unused) -> np.ndarray:
+class _PendingTensor:
+    """A legacy-layout tensor whose storage bytes follow the pickle; built by :func:`_materialise`."""
+
+    def __init__(self, storage: _Storage, offset, size, stride):
+        self.args = (storage, offset, size, stride)
+
+
+def _materialise(obj: Any) -> Any:
+    """Replaces every :class:`_PendingTensor` in plain containers by its array."""
+    if isinstance(obj, _PendingTensor):
+        return _tensor(*obj.args)
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _materialise(obj[k])
+        return obj
+    if isinstance(obj, list):
+        return [_materialise(x) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_materialise(x) for x in obj)
+    return obj
+
+
+def _rebuild_tensor(storage: _Storage, offset, size, stride, *unused):
+    if storage.data is None:  # legacy layout: the bytes come after the pickle
+        return _PendingTensor(storage, offset, size, stride)
+    return _tensor(storage, offset, size, stride)
+
+
+def _tensor(storage: _Storage, offset, size, stride) -> np.ndarray:
     flat = storage.array()
     size = tuple(int(s) for s in size)
     stride = tuple(int(s) for s in stride)
@@ -172,7 +200,7 @@ def _load_legacy(path: str) -> Any:
             if len(data) != numel * itemsize:
                 raise CheckpointReadError(f"{path}: file ends inside storage {key}")
             st.data = data
-        return obj
+        return _materialise(obj)
 
 
 def _no_storage(key, dtype):
