@@ -223,3 +223,187 @@ def test_training_steps_reduce_loss():
     assert all(np.isfinite(losses))
     print("MViT training losses", losses)
     assert all(b < a for a, b in zip(losses, losses[1:])), losses
+
+
+# --------------------------------------------------------------------------------------
+# Ego-Exo heads (multi-task / Ego-Score / Object-Score / Interaction-Map) on MViT
+# --------------------------------------------------------------------------------------
+def _small_v2(num_classes=400, **kw):
+    """MViTv2-style student at 8 x 64^2: patch stride (2, 4, 4) then three spatial Q strides,
+    so the final grid is 4 x 2 x 2 at stride 32 (like the 224-crop models' 8 x 7 x 7)."""
+    return M.MViTConfig(
+        num_classes=num_classes, num_frames=8, crop_size=64, embed_dim=16, num_heads=1, depth=4,
+        droppath_rate=0.1, use_abs_pos=False, rel_pos_spatial=True, rel_pos_temporal=True,
+        residual_pooling=True, dim_mul_in_att=True, dim_mul=((1, 2.0), (3, 2.0)),
+        head_mul=((1, 2.0), (3, 2.0)), pool_q_stride=((0, 1, 1, 1), (1, 1, 2, 2), (2, 1, 2, 2), (3, 1, 2, 2)),
+        pool_kv_stride_adaptive=(1, 4, 4), pool_kvq_kernel=(3, 3, 3), **kw,
+    )
+
+
+def _abstract_outputs(model_cfg, batch=2):
+    from egoexo_jax import models
+
+    module = models.build(model_cfg)
+    x = jax.ShapeDtypeStruct((batch, model_cfg.num_frames, model_cfg.crop_size, model_cfg.crop_size, 3),
+                             jnp.float32)
+    out, variables = jax.eval_shape(
+        lambda x: module.init_with_output({"params": _key(0), "dropout": _key(1)}, [x]), x)
+    return module, out, variables["params"]
+
+
+def _shapes(tree):
+    return jax.tree.map(lambda a: tuple(a.shape), tree)
+
+
+def test_egoexo_heads_through_the_model_config():
+    """``presets.egoexo_pretrain_heads`` on an MViT model config: action / ego / object
+    projections of one multi-task head on the cls feature, the map head on the final grid,
+    whose size is what ``data/aux_targets`` rasterises the teacher maps on."""
+    from egoexo_jax.data import aux_targets
+    from egoexo_jax.models import presets
+
+    mc = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(_small_v2()))
+    module, out, params = _abstract_outputs(mc)
+    assert module.feature_stride == 32 == aux_targets._map_stride(mc)
+    g = mc.crop_size // aux_targets._map_stride(mc)
+    assert _shapes({k: v for k, v in out.items() if k != "token_grid"}) == {
+        "logits": (2, 400), "probs": (2, 400), "features": (2, 64), "ego_logits": (2, 2),
+        "object_logits": (2, 1000), "interaction_logits": (2, 4, g, g, 2)}
+    assert g == 2 and out["token_grid"].shape == (2, 4, 2, 2, 64)
+    assert _shapes(params["head"]) == {
+        "projections_0": {"kernel": (64, 400), "bias": (400,)},
+        "projections_1": {"kernel": (64, 2), "bias": (2,)},
+        "projections_2": {"kernel": (64, 1000), "bias": (1000,)}}
+    assert _shapes(params["handobjhead"]) == {
+        "pathway0_conv_fcn0": {"kernel": (1, 3, 3, 64, 512), "bias": (512,)},
+        "score_projection": {"kernel": (1, 1, 1, 512, 2), "bias": (2,)}}
+
+    # The JSON round trip of a converted / exported model config keeps the heads.
+    from egoexo_jax.convert import export
+
+    back = export.model_config_from_json(export.model_config_to_json(mc))
+    assert M.build_from_model_config(back).config == module.config
+
+    # Compute dtype: parameters stay float32, every returned score is float32.
+    mc.dtype = "bfloat16"
+    _, out16, params16 = _abstract_outputs(mc)
+    assert {a.dtype for a in jax.tree.leaves(params16)} == {jnp.dtype(jnp.float32)}
+    for k in ("logits", "ego_logits", "object_logits", "interaction_logits"):
+        assert out16[k].dtype == jnp.float32, k
+
+
+def test_multitask_and_single_task_heads():
+    """EPIC verb + noun: ``logits``/``probs`` tuples from ``headepic100/projections_{0,1}``;
+    one task without score heads keeps PySlowFast's ``{head_name}/projection``."""
+    from egoexo_jax.models import presets
+
+    mc = presets.epic100_heads(M.model_config_from_mvit_config(_small_v2(97)))
+    module, out, params = _abstract_outputs(mc)
+    assert module.config.task_classes == (97, 300)
+    assert _shapes(out["logits"]) == _shapes(out["probs"]) == ((2, 97), (2, 300))
+    assert sorted(params["headepic100"]) == ["projections_0", "projections_1"]
+    assert "head" not in params and "handobjhead" not in params and "ego_logits" not in out
+
+    star = presets.epic100_heads(M.model_config_from_mvit_config(_small_v2(97)), star=True)
+    _, out, params = _abstract_outputs(star)
+    assert out["interaction_logits"].shape == (2, 4, 2, 2, 2) and "handobjhead" in params
+
+    mc = presets.charades_ego_heads(M.model_config_from_mvit_config(_small_v2(157)))
+    _, out, params = _abstract_outputs(mc)
+    assert list(params["headcharades-ego"]) == ["projection"]
+    assert out["logits"].shape == out["probs"].shape == (2, 157)
+    mc.multi_task = True
+    _, _, params = _abstract_outputs(mc)
+    assert list(params["headcharades-ego"]) == ["projections_0"]
+
+
+def test_converter_maps_egoexo_heads():
+    """A PySlowFast-named state of an Ego-Exo MViT (``head.projections.{j}``,
+    ``handobjhead.*``) converts onto the module, values and layouts intact."""
+    from egoexo_jax.convert.pyslowfast import flax_to_torch_key
+    from egoexo_jax.models import presets
+
+    mc = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(_small_v2()))
+    module, _, params = _abstract_outputs(mc)
+    flat = {p: s for p, s in jax.tree_util.tree_flatten_with_path(params)[0]}
+    rng = np.random.default_rng(0)
+    state, want = {}, {}
+    for path, leaf in flat.items():
+        names = tuple(k.key for k in path)
+        value = rng.standard_normal(leaf.shape).astype(np.float32)
+        want[names] = value
+        torch_value = value
+        if names[-1] == "kernel":
+            torch_value = value.T if value.ndim == 2 else value.transpose(4, 3, 0, 1, 2)
+        state[flax_to_torch_key("params", names)] = torch_value
+    assert {"head.projections.2.weight", "handobjhead.pathway0_conv_fcn0.weight",
+            "handobjhead.score_projection.bias"} <= set(state)
+    variables, report = mvit_variables_from_state_dict(module, state, (1, 8, 64, 64, 3))
+    assert sorted(report["mapped"]) == sorted(state)
+    got = {tuple(k.key for k in p): np.asarray(v)
+           for p, v in jax.tree_util.tree_flatten_with_path(variables["params"])[0]}
+    assert got.keys() == want.keys()
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+
+
+def test_egoexo_student_trains_with_all_auxiliary_losses():
+    """Acceptance: an Ego-Exo MViT student (ego 2 / object 1000 / interaction map, §2.4
+    weights, the MViT AdamW recipe) trains through ``train.create_train_state`` and
+    ``train.make_train_step`` on one fixed batch: every loss term stays finite and the task
+    and every auxiliary term end lower than they started.
+
+    v1-style backbone (absolute positions, Q pooling only, K/V unpooled) and no drop-path so
+    the objective is fixed and XLA:CPU compiles it quickly; the heads do not depend on it.
+    """
+    from egoexo_jax import config_schema, models, optim, sharding, train
+    from egoexo_jax.data import aux_targets
+    from egoexo_jax.models import presets
+
+    small = M.MViTConfig(
+        num_classes=8, num_frames=8, crop_size=64, embed_dim=16, num_heads=1, depth=3,
+        droppath_rate=0.0, sep_pos_embed=True, dim_mul=((1, 2.0),), head_mul=((1, 2.0),),
+        pool_q_stride=((0, 1, 2, 2), (1, 1, 2, 2), (2, 1, 2, 2)), pool_kvq_kernel=(1, 3, 3),
+    )
+    c = config_schema.base_config()
+    c.model = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(small))
+    c.model.interaction_conv_dim = 32
+    c.data.update(arch="mvit", num_frames=8, train_crop_size=64)
+    c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
+    for signal in ("ego", "object", "interaction"):
+        c.teachers[signal].source = "file"
+    c.batch_size = 4
+    c.optimizer.update(name="adamw", base_lr=3e-3, reference_batch_size=4, weight_decay=0.05,
+                       no_decay="1d", grad_clip_norm=1.0)
+    c.schedule.update(policy="constant", warmup_epochs=0.0)
+    config_schema.validate(c)
+
+    model = models.build(train.model_config(c))
+    mesh = sharding.make_mesh(1)
+    steps_per_epoch = 1
+    abstract = jax.eval_shape(lambda: train.init_variables(model, c, 0))["params"]
+    tx = optim.make_optimizer(c, steps_per_epoch, abstract)
+    schedule = optim.make_schedule(c, steps_per_epoch)
+    state, _ = train.create_train_state(c, model, tx, mesh)
+
+    b, t, g = 4, 8, 64 // aux_targets._map_stride(c.model)
+    rng = np.random.default_rng(0)
+    batch = sharding.global_batch({
+        "pathway0": rng.standard_normal((b, t, 64, 64, 3)).astype(np.float32),
+        "label": np.arange(b, dtype=np.int32),
+        "ego_target": 2 * rng.standard_normal((b, 2)).astype(np.float32),
+        "object_target": 2 * rng.standard_normal((b, 1000)).astype(np.float32),
+        "interaction_target": rng.uniform(size=(b, t // 2, g, g, 2)).astype(np.float32),
+    }, mesh)
+    step = train.make_train_step(mesh, model=model, tx=tx, schedule=schedule,
+                                 loss_weights=train.loss_weights(c), arch="mvit")
+    history = []
+    for _ in range(7):  # the 7th call reports the losses after the 6th update
+        state, metrics = step(state, batch, {})
+        history.append({k: float(v) for k, v in jax.device_get(metrics).items() if k.startswith("loss")})
+    print("Ego-Exo MViT losses", {k: [round(h[k], 4) for h in history] for k in history[0]})
+    terms = ("loss_ce", "loss_ego", "loss_object", "loss_hand", "loss_object_map")
+    assert set(terms) <= set(history[0])
+    assert all(np.isfinite(v) for h in history for v in h.values())
+    for k in terms + ("loss",):
+        assert history[-1][k] < history[0][k], (k, [h[k] for h in history])

@@ -1,6 +1,7 @@
 """PySlowFast MViT ``model_state`` -> Flax variables for :class:`egoexo_jax.models.mvit.MViT`.
 
-Names map mechanically (method doc §9.3): ``blocks.{i}.`` -> ``blocks_{i}/``, dots ->
+Names map mechanically (method doc §9.3): list entries ``blocks.{i}.`` -> ``blocks_{i}/``
+(likewise a multi-task head's ``projections.{j}.`` -> ``projections_{j}/``), dots ->
 nesting, and the last component by layer type:
 
 - Linear ``weight [out, in]`` -> ``kernel [in, out]`` (transpose);
@@ -64,8 +65,8 @@ def _target_path(key: str, targets: Mapping[tuple, Any]):
     path = []
     i = 0
     while i < len(parts):
-        if parts[i] == "blocks" and i + 1 < len(parts) and parts[i + 1].isdigit():
-            path.append(f"blocks_{parts[i + 1]}")
+        if i + 1 < len(parts) and parts[i + 1].isdigit():  # blocks.3 / projections.0
+            path.append(f"{parts[i]}_{parts[i + 1]}")
             i += 2
         else:
             path.append(parts[i])

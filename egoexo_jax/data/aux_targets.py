@@ -334,7 +334,10 @@ def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[OfflineTeacherTar
 
 def _map_stride(model_cfg) -> int:
     """Spatial stride of the student's interaction map: the res5 stride of a ResNet (stem 4 x
-    the stage strides, 32 by default), the patch stride x Q-pooling of MViT (32 as configured)."""
+    the stage strides, 32 by default), the patch stride x the spatial Q strides of MViT (32 for
+    the official models), computed from ``model_cfg.mvit`` as the model builds it."""
     if model_cfg.arch in ("slowfast", "slow"):
         return 4 * int(np.prod(model_cfg.spatial_strides))
-    return 32
+    from egoexo_jax.models import mvit  # pylint: disable=import-outside-toplevel
+
+    return mvit.mvit_config_from_model_config(model_cfg).feature_stride

@@ -16,6 +16,14 @@ Data flow (channels-last; ``B`` batch, ``C`` width, ``L = T' * H' * W'`` tokens)
   residual pooling;
 - final LayerNorm -> cls token -> dropout -> ``head/projection``; softmax at test.
 
+Ego-Exo students (method doc §2) use the same head fields as the ResNet students
+(``egoexo_jax.models.slowfast.ResNetVideo``): ``num_classes`` may list several tasks
+(PySlowFast ``MultiTaskHead``: ``{head_name}/projections_{j}``), ``ego_classes`` /
+``object_classes`` append the Ego-Score / Object-Score projections to that head (on the
+same dropped-out cls feature), and ``interaction_head`` adds the Interaction-Map head
+(``handobjhead``) on the final token grid. A plain single-task MViT keeps PySlowFast's
+``head/projection``.
+
 Flax submodule names mirror the PyTorch ``state_dict`` names (``patch_embed/proj``,
 ``blocks_3/attn/qkv``, ``blocks_3/attn/pool_q``, ``norm``, ``head/projection``), so the
 converter in :mod:`egoexo_jax.convert.mvit` is a renaming plus layout transposes.
@@ -25,12 +33,14 @@ from __future__ import annotations
 import ast
 import dataclasses
 import math
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from egoexo_jax.models.heads import InteractionHead
 
 HIGHEST = jax.lax.Precision.HIGHEST
 LN_EPS = 1e-6
@@ -48,6 +58,7 @@ __all__ = [
     "mvitv2_b_32x3",
     "model_config_from_mvit_config",
     "model_config_from_pyslowfast",
+    "mvit_config_from_model_config",
     "build_from_model_config",
 ]
 
@@ -63,9 +74,17 @@ class MViTConfig:
     ``dim_mul=((1, 2.0), (3, 2.0))`` or ``pool_q_stride=((1, 1, 2, 2),)``.
     Defaults are the newer SlowFast ``defaults.py`` values, except the stem padding,
     which is the (1, 3, 3) every official MViT YAML sets.
+
+    Head fields (as the ResNet students' model config): ``num_classes`` is an int (one
+    task) or a tuple of task sizes in checkpoint order (EPIC: ``(97, 300)``);
+    ``multi_task`` names even a single task projection ``projections_0``; ``head_name``
+    is the head module's name (``"head" + TASK``, decides fine-tune transfer);
+    ``ego_classes`` / ``object_classes`` > 0 append the Ego-Score / Object-Score
+    projections; ``interaction_head`` adds the Interaction-Map head
+    (``interaction_num_convs`` convs 1x3x3 -> ``interaction_conv_dim``).
     """
 
-    num_classes: int = 400
+    num_classes: Any = 400  # int, or a tuple of task sizes
     num_frames: int = 16  # DATA.NUM_FRAMES
     crop_size: int = 224  # DATA.TRAIN_CROP_SIZE
     in_chans: int = 3  # DATA.INPUT_CHANNEL_NUM[0]
@@ -99,12 +118,43 @@ class MViTConfig:
     use_mean_pooling: bool = False
     layer_scale_init_value: float = 0.0
     head_init_scale: float = 1.0
+    multi_task: bool = False
+    head_name: str = "head"
+    ego_classes: int = 0
+    object_classes: int = 0
+    interaction_head: bool = False
+    interaction_conv_dim: int = 512
+    interaction_num_convs: int = 1
 
     @property
     def patch_dims(self) -> tuple:
         """Token grid after the stem, ``(T', H', W')``."""
         size = (self.num_frames, self.crop_size, self.crop_size)
         return tuple(s // st for s, st in zip(size, self.patch_stride))
+
+    @property
+    def task_classes(self) -> tuple:
+        """``num_classes`` as a tuple of task sizes."""
+        n = self.num_classes
+        return tuple(int(c) for c in n) if isinstance(n, (tuple, list)) else (int(n),)
+
+    @property
+    def single_projection(self) -> bool:
+        """PySlowFast ``TransformerBasicHead`` (``head/projection``) rather than a multi-task
+        head (``projections_{j}``): one task, no score heads, ``multi_task`` off."""
+        return (len(self.task_classes) == 1 and not self.multi_task
+                and not self.ego_classes and not self.object_classes)
+
+    @property
+    def feature_stride(self) -> int:
+        """Spatial stride of the final token grid w.r.t. the input: patch stride x the
+        product of the spatial Q strides (4 x 2 x 2 x 2 = 32 for every official model).
+        Max pooling rounds up, so the grid is ``crop // feature_stride`` when that divides."""
+        stride = int(self.patch_stride[1])
+        for spec in block_specs(self):
+            if len(spec.stride_q) > 0:
+                stride *= int(spec.stride_q[1])
+        return stride
 
 
 @dataclasses.dataclass(frozen=True)
@@ -759,18 +809,33 @@ class MultiScaleBlock(nn.Module):
 
 
 class TransformerBasicHead(nn.Module):
-    """``dropout -> projection``; ``[B, C] -> [B, classes]`` logits."""
+    """``dropout -> projection(s)``; ``[B, C] -> [[B, classes_j], ...]`` logits (float32).
 
-    num_classes: int
+    ``single``: PySlowFast's ``TransformerBasicHead`` (one Linear named ``projection``);
+    otherwise a ``MultiTaskHead`` whose Linears ``projections_{j}`` share the same
+    dropped-out feature (task projections first, then Ego-Score, then Object-Score, as
+    the ResNet students' ``PooledHead``). Every projection has the MViT Linear init
+    (trunc-normal 0.02, bias 0.02; PySlowFast's ``MViT._init_weights`` applies it to all
+    Linears) scaled by ``init_scale`` (``HEAD_INIT_SCALE``).
+    """
+
+    num_classes: Sequence[int]
     dropout_rate: float
     init_scale: float = 1.0
+    single: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         if self.dropout_rate > 0.0:
             x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
-        return _dense(self.num_classes, "projection", self.dtype, scale=self.init_scale)(x)
+        if self.single and len(self.num_classes) != 1:
+            raise ValueError(f"a single projection needs one task, got {self.num_classes}")
+        return [
+            _dense(n, "projection" if self.single else f"projections_{j}", self.dtype,
+                   scale=self.init_scale)(x).astype(jnp.float32)
+            for j, n in enumerate(self.num_classes)
+        ]
 
 
 _HEAD_ACTS = {
@@ -784,14 +849,28 @@ class MViT(nn.Module):
     """MViT v1/v2 video classifier with PySlowFast parameter names and numerics.
 
     ``apply(variables, x_list, train=False)`` where ``x_list`` is a list holding one clip
-    ``[B, T, H, W, 3] float32`` (``T = num_frames``, ``H = W = crop_size``). Returns:
+    ``[B, T, H, W, 3] float32`` (``T = num_frames``, ``H = W = crop_size``). Returns the
+    ResNet students' output dict (``egoexo_jax.models.slowfast``):
 
-    - ``logits`` ``[B, classes]``: pre-activation classifier output;
-    - ``probs`` ``[B, classes]``: ``head_act`` (softmax) of ``logits``;
+    - ``logits`` ``[B, classes]``: pre-activation classifier output (a tuple of one
+      ``[B, classes_j]`` per task when ``num_classes`` lists several tasks);
+    - ``probs``: ``head_act`` (softmax / sigmoid / none) of ``logits`` (tuple likewise);
     - ``features`` ``[B, C]``: the head input (final-norm cls token, or the pooled feature
-      when ``use_mean_pooling`` / no cls token);
+      when ``use_mean_pooling`` / no cls token), before the head dropout;
+    - ``ego_logits`` ``[B, ego_classes]`` / ``object_logits`` ``[B, object_classes]``:
+      the Ego-Score / Object-Score projections of the same head (when configured);
+    - ``interaction_logits`` ``[B, T', h, w, 2]`` (when ``interaction_head``): the
+      Interaction-Map head (channel 0 hand, 1 object) on ``token_grid``;
     - ``token_grid`` ``[B, T', h, w, C]``: the final tokens after the final LayerNorm,
-      cls token removed, on the last token grid.
+      cls token removed, on the last token grid (``h = crop // feature_stride``).
+
+    The map head reads the tokens after the *final* LayerNorm (``norm``), the same
+    normalised features the classifier sees: the residual stream of a pre-norm
+    transformer is not normalised (its scale grows with depth), and PySlowFast's own
+    dense head on MViT (the AVA detection path of ``MViT.forward``) also applies
+    ``self.norm`` to all tokens, drops the cls token and reshapes to ``[B, C, T, H, W]``.
+    Its convs keep the ResNet head's init (1x3x3 conv: He fan-out, bias 0;
+    ``score_projection``: N(0, 0.01^2), bias 0) and names (``handobjhead/...``).
 
     Training (``train=True``) enables drop-path and dropout and needs a ``'dropout'`` rng.
     ``dtype`` is the compute dtype (parameters stay float32; softmaxes run in float32;
@@ -853,32 +932,68 @@ class MViT(nn.Module):
             features = tokens[:, 0] if cfg.cls_embed_on else tokens.mean(axis=1)
         token_grid = tokens[:, sp:].reshape(b, *thw, tokens.shape[-1])
 
+        task = cfg.task_classes
+        extra = tuple(n for n in (cfg.ego_classes, cfg.object_classes) if n)
         logits = TransformerBasicHead(
-            cfg.num_classes, cfg.head_dropout, cfg.head_init_scale, dtype=dtype, name="head"
-        )(features, train).astype(jnp.float32)
-        probs = _HEAD_ACTS[cfg.head_act](logits)
-        return {"logits": logits, "probs": probs, "features": features, "token_grid": token_grid}
+            task + extra, cfg.head_dropout, cfg.head_init_scale, single=cfg.single_projection,
+            dtype=dtype, name=cfg.head_name,
+        )(features, train)
+        act = _HEAD_ACTS[cfg.head_act]
+        k = len(task)
+        out = {"features": features, "token_grid": token_grid}
+        if k == 1:
+            out["logits"], out["probs"] = logits[0], act(logits[0])
+        else:
+            out["logits"] = tuple(logits[:k])
+            out["probs"] = tuple(act(y) for y in logits[:k])
+        j = k
+        if cfg.ego_classes:
+            out["ego_logits"] = logits[j]
+            j += 1
+        if cfg.object_classes:
+            out["object_logits"] = logits[j]
+        if cfg.interaction_head:
+            out["interaction_logits"] = InteractionHead(
+                cfg.interaction_conv_dim, cfg.interaction_num_convs, dtype, name="handobjhead"
+            )(token_grid)
+        return out
+
+    @property
+    def feature_stride(self) -> int:
+        """Spatial stride of ``token_grid`` / ``interaction_logits`` (32 for the official models)."""
+        return self.config.feature_stride
 
 
 # --------------------------------------------------------------------------------------
 # Model-registry glue (egoexo_jax.models.build / egoexo_jax.convert.pyslowfast)
 # --------------------------------------------------------------------------------------
-# Fields the registry's model config holds at top level; everything else of MViTConfig
-# lives in ``model_config.mvit``.
+# Fields the registry's model config holds at top level (MViTConfig name -> model config
+# name, same meaning as for the ResNet students); everything else of MViTConfig lives in
+# ``model_config.mvit``. ``num_classes`` is top-level too (a tuple there).
 _SHARED_FIELDS = {
     "num_frames": "num_frames",
     "crop_size": "crop_size",
     "head_act": "head_act",
     "head_dropout": "dropout_rate",
+    "multi_task": "multi_task",
+    "head_name": "head_name",
+    "ego_classes": "ego_classes",
+    "object_classes": "object_classes",
+    "interaction_head": "interaction_head",
+    "interaction_conv_dim": "interaction_conv_dim",
+    "interaction_num_convs": "interaction_num_convs",
 }
 
 
 def model_config_from_mvit_config(mcfg: MViTConfig, dtype: str = "float32"):
     """Registry model config (``ml_collections.ConfigDict``, ``arch="mvit"``) for ``mcfg``.
 
-    Top-level ``num_frames``, ``crop_size``, ``num_classes`` (a 1-tuple), ``head_act``,
-    ``dropout_rate`` and ``dtype`` are authoritative (so ``--config.model.num_classes``
-    works for fine-tuning); ``mvit`` holds the remaining architecture fields.
+    Top-level ``num_frames``, ``crop_size``, ``num_classes`` (a tuple of tasks),
+    ``head_act``, ``dropout_rate``, the head fields (``multi_task``, ``head_name``,
+    ``ego_classes``, ``object_classes``, ``interaction_*``) and ``dtype`` are
+    authoritative (so ``--config.model.num_classes`` works for fine-tuning and
+    ``presets.egoexo_pretrain_heads`` adds the Ego-Exo heads); ``mvit`` holds the
+    remaining architecture fields.
     """
     import ml_collections  # noqa: PLC0415
 
@@ -888,9 +1003,9 @@ def model_config_from_mvit_config(mcfg: MViTConfig, dtype: str = "float32"):
     c.arch = "mvit"
     c.num_frames = mcfg.num_frames
     c.crop_size = mcfg.crop_size
-    c.num_classes = (mcfg.num_classes,)
-    c.head_act = mcfg.head_act
-    c.dropout_rate = mcfg.head_dropout
+    c.num_classes = mcfg.task_classes
+    for field, top in _SHARED_FIELDS.items():
+        c[top] = getattr(mcfg, field)
     c.dtype = dtype
     rest = {
         f.name: getattr(mcfg, f.name)
@@ -906,25 +1021,38 @@ def model_config_from_pyslowfast(cfg: Mapping[str, Any]):
     return model_config_from_mvit_config(mvit_config_from_pyslowfast(cfg))
 
 
-def build_from_model_config(model_cfg) -> "MViT":
-    """:class:`MViT` for a registry model config (lists from JSON are turned back into tuples)."""
-    from egoexo_jax.models import DTYPES  # noqa: PLC0415
+def mvit_config_from_model_config(model_cfg) -> MViTConfig:
+    """:class:`MViTConfig` of a registry model config (lists from JSON become tuples).
 
+    Top-level fields absent from an older model config take the MViTConfig defaults; a
+    single task gives an int ``num_classes`` (several tasks: a tuple).
+    """
     fields = {f.name for f in dataclasses.fields(MViTConfig)}
     sub = dict(model_cfg.mvit.to_dict() if hasattr(model_cfg.mvit, "to_dict") else model_cfg.mvit)
     unknown = sorted(set(sub) - fields)
     if unknown:
         raise ValueError(f"unknown model.mvit fields: {unknown}")
     kwargs = {k: _as_tuple(v) if isinstance(v, (list, tuple, str)) else v for k, v in sub.items()}
+    defaults = MViTConfig()
     for field, top in _SHARED_FIELDS.items():
-        kwargs[field] = model_cfg[top]
+        kwargs[field] = model_cfg.get(top, getattr(defaults, field))
     num_classes = model_cfg.num_classes
     if isinstance(num_classes, (list, tuple)):
-        if len(num_classes) != 1:
-            raise ValueError(f"MViT has one classifier; model.num_classes={num_classes}")
-        num_classes = num_classes[0]
-    kwargs["num_classes"] = int(num_classes)
+        if len(num_classes) == 0:
+            raise ValueError("model.num_classes is empty")
+        num_classes = tuple(int(n) for n in num_classes)
+        num_classes = num_classes[0] if len(num_classes) == 1 else num_classes
+    else:
+        num_classes = int(num_classes)
+    kwargs["num_classes"] = num_classes
     for key in ("dim_mul", "head_mul", "pool_q_stride", "pool_kv_stride"):
         if key in kwargs and kwargs[key] is None:
             kwargs[key] = ()
-    return MViT(config=MViTConfig(**kwargs), dtype=DTYPES[model_cfg.dtype])
+    return MViTConfig(**kwargs)
+
+
+def build_from_model_config(model_cfg) -> "MViT":
+    """:class:`MViT` for a registry model config (see :func:`mvit_config_from_model_config`)."""
+    from egoexo_jax.models import DTYPES  # noqa: PLC0415
+
+    return MViT(config=mvit_config_from_model_config(model_cfg), dtype=DTYPES[model_cfg.dtype])
