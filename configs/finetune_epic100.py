@@ -19,8 +19,7 @@ Variants: ``slowfast_r50`` (default), ``slowfast_r101`` (Ego-Exo); ``star``, ``s
 detections, precise BN off, and training-style random validation views as the hand-object
 trainer had); ``mvit_v2_s`` (MViTv2-S 16x4, our choice of recipe: AdamW, base LR 8e-4 at batch 128
 (1e-4 per 16 clips), weight decay 0.05 without decay on 1-D parameters, 3 warm-up epochs from
-1e-6, cosine to 1e-6 over 30 epochs, clipping at 1.0, 224 crops). ``models/mvit.py`` has a single
-classifier, so ``mvit_v2_s`` cannot build its verb + noun heads until MViT gets a multi-task head.
+1e-6, cosine to 1e-6 over 30 epochs, clipping at 1.0, 224 crops; verb + noun multi-task head).
 
 Data (``data/epic100/README.md``): ``EPIC_100_train.csv`` / ``EPIC_100_validation.csv`` in
 ``--config.data.path_to_data_dir`` (default ``data/epic100/annotations``), frames

@@ -31,9 +31,8 @@ Variants:
   this recipe: mixup, cutmix, RandAugment, random erasing, label smoothing, 2 augmented samples per
   clip, random-resized crops (the clips use the 256-320 short-side jitter) and the newer
   PySlowFast's cosine that starts after warm-up (here the cosine spans all 200 epochs, so the
-  warm-up ends at 0.95 x base LR). ``models/mvit.py`` has no Ego-Score / Object-Score /
-  Interaction-Map heads yet: the model config asks for them but the module does not build them,
-  so this variant cannot train until those heads exist.
+  warm-up ends at 0.95 x base LR). The Ego-Score / Object-Score projections sit on the cls
+  feature and the Interaction-Map head on the final (normalised) token grid.
 
 Data: Kinetics as in ``data/kinetics/README.md`` (``--config.data.path_to_data_dir``, default
 ``data/kinetics``; ``--config.data.path_prefix``, default ``data/kinetics/videos``) and the
