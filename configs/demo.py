@@ -5,8 +5,8 @@
 Writes a synthetic "Kinetics" set (8 motion classes that no single frame reveals, with the three
 official-format teacher files) and an egocentric multi-label set in the Charades-Ego layout, then
 trains a small SlowFast four times (baseline and Ego-Exo pre-training, each fine-tuned on the
-egocentric set; see ``egoexo_jax/demo.py``) and prints a results table. About 8-10 minutes on 2
-CPU cores; every stage resumes if interrupted. Sizes are in ``config.demo``; e.g.
+egocentric set; see ``egoexo_jax/demo.py``) and prints a results table. About 10 minutes on 2
+CPU cores (measured: 12.1 min with 8 epochs and 15 test views); every stage resumes if interrupted. Sizes are in ``config.demo``; e.g.
 ``--config.demo.pretrain_epochs=20`` trains longer.
 
 Variants: single stages on demo data the full demo already wrote (folder from the environment
@@ -40,14 +40,14 @@ def demo_settings() -> ml_collections.ConfigDict:
     d.finetune_sampling_rate = 6
     d.crop = 32
     d.bn_group_size = 4
-    d.temporal_views = 5
-    d.spatial_crops = 3
+    d.temporal_views = 3
+    d.spatial_crops = 2
     # Optimisation.
     d.batch_size = 8
     d.eval_batch_size = 16
-    d.pretrain_epochs = 8.0
+    d.pretrain_epochs = 6.0
     d.pretrain_lr = 0.2
-    d.finetune_epochs = 8.0
+    d.finetune_epochs = 6.0
     d.finetune_lr = 0.1
     return d
 
