@@ -78,6 +78,9 @@ def test_kd_loss_matches_numpy_and_temperature():
         np.testing.assert_allclose(kd_loss(s, t, alpha, temp, mask), alpha * temp**2 * kl[mask].mean(), rtol=1e-5)
     # Identical distributions -> 0; a teacher with an exactly-zero probability is fine.
     assert abs(float(kd_loss(s, s))) < 1e-6
+    # ... and logits that agree up to a per-example constant are the same distribution.
+    shift = rng.normal(scale=5, size=(5, 1)).astype(np.float32)
+    assert abs(float(kd_loss(s, s + shift, 0.5, 2.0))) < 1e-5
     t_inf = t.copy()
     t_inf[:, 0] = -np.inf
     assert np.isfinite(float(kd_loss(s, t_inf)))
