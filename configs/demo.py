@@ -39,16 +39,16 @@ def demo_settings() -> ml_collections.ConfigDict:
     d.sampling_rate = 4
     d.finetune_sampling_rate = 6
     d.crop = 32
-    d.bn_group_size = 4
+    d.bn_group_size = 8  # the whole batch: the 2 x 2 res5 maps give few values per group
     d.temporal_views = 3
     d.spatial_crops = 2
     # Optimisation.
     d.batch_size = 8
     d.eval_batch_size = 16
     d.pretrain_epochs = 6.0
-    d.pretrain_lr = 0.2
+    d.pretrain_lr = 0.1
     d.finetune_epochs = 6.0
-    d.finetune_lr = 0.1
+    d.finetune_lr = 0.05
     return d
 
 
