@@ -55,10 +55,10 @@ def test_multilabel_bce_stable_and_masked():
     rng = np.random.default_rng(1)
     logits = rng.normal(scale=3, size=(4, 7)).astype(np.float32)
     targets = (rng.uniform(size=(4, 7)) > 0.6).astype(np.float32)
-    np.testing.assert_allclose(multilabel_bce(logits, targets), _np_bce(logits, targets).mean(), rtol=1e-5)
+    np.testing.assert_allclose(multilabel_bce(logits, targets), _np_bce(logits, targets).mean(), rtol=1e-6)
     mask = np.array([0, 1, 1, 0])
     np.testing.assert_allclose(multilabel_bce(logits, targets, mask),
-                               _np_bce(logits, targets)[mask > 0].mean(), rtol=1e-5)
+                               _np_bce(logits, targets)[mask > 0].mean(), rtol=1e-6)
     # Huge logits stay finite and give the exact limits.
     big = jnp.array([[1e4, -1e4]], jnp.float32)
     value = multilabel_bce(big, jnp.array([[0.0, 1.0]]))
@@ -73,9 +73,9 @@ def test_kd_loss_matches_numpy_and_temperature():
     for alpha, temp in [(0.1, 1.0), (0.5, 2.0), (1.0, 4.0)]:
         p = np.exp(_np_log_softmax(t / temp))
         kl = (p * (np.log(p) - _np_log_softmax(s / temp))).sum(-1)
-        np.testing.assert_allclose(kd_loss(s, t, alpha, temp), alpha * temp**2 * kl.mean(), rtol=1e-5)
+        np.testing.assert_allclose(kd_loss(s, t, alpha, temp), alpha * temp**2 * kl.mean(), rtol=1e-6)
         mask = np.array([1, 1, 0, 1, 0], bool)
-        np.testing.assert_allclose(kd_loss(s, t, alpha, temp, mask), alpha * temp**2 * kl[mask].mean(), rtol=1e-5)
+        np.testing.assert_allclose(kd_loss(s, t, alpha, temp, mask), alpha * temp**2 * kl[mask].mean(), rtol=1e-6)
     # Identical distributions -> 0; a teacher with an exactly-zero probability is fine.
     assert abs(float(kd_loss(s, s))) < 1e-6
     # ... and logits that agree up to a per-example constant are the same distribution.
@@ -108,10 +108,10 @@ def test_interaction_map_bce_pos_weight_and_mask():
     targets = rng.uniform(size=(3, 2, 4, 4, 2)).astype(np.float32) * (rng.uniform(size=(3, 2, 4, 4, 2)) > 0.5)
     ref = _np_bce(logits, targets, pw=2.5)
     hand, obj = interaction_map_bce(logits, targets, pos_weight=2.5)
-    np.testing.assert_allclose([hand, obj], [ref[..., 0].mean(), ref[..., 1].mean()], rtol=1e-5)
+    np.testing.assert_allclose([hand, obj], [ref[..., 0].mean(), ref[..., 1].mean()], rtol=1e-6)
     mask = np.array([1.0, 0.0, 1.0])
     hand, obj = interaction_map_bce(logits, targets, pos_weight=2.5, mask=mask)
-    np.testing.assert_allclose([hand, obj], [ref[[0, 2], ..., 0].mean(), ref[[0, 2], ..., 1].mean()], rtol=1e-5)
+    np.testing.assert_allclose([hand, obj], [ref[[0, 2], ..., 0].mean(), ref[[0, 2], ..., 1].mean()], rtol=1e-6)
 
 
 PRETRAIN = dict(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0, ego_temperature=1.0, object_temperature=1.0)
