@@ -1,0 +1,182 @@
+"""``python -m egoexo_jax.predict``: one video in, top-k classes (and interaction maps) out.
+
+    python -m egoexo_jax.predict --checkpoint CKPT --video clip.mp4 [--top-k 5]
+        [--labels kinetics400|charades_ego|epic100_verb|epic100_noun|FILE] [--save-maps maps.png]
+
+``CKPT``: a training workdir (its newest checkpoint), a converted checkpoint directory or an
+official ``.pyth``. The video is scored with multi-view testing (``--temporal-views`` clips x
+``--spatial-crops`` crops, PySlowFast's Kinetics placement), views combined by the mean of the
+head's test-time scores (softmax) or their max (sigmoid heads). For Ego-Exo students
+``--save-maps`` writes a PNG: the slow-pathway frames of the middle view with the predicted hand
+(red) and object (blue) probabilities overlaid, one column per frame, with its time in seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+DEFAULT_SAMPLING = {"slowfast": 2, "slow": 8, "mvit": 4}
+
+
+def _sampling_rate(checkpoint: str, arch: str) -> int:
+    cfg_path = os.path.join(checkpoint, "config.json")
+    if os.path.isfile(cfg_path):
+        with open(cfg_path, encoding="utf-8") as f:
+            return int(json.load(f)["data"]["sampling_rate"])
+    return DEFAULT_SAMPLING.get(arch, 2)
+
+
+def _num_frames(model_cfg) -> int:
+    if model_cfg.arch == "mvit":
+        return int(model_cfg.mvit.get("num_frames", 16))
+    return int(model_cfg.num_frames)
+
+
+def load_views(video: str, data_cfg):
+    """All test views of one video as stacked pathway arrays, plus the middle view's frame times."""
+    from egoexo_jax.data import samples  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data.sources import Item  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data.video import DecodeError  # pylint: disable=import-outside-toplevel
+    import av  # pylint: disable=import-outside-toplevel
+
+    if not os.path.isfile(video):
+        raise FileNotFoundError(f"--video {video}: no such file")
+    try:
+        with av.open(video) as container:
+            fps = float(container.streams.video[0].average_rate or data_cfg.target_fps)
+    except (av.error.FFmpegError, IndexError) as e:
+        raise ValueError(f"--video {video}: not a readable video ({e})") from None
+    opts = samples.SampleOptions.from_config(data_cfg)
+    item = Item(dataset="kinetics", key=os.path.basename(video), video_id=os.path.splitext(os.path.basename(video))[0],
+                media=video)
+    num_views = opts.num_ensemble_views * opts.num_spatial_crops
+    middle = (opts.num_ensemble_views // 2) * opts.num_spatial_crops + min(1, opts.num_spatial_crops - 1)
+    metas: Dict[int, dict] = {}
+    views = []
+    for v in range(num_views):
+        def keep(meta, v=v):
+            metas[v] = meta
+            return {}
+        try:
+            views.append(samples.make_sample(item, samples.view_of(v, opts), np.random.default_rng(v), opts, split="test",
+                                             video_level_labels=True, aux_fn=keep))
+        except DecodeError as e:
+            raise ValueError(f"--video {video}: {e}") from None
+    stacked = {k: np.stack([s[k] for s in views]) for k in views[0] if k.startswith("pathway")}
+    return stacked, metas[middle], middle, fps
+
+
+def class_names(labels: Optional[str], num_classes: int) -> List[str]:
+    if not labels:
+        return [f"class {i}" for i in range(num_classes)]
+    from egoexo_jax.labels import load_class_names  # pylint: disable=import-outside-toplevel
+    names = load_class_names(labels)
+    if len(names) != num_classes:
+        raise ValueError(f"--labels {labels} has {len(names)} names but the model has {num_classes} classes")
+    return names
+
+
+def maps_picture(frames: np.ndarray, maps: np.ndarray, times: np.ndarray, cell: int = 160):
+    """PIL image: row 0 the frames, row 1 hand (red) overlay, row 2 object (blue) overlay.
+
+    Args:
+      frames: ``[T, H, W, 3]`` float in [0, 1]; maps: ``[T, h, w, 2]`` probabilities; times: ``[T]`` s.
+    """
+    from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+    t = frames.shape[0]
+    header, footer = 24, 16
+    canvas = Image.new("RGB", (t * cell, header + 3 * cell + footer), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 6), "rows: frame | hand probability (red) | object probability (blue); 0..1 = transparent..opaque",
+              fill="black")
+    for i in range(t):
+        base = np.asarray(Image.fromarray((np.clip(frames[i], 0, 1) * 255).astype(np.uint8)).resize((cell, cell)),
+                          np.float32) / 255
+        for row, (channel, colour) in enumerate(((None, None), (0, (1.0, 0.1, 0.1)), (1, (0.1, 0.3, 1.0)))):
+            img = base
+            if channel is not None:
+                prob = np.asarray(Image.fromarray(maps[i, ..., channel].astype(np.float32)).resize(
+                    (cell, cell), Image.NEAREST))[..., None]
+                img = base * (1 - 0.7 * prob) + 0.7 * prob * np.asarray(colour, np.float32)
+            canvas.paste(Image.fromarray((img * 255).astype(np.uint8)), (i * cell, header + row * cell))
+        draw.text((i * cell + 4, header + 3 * cell + 2), f"t = {times[i]:.2f} s", fill="black")
+    return canvas
+
+
+def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str] = None,
+            temporal_views: int = 10, spatial_crops: int = 3, sampling_rate: Optional[int] = None,
+            crop: Optional[int] = None, save_maps: Optional[str] = None) -> Dict[str, Any]:
+    """Scores one video; returns ``{"top": [(name, score)], "scores": [C], "maps_png": path|None}``."""
+    import jax  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import models  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data.pipeline import default_data_config  # pylint: disable=import-outside-toplevel
+
+    model_cfg, variables, what = ckpt_lib.load_pretrained(checkpoint)
+    model = models.build(model_cfg)
+    data_cfg = default_data_config("kinetics")
+    data_cfg.update(num_frames=_num_frames(model_cfg), arch=model_cfg.arch, alpha=int(model_cfg.alpha),
+                    sampling_rate=sampling_rate or _sampling_rate(checkpoint, model_cfg.arch),
+                    test_crop_size=crop or int(model_cfg.crop_size), num_ensemble_views=temporal_views,
+                    num_spatial_crops=spatial_crops)
+    views, meta, middle, fps = load_views(video, data_cfg)
+    pathways = [views[f"pathway{i}"] for i in range(len(views))]
+    outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, pathways)
+    probs = outputs["probs"][0] if isinstance(outputs["probs"], tuple) else outputs["probs"]
+    probs = np.asarray(probs)
+    scores = probs.max(0) if model_cfg.head_act == "sigmoid" else probs.mean(0)
+    names = class_names(labels, scores.shape[0])
+    order = np.argsort(-scores)[:top_k]
+    result: Dict[str, Any] = {"checkpoint": what, "top": [(names[i], float(scores[i])) for i in order],
+                              "scores": scores, "num_views": probs.shape[0], "maps_png": None}
+    if save_maps and "interaction_logits" in outputs:
+        maps = jax.nn.sigmoid(np.asarray(outputs["interaction_logits"][middle], np.float32))
+        frames = views["pathway0"][middle] * data_cfg.std + data_cfg.mean
+        t_map = maps.shape[0]
+        idx = np.floor(np.linspace(0, len(meta["frame_indices"]) - 1, t_map)).astype(int)
+        times = np.asarray(meta["frame_indices"])[idx] / fps
+        if frames.shape[0] != t_map:  # MViT: frames at the map's temporal positions
+            frames = frames[np.floor(np.linspace(0, frames.shape[0] - 1, t_map)).astype(int)]
+        maps_picture(frames, np.asarray(maps), times).save(save_maps)
+        result["maps_png"] = save_maps
+    elif save_maps:
+        raise ValueError(f"--save-maps: {what} has no interaction-map head (not an Ego-Exo student)")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m egoexo_jax.predict", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="training workdir, converted directory or .pyth")
+    parser.add_argument("--video", required=True)
+    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--labels", default=None, help="kinetics400 | charades_ego | epic100_verb | epic100_noun | FILE")
+    parser.add_argument("--save-maps", default=None, help="PNG path for the interaction maps (Ego-Exo students)")
+    parser.add_argument("--temporal-views", type=int, default=10)
+    parser.add_argument("--spatial-crops", type=int, default=3)
+    parser.add_argument("--sampling-rate", type=int, default=None)
+    parser.add_argument("--crop", type=int, default=None, help="test crop (default: the model's crop size)")
+    args = parser.parse_args(argv)
+    try:
+        res = predict(args.checkpoint, args.video, top_k=args.top_k, labels=args.labels,
+                      temporal_views=args.temporal_views, spatial_crops=args.spatial_crops,
+                      sampling_rate=args.sampling_rate, crop=args.crop, save_maps=args.save_maps)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    width = max(len(n) for n, _ in res["top"]) + 2
+    print(f"{res['checkpoint']}: {args.video}, {res['num_views']} views")
+    print(f"{'rank':>4}  {'class'.ljust(width)}score")
+    for rank, (name, score) in enumerate(res["top"], 1):
+        print(f"{rank:>4}  {name.ljust(width)}{score:.4f}")
+    if res["maps_png"]:
+        print(f"interaction maps: {res['maps_png']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
