@@ -179,9 +179,8 @@ def evaluate_split(config, run, variables, split: str, step: int, logger=None, *
     if eval_fn is None:
         eval_fn = train_lib.make_eval_step(run.mesh, model=run.model, arch=config.model.arch)
         run._eval_fn = eval_fn  # pylint: disable=protected-access
-    ensemble = config.evaluate.ensemble if split == "test" else config.evaluate.ensemble
     collected = collect_view_scores(eval_fn, variables, config.data, split, config.eval_batch_size,
-                                    run.mesh, ensemble)
+                                    run.mesh, config.evaluate.ensemble)
     truth = video_labels(config.data, split)
     values = compute_metrics(config.data.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))
