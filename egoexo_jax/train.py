@@ -168,10 +168,11 @@ def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any,
 
 def eval_step(variables: dict, batch: Dict[str, Any], *, model, arch: str) -> Dict[str, Any]:
     """Test-time outputs of one batch of views: ``probs`` (activation per position, then mean;
-    a tuple for multi-task heads) and the bookkeeping fields passed through."""
+    a tuple for multi-task heads) and the view bookkeeping fields passed through (labels come from
+    the split's index, ``evaluate.video_labels``)."""
     outputs = model.apply(variables, pathways_of(batch, arch), train=False)
     out = {"probs": outputs["probs"]}
-    for k in ("video_index", "view_index", "mask", "label", "verb", "noun"):
+    for k in ("video_index", "view_index", "mask"):
         if k in batch:
             out[k] = batch[k]
     return out

@@ -20,6 +20,26 @@ ACTIVATIONS = {
 }
 
 
+
+def split_projections(logits: Sequence[Any], probs: Sequence[Any], num_tasks: int, ego_classes: int,
+                      object_classes: int) -> dict:
+    """Names the projections of one multi-task head (checkpoint order: tasks, ego, object).
+
+    ``logits[j]`` / ``probs[j]``: ``[B, C_j]`` per projection. Returns ``logits`` / ``probs``
+    (single arrays for one task, tuples otherwise) and, when present, ``ego_logits`` and
+    ``object_logits`` -- the output contract shared by the ResNet and MViT students.
+    """
+    k = num_tasks
+    out = {"logits": logits[0], "probs": probs[0]} if k == 1 else {
+        "logits": tuple(logits[:k]), "probs": tuple(probs[:k])}
+    j = k
+    if ego_classes:
+        out["ego_logits"] = logits[j]
+        j += 1
+    if object_classes:
+        out["object_logits"] = logits[j]
+    return out
+
 class PooledHead(nn.Module):
     """Fixed-window average pooling per pathway -> concat -> dropout -> linear projection(s).
 

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from egoexo_jax.models.heads import InteractionHead
+from egoexo_jax.models.heads import InteractionHead, split_projections
 
 HIGHEST = jax.lax.Precision.HIGHEST
 LN_EPS = 1e-6
@@ -941,17 +941,8 @@ class MViT(nn.Module):
         act = _HEAD_ACTS[cfg.head_act]
         k = len(task)
         out = {"features": features, "token_grid": token_grid}
-        if k == 1:
-            out["logits"], out["probs"] = logits[0], act(logits[0])
-        else:
-            out["logits"] = tuple(logits[:k])
-            out["probs"] = tuple(act(y) for y in logits[:k])
-        j = k
-        if cfg.ego_classes:
-            out["ego_logits"] = logits[j]
-            j += 1
-        if cfg.object_classes:
-            out["object_logits"] = logits[j]
+        out.update(split_projections(logits, [act(y) for y in logits[:k]], k, cfg.ego_classes,
+                                     cfg.object_classes))
         if cfg.interaction_head:
             out["interaction_logits"] = InteractionHead(
                 cfg.interaction_conv_dim, cfg.interaction_num_convs, dtype, name="handobjhead"

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from egoexo_jax.models.heads import InteractionHead, PooledHead
+from egoexo_jax.models.heads import InteractionHead, PooledHead, split_projections
 from egoexo_jax.models.resnet3d import FuseFastToSlow, NormCfg, Stage, Stem
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -112,19 +112,9 @@ class ResNetVideo(nn.Module):
         single = len(task) == 1 and not extra and not self.multi_task
         head = PooledHead(task + extra, pool, self.dropout_rate, self.head_act, single, self.dtype,
                           name=self.head_name)(xs, train)
-        k = len(task)
-        logits, probs = head["logits"], head["probs"]
         out = {"features": head["features"]}
-        if len(task) == 1:
-            out["logits"], out["probs"] = logits[0], probs[0]
-        else:
-            out["logits"], out["probs"] = tuple(logits[:k]), tuple(probs[:k])
-        j = k
-        if self.ego_classes:
-            out["ego_logits"] = logits[j]
-            j += 1
-        if self.object_classes:
-            out["object_logits"] = logits[j]
+        out.update(split_projections(head["logits"], head["probs"], len(task), self.ego_classes,
+                                     self.object_classes))
         if self.interaction_head:
             out["interaction_logits"] = InteractionHead(
                 self.interaction_conv_dim, self.interaction_num_convs, self.dtype, name="handobjhead")(xs[0])
