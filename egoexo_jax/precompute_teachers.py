@@ -127,8 +127,10 @@ def _get(config, dotted: str):
     return node
 
 
-def check_config(config, where: str = "config") -> List[str]:
+def check_config(config, where: str = "config", check_files: bool = True) -> List[str]:
     """The online signals of ``config`` (``["ego", "object"]`` or a subset), after checks.
+
+    ``check_files=False`` skips the existence check of the teacher checkpoint (a merge needs none).
 
     Raises:
       PrecomputeError: a missing key (named, with what it should hold), no online teacher, an
@@ -145,7 +147,7 @@ def check_config(config, where: str = "config") -> List[str]:
             f"{where}: config.teachers.ego.source={config.teachers.ego.source!r} and "
             f"config.teachers.object.source={config.teachers.object.source!r}; at least one must be "
             "'online' (e.g. --config=configs/pretrain.py:online)")
-    if "ego" in online:
+    if "ego" in online and check_files:
         path = config.teachers.ego.checkpoint
         if not path:
             raise PrecomputeError(f"{where}: config.teachers.ego.checkpoint is empty; expected a 2-way "
@@ -475,8 +477,8 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
         raise PrecomputeError(f"--chunk_size={chunk_size} and --batch_size={batch_size} must be positive")
     if split not in ("train", "val", "test"):
         raise PrecomputeError(f"--split={split!r}; expected 'train', 'val' or 'test'")
-    online = check_config(config, where)
-    if "object" in online:
+    online = check_config(config, where, check_files=not merge_only)
+    if "object" in online and not merge_only:
         _check_object_weights(config, where, allow_random_object_teacher)
     if process_index is None or process_count is None:
         process_index, process_count = jax.process_index(), jax.process_count()
