@@ -23,6 +23,9 @@ Variants:
   ``workdirs/ego_teacher``) and ``--config.teachers.object.weights`` to torchvision's ImageNet
   ResNet-50 ``.pth`` (default ``data/aux_predictions/resnet50-0676ba61.pth``, i.e.
   ``IMAGENET1K_V1``); the object teacher sees 8 frames of each clip.
+  ``python -m egoexo_jax.precompute_teachers --config=configs/pretrain.py:online --output=DIR`` runs
+  the same two teachers once over ``train.csv`` instead and writes the two score files (official
+  format) for the file-based variants.
 - ``mvit_v2_s``: an MViTv2-S 16x4 student (16 frames at stride 4, 224 crops, 1 x 5 test views)
   with the Ego-Exo loss, trained with the MViT K400 AdamW recipe of method doc §9.2: base LR 1e-4
   per 8-GPU node of 16 clips, here for 8 nodes (reference batch 128, base LR 8e-4), weight decay
