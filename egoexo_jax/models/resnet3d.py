@@ -10,6 +10,7 @@ import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from egoexo_jax.models.norm import BatchNorm
@@ -20,11 +21,79 @@ msra_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bias=False,
            kernel_init=msra_fan_out):
-    """A bare ``nn.Conv`` named like the PyTorch module (so its params sit at ``name``)."""
+    """A bare ``nn.Conv`` named like the PyTorch module (so its params sit at ``name``).
+
+    Strided convolutions become :class:`StridedConv` (same parameters, same result): XLA:CPU
+    runs the gradients of strided 3D convolutions through a slow generic loop (seconds per step).
+    """
+    if any(s > 1 for s in stride) and groups == 1:
+        return StridedConv(features, tuple(kernel), tuple(stride), use_bias, kernel_init, dtype, name=name)
     return nn.Conv(
         features, tuple(kernel), strides=tuple(stride), padding=[(k // 2, k // 2) for k in kernel],
         feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
         param_dtype=jnp.float32, name=name)
+
+
+def space_to_depth_conv(x, w, kernel, stride):
+    """``conv(x, w)`` with padding ``kernel // 2`` and ``stride`` as a stride-1 VALID convolution.
+
+    Per dimension: kernel 1 -> plain subsampling; otherwise the padded input is folded into
+    ``stride`` phases moved to the channels (space-to-depth) and the kernel, zero-padded to a
+    multiple of the stride, is folded the same way (``ceil(k / s)`` taps over ``s * C`` channels).
+    Exactly the strided convolution (only the summation order differs), but forward and both
+    gradients are stride-1 convolutions, which XLA:CPU runs on its fast path.
+
+    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
+    """
+    pads, phases, taps = [], [], []
+    for d, (k, s) in enumerate(zip(kernel, stride)):
+        if s > 1 and k == 1:
+            x = jax.lax.slice_in_dim(x, 0, None, s, axis=1 + d)
+            s = 1
+        length = x.shape[1 + d]
+        p = k // 2
+        out = (length + 2 * p - k) // s + 1
+        kk = -(-k // s)  # taps after folding
+        total = s * (out - 1 + kk)
+        pads.append((p, total - length - p, 0))
+        phases.append(s)
+        taps.append(kk)
+        w = jnp.pad(w, [(0, s * kk - k) if i == d else (0, 0) for i in range(5)])
+    x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + pads + [(0, 0, 0)])
+    if any(s > 1 for s in phases):
+        b, c = x.shape[0], x.shape[-1]
+        (st, sh, sw), (kt, kh, kw) = phases, taps
+        x = x.reshape(b, x.shape[1] // st, st, x.shape[2] // sh, sh, x.shape[3] // sw, sw, c)
+        x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, x.shape[1], x.shape[3], x.shape[5], st * sh * sw * c)
+        o = w.shape[-1]
+        w = w.reshape(kt, st, kh, sh, kw, sw, c, o).transpose(0, 2, 4, 1, 3, 5, 6, 7)
+        w = w.reshape(kt, kh, kw, st * sh * sw * c, o)
+    return jax.lax.conv_general_dilated(x, w, (1, 1, 1), "VALID",
+                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+class StridedConv(nn.Module):
+    """``nn.Conv`` (padding ``kernel // 2``) with a stride, computed by :func:`space_to_depth_conv`.
+
+    Parameters are ``nn.Conv``'s (``kernel [kt, kh, kw, C, O]``, optional ``bias``), so checkpoints
+    and the PyTorch converter do not see a difference.
+    """
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int]
+    use_bias: bool = False
+    kernel_init: Any = msra_fan_out
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, c, self.features), jnp.float32)
+        y = space_to_depth_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernel_size, self.strides)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
+        return y
 
 
 @dataclasses.dataclass(frozen=True)
