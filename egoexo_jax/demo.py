@@ -51,7 +51,7 @@ def _common(c: ml_collections.ConfigDict, demo: ml_collections.ConfigDict) -> No
     c.batch_size = demo.batch_size
     c.eval_batch_size = demo.eval_batch_size
     c.data.update(num_frames=demo.num_frames, sampling_rate=demo.sampling_rate, alpha=4,
-                  train_jitter_scales=(demo.crop, demo.crop * 5 // 4), train_crop_size=demo.crop,
+                  train_jitter_scales=(demo.crop, demo.crop * 9 // 8), train_crop_size=demo.crop,
                   test_crop_size=demo.crop, num_ensemble_views=demo.temporal_views,
                   num_spatial_crops=demo.spatial_crops, num_threads=2, prefetch=2,
                   flip_prob=0.0)  # the demo's classes have a direction: a flip turns left into right
