@@ -21,21 +21,48 @@ msra_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bias=False,
            kernel_init=msra_fan_out):
-    """A bare ``nn.Conv`` named like the PyTorch module (so its params sit at ``name``).
+    """A convolution with ``nn.Conv``'s parameters, named like the PyTorch module (so its params
+    sit at ``name``).
 
-    Strided convolutions become :class:`StridedConv` (same parameters, same result): XLA:CPU
-    runs the gradients of strided 3D convolutions through a slow generic loop (seconds per step).
+    Ungrouped convolutions are :class:`Conv3D` (same parameters, same result, faster on CPU:
+    see :func:`valid_conv3d`); grouped ones stay ``nn.Conv``.
     """
-    if any(s > 1 for s in stride) and groups == 1:
-        return StridedConv(features, tuple(kernel), tuple(stride), use_bias, kernel_init, dtype, name=name)
+    if groups == 1:
+        return Conv3D(features, tuple(kernel), tuple(stride), use_bias, kernel_init, dtype, name=name)
     return nn.Conv(
         features, tuple(kernel), strides=tuple(stride), padding=[(k // 2, k // 2) for k in kernel],
         feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
         param_dtype=jnp.float32, name=name)
 
 
+def valid_conv3d(x, w):
+    """Stride-1 VALID 3D convolution ``[B, T, H, W, C] x [kt, kh, kw, C, O] -> [B, T', H', W', O]``
+    as a sum over the ``kt`` temporal taps of 2D convolutions on ``B * T'`` frames (a matmul when
+    ``kh = kw = 1``).
+
+    Same result as ``lax.conv_general_dilated`` up to summation order. Measured on XLA:CPU (fwd +
+    both gradients, reduced SlowFast R50 shapes): 1x3x3 convs 2.6-6.4x, kx1x1 convs 2.2-2.8x and
+    1x1x1 convs 1.7x faster than the 3D convolution, which XLA:CPU runs on a slow generic path.
+    """
+    kt, kh, kw = w.shape[:3]
+    b, t = x.shape[:2]
+    out_t = t - kt + 1
+    y = None
+    for i in range(kt):
+        xi = jax.lax.slice_in_dim(x, i, i + out_t, axis=1)
+        xi = xi.reshape((b * out_t,) + xi.shape[2:])
+        if kh == 1 and kw == 1:
+            yi = jnp.einsum("nhwc,co->nhwo", xi, w[i, 0, 0])
+        else:
+            yi = jax.lax.conv_general_dilated(xi, w[i], (1, 1), "VALID",
+                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = yi if y is None else y + yi
+    return y.reshape((b, out_t) + y.shape[1:])
+
+
 def space_to_depth_conv(x, w, kernel, stride):
-    """``conv(x, w)`` with padding ``kernel // 2`` and ``stride`` as a stride-1 VALID convolution.
+    """``conv(x, w)`` with padding ``kernel // 2`` and ``stride`` as a stride-1 VALID convolution
+    (:func:`valid_conv3d`).
 
     Per dimension: kernel 1 -> plain subsampling; otherwise the padded input is folded into
     ``stride`` phases moved to the channels (space-to-depth) and the kernel, zero-padded to a
@@ -68,12 +95,11 @@ def space_to_depth_conv(x, w, kernel, stride):
         o = w.shape[-1]
         w = w.reshape(kt, st, kh, sh, kw, sw, c, o).transpose(0, 2, 4, 1, 3, 5, 6, 7)
         w = w.reshape(kt, kh, kw, st * sh * sw * c, o)
-    return jax.lax.conv_general_dilated(x, w, (1, 1, 1), "VALID",
-                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return valid_conv3d(x, w)
 
 
-class StridedConv(nn.Module):
-    """``nn.Conv`` (padding ``kernel // 2``) with a stride, computed by :func:`space_to_depth_conv`.
+class Conv3D(nn.Module):
+    """``nn.Conv`` (padding ``kernel // 2``, any stride), computed by :func:`space_to_depth_conv`.
 
     Parameters are ``nn.Conv``'s (``kernel [kt, kh, kw, C, O]``, optional ``bias``), so checkpoints
     and the PyTorch converter do not see a difference.
