@@ -69,6 +69,7 @@ def pretrain_config(paths: synthetic.DemoPaths, demo: ml_collections.ConfigDict,
     _common(c, demo)
     c.model = student(paths.num_pretrain_classes, egoexo=egoexo, demo=demo)
     c.num_epochs = demo.pretrain_epochs
+    c.optimizer.name = demo.pretrain_optimizer
     c.optimizer.base_lr = demo.pretrain_lr
     c.optimizer.reference_batch_size = demo.batch_size
     c.schedule.warmup_epochs = 1.0
