@@ -35,15 +35,9 @@ def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bia
         param_dtype=jnp.float32, name=name)
 
 
-def valid_conv3d(x, w):
-    """Stride-1 VALID 3D convolution ``[B, T, H, W, C] x [kt, kh, kw, C, O] -> [B, T', H', W', O]``
-    as a sum over the ``kt`` temporal taps of 2D convolutions on ``B * T'`` frames (a matmul when
-    ``kh = kw = 1``).
-
-    Same result as ``lax.conv_general_dilated`` up to summation order. Measured on XLA:CPU (fwd +
-    both gradients, reduced SlowFast R50 shapes): 1x3x3 convs 2.6-6.4x, kx1x1 convs 2.2-2.8x and
-    1x1x1 convs 1.7x faster than the 3D convolution, which XLA:CPU runs on a slow generic path.
-    """
+def _conv3d_by_frames(x, w):
+    """Forward of :func:`valid_conv3d`: a sum over the ``kt`` temporal taps of 2D convolutions on
+    ``B * T'`` frames (a matmul when ``kh = kw = 1``)."""
     kt, kh, kw = w.shape[:3]
     b, t = x.shape[:2]
     out_t = t - kt + 1
@@ -58,6 +52,80 @@ def valid_conv3d(x, w):
                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
         y = yi if y is None else y + yi
     return y.reshape((b, out_t) + y.shape[1:])
+
+
+def _spatial_patches(a, kh, kw, out_h, out_w, offset_h=0, offset_w=0, sign=1):
+    """``[..., H, W, C] -> [..., out_h, out_w, kh * kw * C]``: the ``(i, j)`` window shifts of
+    ``a`` stacked on the channels, ``(i, j, c)`` order; ``sign=-1`` shifts the other way."""
+    if kh == 1 and kw == 1:
+        return a
+    n = a.ndim
+    parts = []
+    for i in range(kh):
+        for j in range(kw):
+            start = [0] * n
+            start[n - 3], start[n - 2] = offset_h + sign * i, offset_w + sign * j
+            limit = list(a.shape)
+            limit[n - 3], limit[n - 2] = start[n - 3] + out_h, start[n - 2] + out_w
+            parts.append(jax.lax.slice(a, start, limit))
+    return jnp.concatenate(parts, axis=-1)
+
+
+def _conv3d_kernel_grad(x, dy, kernel_shape):
+    """Gradient of :func:`valid_conv3d` with respect to its kernel, as one matmul per temporal tap
+    against patches built once for every tap.
+
+    Shapes: ``x [B, T, H, W, C]``, ``dy [B, T', H', W', O]`` -> ``[kt, kh, kw, C, O]``. The patches
+    (``kh * kw`` shifted copies) are taken of whichever of ``x`` and ``dy`` has fewer channels
+    (the thin fast-pathway and stem convs have 3-32), and the other operand is transposed once, so
+    every matmul reads its long contraction dimension contiguously.
+    """
+    kt, kh, kw, c, o = kernel_shape
+    b, t, h, w_, _ = x.shape
+    out_t, oh, ow = dy.shape[1:4]
+    if c <= o or (kh == 1 and kw == 1):
+        cols = _spatial_patches(x, kh, kw, oh, ow)             # [B, T, H', W', kh kw C]
+        dyt = dy.reshape(-1, o).T                              # [O, B T' H' W']
+        taps = [dyt @ jax.lax.slice_in_dim(cols, k, k + out_t, axis=1).reshape(-1, kh * kw * c)
+                for k in range(kt)]                            # [O, kh kw C] each
+        return jnp.stack(taps).reshape(kt, o, kh, kw, c).transpose(0, 2, 3, 4, 1)
+    # Patches of dy: D[h, w, (i, j, o)] = dy[h - i, w - j, o] (zero outside), over x's H x W grid.
+    dyp = jnp.pad(dy, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)])
+    cols = _spatial_patches(dyp, kh, kw, h, w_, kh - 1, kw - 1, sign=-1).reshape(-1, kh * kw * o)
+    xt = x.transpose(4, 0, 1, 2, 3)                            # [C, B, T, H, W]
+    taps = [jax.lax.slice_in_dim(xt, k, k + out_t, axis=2).reshape(c, -1) @ cols for k in range(kt)]
+    return jnp.stack(taps).reshape(kt, c, kh, kw, o).transpose(0, 2, 3, 1, 4)
+
+
+@jax.custom_vjp
+def valid_conv3d(x, w):
+    """Stride-1 VALID 3D convolution ``[B, T, H, W, C] x [kt, kh, kw, C, O] -> [B, T', H', W', O]``
+    as a sum over the ``kt`` temporal taps of 2D convolutions on ``B * T'`` frames (a matmul when
+    ``kh = kw = 1``), with the kernel gradient as matmuls on patches (:func:`_conv3d_kernel_grad`).
+
+    Same result as ``lax.conv_general_dilated`` up to summation order. Measured on XLA:CPU (fwd +
+    both gradients, reduced SlowFast R50 shapes): 1x3x3 convs 2.6-6.4x, kx1x1 convs 2.2-2.8x and
+    1x1x1 convs 1.7x faster than the 3D convolution, which XLA:CPU runs on a slow generic path;
+    XLA's own kernel gradients of the 2D form (a convolution whose window is the whole image) ran
+    at 5-15 GFLOP/s, the patch matmuls several times faster (BENCHMARKS.md).
+    """
+    return _conv3d_by_frames(x, w)
+
+
+def _valid_conv3d_fwd(x, w):
+    return _conv3d_by_frames(x, w), (x, w)
+
+
+def _valid_conv3d_bwd(res, dy):
+    x, w = res
+    # Materialise x and dy once: otherwise XLA fuses their producers (BatchNorm backward,
+    # space-to-depth folding) into every strided read of the transposes and patches.
+    x, dy = jax.lax.optimization_barrier((x, dy))
+    dx = jax.vjp(lambda a: _conv3d_by_frames(a, w), x)[1](dy)[0]
+    return dx, _conv3d_kernel_grad(x, dy, w.shape).astype(w.dtype)
+
+
+valid_conv3d.defvjp(_valid_conv3d_fwd, _valid_conv3d_bwd)
 
 
 def space_to_depth_conv(x, w, kernel, stride):

@@ -1,0 +1,39 @@
+"""The 3D ResNets' convolution (2D convs per temporal tap, patch-matmul kernel gradients) against
+XLA's own 3D convolution: forward, input gradient and kernel gradient."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from egoexo_jax.models import resnet3d
+
+
+def _reference(x, w, stride):
+    pad = [(k // 2, k // 2) for k in w.shape[:3]]
+    return jax.lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+
+
+@pytest.mark.parametrize("x_shape, kernel, out, stride", [
+    ((2, 6, 9, 8, 3), (3, 3, 3), 5, (1, 1, 1)),      # patches of x (C <= O)
+    ((2, 5, 7, 6, 16), (3, 3, 1), 4, (1, 1, 1)),     # patches of dy (C > O)
+    ((2, 5, 7, 6, 4), (1, 1, 1), 6, (1, 1, 1)),      # matmul
+    ((1, 6, 5, 5, 6), (3, 1, 1), 2, (1, 1, 1)),      # temporal taps of matmuls
+    ((2, 4, 11, 10, 3), (5, 7, 7), 8, (1, 2, 2)),    # the stem: space-to-depth folded
+    ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),      # the lateral fast -> slow conv
+    ((2, 3, 7, 7, 8), (1, 3, 3), 8, (1, 2, 2)),      # a strided res-block conv
+    ((2, 3, 7, 7, 8), (1, 1, 1), 16, (1, 2, 2)),     # a strided shortcut
+])
+def test_conv_and_gradients_match_xla(x_shape, kernel, out, stride):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*kernel, x_shape[-1], out)), jnp.float32)
+
+    def grads(conv):
+        return jax.value_and_grad(lambda a, b: jnp.sum(jnp.sin(conv(a, b))), argnums=(0, 1))(x, w)
+
+    (v, (dx, dw)) = grads(jax.jit(lambda a, b: resnet3d.space_to_depth_conv(a, b, kernel, stride)))
+    (rv, (rdx, rdw)) = grads(lambda a, b: _reference(a, b, stride))
+    np.testing.assert_allclose(v, rv, rtol=1e-4)
+    for got, want in ((dx, rdx), (dw, rdw)):
+        assert got.shape == want.shape
+        assert float(jnp.abs(got - want).max()) <= 1e-4 * float(jnp.abs(want).max())
