@@ -37,3 +37,32 @@ def test_conv_and_gradients_match_xla(x_shape, kernel, out, stride):
     for got, want in ((dx, rdx), (dw, rdw)):
         assert got.shape == want.shape
         assert float(jnp.abs(got - want).max()) <= 1e-4 * float(jnp.abs(want).max())
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10, 4), (1, 2, 7, 9, 3)])
+def test_stem_max_pool_matches_flax_with_first_max_gradient(shape):
+    import flax.linen as nn
+
+    rng = np.random.default_rng(1)
+    # ReLU-like input: many tied zeros, whose gradient must go to one element only.
+    x = jnp.asarray(np.maximum(rng.standard_normal(shape), 0), jnp.float32)
+    ref = lambda a: nn.max_pool(a, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+    y, vjp = jax.vjp(resnet3d.stem_max_pool, x)
+    ry, rvjp = jax.vjp(ref, x)
+    np.testing.assert_array_equal(y, ry)
+    dy = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
+    np.testing.assert_allclose(vjp(dy)[0], rvjp(dy)[0], atol=1e-6)
+    counts = vjp(jnp.ones_like(y))[0]
+    assert float(counts.sum()) == y.size  # one winner per window
+
+
+def test_kernel_gradient_on_a_small_wide_map():
+    """The interaction head's case: 3x3 maps, many channels (patches of x, transposed patches)."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal((2, 2, 3, 3, 160)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((1, 3, 3, 160, 24)), jnp.float32)
+    f = lambda conv: jax.grad(lambda a, b: jnp.sum(jnp.sin(conv(a, b))), argnums=(0, 1))(x, w)
+    got = f(lambda a, b: resnet3d.space_to_depth_conv(a, b, (1, 3, 3), (1, 1, 1)))
+    want = f(lambda a, b: _reference(a, b, (1, 1, 1)))
+    for g, r in zip(got, want):
+        assert float(jnp.abs(g - r).max()) <= 1e-4 * float(jnp.abs(r).max())

@@ -35,6 +35,14 @@ def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bia
         param_dtype=jnp.float32, name=name)
 
 
+def _patch_matmul(frames_shape, kh, kw):
+    """Whether a ``kh x kw`` conv on ``[N, H, W, C]`` frames runs as one matmul on patches: for
+    wide, small maps (slow res4 / res5, the interaction head), where XLA:CPU's convolution and its
+    input gradient were 1.3-7x slower (2048 -> 512 on 3x3 maps: 95 -> 23 ms forward)."""
+    _, h, w, c = frames_shape
+    return c >= 128 and (h - kh + 1) * (w - kw + 1) <= 64
+
+
 def _conv3d_by_frames(x, w):
     """Forward of :func:`valid_conv3d`: a sum over the ``kt`` temporal taps of 2D convolutions on
     ``B * T'`` frames (a matmul when ``kh = kw = 1``)."""
@@ -47,6 +55,10 @@ def _conv3d_by_frames(x, w):
         xi = xi.reshape((b * out_t,) + xi.shape[2:])
         if kh == 1 and kw == 1:
             yi = jnp.einsum("nhwc,co->nhwo", xi, w[i, 0, 0])
+        elif _patch_matmul(xi.shape, kh, kw):
+            oh, ow = xi.shape[1] - kh + 1, xi.shape[2] - kw + 1
+            cols = _spatial_patches(xi, kh, kw, oh, ow)
+            yi = jnp.einsum("nhwk,ko->nhwo", cols, w[i].reshape(-1, w.shape[-1]))
         else:
             yi = jax.lax.conv_general_dilated(xi, w[i], (1, 1), "VALID",
                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
@@ -83,11 +95,15 @@ def _conv3d_kernel_grad(x, dy, kernel_shape):
     kt, kh, kw, c, o = kernel_shape
     b, t, h, w_, _ = x.shape
     out_t, oh, ow = dy.shape[1:4]
-    if c <= o or (kh == 1 and kw == 1):
+    rows = b * out_t * oh * ow
+    if c <= o or (kh == 1 and kw == 1) or oh * ow <= 64:
         cols = _spatial_patches(x, kh, kw, oh, ow)             # [B, T, H', W', kh kw C]
+        tap = lambda k: jax.lax.slice_in_dim(cols, k, k + out_t, axis=1).reshape(-1, kh * kw * c)
+        if rows <= kh * kw * c:  # few positions, wide kernel: transpose the patches, not dW
+            d2 = dy.reshape(-1, o)
+            return jnp.stack([tap(k).T @ d2 for k in range(kt)]).reshape(kt, kh, kw, c, o)
         dyt = dy.reshape(-1, o).T                              # [O, B T' H' W']
-        taps = [dyt @ jax.lax.slice_in_dim(cols, k, k + out_t, axis=1).reshape(-1, kh * kw * c)
-                for k in range(kt)]                            # [O, kh kw C] each
+        taps = [dyt @ tap(k) for k in range(kt)]               # [O, kh kw C] each
         return jnp.stack(taps).reshape(kt, o, kh, kw, c).transpose(0, 2, 3, 4, 1)
     # Patches of dy: D[h, w, (i, j, o)] = dy[h - i, w - j, o] (zero outside), over x's H x W grid.
     dyp = jnp.pad(dy, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)])
@@ -190,6 +206,49 @@ class Conv3D(nn.Module):
         return y
 
 
+def _stem_pool(x):
+    # Padding is -inf (reduce_window's init value), as in PyTorch.
+    return nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+
+
+@jax.custom_vjp
+def stem_max_pool(x):
+    """Max-pool 1x3x3, stride 1x2x2, padding 1 (the stem's) over ``[B, T, H, W, C]``.
+
+    The gradient goes to the first maximum of each window in row-major order, as PyTorch's (ties
+    after a ReLU are common); it is computed with 9 strided compares instead of XLA's
+    select-and-scatter, which XLA:CPU runs 2.5-4x slower (reduced SlowFast stem shapes).
+    """
+    return _stem_pool(x)
+
+
+def _stem_max_pool_fwd(x):
+    y = _stem_pool(x)
+    return y, (x, y)
+
+
+def _stem_max_pool_bwd(res, dy):
+    x, y = res
+    b, t, h, w, c = x.shape
+    oh, ow = y.shape[2:4]
+    ph, pw = 2 * oh + 1 - h, 2 * ow + 1 - w  # bottom / right padding that the windows reach
+    xp = jnp.pad(x, [(0, 0), (0, 0), (1, ph), (1, pw), (0, 0)], constant_values=-jnp.inf)
+    taken = jnp.zeros(y.shape, bool)
+    dxp = None
+    for i in range(3):
+        for j in range(3):
+            window = jax.lax.slice(xp, (0, 0, i, j, 0), (b, t, i + 2 * oh - 1, j + 2 * ow - 1, c), (1, 1, 2, 2, 1))
+            hit = (window == y) & ~taken
+            taken = taken | hit
+            g = jax.lax.pad(jnp.where(hit, dy, 0).astype(dy.dtype), jnp.zeros((), dy.dtype),
+                            [(0, 0, 0), (0, 0, 0), (i, 2 - i, 1), (j, 2 - j, 1), (0, 0, 0)])
+            dxp = g if dxp is None else dxp + g
+    return (dxp[:, :, 1:1 + h, 1:1 + w],)
+
+
+stem_max_pool.defvjp(_stem_max_pool_fwd, _stem_max_pool_bwd)
+
+
 @dataclasses.dataclass(frozen=True)
 class NormCfg:
     """BatchNorm settings shared by every block of one model."""
@@ -215,8 +274,7 @@ class Stem(nn.Module):
     def __call__(self, x, train: bool):
         x = conv3d(self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype)(x)
         x = nn.relu(self.norm.make("bn")(x, train))
-        # Max-pool padding is -inf (reduce_window's init value), as in PyTorch.
-        return nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
+        return stem_max_pool(x)
 
 
 class Bottleneck(nn.Module):
