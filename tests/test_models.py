@@ -95,3 +95,24 @@ def test_bfloat16_compute_keeps_float32_params():
     v, out = _init_apply(cfg, _inputs(cfg, 2))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v))
     assert np.isfinite(np.asarray(out["logits"])).all()
+
+
+def test_batch_norm_gradient_matches_the_plain_formula():
+    """The hand-written backward of the grouped BatchNorm == autodiff of (x - mean) / std * g + b."""
+    from egoexo_jax.models.norm import group_batch_norm
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((2, 3, 4, 5, 6)) * 3 + 2, jnp.float32)
+    g, b = (jnp.asarray(rng.standard_normal(6), jnp.float32) for _ in range(2))
+    w = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+
+    def plain(x, g, b):
+        m = x.mean((1, 2, 3), keepdims=True)
+        v = jnp.mean(jnp.square(x - m), (1, 2, 3), keepdims=True)
+        return (x - m) / jnp.sqrt(v + 1e-5) * g + b
+
+    loss = lambda f: lambda *a: jnp.sum(jnp.sin(f(*a)) * w)
+    got = jax.grad(loss(lambda *a: group_batch_norm(*a, 1e-5)[0]), (0, 1, 2))(x, g, b)
+    want = jax.grad(loss(plain), (0, 1, 2))(x, g, b)
+    for a, e in zip(got, want):
+        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-5 * float(jnp.abs(e).max()))

@@ -1,10 +1,59 @@
 """BatchNorm with PySlowFast semantics and device-count-independent statistics."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+
+
+def _stats(x, axes):
+    """Per-group mean and biased variance of ``x [G, ..., C]`` over ``axes`` (keepdims)."""
+    mean = x.mean(axis=axes, keepdims=True)
+    return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def group_batch_norm(x, scale, bias, epsilon):
+    """Training-mode BatchNorm of ``x [G, g, ..., C] float32`` with one mean / biased variance per
+    group ``G`` and channel; ``scale``, ``bias`` ``[C]``. Returns ``(y, mean, var)``, statistics
+    ``[G, 1, ..., 1, C]`` (no gradient flows through them: they only feed the running averages).
+
+    Written as ``y = x * a + b`` with the textbook backward
+    ``dx = a * (dy - mean(dy) - x_hat * mean(dy * x_hat))``, so forward and backward each read the
+    activations twice and write once; XLA's derivative of the plain formula made 4-6 passes
+    (BENCHMARKS.md).
+    """
+    return _group_batch_norm_fwd(x, scale, bias, epsilon)[0]
+
+
+def _group_batch_norm_fwd(x, scale, bias, epsilon):
+    axes = tuple(range(1, x.ndim - 1))
+    mean, var = _stats(x, axes)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    a = rstd * scale
+    y = x * a + (bias - mean * a)
+    return (y, mean, var), (x, mean, rstd, scale)
+
+
+def _group_batch_norm_bwd(epsilon, res, cotangents):
+    x, mean, rstd, scale = res
+    dy = cotangents[0]
+    axes = tuple(range(1, x.ndim - 1))
+    xhat = (x - mean) * rstd
+    mean_dy = dy.mean(axis=axes, keepdims=True)
+    mean_dy_xhat = jnp.mean(dy * xhat, axis=axes, keepdims=True)
+    n = x.size // (x.shape[0] * x.shape[-1])
+    c = x.shape[-1]
+    dscale = (mean_dy_xhat * n).reshape(-1, c).sum(0)
+    dbias = (mean_dy * n).reshape(-1, c).sum(0)
+    dx = (rstd * scale) * (dy - mean_dy - xhat * mean_dy_xhat)
+    return dx, dscale, dbias
+
+
+group_batch_norm.defvjp(_group_batch_norm_fwd, _group_batch_norm_bwd)
 
 
 class BatchNorm(nn.Module):
@@ -42,10 +91,8 @@ class BatchNorm(nn.Module):
             if b % g:
                 raise ValueError(f"batch of {b} clips is not a multiple of bn_group_size={g}")
             grouped = xf.reshape((b // g, g) + x.shape[1:])
-            axes = tuple(range(1, grouped.ndim - 1))
-            mean = grouped.mean(axis=axes, keepdims=True)
-            var = jnp.mean(jnp.square(grouped - mean), axis=axes, keepdims=True)
-            y = ((grouped - mean) * jnp.reciprocal(jnp.sqrt(var + self.epsilon))).reshape(x.shape)
+            y, mean, var = group_batch_norm(grouped, scale, bias, self.epsilon)
+            y = y.reshape(x.shape)
             if not self.is_initializing():
                 n = grouped.size // (grouped.shape[0] * c)
                 unbiased = var * (n / max(n - 1, 1))
@@ -53,5 +100,5 @@ class BatchNorm(nn.Module):
                 ra_mean.value = (1 - m) * ra_mean.value + m * mean.reshape(-1, c).mean(0)
                 ra_var.value = (1 - m) * ra_var.value + m * unbiased.reshape(-1, c).mean(0)
         else:
-            y = (xf - ra_mean.value) * jnp.reciprocal(jnp.sqrt(ra_var.value + self.epsilon))
-        return (y * scale + bias).astype(self.dtype)
+            y = (xf - ra_mean.value) * jnp.reciprocal(jnp.sqrt(ra_var.value + self.epsilon)) * scale + bias
+        return y.astype(self.dtype)

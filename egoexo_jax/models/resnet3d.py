@@ -134,9 +134,6 @@ def _valid_conv3d_fwd(x, w):
 
 def _valid_conv3d_bwd(res, dy):
     x, w = res
-    # Materialise x and dy once: otherwise XLA fuses their producers (BatchNorm backward,
-    # space-to-depth folding) into every strided read of the transposes and patches.
-    x, dy = jax.lax.optimization_barrier((x, dy))
     dx = jax.vjp(lambda a: _conv3d_by_frames(a, w), x)[1](dy)[0]
     return dx, _conv3d_kernel_grad(x, dy, w.shape).astype(w.dtype)
 
