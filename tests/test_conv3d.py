@@ -17,7 +17,9 @@ def _reference(x, w, stride):
     ((2, 6, 9, 8, 3), (3, 3, 3), 5, (1, 1, 1)),      # patches of x (C <= O)
     ((2, 5, 7, 6, 16), (3, 3, 1), 4, (1, 1, 1)),     # patches of dy (C > O)
     ((2, 5, 7, 6, 4), (1, 1, 1), 6, (1, 1, 1)),      # matmul
-    ((1, 6, 5, 5, 6), (3, 1, 1), 2, (1, 1, 1)),      # temporal taps of matmuls
+    ((1, 6, 5, 5, 6), (3, 1, 1), 2, (1, 1, 1)),      # temporal conv, C <= kt * O
+    ((2, 5, 3, 4, 16), (3, 1, 1), 4, (1, 1, 1)),     # temporal conv, C > kt * O
+    ((2, 4, 3, 3, 5), (5, 1, 1), 3, (1, 1, 1)),      # temporal conv, kernel longer than T
     ((2, 4, 11, 10, 3), (5, 7, 7), 8, (1, 2, 2)),    # the stem: space-to-depth folded
     ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),      # the lateral fast -> slow conv
     ((2, 3, 7, 7, 8), (1, 3, 3), 8, (1, 2, 2)),      # a strided res-block conv

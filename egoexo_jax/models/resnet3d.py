@@ -89,8 +89,9 @@ def _conv3d_kernel_grad(x, dy, kernel_shape):
 
     Shapes: ``x [B, T, H, W, C]``, ``dy [B, T', H', W', O]`` -> ``[kt, kh, kw, C, O]``. The patches
     (``kh * kw`` shifted copies) are taken of whichever of ``x`` and ``dy`` has fewer channels
-    (the thin fast-pathway and stem convs have 3-32), and the other operand is transposed once, so
-    every matmul reads its long contraction dimension contiguously.
+    (the thin fast-pathway and stem convs have 3-32; always ``x`` on maps of <= 64 positions), and
+    the smaller of the other operand and the result is transposed, so every matmul reads its long
+    contraction dimension contiguously.
     """
     kt, kh, kw, c, o = kernel_shape
     b, t, h, w_, _ = x.shape
@@ -141,6 +142,57 @@ def _valid_conv3d_bwd(res, dy):
 valid_conv3d.defvjp(_valid_conv3d_fwd, _valid_conv3d_bwd)
 
 
+def _shift_time(a, d):
+    """``out[:, t] = a[:, t + d]``, zero where ``t + d`` falls outside ``[0, T)``."""
+    t = a.shape[1]
+    if d == 0:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (0, d) if d > 0 else (-d, 0)
+    return jnp.pad(jax.lax.slice_in_dim(a, max(d, 0), t + min(d, 0), axis=1), pad)
+
+
+def _temporal_conv(x, w):
+    kt, o = w.shape[0], w.shape[-1]
+    z = jnp.einsum("bthwc,cn->bthwn", x, w[:, 0, 0].transpose(1, 0, 2).reshape(x.shape[-1], kt * o))
+    z = z.reshape(z.shape[:-1] + (kt, o))
+    return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
+
+
+@jax.custom_vjp
+def temporal_conv(x, w):
+    """Temporal convolution, kernel ``[kt, 1, 1]``, stride 1, padding ``kt // 2``:
+    ``[B, T, H, W, C] x [kt, 1, 1, C, O] -> [B, T, H, W, O]``.
+
+    One matmul of the unpadded input with every tap (``[C, kt * O]``), then the tap outputs shifted
+    in time and summed; the backward is one matmul each for the input and the kernel gradient.
+    Unlike the tap-by-tap form it copies no shifted input slices (the ``a`` convs of the fast
+    pathway and of slow res4 / res5).
+    """
+    return _temporal_conv(x, w)
+
+
+def _temporal_conv_fwd(x, w):
+    return _temporal_conv(x, w), (x, w)
+
+
+def _temporal_conv_bwd(res, dy):
+    x, w = res
+    kt, c, o = w.shape[0], x.shape[-1], w.shape[-1]
+    # y[t] = sum_i z_i[t + d_i], so dz_i[s] = dy[s - d_i].
+    dz = jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2)  # [B, T, H, W, kt, O]
+    dx = jnp.einsum("bthwko,kco->bthwc", dz, w[:, 0, 0])
+    dzm, xm = dz.reshape(-1, kt * o), x.reshape(-1, c)
+    if c <= kt * o:
+        dw = (xm.T @ dzm).reshape(c, kt, o).transpose(1, 0, 2)
+    else:
+        dw = (dzm.T @ xm).reshape(kt, o, c).transpose(0, 2, 1)
+    return dx, dw[:, None, None].astype(w.dtype)
+
+
+temporal_conv.defvjp(_temporal_conv_fwd, _temporal_conv_bwd)
+
+
 def space_to_depth_conv(x, w, kernel, stride):
     """``conv(x, w)`` with padding ``kernel // 2`` and ``stride`` as a stride-1 VALID convolution
     (:func:`valid_conv3d`).
@@ -153,6 +205,8 @@ def space_to_depth_conv(x, w, kernel, stride):
 
     Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
     """
+    if tuple(kernel[1:]) == (1, 1) and tuple(stride) == (1, 1, 1) and kernel[0] > 1:
+        return temporal_conv(x, w)
     pads, phases, taps = [], [], []
     for d, (k, s) in enumerate(zip(kernel, stride)):
         if s > 1 and k == 1:
