@@ -6,8 +6,8 @@ Writes a synthetic "Kinetics" set (8 motion classes that no single frame reveals
 official-format teacher files) and an egocentric multi-label set in the Charades-Ego layout, then
 trains a small SlowFast four times (baseline and Ego-Exo pre-training, each fine-tuned on the
 egocentric set; see ``egoexo_jax/demo.py``) and prints a results table. Measured on 2 CPU cores:
-5.5 min including the data (pre-train top-1 79.2 % baseline / 60.4 % Ego-Exo vs 12.5 % chance;
-fine-tune mAP 56.7 / 42.9 vs 24.7). Every stage resumes if interrupted.
+5.5 min including the data (pre-train top-1 72.9 % baseline / 70.8 % Ego-Exo vs 12.5 % chance;
+fine-tune mAP 47.8 / 45.5 vs 24.7; one seed, README). Every stage resumes if interrupted.
 Sizes are in ``config.demo``; e.g. ``--config.demo.pretrain_epochs=20`` trains longer.
 
 Variants: single stages on demo data the full demo already wrote (folder from the environment
