@@ -35,12 +35,17 @@ def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bia
         param_dtype=jnp.float32, name=name)
 
 
+# Maps of at most this many output positions count as small: there 3x3 convs run as patch matmuls
+# (forward and kernel gradient), see _patch_matmul.
+_SMALL_MAP = 64
+
+
 def _patch_matmul(frames_shape, kh, kw):
     """Whether a ``kh x kw`` conv on ``[N, H, W, C]`` frames runs as one matmul on patches: for
     wide, small maps (slow res4 / res5, the interaction head), where XLA:CPU's convolution and its
     input gradient were 1.3-7x slower (2048 -> 512 on 3x3 maps: 95 -> 23 ms forward)."""
     _, h, w, c = frames_shape
-    return c >= 128 and (h - kh + 1) * (w - kw + 1) <= 64
+    return c >= 128 and (h - kh + 1) * (w - kw + 1) <= _SMALL_MAP
 
 
 def _conv3d_by_frames(x, w):
@@ -97,7 +102,7 @@ def _conv3d_kernel_grad(x, dy, kernel_shape):
     b, t, h, w_, _ = x.shape
     out_t, oh, ow = dy.shape[1:4]
     rows = b * out_t * oh * ow
-    if c <= o or (kh == 1 and kw == 1) or oh * ow <= 64:
+    if c <= o or (kh == 1 and kw == 1) or oh * ow <= _SMALL_MAP:
         cols = _spatial_patches(x, kh, kw, oh, ow)             # [B, T, H', W', kh kw C]
         tap = lambda k: jax.lax.slice_in_dim(cols, k, k + out_t, axis=1).reshape(-1, kh * kw * c)
         if rows <= kh * kw * c:  # few positions, wide kernel: transpose the patches, not dW
@@ -291,7 +296,7 @@ def _stem_max_pool_bwd(res, dy):
             window = jax.lax.slice(xp, (0, 0, i, j, 0), (b, t, i + 2 * oh - 1, j + 2 * ow - 1, c), (1, 1, 2, 2, 1))
             hit = (window == y) & ~taken
             taken = taken | hit
-            g = jax.lax.pad(jnp.where(hit, dy, 0).astype(dy.dtype), jnp.zeros((), dy.dtype),
+            g = jax.lax.pad(jnp.where(hit, dy, 0), jnp.zeros((), dy.dtype),
                             [(0, 0, 0), (0, 0, 0), (i, 2 - i, 1), (j, 2 - j, 1), (0, 0, 0)])
             dxp = g if dxp is None else dxp + g
     return (dxp[:, :, 1:1 + h, 1:1 + w],)
