@@ -85,7 +85,9 @@ def machine(torch=None) -> dict:
     out = {"nproc": num_cpus(), "cpu": cpu_model(), "jax_device": jax.devices()[0].device_kind,
            "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
            "torch": torch.__version__ if torch is not None else None,
-           "loadavg_start": loadavg()}
+           "loadavg_start": loadavg(),
+           # Both sides run in this process, so both get the same host allocator (egoexo_jax.hostenv).
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     return out
 
 

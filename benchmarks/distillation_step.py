@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from egoexo_jax import config_schema, models, optim, sharding, train  # noqa: E402
+from egoexo_jax import config_schema, hostenv, models, optim, sharding, train  # noqa: E402
 from egoexo_jax.models import teachers as teachers_lib  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
@@ -102,4 +102,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    hostenv.reexec_with_hugepage_malloc()
     main()

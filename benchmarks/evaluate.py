@@ -26,6 +26,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+from egoexo_jax import hostenv  # noqa: E402
 
 # Decoded-video geometry per size: frames, height, width (short side = the test scale), test crop.
 VIDEOS = {"full": dict(frames=300, height=256, width=340, crop=256),
@@ -182,4 +183,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+    hostenv.reexec_with_hugepage_malloc()
     main()

@@ -38,6 +38,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
+from egoexo_jax import hostenv  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -310,4 +311,5 @@ def _round(x):
 
 
 if __name__ == "__main__":
+    hostenv.reexec_with_hugepage_malloc()
     main()

@@ -80,4 +80,6 @@ def run():
 
 
 if __name__ == "__main__":
+    from egoexo_jax import hostenv
+    hostenv.reexec_with_hugepage_malloc()
     run()

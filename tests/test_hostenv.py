@@ -1,0 +1,48 @@
+"""The huge-page restart of the entry points (egoexo_jax.hostenv)."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from egoexo_jax import hostenv
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_environment_adds_the_tunable_and_keeps_existing_ones():
+    env = hostenv.hugepage_environment({"A": "1"}, (2, 36), "madvise")
+    assert env == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+    env = hostenv.hugepage_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}, (2, 36), "always")
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+
+
+@pytest.mark.parametrize("environ, glibc, thp", [
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, (2, 36), "madvise"),  # user's own value / restarted
+    ({"EGOEXO_HUGEPAGE_MALLOC": "0"}, (2, 36), "madvise"),             # opted out
+    ({}, (2, 34), "madvise"),                                           # glibc without the tunable
+    ({}, None, "madvise"),                                              # not glibc (musl, macOS)
+    ({}, (2, 36), "never"),                                             # kernel without THP
+    ({}, (2, 36), ""),
+])
+def test_environment_left_alone(environ, glibc, thp):
+    assert hostenv.hugepage_environment(environ, glibc, thp) is None
+
+
+def test_thp_mode_reads_the_bracketed_mode(tmp_path):
+    f = tmp_path / "enabled"
+    f.write_text("always [madvise] never\n")
+    assert hostenv.thp_mode(str(f)) == "madvise"
+    assert hostenv.thp_mode(str(tmp_path / "missing")) == ""
+
+
+def test_restart_keeps_the_arguments_and_sets_the_tunable(tmp_path):
+    if hostenv.hugepage_environment(os.environ, hostenv.glibc_version(), hostenv.thp_mode()) is None:
+        pytest.skip("this machine (or environment) does not qualify for the restart")
+    script = tmp_path / "probe.py"
+    script.write_text("import os, sys\nfrom egoexo_jax import hostenv\nhostenv.reexec_with_hugepage_malloc()\n"
+                      "print(sys.argv[1:], os.environ['GLIBC_TUNABLES'])\n")
+    env = {**os.environ, "PYTHONPATH": REPO}
+    out = subprocess.run([sys.executable, str(script), "a b", "--x=1"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "['a b', '--x=1'] glibc.malloc.hugetlb=1"
