@@ -6,6 +6,7 @@ Submodule names mirror PySlowFast's state_dict names (``pathway0_stem/conv``,
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 from typing import Any, Sequence
 
@@ -202,12 +203,39 @@ temporal_conv.defvjp(_temporal_conv_fwd, _temporal_conv_bwd)
 _THIN_INPUT = 4
 
 
+def _strided_windows(x, kh, kw, stride):
+    """``[B, T, H, W, C] -> [B, T, H', W', kh * kw * C]``: the ``kh x kw`` windows (padding
+    ``k // 2``, spatial ``stride``) stacked on the channels in ``(i, j, c)`` order.
+
+    Built in two stages (the ``kw`` column shifts, then the ``kh`` row shifts of that), which
+    XLA:CPU runs in half the time of one concatenation of ``kh * kw`` strided slices."""
+    b, t, h, w, c = x.shape
+    xp = jnp.pad(x, [(0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)])
+    oh, ow = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+    cols = jnp.stack([jax.lax.slice_in_dim(xp, j, j + stride * (ow - 1) + 1, stride, axis=3)
+                      for j in range(kw)], axis=4)                      # [B, T, Hp, W', kw, C]
+    rows = jnp.stack([jax.lax.slice_in_dim(cols, i, i + stride * (oh - 1) + 1, stride, axis=2)
+                      for i in range(kh)], axis=4)                      # [B, T, H', W', kh, kw, C]
+    return rows.reshape(b, t, oh, ow, kh * kw * c)
+
+
+def _strided_patch_conv(x, w, stride):
+    kt, kh, kw, c, o = w.shape
+    cols = _strided_windows(x, kh, kw, stride)
+    if kt == 1:
+        return jnp.einsum("bthwk,ko->bthwo", cols, w[0].reshape(kh * kw * c, o)), cols
+    return _temporal_conv(cols, w.reshape(kt, 1, 1, kh * kw * c, o)), cols
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def strided_patch_conv(x, w, stride):
     """``conv(x, w)`` with padding ``kernel // 2``, spatial stride ``stride`` and temporal stride 1,
     for inputs with few channels (the RGB stems): one matmul on the ``kh * kw`` strided spatial
-    windows stacked on the channels (``kh kw C`` columns, ``(i, j, c)`` order), the temporal taps
-    by :func:`temporal_conv`. Plain JAX ops, so autodiff gives both gradients; the patches
-    (``kh kw`` times the input over ``stride ** 2``) are the kernel gradient's saved residual.
+    windows stacked on the channels (``kh kw C`` columns, :func:`_strided_windows`), the temporal
+    taps as in :func:`temporal_conv`. The windows are kept for the kernel gradient, one matmul
+    ``windows^T @ dy`` (temporal taps: ``dy`` shifted per tap); XLA's own derivative transposed
+    ``dy`` instead, recomputing the BatchNorm backward inside that transpose (110 ms of the slow
+    stem's gradient).
 
     With 3 input channels the space-to-depth form leaves 12-channel 2D convolutions with 8-64
     outputs, which XLA:CPU runs slowly; here forward + kernel gradient of the reduced SlowFast
@@ -217,17 +245,28 @@ def strided_patch_conv(x, w, stride):
     Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``, ``stride`` (spatial, both axes);
     returns ``[B, T, H', W', O]``.
     """
+    return _strided_patch_conv(x, w, stride)[0]
+
+
+def _strided_patch_conv_fwd(x, w, stride):
+    y, cols = _strided_patch_conv(x, w, stride)
+    return y, (x, w, cols)
+
+
+def _strided_patch_conv_bwd(stride, res, dy):
+    x, w, cols = res
     kt, kh, kw, c, o = w.shape
-    b, t, h, w_ = x.shape[:4]
-    xp = jnp.pad(x, [(0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)])
-    oh, ow = (h + 2 * (kh // 2) - kh) // stride + 1, (w_ + 2 * (kw // 2) - kw) // stride + 1
-    cols = jnp.concatenate([jax.lax.slice(xp, (0, 0, i, j, 0), (b, t, i + stride * (oh - 1) + 1,
-                                                                 j + stride * (ow - 1) + 1, c),
-                                          (1, 1, stride, stride, 1))
-                            for i in range(kh) for j in range(kw)], axis=-1)
+    dx = jax.vjp(lambda a: _strided_patch_conv(a, w, stride)[0], x)[1](dy)[0]  # dropped when unused
+    cm = cols.reshape(-1, kh * kw * c)
     if kt == 1:
-        return jnp.einsum("bthwk,ko->bthwo", cols, w[0].reshape(kh * kw * c, o))
-    return temporal_conv(cols, w.reshape(kt, 1, 1, kh * kw * c, o))
+        dw = (cm.T @ dy.reshape(-1, o)).reshape(1, kh, kw, c, o)
+    else:  # y[t] = sum_i z_i[t + i - kt // 2] (see _temporal_conv), so dz_i[s] = dy[s - i + kt // 2]
+        dz = jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2).reshape(-1, kt * o)
+        dw = (cm.T @ dz).reshape(kh, kw, c, kt, o).transpose(3, 0, 1, 2, 4)
+    return dx, dw.astype(w.dtype)
+
+
+strided_patch_conv.defvjp(_strided_patch_conv_fwd, _strided_patch_conv_bwd)
 
 
 def space_to_depth_conv(x, w, kernel, stride):
@@ -245,7 +284,7 @@ def space_to_depth_conv(x, w, kernel, stride):
     if tuple(kernel[1:]) == (1, 1) and tuple(stride) == (1, 1, 1) and kernel[0] > 1:
         return temporal_conv(x, w)
     if x.shape[-1] <= _THIN_INPUT and stride[0] == 1 and stride[1] == stride[2] and tuple(kernel[1:]) != (1, 1):
-        return strided_patch_conv(x, w, stride[1])
+        return strided_patch_conv(x, w, int(stride[1]))
     pads, phases, taps = [], [], []
     for d, (k, s) in enumerate(zip(kernel, stride)):
         if s > 1 and k == 1:
