@@ -12,8 +12,11 @@ clips) and Ego-Exo setting (heads + distillation losses on / off), it builds
   batch and shapes, ``torch.set_num_threads(<cores>)``;
 
 then measures the JAX compile time (trace + lower + XLA compile) and first step, warms both up, and
-times ``--steps`` rounds that alternate one JAX step (``block_until_ready``) and one torch step,
-so both see the same machine load. Reports clips/s (median step time), ``speedup`` = JAX clips/s
+times ``--steps`` steps per side (``block_until_ready`` / ``.item()``) in blocks of ``--block``
+consecutive steps, the sides taking turns, so both see the same machine load. Alternating every
+single step (``--block 1``) made each side slower than when it runs alone (the other runtime's
+threads and freed memory are still settling), JAX much more than torch: reduced Slow R50 0.69 s
+alone vs 1.07 s alternating, torch 0.77 vs 0.92 s. Reports clips/s (median step time), ``speedup`` = JAX clips/s
 / torch clips/s, peak memory (host RSS rise while building + compiling + warming up each side; on
 GPU the devices' peak allocations), counted FLOPs of the JAX step (XLA ``cost_analysis``) and the
 model FLOPs utilisation against ``--peak-tflops``.
@@ -47,7 +50,10 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(common.MODELS))
     p.add_argument("--sizes", default="reduced", help="comma list of reduced, full (dry: --dry-run)")
     p.add_argument("--heads", default="on,off", help="Ego-Exo heads + losses: on, off or on,off")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per side (alternating)")
+    p.add_argument("--steps", type=int, default=6, help="timed steps per side")
+    p.add_argument("--block", type=int, default=3,
+                   help="consecutive timed steps of one side before the other side's turn (1: alternate "
+                        "every step, which slows both sides, JAX more: BENCHMARKS.md)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per side after the first")
     p.add_argument("--batch", type=int, default=0, help="override the per-size default batch")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
@@ -59,6 +65,8 @@ def parse_args(argv=None):
                    help="JAX init + compile time and memory only (no steps, no torch)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, 2 steps: checks the path")
     args = p.parse_args(argv)
+    if args.block < 1:
+        p.error("--block must be >= 1")
     if args.dry_run:
         args.sizes, args.steps, args.warmup = "dry", min(args.steps, 2), 0
     if not args.peak_tflops and args.device == "gpu":
@@ -206,7 +214,7 @@ def run_one(name: str, size: str, heads: bool, args, torch) -> dict:
         print(f"  torch: first step {tinfo['first_step_s']:.2f} s, rss +{tinfo['host_rss_delta_mb']:.0f} MB",
               flush=True)
 
-    # Warm-up (untimed), then alternate one JAX and one torch step per round.
+    # Warm-up (untimed), then blocks of --block timed steps per side, the sides taking turns.
     for _ in range(args.warmup):
         state, m = jstep(state, jbatch, {})
         jax.block_until_ready(m)
@@ -214,12 +222,13 @@ def run_one(name: str, size: str, heads: bool, args, torch) -> dict:
             tstep(tin, tbatch).item()
     jt, tt = [], []
     load = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        state, m = jstep(state, jbatch, {})
-        jax.block_until_ready(m)
-        jt.append(time.perf_counter() - t0)
-        if tstep is not None:
+    while len(jt) < args.steps:
+        for _ in range(min(args.block, args.steps - len(jt))):
+            t0 = time.perf_counter()
+            state, m = jstep(state, jbatch, {})
+            jax.block_until_ready(m)
+            jt.append(time.perf_counter() - t0)
+        while tstep is not None and len(tt) < len(jt):
             t0 = time.perf_counter()
             loss = tstep(tin, tbatch)
             _sync_torch(torch, args.device)
@@ -273,7 +282,7 @@ def main(argv=None) -> dict:
     import jax  # noqa: F401,PLC0415
 
     result = {"benchmark": "train_step", "device": args.device, "dtype": args.dtype,
-              "steps": args.steps, "peak_tflops": args.peak_tflops or None,
+              "steps": args.steps, "block": args.block, "peak_tflops": args.peak_tflops or None,
               "machine": common.machine(torch), "torch_threads": torch.get_num_threads() if torch else None,
               "runs": []}
     heads = [h.strip() == "on" for h in args.heads.split(",") if h.strip()]
