@@ -158,6 +158,13 @@ def _shift_time(a, d):
     return jnp.pad(jax.lax.slice_in_dim(a, max(d, 0), t + min(d, 0), axis=1), pad)
 
 
+def _tap_cotangents(dy, kt):
+    """Cotangents of the ``kt`` per-tap outputs of :func:`_temporal_conv`:
+    ``y[t] = sum_i z_i[t + i - kt // 2]``, so ``dz_i[s] = dy[s - i + kt // 2]``.
+    ``[B, T, H, W, O] -> [B, T, H, W, kt, O]``."""
+    return jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2)
+
+
 def _temporal_conv(x, w):
     kt, o = w.shape[0], w.shape[-1]
     z = jnp.einsum("bthwc,cn->bthwn", x, w[:, 0, 0].transpose(1, 0, 2).reshape(x.shape[-1], kt * o))
@@ -185,8 +192,7 @@ def _temporal_conv_fwd(x, w):
 def _temporal_conv_bwd(res, dy):
     x, w = res
     kt, c, o = w.shape[0], x.shape[-1], w.shape[-1]
-    # y[t] = sum_i z_i[t + d_i], so dz_i[s] = dy[s - d_i].
-    dz = jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2)  # [B, T, H, W, kt, O]
+    dz = _tap_cotangents(dy, kt)                                           # [B, T, H, W, kt, O]
     dx = jnp.einsum("bthwko,kco->bthwc", dz, w[:, 0, 0])
     dzm, xm = dz.reshape(-1, kt * o), x.reshape(-1, c)
     if c <= kt * o:
@@ -260,8 +266,8 @@ def _strided_patch_conv_bwd(stride, res, dy):
     cm = cols.reshape(-1, kh * kw * c)
     if kt == 1:
         dw = (cm.T @ dy.reshape(-1, o)).reshape(1, kh, kw, c, o)
-    else:  # y[t] = sum_i z_i[t + i - kt // 2] (see _temporal_conv), so dz_i[s] = dy[s - i + kt // 2]
-        dz = jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2).reshape(-1, kt * o)
+    else:
+        dz = _tap_cotangents(dy, kt).reshape(-1, kt * o)
         dw = (cm.T @ dz).reshape(kh, kw, c, kt, o).transpose(3, 0, 1, 2, 4)
     return dx, dw.astype(w.dtype)
 
@@ -278,6 +284,10 @@ def space_to_depth_conv(x, w, kernel, stride):
     multiple of the stride, is folded the same way (``ceil(k / s)`` taps over ``s * C`` channels).
     Exactly the strided convolution (only the summation order differs), but forward and both
     gradients are stride-1 convolutions, which XLA:CPU runs on its fast path.
+
+    Two cases take their own route first: stride-1 ``kt x 1 x 1`` convs (:func:`temporal_conv`)
+    and inputs with at most ``_THIN_INPUT`` channels at temporal stride 1, the RGB stems
+    (:func:`strided_patch_conv`).
 
     Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
     """
