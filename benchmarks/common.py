@@ -87,7 +87,8 @@ def machine(torch=None) -> dict:
            "torch": torch.__version__ if torch is not None else None,
            "loadavg_start": loadavg(),
            # Both sides run in this process, so both get the same host allocator (egoexo_jax.hostenv).
-           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+           "xla_flags": os.environ.get("XLA_FLAGS", "")}
     return out
 
 

@@ -102,5 +102,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    hostenv.reexec_with_hugepage_malloc()
+    hostenv.prepare_process()
     main()

@@ -183,5 +183,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    hostenv.reexec_with_hugepage_malloc()
+    hostenv.prepare_process()
     main()

@@ -320,5 +320,5 @@ def _round(x):
 
 
 if __name__ == "__main__":
-    hostenv.reexec_with_hugepage_malloc()
+    hostenv.prepare_process()
     main()

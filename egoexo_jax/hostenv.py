@@ -1,16 +1,26 @@
-"""Start-up setting of the host process: transparent huge pages for large allocations.
+"""Start-up settings of the host process: huge pages for large allocations, XLA:CPU flags.
 
-XLA:CPU allocates the temporary buffers of an executable afresh on every call. glibc serves such
-large blocks with freshly mapped 4 KiB pages, so every train step page-faults its whole temporary
-footprint and the kernel zeroes it page by page: about 288k faults (1.1 GB) and 0.85 s of system
-time per reduced SlowFast R50 step on a 2-core VM. glibc's ``glibc.malloc.hugetlb=1`` tunable
-marks those blocks for transparent huge pages (2 MiB): about 1k faults, 0.3 s of system time and
-10-12 % shorter steps (BENCHMARKS.md). glibc reads tunables only when the process starts, so
-:func:`reexec_with_hugepage_malloc` restarts the interpreter once with the tunable added.
+Huge pages. XLA:CPU allocates the temporary buffers of an executable afresh on every call. glibc
+serves such large blocks with freshly mapped 4 KiB pages, so every train step page-faults its whole
+temporary footprint and the kernel zeroes it page by page: about 288k faults (1.1 GB) and 0.85 s of
+system time per reduced SlowFast R50 step on a 2-core VM. glibc's ``glibc.malloc.hugetlb=1``
+tunable marks those blocks for transparent huge pages (2 MiB): about 1k faults, 0.3 s of system
+time and 10-12 % shorter steps (BENCHMARKS.md). glibc reads tunables only when the process
+starts, so :func:`reexec_with_hugepage_malloc` restarts the interpreter once with the tunable
+added. Set ``EGOEXO_HUGEPAGE_MALLOC=0`` (or any ``glibc.malloc.hugetlb`` value in
+``GLIBC_TUNABLES``) to keep the environment as it is.
 
-Entry points (``python -m egoexo_jax.main``, ``benchmarks/*.py``) call it before anything else;
-importing a module never does. Set ``EGOEXO_HUGEPAGE_MALLOC=0`` (or any
-``glibc.malloc.hugetlb`` value in ``GLIBC_TUNABLES``) to keep the environment as it is.
+XLA:CPU flags. By default XLA:CPU hands dots, reductions and convolutions to YNNPACK; its
+convolutions ran at 90-160 GFLOP/s where XLA's own (Eigen) 2D convolutions and their gradients
+ran about twice as fast (3x3 res-block conv, fwd + both gradients: 14.4 -> 6.8 ms; reduced
+SlowFast step 0.65 -> 0.62 s; BENCHMARKS.md). :func:`configure_xla_cpu` adds
+:data:`XLA_CPU_FLAGS` (YNNPACK for dots and reductions only) to ``XLA_FLAGS`` unless the user
+already sets ``xla_cpu_experimental_ynn_fusion_type`` or ``EGOEXO_XLA_CPU_FLAGS=0``. XLA reads
+``XLA_FLAGS`` when the first backend starts, so it must run before any computation. GPU and TPU
+backends ignore the flag (it only shapes the host CPU backend).
+
+Entry points (``python -m egoexo_jax.main``, ``benchmarks/*.py``) call :func:`prepare_process`
+before anything else; importing a module never does.
 """
 from __future__ import annotations
 
@@ -21,6 +31,8 @@ from typing import Mapping, Optional
 
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "EGOEXO_HUGEPAGE_MALLOC"
+XLA_CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=dot,reduce"
+XLA_OPT_OUT = "EGOEXO_XLA_CPU_FLAGS"
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 MIN_GLIBC = (2, 35)  # first glibc with the hugetlb tunable
 
@@ -80,3 +92,28 @@ def reexec_with_hugepage_malloc() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable] + list(sys.orig_argv[1:]), env)
+
+
+def xla_flags(environ: Mapping[str, str]) -> Optional[str]:
+    """``XLA_FLAGS`` with :data:`XLA_CPU_FLAGS` added, or None when nothing should change (the user
+    opted out with ``EGOEXO_XLA_CPU_FLAGS=0`` or sets the YNNPACK fusion types themselves)."""
+    if environ.get(XLA_OPT_OUT, "1") == "0":
+        return None
+    current = environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" in current:
+        return None
+    return f"{current} {XLA_CPU_FLAGS}".strip()
+
+
+def configure_xla_cpu() -> None:
+    """Sets ``XLA_FLAGS`` in this process as :func:`xla_flags` says (before any JAX computation)."""
+    flags = xla_flags(os.environ)
+    if flags is not None:
+        os.environ["XLA_FLAGS"] = flags
+
+
+def prepare_process() -> None:
+    """What an entry point calls first: :func:`reexec_with_hugepage_malloc`, then
+    :func:`configure_xla_cpu`."""
+    reexec_with_hugepage_malloc()
+    configure_xla_cpu()

@@ -81,5 +81,5 @@ def run():
 
 if __name__ == "__main__":
     from egoexo_jax import hostenv
-    hostenv.reexec_with_hugepage_malloc()
+    hostenv.prepare_process()
     run()

@@ -10,6 +10,10 @@ _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
     _flags += " --xla_force_host_platform_device_count=8"
 os.environ["XLA_FLAGS"] = _flags.strip()
+# The XLA:CPU flags the entry points set (egoexo_jax.hostenv), so tests compile what users run.
+from egoexo_jax import hostenv  # noqa: E402
+
+hostenv.configure_xla_cpu()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One persistent XLA compilation cache per test session, inherited by subprocess runs: the train

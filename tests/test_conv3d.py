@@ -1,5 +1,5 @@
-"""The 3D ResNets' convolution (2D convs per temporal tap, patch-matmul kernel gradients) against
-XLA's own 3D convolution: forward, input gradient and kernel gradient."""
+"""The 3D ResNets' convolutions (2D convs over frames, temporal taps as one matmul, patch-matmul
+kernel gradients) against XLA's own 3D convolution: forward, input gradient and kernel gradient."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,31 +14,50 @@ def _reference(x, w, stride):
 
 
 @pytest.mark.parametrize("x_shape, kernel, out, stride", [
-    ((2, 6, 9, 8, 3), (3, 3, 3), 5, (1, 1, 1)),      # patches of x (C <= O)
-    ((2, 5, 7, 6, 16), (3, 3, 1), 4, (1, 1, 1)),     # patches of dy (C > O)
+    ((2, 6, 9, 8, 3), (3, 3, 3), 5, (1, 1, 1)),      # frame conv, 3 taps stacked on the outputs
+    ((2, 5, 7, 6, 16), (3, 3, 1), 4, (1, 1, 1)),     # frame conv, non-square kernel
     ((2, 5, 7, 6, 4), (1, 1, 1), 6, (1, 1, 1)),      # matmul
     ((1, 6, 5, 5, 6), (3, 1, 1), 2, (1, 1, 1)),      # temporal conv, C <= kt * O
     ((2, 5, 3, 4, 16), (3, 1, 1), 4, (1, 1, 1)),     # temporal conv, C > kt * O
     ((2, 4, 3, 3, 5), (5, 1, 1), 3, (1, 1, 1)),      # temporal conv, kernel longer than T
-    ((2, 4, 11, 10, 3), (5, 7, 7), 8, (1, 2, 2)),    # the fast stem: strided patches, temporal conv
-    ((2, 2, 9, 12, 3), (1, 7, 7), 16, (1, 2, 2)),    # the slow stem: strided patches, one matmul
-    ((2, 4, 11, 10, 6), (5, 7, 7), 8, (1, 2, 2)),    # wider input: space-to-depth folded
-    ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),      # the lateral fast -> slow conv
+    ((2, 4, 11, 10, 3), (5, 7, 7), 8, (1, 2, 2)),    # the fast stem: strided frame conv, 5 taps
+    ((2, 2, 9, 12, 3), (1, 7, 7), 16, (1, 2, 2)),    # the slow stem
+    ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),      # the lateral fast -> slow conv (space-to-depth)
     ((2, 3, 7, 7, 8), (1, 3, 3), 8, (1, 2, 2)),      # a strided res-block conv
     ((2, 3, 7, 7, 8), (1, 1, 1), 16, (1, 2, 2)),     # a strided shortcut
-    ((2, 2, 3, 3, 160), (1, 3, 3), 24, (1, 1, 1)),   # the interaction head's small wide map
+    ((2, 2, 3, 3, 160), (1, 3, 3), 24, (1, 1, 1)),   # the interaction head's small wide map (patches)
+    ((2, 3, 5, 4, 6), (3, 3, 3), 4, (2, 2, 2)),      # temporal and spatial stride (space-to-depth)
 ])
 def test_conv_and_gradients_match_xla(x_shape, kernel, out, stride):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
     fan_in = np.prod(kernel) * x_shape[-1]  # unit-scale outputs: sin() stays well conditioned
     w = jnp.asarray(rng.standard_normal((*kernel, x_shape[-1], out)) / np.sqrt(fan_in), jnp.float32)
+    _check_against_xla(lambda a, b: resnet3d.padded_conv(a, b, kernel, stride),
+                       lambda a, b: _reference(a, b, stride), x, w)
 
-    def grads(conv):
-        return jax.value_and_grad(lambda a, b: jnp.sum(jnp.sin(conv(a, b))), argnums=(0, 1))(x, w)
 
-    (v, (dx, dw)) = grads(jax.jit(lambda a, b: resnet3d.space_to_depth_conv(a, b, kernel, stride)))
-    (rv, (rdx, rdw)) = grads(lambda a, b: _reference(a, b, stride))
+@pytest.mark.parametrize("x_shape, kernel, out", [
+    ((2, 6, 9, 8, 3), (3, 3, 3), 5),      # patches of x (C <= O)
+    ((2, 4, 12, 10, 16), (3, 3, 1), 4),   # patches of dy (C > O, more than 64 positions)
+    ((1, 1, 5, 5, 40), (1, 3, 3), 8),     # few positions: the patches are transposed
+])
+def test_valid_conv3d_kernel_gradient_branches(x_shape, kernel, out):
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.standard_normal(x_shape), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((*kernel, x_shape[-1], out)) / np.sqrt(np.prod(kernel) * x_shape[-1]),
+                    jnp.float32)
+    valid = lambda a, b: jax.lax.conv_general_dilated(a, b, (1, 1, 1), "VALID",
+                                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    _check_against_xla(resnet3d.valid_conv3d, valid, x, w)
+
+
+def _check_against_xla(conv, reference, x, w):
+    def grads(f):
+        return jax.value_and_grad(lambda a, b: jnp.sum(jnp.sin(f(a, b))), argnums=(0, 1))(x, w)
+
+    (v, (dx, dw)) = grads(jax.jit(conv))
+    (rv, (rdx, rdw)) = grads(reference)
     np.testing.assert_allclose(v, rv, rtol=1e-4)
     for got, want in ((dx, rdx), (dw, rdw)):
         assert got.shape == want.shape

@@ -1,4 +1,4 @@
-"""The huge-page restart of the entry points (egoexo_jax.hostenv)."""
+"""The start-up settings of the entry points (egoexo_jax.hostenv): huge-page restart, XLA:CPU flags."""
 import os
 import subprocess
 import sys
@@ -46,3 +46,31 @@ def test_restart_keeps_the_arguments_and_sets_the_tunable(tmp_path):
     out = subprocess.run([sys.executable, str(script), "a b", "--x=1"], env=env, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "['a b', '--x=1'] glibc.malloc.hugetlb=1"
+
+
+def test_xla_flags_appended_unless_set_or_opted_out():
+    assert hostenv.xla_flags({}) == hostenv.XLA_CPU_FLAGS
+    assert hostenv.xla_flags({"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}) == (
+        "--xla_force_host_platform_device_count=8 " + hostenv.XLA_CPU_FLAGS)
+    assert hostenv.xla_flags({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"}) is None
+    assert hostenv.xla_flags({"EGOEXO_XLA_CPU_FLAGS": "0"}) is None
+
+
+def test_prepared_process_compiles_convolutions_without_ynnpack(tmp_path):
+    """The flag is one this jaxlib knows (an unknown one aborts the process) and takes effect:
+    a 2D convolution is no longer a YNNPACK fusion."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import os\nfrom egoexo_jax import hostenv\nhostenv.configure_xla_cpu()\n"
+        "import jax, jax.numpy as jnp\n"
+        "f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'VALID', "
+        "dimension_numbers=('NHWC', 'HWIO', 'NHWC')))\n"
+        "x, w = jnp.ones((16, 26, 26, 64)), jnp.ones((3, 3, 64, 64))\n"
+        "print('ynn' in f.lower(x, w).compile().as_text(), float(f(x, w)[0, 3, 3, 0]))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "EGOEXO_XLA_CPU_FLAGS")}
+    env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["False", "576.0"]
+    env["EGOEXO_XLA_CPU_FLAGS"] = "0"  # the default keeps YNNPACK on the convolution: the probe can tell
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-2:] == ["True", "576.0"]

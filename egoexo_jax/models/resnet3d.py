@@ -193,9 +193,16 @@ def _temporal_conv_bwd(res, dy):
     x, w = res
     kt, c, o = w.shape[0], x.shape[-1], w.shape[-1]
     dz = _tap_cotangents(dy, kt)                                           # [B, T, H, W, kt, O]
-    dx = jnp.einsum("bthwko,kco->bthwc", dz, w[:, 0, 0])
     dzm, xm = dz.reshape(-1, kt * o), x.reshape(-1, c)
-    if c <= kt * o:
+    n = xm.shape[0]
+    wm = w[:, 0, 0].transpose(1, 0, 2).reshape(c, kt * o)                  # [C, kt O], as forward
+    # Few positions, wide weight (slow res4 / res5): transposing the activations is cheaper than
+    # transposing the weight (dx) or a [kt O, C] kernel gradient into the parameter layout.
+    if n * (kt * o + c) < c * kt * o:
+        dx = (wm @ dzm.T).T.reshape(x.shape)
+    else:
+        dx = (dzm @ wm.T).reshape(x.shape)
+    if n * c <= n * kt * o + c * kt * o:
         dw = (xm.T @ dzm).reshape(c, kt, o).transpose(1, 0, 2)
     else:
         dw = (dzm.T @ xm).reshape(kt, o, c).transpose(0, 2, 1)
@@ -205,74 +212,51 @@ def _temporal_conv_bwd(res, dy):
 temporal_conv.defvjp(_temporal_conv_fwd, _temporal_conv_bwd)
 
 
-# Inputs with at most this many channels (the RGB stems) are convolved by strided_patch_conv.
-_THIN_INPUT = 4
+def frame_conv(x, w, stride):
+    """``conv(x, w)`` with padding ``kernel // 2``, temporal stride 1 and spatial ``stride``, as
+    2D convolutions over the ``B * T`` frames with the ``kt`` temporal taps stacked on the output
+    channels (kernel ``[kh, kw, C, kt * O]``), the tap outputs shifted in time and summed (as in
+    :func:`temporal_conv`); gradients by autodiff.
 
+    XLA:CPU runs 2D convolutions and their gradients on its fast path (Eigen) once YNNPACK is kept
+    off convolutions (``egoexo_jax.hostenv``): fwd + kernel gradient of the reduced fast stem
+    (5x7x7, 3 -> 8) 74 ms instead of 106 ms as a matmul on 7x7 windows, a stride-2 3x3 res-block
+    conv 3.9-5.3 ms instead of 6.4-7.7 ms after space-to-depth (BENCHMARKS.md). XLA's 3D
+    convolution stays slow; this needs only 2D ones.
 
-def _strided_windows(x, kh, kw, stride):
-    """``[B, T, H, W, C] -> [B, T, H', W', kh * kw * C]``: the ``kh x kw`` windows (padding
-    ``k // 2``, spatial ``stride``) stacked on the channels in ``(i, j, c)`` order.
-
-    Built in two stages (the ``kw`` column shifts, then the ``kh`` row shifts of that), which
-    XLA:CPU runs in half the time of one concatenation of ``kh * kw`` strided slices."""
-    b, t, h, w, c = x.shape
-    xp = jnp.pad(x, [(0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)])
-    oh, ow = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
-    cols = jnp.stack([jax.lax.slice_in_dim(xp, j, j + stride * (ow - 1) + 1, stride, axis=3)
-                      for j in range(kw)], axis=4)                      # [B, T, Hp, W', kw, C]
-    rows = jnp.stack([jax.lax.slice_in_dim(cols, i, i + stride * (oh - 1) + 1, stride, axis=2)
-                      for i in range(kh)], axis=4)                      # [B, T, H', W', kh, kw, C]
-    return rows.reshape(b, t, oh, ow, kh * kw * c)
-
-
-def _strided_patch_conv(x, w, stride):
-    kt, kh, kw, c, o = w.shape
-    cols = _strided_windows(x, kh, kw, stride)
-    if kt == 1:
-        return jnp.einsum("bthwk,ko->bthwo", cols, w[0].reshape(kh * kw * c, o)), cols
-    return _temporal_conv(cols, w.reshape(kt, 1, 1, kh * kw * c, o)), cols
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def strided_patch_conv(x, w, stride):
-    """``conv(x, w)`` with padding ``kernel // 2``, spatial stride ``stride`` and temporal stride 1,
-    for inputs with few channels (the RGB stems): one matmul on the ``kh * kw`` strided spatial
-    windows stacked on the channels (``kh kw C`` columns, :func:`_strided_windows`), the temporal
-    taps as in :func:`temporal_conv`. The windows are kept for the kernel gradient, one matmul
-    ``windows^T @ dy`` (temporal taps: ``dy`` shifted per tap); XLA's own derivative transposed
-    ``dy`` instead, recomputing the BatchNorm backward inside that transpose (110 ms of the slow
-    stem's gradient).
-
-    With 3 input channels the space-to-depth form leaves 12-channel 2D convolutions with 8-64
-    outputs, which XLA:CPU runs slowly; here forward + kernel gradient of the reduced SlowFast
-    stems took 36 instead of 62 ms (slow, 1x7x7 -> 64) and 120 instead of 216 ms (fast,
-    5x7x7 -> 8) on 2 cores.
-
-    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``, ``stride`` (spatial, both axes);
+    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``, ``stride`` (spatial, ``(sh, sw)``);
     returns ``[B, T, H', W', O]``.
     """
-    return _strided_patch_conv(x, w, stride)[0]
-
-
-def _strided_patch_conv_fwd(x, w, stride):
-    y, cols = _strided_patch_conv(x, w, stride)
-    return y, (x, w, cols)
-
-
-def _strided_patch_conv_bwd(stride, res, dy):
-    x, w, cols = res
     kt, kh, kw, c, o = w.shape
-    dx = jax.vjp(lambda a: _strided_patch_conv(a, w, stride)[0], x)[1](dy)[0]  # dropped when unused
-    cm = cols.reshape(-1, kh * kw * c)
-    if kt == 1:
-        dw = (cm.T @ dy.reshape(-1, o)).reshape(1, kh, kw, c, o)
-    else:
-        dz = _tap_cotangents(dy, kt).reshape(-1, kt * o)
-        dw = (cm.T @ dz).reshape(kh, kw, c, kt, o).transpose(3, 0, 1, 2, 4)
-    return dx, dw.astype(w.dtype)
+    b, t = x.shape[:2]
+    w2 = w.transpose(1, 2, 3, 0, 4).reshape(kh, kw, c, kt * o)
+    z = jax.lax.conv_general_dilated(
+        x.reshape((b * t,) + x.shape[2:]), w2, tuple(stride), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    z = z.reshape((b, t) + z.shape[1:3] + (kt, o))
+    return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
 
 
-strided_patch_conv.defvjp(_strided_patch_conv_fwd, _strided_patch_conv_bwd)
+def padded_conv(x, w, kernel, stride):
+    """``conv(x, w)`` with padding ``kernel // 2`` and any ``stride``, routed to the fastest of the
+    equivalent forms on XLA:CPU (all give the convolution up to summation order):
+
+    - stride-1 ``kt x 1 x 1`` convs: :func:`temporal_conv` (one matmul for all taps);
+    - spatial kernels at temporal stride 1: :func:`frame_conv` (2D convolutions), except stride-1
+      convs on small wide maps (>= 128 channels, <= ``_SMALL_MAP`` positions: slow res4 / res5, the
+      interaction head), which are one matmul on patches (:func:`valid_conv3d`);
+    - the rest (1x1x1 convs, temporal strides): :func:`space_to_depth_conv`.
+
+    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
+    """
+    kernel, stride = tuple(kernel), tuple(stride)
+    if kernel[1:] == (1, 1) and stride == (1, 1, 1) and kernel[0] > 1:
+        return temporal_conv(x, w)
+    if kernel[1:] != (1, 1) and stride[0] == 1:
+        small_wide = x.shape[-1] >= 128 and x.shape[2] * x.shape[3] <= _SMALL_MAP
+        if not (stride == (1, 1, 1) and small_wide):
+            return frame_conv(x, w, stride[1:])
+    return space_to_depth_conv(x, w, kernel, stride)
 
 
 def space_to_depth_conv(x, w, kernel, stride):
@@ -283,18 +267,12 @@ def space_to_depth_conv(x, w, kernel, stride):
     ``stride`` phases moved to the channels (space-to-depth) and the kernel, zero-padded to a
     multiple of the stride, is folded the same way (``ceil(k / s)`` taps over ``s * C`` channels).
     Exactly the strided convolution (only the summation order differs), but forward and both
-    gradients are stride-1 convolutions, which XLA:CPU runs on its fast path.
-
-    Two cases take their own route first: stride-1 ``kt x 1 x 1`` convs (:func:`temporal_conv`)
-    and inputs with at most ``_THIN_INPUT`` channels at temporal stride 1, the RGB stems
-    (:func:`strided_patch_conv`).
+    gradients are stride-1 convolutions (:func:`valid_conv3d`). :func:`padded_conv` sends here
+    what has no faster form: 1x1x1 convs (strided ones are a subsampling), temporal strides (the
+    lateral fast -> slow conv) and stride-1 convs on small wide maps.
 
     Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
     """
-    if tuple(kernel[1:]) == (1, 1) and tuple(stride) == (1, 1, 1) and kernel[0] > 1:
-        return temporal_conv(x, w)
-    if x.shape[-1] <= _THIN_INPUT and stride[0] == 1 and stride[1] == stride[2] and tuple(kernel[1:]) != (1, 1):
-        return strided_patch_conv(x, w, int(stride[1]))
     pads, phases, taps = [], [], []
     for d, (k, s) in enumerate(zip(kernel, stride)):
         if s > 1 and k == 1:
@@ -322,7 +300,7 @@ def space_to_depth_conv(x, w, kernel, stride):
 
 
 class Conv3D(nn.Module):
-    """``nn.Conv`` (padding ``kernel // 2``, any stride), computed by :func:`space_to_depth_conv`.
+    """``nn.Conv`` (padding ``kernel // 2``, any stride), computed by :func:`padded_conv`.
 
     Parameters are ``nn.Conv``'s (``kernel [kt, kh, kw, C, O]``, optional ``bias``), so checkpoints
     and the PyTorch converter do not see a difference.
@@ -339,7 +317,7 @@ class Conv3D(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, c, self.features), jnp.float32)
-        y = space_to_depth_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernel_size, self.strides)
+        y = padded_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernel_size, self.strides)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y
