@@ -24,6 +24,7 @@ def _reference(x, w, stride):
     ((2, 2, 9, 12, 3), (1, 7, 7), 16, (1, 2, 2)),    # the slow stem
     ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),      # the lateral fast -> slow conv (space-to-depth)
     ((2, 3, 7, 7, 8), (1, 3, 3), 8, (1, 2, 2)),      # a strided res-block conv
+    ((2, 3, 4, 4, 8), (1, 3, 3), 8, (1, 2, 2)),      # onto a 2x2 map: space-to-depth
     ((2, 3, 7, 7, 8), (1, 1, 1), 16, (1, 2, 2)),     # a strided shortcut
     ((2, 2, 3, 3, 160), (1, 3, 3), 24, (1, 1, 1)),   # the interaction head's small wide map (patches)
     ((2, 3, 5, 4, 6), (3, 3, 3), 4, (2, 2, 2)),      # temporal and spatial stride (space-to-depth)

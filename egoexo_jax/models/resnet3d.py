@@ -237,6 +237,11 @@ def frame_conv(x, w, stride):
     return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
 
 
+# XLA:CPU's 2D convolution gradients are very slow on tiny output maps: a stride-2 3x3 conv
+# 512 -> 512 onto 2x2 maps took 117 ms fwd + grads as 2D convs, 15 ms after space-to-depth.
+_MIN_FRAME_CONV_MAP = 9
+
+
 def padded_conv(x, w, kernel, stride):
     """``conv(x, w)`` with padding ``kernel // 2`` and any ``stride``, routed to the fastest of the
     equivalent forms on XLA:CPU (all give the convolution up to summation order):
@@ -244,8 +249,9 @@ def padded_conv(x, w, kernel, stride):
     - stride-1 ``kt x 1 x 1`` convs: :func:`temporal_conv` (one matmul for all taps);
     - spatial kernels at temporal stride 1: :func:`frame_conv` (2D convolutions), except stride-1
       convs on small wide maps (>= 128 channels, <= ``_SMALL_MAP`` positions: slow res4 / res5, the
-      interaction head), which are one matmul on patches (:func:`valid_conv3d`);
-    - the rest (1x1x1 convs, temporal strides): :func:`space_to_depth_conv`.
+      interaction head), which are one matmul on patches (:func:`valid_conv3d`), and outputs of
+      fewer than ``_MIN_FRAME_CONV_MAP`` positions;
+    - the rest (1x1x1 convs, temporal strides, tiny maps): :func:`space_to_depth_conv`.
 
     Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
     """
@@ -253,8 +259,9 @@ def padded_conv(x, w, kernel, stride):
     if kernel[1:] == (1, 1) and stride == (1, 1, 1) and kernel[0] > 1:
         return temporal_conv(x, w)
     if kernel[1:] != (1, 1) and stride[0] == 1:
-        small_wide = x.shape[-1] >= 128 and x.shape[2] * x.shape[3] <= _SMALL_MAP
-        if not (stride == (1, 1, 1) and small_wide):
+        out_positions = -(-x.shape[2] // stride[1]) * -(-x.shape[3] // stride[2])
+        small_wide = stride == (1, 1, 1) and x.shape[-1] >= 128 and out_positions <= _SMALL_MAP
+        if out_positions >= _MIN_FRAME_CONV_MAP and not small_wide:
             return frame_conv(x, w, stride[1:])
     return space_to_depth_conv(x, w, kernel, stride)
 
