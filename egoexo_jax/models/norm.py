@@ -24,7 +24,9 @@ def group_batch_norm(x, scale, bias, epsilon):
     Written as ``y = x * a + b`` with the textbook backward
     ``dx = a * (dy - mean(dy) - x_hat * mean(dy * x_hat))``, so forward and backward each read the
     activations twice and write once; XLA's derivative of the plain formula made 4-6 passes
-    (BENCHMARKS.md).
+    (BENCHMARKS.md). ``mean(dy * x_hat)`` is taken as ``rstd * (mean(dy * x) - mean * mean(dy))``;
+    against a float64 reference its error stays at the float32 rounding of ``x`` itself (tested up
+    to a mean 100 standard deviations from 0).
     """
     return _group_batch_norm_fwd(x, scale, bias, epsilon)[0]
 
@@ -42,14 +44,18 @@ def _group_batch_norm_bwd(epsilon, res, cotangents):
     x, mean, rstd, scale = res
     dy = cotangents[0]
     axes = tuple(range(1, x.ndim - 1))
-    xhat = (x - mean) * rstd
-    mean_dy = dy.mean(axis=axes, keepdims=True)
-    mean_dy_xhat = jnp.mean(dy * xhat, axis=axes, keepdims=True)
     n = x.size // (x.shape[0] * x.shape[-1])
     c = x.shape[-1]
+    mean_dy = dy.mean(axis=axes, keepdims=True)
+    # mean(dy * x_hat) from mean(dy * x): a plain product, which the reduction reads directly
+    # instead of a materialised dy * x_hat (one write and one read of the activations less).
+    mean_dy_xhat = rstd * (jnp.mean(dy * x, axis=axes, keepdims=True) - mean * mean_dy)
     dscale = (mean_dy_xhat * n).reshape(-1, c).sum(0)
     dbias = (mean_dy * n).reshape(-1, c).sum(0)
-    dx = (rstd * scale) * (dy - mean_dy - xhat * mean_dy_xhat)
+    # a * (dy - mean(dy) - x_hat * mean(dy * x_hat)) as one multiply-add per element.
+    a = rstd * scale
+    k = a * rstd * mean_dy_xhat
+    dx = a * dy - k * x + (k * mean - a * mean_dy)
     return dx, dscale, dbias
 
 
