@@ -6,8 +6,6 @@ Submodule names mirror PySlowFast's state_dict names (``pathway0_stem/conv``,
 from __future__ import annotations
 
 import dataclasses
-import functools
-
 from typing import Any, Sequence
 
 import flax.linen as nn
