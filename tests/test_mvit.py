@@ -407,3 +407,31 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     assert all(np.isfinite(v) for h in history for v in h.values())
     for k in terms + ("loss",):
         assert history[-1][k] < history[0][k], (k, [h[k] for h in history])
+
+
+@pytest.mark.parametrize("shape, kernel, stride", [
+    ((2, 3, 7, 6, 5), (3, 3, 3), (1, 1, 1)),
+    ((2, 3, 7, 6, 5), (3, 3, 3), (1, 2, 2)),
+    ((1, 4, 9, 9, 4), (3, 3, 3), (1, 4, 4)),   # a KV pooling stride
+    ((2, 5, 6, 7, 3), (3, 1, 3), (2, 1, 2)),
+])
+def test_depthwise_pool_conv_matches_grouped_conv(shape, kernel, stride):
+    """The tap-sum depthwise conv == nn.Conv(feature_group_count=C): parameter, output, both grads."""
+    import flax.linen as nn
+
+    from egoexo_jax.models.mvit import DepthwiseConv3D
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    c = shape[-1]
+    ours = DepthwiseConv3D(kernel, stride)
+    ref = nn.Conv(c, kernel, strides=stride, padding=[(k // 2, k // 2) for k in kernel], feature_group_count=c,
+                  use_bias=False, precision=jax.lax.Precision.HIGHEST)
+    v = ours.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.key(0), x))
+    v = {"params": {"kernel": jnp.asarray(rng.standard_normal(v["params"]["kernel"].shape), jnp.float32)}}
+    f = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))  # noqa: E731
+    np.testing.assert_allclose(ours.apply(v, x), ref.apply(v, x), rtol=1e-5, atol=1e-5)
+    for got, want in zip(jax.grad(f(ours), (0, 1))(v, x), jax.grad(f(ref), (0, 1))(v, x)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.abs(b).max()))

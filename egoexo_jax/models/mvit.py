@@ -590,6 +590,46 @@ class PatchEmbed(nn.Module):
         return y.reshape(b, t * h * w, c), (t, h, w)
 
 
+def depthwise_conv3d(x, w, stride):
+    """Depthwise 3D convolution, padding ``kernel // 2``: ``x [N, T, H, W, C]``,
+    ``w [kt, kh, kw, 1, C]`` (``nn.Conv``'s kernel with ``feature_group_count = C``) ->
+    ``[N, T', H', W', C]``.
+
+    Written as the sum over the ``kt * kh * kw`` taps of a strided slice of the padded input times
+    that tap's per-channel weight, which XLA fuses into one elementwise pass (gradients by
+    autodiff, also elementwise passes and per-tap reductions). XLA:CPU runs a grouped 3D
+    convolution on a slow generic path: fwd + both gradients of MViT-v2-S's pooling convs took
+    60-268 ms each as convolutions and 1.2-15 ms as tap sums (BENCHMARKS.md); the result is the
+    same up to summation order.
+    """
+    kernel = w.shape[:3]
+    n, c = x.shape[0], x.shape[-1]
+    xp = jnp.pad(x, [(0, 0)] + [(k // 2, k // 2) for k in kernel] + [(0, 0)])
+    out = [(size + 2 * (k // 2) - k) // s + 1 for size, k, s in zip(x.shape[1:4], kernel, stride)]
+    y = None
+    for tap in np.ndindex(*kernel):
+        limit = (n,) + tuple(i + s * (o - 1) + 1 for i, s, o in zip(tap, stride, out)) + (c,)
+        term = jax.lax.slice(xp, (0,) + tap + (0,), limit, (1,) + tuple(stride) + (1,)) * w[tap + (0,)]
+        y = term if y is None else y + term
+    return y
+
+
+class DepthwiseConv3D(nn.Module):
+    """The attention pooling conv: ``nn.Conv(C, kernel, stride, padding=kernel // 2,
+    feature_group_count=C, use_bias=False)``'s parameter (``kernel [kt, kh, kw, 1, C]``, same name
+    and init), computed by :func:`depthwise_conv3d`."""
+
+    kernel_size: tuple
+    strides: tuple
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        w = self.param("kernel", _W_INIT, (*self.kernel_size, 1, c), jnp.float32)
+        return depthwise_conv3d(x.astype(self.dtype), w.astype(self.dtype), self.strides)
+
+
 def _pool_tokens(x, thw, pool, has_cls):
     """Apply ``pool`` (a channels-last 3-D op) to the token grid, cls token untouched.
 
@@ -637,12 +677,7 @@ class MultiScaleAttention(nn.Module):
         if len(kernel) == 0 or (np.prod(kernel) == 1 and np.prod(stride) == 1):
             return None, None
         stride = tuple(stride) if len(stride) > 0 else (1, 1, 1)
-        conv = nn.Conv(
-            head_dim, tuple(kernel), strides=stride,
-            padding=[(k // 2, k // 2) for k in kernel], feature_group_count=head_dim,
-            use_bias=False, precision=HIGHEST, kernel_init=_W_INIT, dtype=self.dtype,
-            name=f"pool_{suffix}",
-        )
+        conv = DepthwiseConv3D(tuple(kernel), stride, self.dtype, name=f"pool_{suffix}")
         return conv, _layer_norm(f"norm_{suffix}", self.dtype)
 
     @nn.compact
