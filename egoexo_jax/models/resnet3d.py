@@ -39,12 +39,17 @@ def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bia
 _SMALL_MAP = 64
 
 
+def _small_wide(channels, out_positions):
+    """Whether a stride-1 spatial conv runs as one matmul on patches: for wide, small maps (slow
+    res4 / res5, the interaction head), where XLA:CPU's convolution and its input gradient were
+    1.3-7x slower (2048 -> 512 on 3x3 maps: 95 -> 23 ms forward)."""
+    return channels >= 128 and out_positions <= _SMALL_MAP
+
+
 def _patch_matmul(frames_shape, kh, kw):
-    """Whether a ``kh x kw`` conv on ``[N, H, W, C]`` frames runs as one matmul on patches: for
-    wide, small maps (slow res4 / res5, the interaction head), where XLA:CPU's convolution and its
-    input gradient were 1.3-7x slower (2048 -> 512 on 3x3 maps: 95 -> 23 ms forward)."""
+    """:func:`_small_wide` for a VALID ``kh x kw`` conv on ``[N, H, W, C]`` frames."""
     _, h, w, c = frames_shape
-    return c >= 128 and (h - kh + 1) * (w - kw + 1) <= _SMALL_MAP
+    return _small_wide(c, (h - kh + 1) * (w - kw + 1))
 
 
 def _conv3d_by_frames(x, w):
@@ -156,8 +161,15 @@ def _shift_time(a, d):
     return jnp.pad(jax.lax.slice_in_dim(a, max(d, 0), t + min(d, 0), axis=1), pad)
 
 
+def _sum_shifted_taps(z):
+    """``[B, T, H, W, kt, O] -> [B, T, H, W, O]``: ``y[t] = sum_i z_i[t + i - kt // 2]``, the
+    per-tap outputs of a temporal conv (padding ``kt // 2``) shifted in time and summed."""
+    kt = z.shape[-2]
+    return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
+
+
 def _tap_cotangents(dy, kt):
-    """Cotangents of the ``kt`` per-tap outputs of :func:`_temporal_conv`:
+    """Cotangents of the ``kt`` per-tap outputs summed by :func:`_sum_shifted_taps`:
     ``y[t] = sum_i z_i[t + i - kt // 2]``, so ``dz_i[s] = dy[s - i + kt // 2]``.
     ``[B, T, H, W, O] -> [B, T, H, W, kt, O]``."""
     return jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2)
@@ -166,8 +178,7 @@ def _tap_cotangents(dy, kt):
 def _temporal_conv(x, w):
     kt, o = w.shape[0], w.shape[-1]
     z = jnp.einsum("bthwc,cn->bthwn", x, w[:, 0, 0].transpose(1, 0, 2).reshape(x.shape[-1], kt * o))
-    z = z.reshape(z.shape[:-1] + (kt, o))
-    return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
+    return _sum_shifted_taps(z.reshape(z.shape[:-1] + (kt, o)))
 
 
 @jax.custom_vjp
@@ -228,8 +239,7 @@ def frame_conv(x, w, stride):
     z = jax.lax.conv_general_dilated(
         x.reshape((b * t,) + x.shape[2:]), w2, tuple(stride), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    z = z.reshape((b, t) + z.shape[1:3] + (kt, o))
-    return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
+    return _sum_shifted_taps(z.reshape((b, t) + z.shape[1:3] + (kt, o)))
 
 
 # XLA:CPU's 2D convolution gradients are very slow on tiny output maps: a stride-2 3x3 conv
@@ -255,8 +265,8 @@ def padded_conv(x, w, kernel, stride):
         return temporal_conv(x, w)
     if kernel[1:] != (1, 1) and stride[0] == 1:
         out_positions = -(-x.shape[2] // stride[1]) * -(-x.shape[3] // stride[2])
-        small_wide = stride == (1, 1, 1) and x.shape[-1] >= 128 and out_positions <= _SMALL_MAP
-        if out_positions >= _MIN_FRAME_CONV_MAP and not small_wide:
+        patches = stride == (1, 1, 1) and _small_wide(x.shape[-1], out_positions)
+        if out_positions >= _MIN_FRAME_CONV_MAP and not patches:
             return frame_conv(x, w, stride[1:])
     return space_to_depth_conv(x, w, kernel, stride)
 
