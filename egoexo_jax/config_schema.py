@@ -14,6 +14,7 @@ from typing import Iterable, List
 import ml_collections
 from ml_collections import config_dict
 
+from egoexo_jax import ops
 from egoexo_jax.data.pipeline import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
 
@@ -151,6 +152,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """Raises ``ValueError`` naming the key for values that cannot work."""
     _check_choice(config.mode, MODES, "mode")
     _check_choice(config.dtype, tuple(DTYPES), "dtype")
+    _check_choice(config.model.kernels, ops.KERNEL_CHOICES, "model.kernels")
+    _check_choice(config.model.precision, ops.PRECISION_CHOICES, "model.precision")
     _check_choice(config.optimizer.name, ("sgd", "adamw"), "optimizer.name")
     _check_choice(config.optimizer.no_decay, ("bn", "1d", "none"), "optimizer.no_decay")
     _check_choice(config.schedule.policy, ("cosine", "steps_with_relative_lrs", "constant"), "schedule.policy")

@@ -1,33 +1,32 @@
-"""Start-up settings of the host process: huge pages for large allocations, XLA:CPU flags.
+"""Start-up settings of the host process for the CPU backend: huge pages for large allocations,
+XLA:CPU flags (measurements in BENCHMARKS.md, changes 7 and 10).
 
-Huge pages. XLA:CPU allocates the temporary buffers of an executable afresh on every call. glibc
-serves such large blocks with freshly mapped 4 KiB pages, so every train step page-faults its whole
-temporary footprint and the kernel zeroes it page by page: about 288k faults (1.1 GB) and 0.85 s of
-system time per reduced SlowFast R50 step on a 2-core VM. glibc's ``glibc.malloc.hugetlb=1``
-tunable marks those blocks for transparent huge pages (2 MiB): about 1k faults, 0.3 s of system
-time and 10-12 % shorter steps (BENCHMARKS.md). glibc reads tunables only when the process
-starts, so :func:`reexec_with_hugepage_malloc` restarts the interpreter once with the tunable
-added. Set ``EGOEXO_HUGEPAGE_MALLOC=0`` (or any ``glibc.malloc.hugetlb`` value in
-``GLIBC_TUNABLES``) to keep the environment as it is.
+Huge pages. XLA:CPU allocates the temporary buffers of an executable afresh on every call, and
+glibc serves such blocks with freshly mapped 4 KiB pages, so every train step page-faults its whole
+temporary footprint. glibc's ``glibc.malloc.hugetlb=1`` tunable marks those blocks for transparent
+huge pages. glibc reads tunables only when the process starts, so
+:func:`reexec_with_hugepage_malloc` restarts the interpreter once with the tunable added. Set
+``EGOEXO_HUGEPAGE_MALLOC=0`` (or any ``glibc.malloc.hugetlb`` value in ``GLIBC_TUNABLES``) to keep
+the environment as it is.
 
-XLA:CPU flags. By default XLA:CPU hands dots, reductions and convolutions to YNNPACK; its
-convolutions ran at 90-160 GFLOP/s where XLA's own (Eigen) 2D convolutions and their gradients
-ran about twice as fast (3x3 res-block conv, fwd + both gradients: 14.4 -> 6.8 ms; reduced
-SlowFast step 0.65 -> 0.62 s; BENCHMARKS.md). :func:`configure_xla_cpu` adds
+XLA:CPU flags. XLA:CPU hands dots, reductions and convolutions to YNNPACK by default; XLA's own
+2D convolutions and their gradients run faster. :func:`configure_xla_cpu` adds
 :data:`XLA_CPU_FLAGS` (YNNPACK for dots and reductions only) to ``XLA_FLAGS`` unless the user
 already sets ``xla_cpu_experimental_ynn_fusion_type`` or ``EGOEXO_XLA_CPU_FLAGS=0``. XLA reads
-``XLA_FLAGS`` when the first backend starts, so it must run before any computation. GPU and TPU
-backends ignore the flag (it only shapes the host CPU backend).
+``XLA_FLAGS`` when the first backend starts, so it must run before any computation.
 
-Entry points (``python -m egoexo_jax.main``, ``benchmarks/*.py``) call :func:`prepare_process`
-before anything else; importing a module never does.
+Both settings are for the CPU backend only. :func:`prepare_process`, which every entry point
+(``main``, ``predict``, ``precompute_teachers``, ``convert``, ``benchmarks/*.py``) calls before
+anything else, applies them only when :func:`cpu_backend` says this process computes on the CPU;
+TPU and GPU hosts start untouched. Importing a module never changes anything.
 """
 from __future__ import annotations
 
+import glob
 import os
 import platform
 import sys
-from typing import Mapping, Optional
+from typing import Iterable, Mapping, Optional
 
 TUNABLE = "glibc.malloc.hugetlb=1"
 OPT_OUT = "EGOEXO_HUGEPAGE_MALLOC"
@@ -35,6 +34,19 @@ XLA_CPU_FLAGS = "--xla_cpu_experimental_ynn_fusion_type=dot,reduce"
 XLA_OPT_OUT = "EGOEXO_XLA_CPU_FLAGS"
 THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 MIN_GLIBC = (2, 35)  # first glibc with the hugetlb tunable
+# Device files of the accelerators JAX drives: TPU (v2-v5e /dev/accel*, v5p / v6e VFIO groups),
+# NVIDIA GPUs, AMD GPUs (ROCm's kernel fusion driver).
+ACCELERATOR_DEVICES = ("/dev/accel[0-9]*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")
+
+
+def cpu_backend(environ: Mapping[str, str], device_patterns: Iterable[str] = ACCELERATOR_DEVICES) -> bool:
+    """Whether JAX in this process will compute on the CPU, decided without importing jax (the
+    settings must be made before it starts): the first entry of ``JAX_PLATFORMS`` when it is set,
+    else whether the machine has no accelerator device files."""
+    platforms = environ.get("JAX_PLATFORMS", "").strip()
+    if platforms:
+        return platforms.split(",")[0].strip().lower() == "cpu"
+    return not any(glob.glob(pattern) for pattern in device_patterns)
 
 
 def thp_mode(path: str = THP_MODE_FILE) -> str:
@@ -113,7 +125,9 @@ def configure_xla_cpu() -> None:
 
 
 def prepare_process() -> None:
-    """What an entry point calls first: :func:`reexec_with_hugepage_malloc`, then
-    :func:`configure_xla_cpu`."""
+    """What an entry point calls first: on the CPU backend (:func:`cpu_backend`),
+    :func:`reexec_with_hugepage_malloc`, then :func:`configure_xla_cpu`; elsewhere nothing."""
+    if not cpu_backend(os.environ):
+        return
     reexec_with_hugepage_malloc()
     configure_xla_cpu()

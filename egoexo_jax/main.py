@@ -81,5 +81,6 @@ def run():
 
 if __name__ == "__main__":
     from egoexo_jax import hostenv
+
     hostenv.prepare_process()
     run()

@@ -601,4 +601,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    from egoexo_jax import hostenv
+
+    hostenv.prepare_process()
     sys.exit(main())

@@ -179,4 +179,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from egoexo_jax import hostenv
+
+    hostenv.prepare_process()
     sys.exit(main())

@@ -124,6 +124,28 @@ def task_accuracy(outputs: Dict[str, Any], batch: Dict[str, Any], multi_label: b
     return {"top1": 100 * _top1(logits, batch["label"])}
 
 
+def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weights: Dict[str, float],
+                   arch: str):
+    """The training loss of ``batch`` at ``state`` and its gradient with respect to the parameters.
+
+    Returns ``(grads, terms, new_batch_stats, outputs)``: ``terms`` as :func:`egoexo_jax.losses.total`,
+    the BatchNorm running statistics after this batch, the train-mode model outputs.
+    """
+    dropout_rng = jax.random.fold_in(state.rng, state.step)
+
+    def loss_fn(params):
+        variables = {"params": params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        outputs, mutated = model.apply(variables, pathways_of(batch, arch), train=True, mutable=["batch_stats"],
+                                       rngs={"dropout": dropout_rng})
+        loss, terms = losses.total(outputs, batch, loss_weights)
+        return loss, (terms, mutated.get("batch_stats", {}), outputs)
+
+    (_, (terms, new_stats, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return grads, terms, new_stats, outputs
+
+
 def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any, *, model, tx,
                schedule: Callable, loss_weights: Dict[str, float], arch: str,
                teacher_fn: Optional[Callable] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
@@ -139,21 +161,10 @@ def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any,
     Returns:
       (new state, metrics: every loss term, accuracy, ``lr``, ``grad_norm``, ``bad_inputs``).
     """
-    pathways = pathways_of(batch, arch)
     if teacher_fn is not None:
-        batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways))}
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-    def loss_fn(params):
-        variables = {"params": params}
-        if state.batch_stats:
-            variables["batch_stats"] = state.batch_stats
-        outputs, mutated = model.apply(variables, pathways, train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": dropout_rng})
-        loss, terms = losses.total(outputs, batch, loss_weights)
-        return loss, (terms, mutated.get("batch_stats", {}), outputs)
-
-    (loss, (terms, new_stats, outputs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways_of(batch, arch)))}
+    grads, terms, new_stats, outputs = loss_and_grads(state, batch, model=model, loss_weights=loss_weights,
+                                                      arch=arch)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(terms)
@@ -528,6 +539,8 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
                          f"or point --workdir at a training workdir (none in {workdir})")
     src_cfg, variables, what = ckpt_lib.load_pretrained(source)
     src_cfg.dtype = config.dtype
+    for field in models.RUNTIME_FIELDS:
+        src_cfg[field] = config.model[field]
     model = models.build(src_cfg)
     print(f"evaluating {what}", flush=True)
     from egoexo_jax import metric_log  # pylint: disable=import-outside-toplevel

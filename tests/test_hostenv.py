@@ -74,3 +74,27 @@ def test_prepared_process_compiles_convolutions_without_ynnpack(tmp_path):
     env["EGOEXO_XLA_CPU_FLAGS"] = "0"  # the default keeps YNNPACK on the convolution: the probe can tell
     out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split()[-2:] == ["True", "576.0"]
+
+
+def test_cpu_backend_from_jax_platforms_or_device_files(tmp_path):
+    (tmp_path / "accel0").touch()
+    accel = [str(tmp_path / "accel[0-9]*")]
+    assert hostenv.cpu_backend({"JAX_PLATFORMS": "cpu"}, accel)
+    assert not hostenv.cpu_backend({"JAX_PLATFORMS": "tpu,cpu"}, [])
+    assert not hostenv.cpu_backend({"JAX_PLATFORMS": "cuda"}, [])
+    assert not hostenv.cpu_backend({}, accel)                         # a TPU / GPU host
+    assert hostenv.cpu_backend({}, [str(tmp_path / "nvidia[0-9]*")])  # no accelerator files
+
+
+def test_prepare_process_leaves_accelerator_hosts_alone(tmp_path):
+    """On a TPU / GPU host (here: JAX_PLATFORMS=tpu) neither the restart nor the XLA:CPU flag happens."""
+    script = tmp_path / "probe.py"
+    script.write_text("import os\nfrom egoexo_jax import hostenv\nhostenv.prepare_process()\n"
+                      "print(repr(os.environ.get('GLIBC_TUNABLES')), repr(os.environ.get('XLA_FLAGS')))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "GLIBC_TUNABLES")}
+    env.update(PYTHONPATH=REPO, JAX_PLATFORMS="tpu")
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["None", "None"]
+    env["JAX_PLATFORMS"] = "cpu"
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True)
+    assert hostenv.XLA_CPU_FLAGS in out.stdout

@@ -96,30 +96,3 @@ def test_bfloat16_compute_keeps_float32_params():
     v, out = _init_apply(cfg, _inputs(cfg, 2))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v))
     assert np.isfinite(np.asarray(out["logits"])).all()
-
-
-@pytest.mark.parametrize("offset", [2.0, 300.0])
-def test_batch_norm_gradient_matches_the_plain_formula(offset):
-    """The hand-written backward of the grouped BatchNorm == autodiff of (x - mean) / std * g + b
-    in float64, also for activations whose mean is 100 standard deviations from 0 (the backward
-    takes mean(dy * x_hat) from mean(dy * x))."""
-    from egoexo_jax.models.norm import group_batch_norm
-
-    rng = np.random.default_rng(0)
-    x64 = rng.standard_normal((2, 3, 4, 5, 6)) * 3 + offset
-    g64, b64 = rng.standard_normal(6), rng.standard_normal(6)
-    w = rng.standard_normal(x64.shape)
-
-    def plain(x, g, b):
-        m = x.mean((1, 2, 3), keepdims=True)
-        v = jnp.mean(jnp.square(x - m), (1, 2, 3), keepdims=True)
-        return (x - m) / jnp.sqrt(v + 1e-5) * g + b
-
-    loss = lambda f, w: lambda *a: jnp.sum(jnp.sin(f(*a)) * w)
-    f32 = lambda a: jnp.asarray(a, jnp.float32)
-    got = jax.grad(loss(lambda *a: group_batch_norm(*a, 1e-5)[0], f32(w)), (0, 1, 2))(f32(x64), f32(g64), f32(b64))
-    with jax.enable_x64():
-        want = jax.grad(loss(plain, jnp.asarray(w)), (0, 1, 2))(jnp.asarray(x64), jnp.asarray(g64), jnp.asarray(b64))
-        want = [np.asarray(e) for e in want]
-    for a, e in zip(got, want):
-        np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))

@@ -2,7 +2,10 @@
 import numpy as np
 import pytest
 
+from egoexo_jax import ops
 from egoexo_jax.convert import load_pyslowfast
+
+KERNELS = pytest.mark.parametrize("kernels", ["xla", "cpu"])
 
 RESNET_FIXTURES = ["slowfast_r50", "slow_r50", "egoexo_slowfast_r50", "epic100_multitask_slowfast_r50"]
 TOL = 1e-4  # max|ours - ref| <= TOL * max|ref|
@@ -24,10 +27,16 @@ def _ours(out, name):
     return value
 
 
+def _load(path, kernels):
+    module, variables = load_pyslowfast(path)
+    return module.clone(kernels=ops.select(kernels)), variables
+
+
+@KERNELS
 @pytest.mark.parametrize("name", RESNET_FIXTURES)
-def test_resnet_fixture_parity(fixtures_dir, name):
+def test_resnet_fixture_parity(fixtures_dir, name, kernels):
     d = fixtures_dir / "pyslowfast" / name
-    module, variables = load_pyslowfast(d / "checkpoint.pyth")
+    module, variables = _load(d / "checkpoint.pyth", kernels)
     inputs, ref = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
     out = module.apply(variables, _pathways(inputs), train=False)
     assert set(ref.files) <= set(out), f"missing outputs {set(ref.files) - set(out)}"
@@ -53,10 +62,11 @@ def test_slowfast_fixture_has_2x2_test_positions(fixtures_dir):
     assert np.abs(np.asarray(out["probs"]) - ref["probs"]).max() < 1e-5  # ...and we follow it
 
 
-def test_debug_fixture_stages_and_heads(fixtures_dir):
+@KERNELS
+def test_debug_fixture_stages_and_heads(fixtures_dir, kernels):
     """Newer-PySlowFast SlowFast (debug fixture): pooled feature, res5 maps and logits."""
     d = fixtures_dir / "pyslowfast_debug" / "slowfast_r50_8x8_w8"
-    module, variables = load_pyslowfast(d / "checkpoint.pyth")
+    module, variables = _load(d / "checkpoint.pyth", kernels)
     inputs, ref = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
     out = module.apply(variables, _pathways(inputs), train=False)
     for ours, key in ((out["logits"], "logits"), (out["probs"], "probs"),

@@ -150,10 +150,12 @@ def _steps(config, mesh, batches, workdir):
 
 
 @pytest.mark.slow
-def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path):
+@pytest.mark.parametrize("kernels", ["xla", "cpu"])
+def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path, kernels):
     assert jax.device_count() == 8
     c = tiny_config.get_config(kin_root)
     c.model.dropout_rate = 0.0
+    c.model.kernels = kernels
     with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
         batches = [next(it) for _ in range(3)]
     p8, s8, l8 = _steps(c, sharding.make_mesh(8), batches, str(tmp_path / "a"))
@@ -161,6 +163,22 @@ def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path):
     np.testing.assert_allclose(l8, l1, rtol=1e-5)
     assert l8[2] != l8[0]  # parameters really changed between steps
     for a, b in zip(jax.tree.leaves((p8, s8)), jax.tree.leaves((p1, s1))):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_one_step_is_the_same_with_either_kernel_set(kin_root, tmp_path):
+    """model.kernels=cpu (XLA:CPU routes) and =xla (plain XLA ops) give the same train step."""
+    c = tiny_config.get_config(kin_root)
+    c.model.dropout_rate = 0.0
+    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+        batches = [next(it)]
+    results = {}
+    for kernels in ("xla", "cpu"):
+        c.model.kernels = kernels
+        results[kernels] = _steps(c, sharding.make_mesh(8), batches, str(tmp_path / kernels))
+    (px, sx, lx), (pc, sc, lc) = results["xla"], results["cpu"]
+    np.testing.assert_allclose(lx, lc, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((px, sx)), jax.tree.leaves((pc, sc))):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
@@ -210,8 +228,9 @@ def _records(workdir):
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path):
-    overrides = ("--config.num_epochs=10", "--config.checkpoint.every_steps=2")
+@pytest.mark.parametrize("kernels", ["xla", "cpu"])
+def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, kernels):
+    overrides = ("--config.num_epochs=10", "--config.checkpoint.every_steps=2", f"--config.model.kernels={kernels}")
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     subprocess.run(_main_cmd(kin_root, straight, *overrides), env=_env(), check=True, cwd=REPO,
                    capture_output=True)

@@ -35,7 +35,10 @@ def _json_ready(v):
 
 
 def model_config_to_json(cfg: ml_collections.ConfigDict) -> str:
-    return json.dumps(_json_ready(cfg.to_dict()), indent=2, sort_keys=True)
+    """The architecture part of a model config as JSON (how it runs, ``models.RUNTIME_FIELDS``,
+    is the reader's choice and not stored)."""
+    data = {k: v for k, v in cfg.to_dict().items() if k not in models.RUNTIME_FIELDS}
+    return json.dumps(_json_ready(data), indent=2, sort_keys=True)
 
 
 def model_config_from_json(text: str) -> ml_collections.ConfigDict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
+from egoexo_jax import ops
 from egoexo_jax.models.slowfast import ResNetVideo
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -44,6 +45,9 @@ def default_model_config() -> ml_collections.ConfigDict:
     c.bn_epsilon = 1e-5
     c.zero_init_final_bn = True
     c.dtype = "float32"  # compute dtype; parameters stay float32
+    # How the model runs, not what it is (never stored with a checkpoint's model config):
+    c.kernels = "auto"  # auto | xla | cpu: egoexo_jax.ops implementation (auto: cpu on the CPU backend)
+    c.precision = "auto"  # auto | default | high | highest: matmul / conv precision (auto: highest on CPU)
     c.mvit = ml_collections.ConfigDict()  # MViT settings (arch == "mvit")
     return c
 
@@ -63,21 +67,26 @@ def _tuplify(v):
     return v
 
 
+RUNTIME_FIELDS = ("kernels", "precision")
+
+
 def build(cfg: ml_collections.ConfigDict):
-    """Builds the flax module described by a model config."""
+    """Builds the flax module described by a model config, with the kernels and precision its
+    ``kernels`` / ``precision`` fields select (``auto`` when absent, e.g. in a converted checkpoint)."""
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model.dtype={cfg.dtype!r}; expected one of {sorted(DTYPES)}")
+    kernels = ops.select(cfg.get("kernels", "auto"), cfg.get("precision", "auto"))
     if cfg.arch in ("slowfast", "slow"):
         if cfg.depth not in (18, 50, 101, 152):
             raise ValueError(f"model.depth={cfg.depth}; expected 18, 50, 101 or 152")
         kwargs = {k: _tuplify(cfg[k]) for k in _RESNET_FIELDS}
         if isinstance(kwargs["num_classes"], int):
             kwargs["num_classes"] = (kwargs["num_classes"],)
-        return ResNetVideo(**kwargs, dtype=DTYPES[cfg.dtype])
+        return ResNetVideo(**kwargs, dtype=DTYPES[cfg.dtype], kernels=kernels)
     if cfg.arch == "mvit":
         from egoexo_jax.models import mvit  # noqa: PLC0415 (optional heavy import)
 
-        return mvit.build_from_model_config(cfg)
+        return mvit.build_from_model_config(cfg, kernels)
     raise ValueError(f"model.arch={cfg.arch!r}; expected 'slowfast', 'slow' or 'mvit'")
 
 

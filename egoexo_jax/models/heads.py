@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from egoexo_jax import ops
 from egoexo_jax.models.resnet3d import conv3d, msra_fan_out
 
 # PySlowFast initialises Linear layers and "projection" convs with N(0, 0.01^2), bias 0.
@@ -62,6 +63,7 @@ class PooledHead(nn.Module):
     activation: str = "softmax"
     single: bool = True
     dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, xs, train: bool):
@@ -77,7 +79,7 @@ class PooledHead(nn.Module):
         for j, n in enumerate(self.num_classes):
             name = "projection" if self.single else f"projections_{j}"
             y = nn.Dense(n, kernel_init=projection_init, dtype=self.dtype, param_dtype=jnp.float32,
-                         name=name)(x).astype(jnp.float32)  # [B, T', H', W', n]
+                         precision=self.precision, name=name)(x).astype(jnp.float32)  # [B, T', H', W', n]
             logits.append(y.mean(axis=(1, 2, 3)))
             probs.append(act(y).mean(axis=(1, 2, 3)))
         return {"logits": logits, "probs": probs, "features": features}
@@ -93,13 +95,14 @@ class InteractionHead(nn.Module):
     conv_dim: int = 512
     num_convs: int = 1
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_convs):
             x = conv3d(self.conv_dim, (1, 3, 3), name=f"pathway0_conv_fcn{i}", dtype=self.dtype,
-                       use_bias=True, kernel_init=msra_fan_out)(x)
+                       kernels=self.kernels, use_bias=True, kernel_init=msra_fan_out)(x)
             x = nn.relu(x)
-        x = conv3d(2, (1, 1, 1), name="score_projection", dtype=self.dtype, use_bias=True,
-                   kernel_init=projection_init)(x)
+        x = conv3d(2, (1, 1, 1), name="score_projection", dtype=self.dtype, kernels=self.kernels,
+                   use_bias=True, kernel_init=projection_init)(x)
         return x.astype(jnp.float32)

@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from egoexo_jax import ops
 from egoexo_jax.models.heads import InteractionHead, split_projections
 
-HIGHEST = jax.lax.Precision.HIGHEST
 LN_EPS = 1e-6
 
 __all__ = [
@@ -500,14 +500,14 @@ _W_INIT = trunc_normal_init(0.02)
 _B_INIT = nn.initializers.constant(0.02)
 
 
-def _dense(features, name, dtype, use_bias=True, scale=1.0):
+def _dense(features, name, dtype, precision, use_bias=True, scale=1.0):
     w_init, b_init = _W_INIT, _B_INIT
     if scale != 1.0:
         w_init = lambda k, s, d=jnp.float32: _W_INIT(k, s, d) * scale  # noqa: E731
         b_init = nn.initializers.constant(0.02 * scale)
     return nn.Dense(
         features, use_bias=use_bias, kernel_init=w_init, bias_init=b_init,
-        precision=HIGHEST, dtype=dtype, name=name,
+        precision=precision, dtype=dtype, name=name,
     )
 
 
@@ -576,13 +576,14 @@ class PatchEmbed(nn.Module):
     padding: tuple
     in_chans: int = 3
     dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, x):
         fan_in = self.in_chans * int(np.prod(self.kernel))
         y = nn.Conv(
             self.dim_out, tuple(self.kernel), strides=tuple(self.stride),
-            padding=[(p, p) for p in self.padding], use_bias=True, precision=HIGHEST,
+            padding=[(p, p) for p in self.padding], use_bias=True, precision=self.precision,
             kernel_init=_W_INIT, bias_init=torch_conv_bias_init(fan_in), dtype=self.dtype,
             name="proj",
         )(x)
@@ -590,44 +591,22 @@ class PatchEmbed(nn.Module):
         return y.reshape(b, t * h * w, c), (t, h, w)
 
 
-def depthwise_conv3d(x, w, stride):
-    """Depthwise 3D convolution, padding ``kernel // 2``: ``x [N, T, H, W, C]``,
-    ``w [kt, kh, kw, 1, C]`` (``nn.Conv``'s kernel with ``feature_group_count = C``) ->
-    ``[N, T', H', W', C]``.
-
-    Written as the sum over the ``kt * kh * kw`` taps of a strided slice of the padded input times
-    that tap's per-channel weight, which XLA fuses into one elementwise pass (gradients by
-    autodiff, also elementwise passes and per-tap reductions). XLA:CPU runs a grouped 3D
-    convolution on a slow generic path: fwd + both gradients of MViT-v2-S's pooling convs took
-    60-268 ms each as convolutions and 1.2-15 ms as tap sums (BENCHMARKS.md); the result is the
-    same up to summation order.
-    """
-    kernel = w.shape[:3]
-    n, c = x.shape[0], x.shape[-1]
-    xp = jnp.pad(x, [(0, 0)] + [(k // 2, k // 2) for k in kernel] + [(0, 0)])
-    out = [(size + 2 * (k // 2) - k) // s + 1 for size, k, s in zip(x.shape[1:4], kernel, stride)]
-    y = None
-    for tap in np.ndindex(*kernel):
-        limit = (n,) + tuple(i + s * (o - 1) + 1 for i, s, o in zip(tap, stride, out)) + (c,)
-        term = jax.lax.slice(xp, (0,) + tap + (0,), limit, (1,) + tuple(stride) + (1,)) * w[tap + (0,)]
-        y = term if y is None else y + term
-    return y
-
-
 class DepthwiseConv3D(nn.Module):
     """The attention pooling conv: ``nn.Conv(C, kernel, stride, padding=kernel // 2,
     feature_group_count=C, use_bias=False)``'s parameter (``kernel [kt, kh, kw, 1, C]``, same name
-    and init), computed by :func:`depthwise_conv3d`."""
+    and init), computed by ``kernels.depthwise_conv3d``."""
 
     kernel_size: tuple
     strides: tuple
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
         w = self.param("kernel", _W_INIT, (*self.kernel_size, 1, c), jnp.float32)
-        return depthwise_conv3d(x.astype(self.dtype), w.astype(self.dtype), self.strides)
+        return self.kernels.depthwise_conv3d(x.astype(self.dtype), w.astype(self.dtype), self.strides,
+                                             self.kernels.precision)
 
 
 def _pool_tokens(x, thw, pool, has_cls):
@@ -671,13 +650,14 @@ class MultiScaleAttention(nn.Module):
     residual_pooling: bool
     drop_rate: float
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     def _pool_layer(self, kernel, stride, suffix, head_dim):
         """(conv, norm) for one of q/k/v, or (None, None) when PySlowFast skips it."""
         if len(kernel) == 0 or (np.prod(kernel) == 1 and np.prod(stride) == 1):
             return None, None
         stride = tuple(stride) if len(stride) > 0 else (1, 1, 1)
-        conv = DepthwiseConv3D(tuple(kernel), stride, self.dtype, name=f"pool_{suffix}")
+        conv = DepthwiseConv3D(tuple(kernel), stride, self.dtype, self.kernels, name=f"pool_{suffix}")
         return conv, _layer_norm(f"norm_{suffix}", self.dtype)
 
     @nn.compact
@@ -687,7 +667,8 @@ class MultiScaleAttention(nn.Module):
         head_dim = self.att_dim // heads
         b, n, _ = x.shape
 
-        qkv = _dense(3 * self.att_dim, "qkv", self.dtype, use_bias=self.qkv_bias)(x)
+        precision = self.kernels.precision
+        qkv = _dense(3 * self.att_dim, "qkv", self.dtype, precision, use_bias=self.qkv_bias)(x)
         qkv = qkv.reshape(b, n, 3, heads, head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
 
@@ -709,20 +690,20 @@ class MultiScaleAttention(nn.Module):
         k, k_thw = pool(k, "k")
         v, _ = pool(v, "v")
 
-        attn = jnp.einsum("bnqc,bnkc->bnqk", q * (head_dim ** -0.5), k, precision=HIGHEST)
+        attn = jnp.einsum("bnqc,bnkc->bnqk", q * (head_dim ** -0.5), k, precision=precision)
 
         if self.rel_pos_spatial or self.rel_pos_temporal:
             attn = self._add_rel_pos(attn, q, q_thw, k_thw, head_dim)
 
         attn = jax.nn.softmax(attn.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out = jnp.einsum("bnqk,bnkc->bnqc", attn, v, precision=HIGHEST)
+        out = jnp.einsum("bnqk,bnkc->bnqc", attn, v, precision=precision)
         if self.residual_pooling:
             if self.has_cls:
                 out = out.at[:, :, 1:].add(q[:, :, 1:])
             else:
                 out = out + q
         out = out.transpose(0, 2, 1, 3).reshape(b, -1, self.att_dim)
-        out = _dense(self.att_dim, "proj", self.dtype)(out)
+        out = _dense(self.att_dim, "proj", self.dtype, precision)(out)
         if self.drop_rate > 0.0:
             out = nn.Dropout(self.drop_rate)(out, deterministic=not train)
         return out, q_thw
@@ -747,14 +728,14 @@ class MultiScaleAttention(nn.Module):
             table_w = self.param("rel_pos_w", rel_init, (table_len, head_dim))
             r_h = _resize_table(table_h, 2 * max(qh, kh) - 1)[_rel_index(qh, kh)].astype(self.dtype)
             r_w = _resize_table(table_w, 2 * max(qw, kw) - 1)[_rel_index(qw, kw)].astype(self.dtype)
-            rel_h = jnp.einsum("bnthwc,hkc->bnthwk", r_q, r_h, precision=HIGHEST)
-            rel_w = jnp.einsum("bnthwc,wkc->bnthwk", r_q, r_w, precision=HIGHEST)
+            rel_h = jnp.einsum("bnthwc,hkc->bnthwk", r_q, r_h, precision=self.kernels.precision)
+            rel_w = jnp.einsum("bnthwc,wkc->bnthwk", r_q, r_w, precision=self.kernels.precision)
             bias = bias + rel_h[:, :, :, :, :, None, :, None] + rel_w[:, :, :, :, :, None, None, :]
 
         if self.rel_pos_temporal:
             table_t = self.param("rel_pos_t", rel_init, (2 * s.input_size[0] - 1, head_dim))
             r_t = _resize_table(table_t, 2 * max(qt, kt) - 1)[_rel_index(qt, kt)].astype(self.dtype)
-            rel_t = jnp.einsum("bnthwc,tkc->bnthwk", r_q, r_t, precision=HIGHEST)
+            rel_t = jnp.einsum("bnthwc,tkc->bnthwk", r_q, r_t, precision=self.kernels.precision)
             bias = bias + rel_t[:, :, :, :, :, :, None, None]
 
         bias = bias.reshape(b, n, qt * qh * qw, kt * kh * kw)
@@ -768,14 +749,15 @@ class Mlp(nn.Module):
     out: int
     drop_rate: float
     dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = _dense(self.hidden, "fc1", self.dtype)(x)
+        x = _dense(self.hidden, "fc1", self.dtype, self.precision)(x)
         x = nn.gelu(x, approximate=False)
         if self.drop_rate > 0.0:
             x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
-        x = _dense(self.out, "fc2", self.dtype)(x)
+        x = _dense(self.out, "fc2", self.dtype, self.precision)(x)
         if self.drop_rate > 0.0:
             x = nn.Dropout(self.drop_rate)(x, deterministic=not train)
         return x
@@ -793,20 +775,21 @@ class MultiScaleBlock(nn.Module):
     spec: BlockSpec
     cfg: MViTConfig
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x, thw, train: bool):
         s, cfg, dtype = self.spec, self.cfg, self.dtype
         att_dim = s.dim_out if cfg.dim_mul_in_att else s.dim
         drop_path = DropPath(s.drop_path)
-        proj = _dense(s.dim_out, "proj", dtype) if s.dim != s.dim_out else None
+        proj = _dense(s.dim_out, "proj", dtype, self.kernels.precision) if s.dim != s.dim_out else None
 
         x_norm = _layer_norm("norm1", dtype)(x)
         x_block, thw_new = MultiScaleAttention(
             spec=s, att_dim=att_dim, qkv_bias=cfg.qkv_bias, has_cls=cfg.cls_embed_on,
             rel_pos_spatial=cfg.rel_pos_spatial, rel_pos_temporal=cfg.rel_pos_temporal,
             rel_pos_zero_init=cfg.rel_pos_zero_init, residual_pooling=cfg.residual_pooling,
-            drop_rate=cfg.dropout_rate, dtype=dtype, name="attn",
+            drop_rate=cfg.dropout_rate, dtype=dtype, kernels=self.kernels, name="attn",
         )(x_norm, thw, train)
         if cfg.dim_mul_in_att and proj is not None:
             x = proj(x_norm)
@@ -831,7 +814,7 @@ class MultiScaleBlock(nn.Module):
         x_norm = _layer_norm("norm2", dtype)(x)
         x_mlp = Mlp(
             hidden=int(att_dim * cfg.mlp_ratio), out=s.dim_out, drop_rate=cfg.dropout_rate,
-            dtype=dtype, name="mlp",
+            dtype=dtype, precision=self.kernels.precision, name="mlp",
         )(x_norm, train)
         if not cfg.dim_mul_in_att and proj is not None:
             x = proj(x_norm)
@@ -859,6 +842,7 @@ class TransformerBasicHead(nn.Module):
     init_scale: float = 1.0
     single: bool = True
     dtype: Any = jnp.float32
+    precision: Any = None
 
     @nn.compact
     def __call__(self, x, train: bool):
@@ -867,7 +851,7 @@ class TransformerBasicHead(nn.Module):
         if self.single and len(self.num_classes) != 1:
             raise ValueError(f"a single projection needs one task, got {self.num_classes}")
         return [
-            _dense(n, "projection" if self.single else f"projections_{j}", self.dtype,
+            _dense(n, "projection" if self.single else f"projections_{j}", self.dtype, self.precision,
                    scale=self.init_scale)(x).astype(jnp.float32)
             for j, n in enumerate(self.num_classes)
         ]
@@ -914,14 +898,15 @@ class MViT(nn.Module):
 
     config: MViTConfig
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA  # how the pooling convs run and at which precision (egoexo_jax.ops)
 
     @nn.compact
     def __call__(self, x_list, train: bool = False):
-        cfg, dtype = self.config, self.dtype
+        cfg, dtype, kernels = self.config, self.dtype, self.kernels
         x = x_list[0] if isinstance(x_list, (list, tuple)) else x_list
         x, thw = PatchEmbed(
             cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding,
-            in_chans=cfg.in_chans, dtype=dtype, name="patch_embed",
+            in_chans=cfg.in_chans, dtype=dtype, precision=kernels.precision, name="patch_embed",
         )(x.astype(dtype))
         if thw != cfg.patch_dims:
             raise ValueError(
@@ -953,7 +938,7 @@ class MViT(nn.Module):
             x = _layer_norm("norm_stem", dtype)(x)
 
         for i, spec in enumerate(block_specs(cfg)):
-            x, thw = MultiScaleBlock(spec=spec, cfg=cfg, dtype=dtype, name=f"blocks_{i}")(
+            x, thw = MultiScaleBlock(spec=spec, cfg=cfg, dtype=dtype, kernels=kernels, name=f"blocks_{i}")(
                 x, thw, train
             )
 
@@ -971,7 +956,7 @@ class MViT(nn.Module):
         extra = tuple(n for n in (cfg.ego_classes, cfg.object_classes) if n)
         logits = TransformerBasicHead(
             task + extra, cfg.head_dropout, cfg.head_init_scale, single=cfg.single_projection,
-            dtype=dtype, name=cfg.head_name,
+            dtype=dtype, precision=kernels.precision, name=cfg.head_name,
         )(features, train)
         act = _HEAD_ACTS[cfg.head_act]
         k = len(task)
@@ -980,7 +965,7 @@ class MViT(nn.Module):
                                      cfg.object_classes))
         if cfg.interaction_head:
             out["interaction_logits"] = InteractionHead(
-                cfg.interaction_conv_dim, cfg.interaction_num_convs, dtype, name="handobjhead"
+                cfg.interaction_conv_dim, cfg.interaction_num_convs, dtype, kernels, name="handobjhead"
             )(token_grid)
         return out
 
@@ -1077,8 +1062,8 @@ def mvit_config_from_model_config(model_cfg) -> MViTConfig:
     return MViTConfig(**kwargs)
 
 
-def build_from_model_config(model_cfg) -> "MViT":
+def build_from_model_config(model_cfg, kernels: ops.Kernels = ops.XLA) -> "MViT":
     """:class:`MViT` for a registry model config (see :func:`mvit_config_from_model_config`)."""
     from egoexo_jax.models import DTYPES  # noqa: PLC0415
 
-    return MViT(config=mvit_config_from_model_config(model_cfg), dtype=DTYPES[model_cfg.dtype])
+    return MViT(config=mvit_config_from_model_config(model_cfg), dtype=DTYPES[model_cfg.dtype], kernels=kernels)

@@ -1,65 +1,12 @@
 """BatchNorm with PySlowFast semantics and device-count-independent statistics."""
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-
-def _stats(x, axes):
-    """Per-group mean and biased variance of ``x [G, ..., C]`` over ``axes`` (keepdims)."""
-    mean = x.mean(axis=axes, keepdims=True)
-    return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def group_batch_norm(x, scale, bias, epsilon):
-    """Training-mode BatchNorm of ``x [G, g, ..., C] float32`` with one mean / biased variance per
-    group ``G`` and channel; ``scale``, ``bias`` ``[C]``. Returns ``(y, mean, var)``, statistics
-    ``[G, 1, ..., 1, C]`` (no gradient flows through them: they only feed the running averages).
-
-    Written as ``y = x * a + b`` with the textbook backward
-    ``dx = a * (dy - mean(dy) - x_hat * mean(dy * x_hat))``, so forward and backward each read the
-    activations twice and write once; XLA's derivative of the plain formula made 4-6 passes
-    (BENCHMARKS.md). ``mean(dy * x_hat)`` is taken as ``rstd * (mean(dy * x) - mean * mean(dy))``;
-    against a float64 reference its error stays at the float32 rounding of ``x`` itself (tested up
-    to a mean 100 standard deviations from 0).
-    """
-    return _group_batch_norm_fwd(x, scale, bias, epsilon)[0]
-
-
-def _group_batch_norm_fwd(x, scale, bias, epsilon):
-    axes = tuple(range(1, x.ndim - 1))
-    mean, var = _stats(x, axes)
-    rstd = jax.lax.rsqrt(var + epsilon)
-    a = rstd * scale
-    y = x * a + (bias - mean * a)
-    return (y, mean, var), (x, mean, rstd, scale)
-
-
-def _group_batch_norm_bwd(epsilon, res, cotangents):
-    x, mean, rstd, scale = res
-    dy = cotangents[0]
-    axes = tuple(range(1, x.ndim - 1))
-    n = x.size // (x.shape[0] * x.shape[-1])
-    c = x.shape[-1]
-    mean_dy = dy.mean(axis=axes, keepdims=True)
-    # mean(dy * x_hat) from mean(dy * x): a plain product, which the reduction reads directly
-    # instead of a materialised dy * x_hat (one write and one read of the activations less).
-    mean_dy_xhat = rstd * (jnp.mean(dy * x, axis=axes, keepdims=True) - mean * mean_dy)
-    dscale = (mean_dy_xhat * n).reshape(-1, c).sum(0)
-    dbias = (mean_dy * n).reshape(-1, c).sum(0)
-    # a * (dy - mean(dy) - x_hat * mean(dy * x_hat)) as one multiply-add per element.
-    a = rstd * scale
-    k = a * rstd * mean_dy_xhat
-    dx = a * dy - k * x + (k * mean - a * mean_dy)
-    return dx, dscale, dbias
-
-
-group_batch_norm.defvjp(_group_batch_norm_fwd, _group_batch_norm_bwd)
+from egoexo_jax import ops
 
 
 class BatchNorm(nn.Module):
@@ -74,7 +21,8 @@ class BatchNorm(nn.Module):
     (``momentum`` = PyTorch's 0.1), averaged over the groups.
 
     Parameters: ``scale`` (gamma), ``bias`` (beta); ``batch_stats``: ``mean``, ``var``.
-    Statistics are computed in float32 whatever the compute dtype.
+    Statistics are computed in float32 whatever the compute dtype; ``kernels.group_batch_norm``
+    computes the training-mode normalisation.
     """
 
     group_size: int = 8
@@ -82,6 +30,7 @@ class BatchNorm(nn.Module):
     epsilon: float = 1e-5
     zero_init: bool = False
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -97,7 +46,7 @@ class BatchNorm(nn.Module):
             if b % g:
                 raise ValueError(f"batch of {b} clips is not a multiple of bn_group_size={g}")
             grouped = xf.reshape((b // g, g) + x.shape[1:])
-            y, mean, var = group_batch_norm(grouped, scale, bias, self.epsilon)
+            y, mean, var = self.kernels.group_batch_norm(grouped, scale, bias, self.epsilon)
             y = y.reshape(x.shape)
             if not self.is_initializing():
                 n = grouped.size // (grouped.shape[0] * c)

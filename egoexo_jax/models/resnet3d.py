@@ -1,7 +1,9 @@
 """3D-ResNet building blocks shared by Slow and SlowFast (channels-last, NTHWC).
 
 Submodule names mirror PySlowFast's state_dict names (``pathway0_stem/conv``,
-``branch2/a_bn`` ...), so checkpoint conversion is a mechanical rename.
+``branch2/a_bn`` ...), so checkpoint conversion is a mechanical rename. Every module takes
+``kernels`` (:class:`egoexo_jax.ops.Kernels`): which implementation of the convolutions, the stem
+pool and BatchNorm runs, and at which matmul precision.
 """
 from __future__ import annotations
 
@@ -9,313 +11,32 @@ import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from egoexo_jax import ops
 from egoexo_jax.models.norm import BatchNorm
 
 # He/MSRA normal with fan_out and ReLU gain (fvcore's c2_msra_fill).
 msra_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, groups=1, use_bias=False,
+def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, kernels, groups=1, use_bias=False,
            kernel_init=msra_fan_out):
-    """A convolution with ``nn.Conv``'s parameters, named like the PyTorch module (so its params
-    sit at ``name``).
-
-    Ungrouped convolutions are :class:`Conv3D` (same parameters, same result, faster on CPU:
-    see :func:`valid_conv3d`); grouped ones stay ``nn.Conv``.
-    """
+    """A convolution with ``nn.Conv``'s parameters, padding ``kernel // 2``, named like the PyTorch
+    module (so its params sit at ``name``): :class:`Conv3D` when ungrouped, else ``nn.Conv``."""
     if groups == 1:
-        return Conv3D(features, tuple(kernel), tuple(stride), use_bias, kernel_init, dtype, name=name)
+        return Conv3D(features, tuple(kernel), tuple(stride), use_bias, kernel_init, dtype, kernels, name=name)
     return nn.Conv(
         features, tuple(kernel), strides=tuple(stride), padding=[(k // 2, k // 2) for k in kernel],
         feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
-        param_dtype=jnp.float32, name=name)
-
-
-# Maps of at most this many output positions count as small: there 3x3 convs run as patch matmuls
-# (forward and kernel gradient), see _patch_matmul.
-_SMALL_MAP = 64
-
-
-def _small_wide(channels, out_positions):
-    """Whether a stride-1 spatial conv runs as one matmul on patches: for wide, small maps (slow
-    res4 / res5, the interaction head), where XLA:CPU's convolution and its input gradient were
-    1.3-7x slower (2048 -> 512 on 3x3 maps: 95 -> 23 ms forward)."""
-    return channels >= 128 and out_positions <= _SMALL_MAP
-
-
-def _patch_matmul(frames_shape, kh, kw):
-    """:func:`_small_wide` for a VALID ``kh x kw`` conv on ``[N, H, W, C]`` frames."""
-    _, h, w, c = frames_shape
-    return _small_wide(c, (h - kh + 1) * (w - kw + 1))
-
-
-def _conv3d_by_frames(x, w):
-    """Forward of :func:`valid_conv3d`: a sum over the ``kt`` temporal taps of 2D convolutions on
-    ``B * T'`` frames (a matmul when ``kh = kw = 1``)."""
-    kt, kh, kw = w.shape[:3]
-    b, t = x.shape[:2]
-    out_t = t - kt + 1
-    y = None
-    for i in range(kt):
-        xi = jax.lax.slice_in_dim(x, i, i + out_t, axis=1)
-        xi = xi.reshape((b * out_t,) + xi.shape[2:])
-        if kh == 1 and kw == 1:
-            yi = jnp.einsum("nhwc,co->nhwo", xi, w[i, 0, 0])
-        elif _patch_matmul(xi.shape, kh, kw):
-            oh, ow = xi.shape[1] - kh + 1, xi.shape[2] - kw + 1
-            cols = _spatial_patches(xi, kh, kw, oh, ow)
-            yi = jnp.einsum("nhwk,ko->nhwo", cols, w[i].reshape(-1, w.shape[-1]))
-        else:
-            yi = jax.lax.conv_general_dilated(xi, w[i], (1, 1), "VALID",
-                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        y = yi if y is None else y + yi
-    return y.reshape((b, out_t) + y.shape[1:])
-
-
-def _spatial_patches(a, kh, kw, out_h, out_w, offset_h=0, offset_w=0, sign=1):
-    """``[..., H, W, C] -> [..., out_h, out_w, kh * kw * C]``: the ``(i, j)`` window shifts of
-    ``a`` stacked on the channels, ``(i, j, c)`` order; ``sign=-1`` shifts the other way."""
-    if kh == 1 and kw == 1:
-        return a
-    n = a.ndim
-    parts = []
-    for i in range(kh):
-        for j in range(kw):
-            start = [0] * n
-            start[n - 3], start[n - 2] = offset_h + sign * i, offset_w + sign * j
-            limit = list(a.shape)
-            limit[n - 3], limit[n - 2] = start[n - 3] + out_h, start[n - 2] + out_w
-            parts.append(jax.lax.slice(a, start, limit))
-    return jnp.concatenate(parts, axis=-1)
-
-
-def _conv3d_kernel_grad(x, dy, kernel_shape):
-    """Gradient of :func:`valid_conv3d` with respect to its kernel, as one matmul per temporal tap
-    against patches built once for every tap.
-
-    Shapes: ``x [B, T, H, W, C]``, ``dy [B, T', H', W', O]`` -> ``[kt, kh, kw, C, O]``. The patches
-    (``kh * kw`` shifted copies) are taken of whichever of ``x`` and ``dy`` has fewer channels
-    (the thin fast-pathway and stem convs have 3-32; always ``x`` on maps of <= 64 positions), and
-    the smaller of the other operand and the result is transposed, so every matmul reads its long
-    contraction dimension contiguously.
-    """
-    kt, kh, kw, c, o = kernel_shape
-    b, t, h, w_, _ = x.shape
-    out_t, oh, ow = dy.shape[1:4]
-    rows = b * out_t * oh * ow
-    if c <= o or (kh == 1 and kw == 1) or oh * ow <= _SMALL_MAP:
-        cols = _spatial_patches(x, kh, kw, oh, ow)             # [B, T, H', W', kh kw C]
-        tap = lambda k: jax.lax.slice_in_dim(cols, k, k + out_t, axis=1).reshape(-1, kh * kw * c)
-        if rows <= kh * kw * c:  # few positions, wide kernel: transpose the patches, not dW
-            d2 = dy.reshape(-1, o)
-            return jnp.stack([tap(k).T @ d2 for k in range(kt)]).reshape(kt, kh, kw, c, o)
-        dyt = dy.reshape(-1, o).T                              # [O, B T' H' W']
-        taps = [dyt @ tap(k) for k in range(kt)]               # [O, kh kw C] each
-        return jnp.stack(taps).reshape(kt, o, kh, kw, c).transpose(0, 2, 3, 4, 1)
-    # Patches of dy: D[h, w, (i, j, o)] = dy[h - i, w - j, o] (zero outside), over x's H x W grid.
-    dyp = jnp.pad(dy, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)])
-    cols = _spatial_patches(dyp, kh, kw, h, w_, kh - 1, kw - 1, sign=-1).reshape(-1, kh * kw * o)
-    xt = x.transpose(4, 0, 1, 2, 3)                            # [C, B, T, H, W]
-    taps = [jax.lax.slice_in_dim(xt, k, k + out_t, axis=2).reshape(c, -1) @ cols for k in range(kt)]
-    return jnp.stack(taps).reshape(kt, c, kh, kw, o).transpose(0, 2, 3, 1, 4)
-
-
-@jax.custom_vjp
-def valid_conv3d(x, w):
-    """Stride-1 VALID 3D convolution ``[B, T, H, W, C] x [kt, kh, kw, C, O] -> [B, T', H', W', O]``
-    as a sum over the ``kt`` temporal taps of 2D convolutions on ``B * T'`` frames (a matmul when
-    ``kh = kw = 1``), with the kernel gradient as matmuls on patches (:func:`_conv3d_kernel_grad`).
-
-    Same result as ``lax.conv_general_dilated`` up to summation order. Measured on XLA:CPU (fwd +
-    both gradients, reduced SlowFast R50 shapes): 1x3x3 convs 2.6-6.4x, kx1x1 convs 2.2-2.8x and
-    1x1x1 convs 1.7x faster than the 3D convolution, which XLA:CPU runs on a slow generic path;
-    XLA's own kernel gradients of the 2D form (a convolution whose window is the whole image) ran
-    at 5-15 GFLOP/s, the patch matmuls several times faster (BENCHMARKS.md).
-    """
-    return _conv3d_by_frames(x, w)
-
-
-def _valid_conv3d_fwd(x, w):
-    return _conv3d_by_frames(x, w), (x, w)
-
-
-def _valid_conv3d_bwd(res, dy):
-    x, w = res
-    dx = jax.vjp(lambda a: _conv3d_by_frames(a, w), x)[1](dy)[0]
-    return dx, _conv3d_kernel_grad(x, dy, w.shape).astype(w.dtype)
-
-
-valid_conv3d.defvjp(_valid_conv3d_fwd, _valid_conv3d_bwd)
-
-
-def _shift_time(a, d):
-    """``out[:, t] = a[:, t + d]``, zero where ``t + d`` falls outside ``[0, T)``."""
-    t = a.shape[1]
-    if d == 0:
-        return a
-    pad = [(0, 0)] * a.ndim
-    pad[1] = (0, d) if d > 0 else (-d, 0)
-    return jnp.pad(jax.lax.slice_in_dim(a, max(d, 0), t + min(d, 0), axis=1), pad)
-
-
-def _sum_shifted_taps(z):
-    """``[B, T, H, W, kt, O] -> [B, T, H, W, O]``: ``y[t] = sum_i z_i[t + i - kt // 2]``, the
-    per-tap outputs of a temporal conv (padding ``kt // 2``) shifted in time and summed."""
-    kt = z.shape[-2]
-    return sum(_shift_time(z[..., i, :], i - kt // 2) for i in range(kt))
-
-
-def _tap_cotangents(dy, kt):
-    """Cotangents of the ``kt`` per-tap outputs summed by :func:`_sum_shifted_taps`:
-    ``y[t] = sum_i z_i[t + i - kt // 2]``, so ``dz_i[s] = dy[s - i + kt // 2]``.
-    ``[B, T, H, W, O] -> [B, T, H, W, kt, O]``."""
-    return jnp.stack([_shift_time(dy, kt // 2 - i) for i in range(kt)], axis=-2)
-
-
-def _temporal_conv(x, w):
-    kt, o = w.shape[0], w.shape[-1]
-    z = jnp.einsum("bthwc,cn->bthwn", x, w[:, 0, 0].transpose(1, 0, 2).reshape(x.shape[-1], kt * o))
-    return _sum_shifted_taps(z.reshape(z.shape[:-1] + (kt, o)))
-
-
-@jax.custom_vjp
-def temporal_conv(x, w):
-    """Temporal convolution, kernel ``[kt, 1, 1]``, stride 1, padding ``kt // 2``:
-    ``[B, T, H, W, C] x [kt, 1, 1, C, O] -> [B, T, H, W, O]``.
-
-    One matmul of the unpadded input with every tap (``[C, kt * O]``), then the tap outputs shifted
-    in time and summed; the backward is one matmul each for the input and the kernel gradient.
-    Unlike the tap-by-tap form it copies no shifted input slices (the ``a`` convs of the fast
-    pathway and of slow res4 / res5).
-    """
-    return _temporal_conv(x, w)
-
-
-def _temporal_conv_fwd(x, w):
-    return _temporal_conv(x, w), (x, w)
-
-
-def _temporal_conv_bwd(res, dy):
-    x, w = res
-    kt, c, o = w.shape[0], x.shape[-1], w.shape[-1]
-    dz = _tap_cotangents(dy, kt)                                           # [B, T, H, W, kt, O]
-    dzm, xm = dz.reshape(-1, kt * o), x.reshape(-1, c)
-    wm = w[:, 0, 0].transpose(1, 0, 2).reshape(c, kt * o)                  # [C, kt O], as forward
-    dx = (dzm @ wm.T).reshape(x.shape)
-    # Few positions, wide weight (slow res4 / res5): transposing the activations is cheaper than
-    # transposing a [kt O, C] kernel gradient into the parameter layout.
-    n = xm.shape[0]
-    if n * c <= n * kt * o + c * kt * o:
-        dw = (xm.T @ dzm).reshape(c, kt, o).transpose(1, 0, 2)
-    else:
-        dw = (dzm.T @ xm).reshape(kt, o, c).transpose(0, 2, 1)
-    return dx, dw[:, None, None].astype(w.dtype)
-
-
-temporal_conv.defvjp(_temporal_conv_fwd, _temporal_conv_bwd)
-
-
-def frame_conv(x, w, stride):
-    """``conv(x, w)`` with padding ``kernel // 2``, temporal stride 1 and spatial ``stride``, as
-    2D convolutions over the ``B * T`` frames with the ``kt`` temporal taps stacked on the output
-    channels (kernel ``[kh, kw, C, kt * O]``), the tap outputs shifted in time and summed (as in
-    :func:`temporal_conv`); gradients by autodiff.
-
-    XLA:CPU runs 2D convolutions and their gradients on its fast path (Eigen) once YNNPACK is kept
-    off convolutions (``egoexo_jax.hostenv``): fwd + kernel gradient of the reduced fast stem
-    (5x7x7, 3 -> 8) 74 ms instead of 106 ms as a matmul on 7x7 windows, a stride-2 3x3 res-block
-    conv 3.9-5.3 ms instead of 6.4-7.7 ms after space-to-depth (BENCHMARKS.md). XLA's 3D
-    convolution stays slow; this needs only 2D ones.
-
-    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``, ``stride`` (spatial, ``(sh, sw)``);
-    returns ``[B, T, H', W', O]``.
-    """
-    kt, kh, kw, c, o = w.shape
-    b, t = x.shape[:2]
-    w2 = w.transpose(1, 2, 3, 0, 4).reshape(kh, kw, c, kt * o)
-    z = jax.lax.conv_general_dilated(
-        x.reshape((b * t,) + x.shape[2:]), w2, tuple(stride), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return _sum_shifted_taps(z.reshape((b, t) + z.shape[1:3] + (kt, o)))
-
-
-# XLA:CPU's 2D convolution gradients are very slow on tiny output maps: a stride-2 3x3 conv
-# 512 -> 512 onto 2x2 maps took 117 ms fwd + grads as 2D convs, 15 ms after space-to-depth.
-_MIN_FRAME_CONV_MAP = 9
-
-
-def padded_conv(x, w, kernel, stride):
-    """``conv(x, w)`` with padding ``kernel // 2`` and any ``stride``, routed to the fastest of the
-    equivalent forms on XLA:CPU (all give the convolution up to summation order):
-
-    - stride-1 ``kt x 1 x 1`` convs: :func:`temporal_conv` (one matmul for all taps);
-    - spatial kernels at temporal stride 1: :func:`frame_conv` (2D convolutions), except stride-1
-      convs on small wide maps (>= 128 channels, <= ``_SMALL_MAP`` positions: slow res4 / res5, the
-      interaction head), which are one matmul on patches (:func:`valid_conv3d`), and outputs of
-      fewer than ``_MIN_FRAME_CONV_MAP`` positions;
-    - the rest (1x1x1 convs, temporal strides, tiny maps): :func:`space_to_depth_conv`.
-
-    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
-    """
-    kernel, stride = tuple(kernel), tuple(stride)
-    if kernel[1:] == (1, 1) and stride == (1, 1, 1) and kernel[0] > 1:
-        return temporal_conv(x, w)
-    if kernel[1:] != (1, 1) and stride[0] == 1:
-        out_positions = -(-x.shape[2] // stride[1]) * -(-x.shape[3] // stride[2])
-        patches = stride == (1, 1, 1) and _small_wide(x.shape[-1], out_positions)
-        if out_positions >= _MIN_FRAME_CONV_MAP and not patches:
-            return frame_conv(x, w, stride[1:])
-    return space_to_depth_conv(x, w, kernel, stride)
-
-
-def space_to_depth_conv(x, w, kernel, stride):
-    """``conv(x, w)`` with padding ``kernel // 2`` and ``stride`` as a stride-1 VALID convolution
-    (:func:`valid_conv3d`).
-
-    Per dimension: kernel 1 -> plain subsampling; otherwise the padded input is folded into
-    ``stride`` phases moved to the channels (space-to-depth) and the kernel, zero-padded to a
-    multiple of the stride, is folded the same way (``ceil(k / s)`` taps over ``s * C`` channels).
-    Exactly the strided convolution (only the summation order differs), but forward and both
-    gradients are stride-1 convolutions (:func:`valid_conv3d`). :func:`padded_conv` sends here
-    what has no faster form: 1x1x1 convs (strided ones are a subsampling), temporal strides (the
-    lateral fast -> slow conv) and stride-1 convs on small wide maps.
-
-    Args: ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]``; returns ``[B, T', H', W', O]``.
-    """
-    pads, phases, taps = [], [], []
-    for d, (k, s) in enumerate(zip(kernel, stride)):
-        if s > 1 and k == 1:
-            x = jax.lax.slice_in_dim(x, 0, None, s, axis=1 + d)
-            s = 1
-        length = x.shape[1 + d]
-        p = k // 2
-        out = (length + 2 * p - k) // s + 1
-        kk = -(-k // s)  # taps after folding
-        total = s * (out - 1 + kk)
-        pads.append((p, total - length - p, 0))
-        phases.append(s)
-        taps.append(kk)
-        w = jnp.pad(w, [(0, s * kk - k) if i == d else (0, 0) for i in range(5)])
-    x = jax.lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0)] + pads + [(0, 0, 0)])
-    if any(s > 1 for s in phases):
-        b, c = x.shape[0], x.shape[-1]
-        (st, sh, sw), (kt, kh, kw) = phases, taps
-        x = x.reshape(b, x.shape[1] // st, st, x.shape[2] // sh, sh, x.shape[3] // sw, sw, c)
-        x = x.transpose(0, 1, 3, 5, 2, 4, 6, 7).reshape(b, x.shape[1], x.shape[3], x.shape[5], st * sh * sw * c)
-        o = w.shape[-1]
-        w = w.reshape(kt, st, kh, sh, kw, sw, c, o).transpose(0, 2, 4, 1, 3, 5, 6, 7)
-        w = w.reshape(kt, kh, kw, st * sh * sw * c, o)
-    return valid_conv3d(x, w)
+        param_dtype=jnp.float32, precision=kernels.precision, name=name)
 
 
 class Conv3D(nn.Module):
-    """``nn.Conv`` (padding ``kernel // 2``, any stride), computed by :func:`padded_conv`.
+    """``nn.Conv`` (padding ``kernel // 2``, any stride) computed by ``kernels.conv3d``.
 
     Parameters are ``nn.Conv``'s (``kernel [kt, kh, kw, C, O]``, optional ``bias``), so checkpoints
-    and the PyTorch converter do not see a difference.
+    and the PyTorch converter do not depend on the kernel choice.
     """
 
     features: int
@@ -324,69 +45,17 @@ class Conv3D(nn.Module):
     use_bias: bool = False
     kernel_init: Any = msra_fan_out
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x):
         c = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, c, self.features), jnp.float32)
-        y = padded_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernel_size, self.strides)
+        y = self.kernels.conv3d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
+                                self.kernels.precision)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y
-
-
-def _stem_pool(x):
-    # Padding is -inf (reduce_window's init value), as in PyTorch.
-    return nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding=((0, 0), (1, 1), (1, 1)))
-
-
-@jax.custom_vjp
-def stem_max_pool(x):
-    """Max-pool 1x3x3, stride 1x2x2, padding 1 (the stem's) over ``[B, T, H, W, C]``.
-
-    The gradient goes to the first maximum of each window in row-major order, as PyTorch's (ties
-    after a ReLU are common); it is computed with 9 strided compares instead of XLA's
-    select-and-scatter, which XLA:CPU runs 2.5-4x slower (reduced SlowFast stem shapes). The 9
-    per-tap gradients are summed within each (row, column) parity class of the padded input and
-    the 4 classes interleaved once, instead of padding each tap's gradient to full size and adding
-    (slow stem 5.0 -> 2.1 ms).
-    """
-    return _stem_pool(x)
-
-
-def _stem_max_pool_fwd(x):
-    y = _stem_pool(x)
-    return y, (x, y)
-
-
-def _stem_max_pool_bwd(res, dy):
-    x, y = res
-    b, t, h, w, c = x.shape
-    oh, ow = y.shape[2:4]
-    ph, pw = 2 * oh + 1 - h, 2 * ow + 1 - w  # bottom / right padding that the windows reach
-    xp = jnp.pad(x, [(0, 0), (0, 0), (1, ph), (1, pw), (0, 0)], constant_values=-jnp.inf)
-    taken = jnp.zeros(y.shape, bool)
-    g = {}
-    for i in range(3):
-        for j in range(3):
-            window = jax.lax.slice(xp, (0, 0, i, j, 0), (b, t, i + 2 * oh - 1, j + 2 * ow - 1, c), (1, 1, 2, 2, 1))
-            hit = (window == y) & ~taken
-            taken = taken | hit
-            g[i, j] = jnp.where(hit, dy, 0)  # goes to padded position (2 r + i, 2 s + j)
-
-    def at(i, j):  # g[i, j] on the [oh + 1, ow + 1] grid of its (row, column) parity class
-        return jnp.pad(g[i, j], [(0, 0), (0, 0), (i // 2, 1 - i // 2), (j // 2, 1 - j // 2), (0, 0)])
-
-    even_even = at(0, 0) + at(0, 2) + at(2, 0) + at(2, 2)
-    even_odd = at(0, 1) + at(2, 1)
-    odd_even = at(1, 0) + at(1, 2)
-    odd_odd = at(1, 1)
-    dxp = jnp.stack([jnp.stack([even_even, even_odd], axis=4), jnp.stack([odd_even, odd_odd], axis=4)], axis=3)
-    dxp = dxp.reshape(b, t, 2 * oh + 2, 2 * ow + 2, c)  # padded rows 2 r + parity, same for columns
-    return (dxp[:, :, 1:1 + h, 1:1 + w],)
-
-
-stem_max_pool.defvjp(_stem_max_pool_fwd, _stem_max_pool_bwd)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -397,9 +66,11 @@ class NormCfg:
     momentum: float = 0.1
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     def make(self, name, zero_init=False):
-        return BatchNorm(self.group_size, self.momentum, self.epsilon, zero_init, self.dtype, name=name)
+        return BatchNorm(self.group_size, self.momentum, self.epsilon, zero_init, self.dtype, self.kernels,
+                         name=name)
 
 
 class Stem(nn.Module):
@@ -409,12 +80,14 @@ class Stem(nn.Module):
     temporal_kernel: int
     norm: Any
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = conv3d(self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype)(x)
+        x = conv3d(self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype,
+                   kernels=self.kernels)(x)
         x = nn.relu(self.norm.make("bn")(x, train))
-        return stem_max_pool(x)
+        return self.kernels.stem_max_pool(x)
 
 
 class Bottleneck(nn.Module):
@@ -432,17 +105,19 @@ class Bottleneck(nn.Module):
     groups: int = 1
     zero_init_final_bn: bool = True
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x, train: bool):
         s = self.stride
         if x.shape[-1] != self.features or s != 1:
-            shortcut = conv3d(self.features, (1, 1, 1), (1, s, s), name="branch1", dtype=self.dtype)(x)
+            shortcut = conv3d(self.features, (1, 1, 1), (1, s, s), name="branch1", dtype=self.dtype,
+                              kernels=self.kernels)(x)
             shortcut = self.norm.make("branch1_bn")(shortcut, train)
         else:
             shortcut = x
         y = Branch2(self.features, self.inner, self.temporal_kernel, s, self.norm, self.groups,
-                    self.zero_init_final_bn, self.dtype, name="branch2")(x, train)
+                    self.zero_init_final_bn, self.dtype, self.kernels, name="branch2")(x, train)
         return nn.relu(shortcut + y)
 
 
@@ -457,15 +132,17 @@ class Branch2(nn.Module):
     groups: int
     zero_init_final_bn: bool
     dtype: Any
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, x, train: bool):
         kt, s = self.temporal_kernel, self.stride
-        x = conv3d(self.inner, (kt, 1, 1), name="a", dtype=self.dtype)(x)
+        x = conv3d(self.inner, (kt, 1, 1), name="a", dtype=self.dtype, kernels=self.kernels)(x)
         x = nn.relu(self.norm.make("a_bn")(x, train))
-        x = conv3d(self.inner, (1, 3, 3), (1, s, s), name="b", dtype=self.dtype, groups=self.groups)(x)
+        x = conv3d(self.inner, (1, 3, 3), (1, s, s), name="b", dtype=self.dtype, kernels=self.kernels,
+                   groups=self.groups)(x)
         x = nn.relu(self.norm.make("b_bn")(x, train))
-        x = conv3d(self.features, (1, 1, 1), name="c", dtype=self.dtype)(x)
+        x = conv3d(self.features, (1, 1, 1), name="c", dtype=self.dtype, kernels=self.kernels)(x)
         return self.norm.make("c_bn", zero_init=self.zero_init_final_bn)(x, train)
 
 
@@ -483,6 +160,7 @@ class Stage(nn.Module):
     groups: int = 1
     zero_init_final_bn: bool = True
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, xs, train: bool):
@@ -490,7 +168,7 @@ class Stage(nn.Module):
         for p, x in enumerate(xs):
             for i, kt in enumerate(self.temporal_kernels[p]):
                 x = Bottleneck(self.features[p], self.inner[p], kt, self.stride if i == 0 else 1,
-                               self.norm, self.groups, self.zero_init_final_bn, self.dtype,
+                               self.norm, self.groups, self.zero_init_final_bn, self.dtype, self.kernels,
                                name=f"pathway{p}_res{i}")(x, train)
             outs.append(x)
         return outs
@@ -505,10 +183,12 @@ class FuseFastToSlow(nn.Module):
     alpha: int
     norm: Any
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA
 
     @nn.compact
     def __call__(self, xs, train: bool):
         slow, fast = xs
-        f = conv3d(self.features, (self.kernel, 1, 1), (self.alpha, 1, 1), name="conv_f2s", dtype=self.dtype)(fast)
+        f = conv3d(self.features, (self.kernel, 1, 1), (self.alpha, 1, 1), name="conv_f2s", dtype=self.dtype,
+                   kernels=self.kernels)(fast)
         f = nn.relu(self.norm.make("bn")(f, train))
         return [jnp.concatenate([slow, f.astype(slow.dtype)], axis=-1), fast]

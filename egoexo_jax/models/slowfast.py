@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from egoexo_jax import ops
 from egoexo_jax.models.heads import InteractionHead, PooledHead, split_projections
 from egoexo_jax.models.resnet3d import FuseFastToSlow, NormCfg, Stage, Stem
 
@@ -59,6 +60,7 @@ class ResNetVideo(nn.Module):
     bn_epsilon: float = 1e-5
     zero_init_final_bn: bool = True
     dtype: Any = jnp.float32
+    kernels: ops.Kernels = ops.XLA  # how convs / pool / BN run and at which precision (egoexo_jax.ops)
 
     @property
     def feature_stride(self) -> int:
@@ -75,8 +77,9 @@ class ResNetVideo(nn.Module):
         n = self.num_pathways
         if len(pathways) != n:
             raise ValueError(f"{self.arch} expects {n} pathway(s), got {len(pathways)}")
-        norm = NormCfg(self.bn_group_size, self.bn_momentum, self.bn_epsilon, self.dtype)
-        kernels = TEMPORAL_KERNELS[self.arch]
+        k = self.kernels
+        norm = NormCfg(self.bn_group_size, self.bn_momentum, self.bn_epsilon, self.dtype, k)
+        temporal = TEMPORAL_KERNELS[self.arch]
         w, beta = self.width_per_group, self.beta_inv
         inner = self.num_groups * w
         lateral = w // beta * self.fusion_conv_channel_ratio  # fuse output width after s1
@@ -84,9 +87,10 @@ class ResNetVideo(nn.Module):
         xs = [x.astype(self.dtype) for x in pathways]
 
         # s1: stems.
-        xs = _Stems(tuple(widths[0][:n]), tuple(k for k in kernels[0][:n]), norm, self.dtype, name="s1")(xs, train)
+        xs = _Stems(tuple(widths[0][:n]), tuple(temporal[0][:n]), norm, self.dtype, k, name="s1")(xs, train)
         if n == 2:
-            xs = FuseFastToSlow(lateral, self.fusion_kernel_size, self.alpha, norm, self.dtype, name="s1_fuse")(xs, train)
+            xs = FuseFastToSlow(lateral, self.fusion_kernel_size, self.alpha, norm, self.dtype, k,
+                                name="s1_fuse")(xs, train)
 
         blocks = STAGE_BLOCKS[self.depth]
         for si in range(4):  # res2..res5
@@ -96,12 +100,12 @@ class ResNetVideo(nn.Module):
             temp = []
             for p in range(n):
                 nt = self.num_block_temp_kernel[si][p]
-                temp.append([kernels[si + 1][p]] * nt + [1] * (blocks[si] - nt))
+                temp.append([temporal[si + 1][p]] * nt + [1] * (blocks[si] - nt))
             xs = Stage(tuple(out), tuple(inn), tuple(map(tuple, temp)), self.spatial_strides[si], norm,
-                       self.num_groups, self.zero_init_final_bn, self.dtype, name=f"s{si + 2}")(xs, train)
+                       self.num_groups, self.zero_init_final_bn, self.dtype, k, name=f"s{si + 2}")(xs, train)
             if n == 2 and si < 3:
                 xs = FuseFastToSlow(out[1] * self.fusion_conv_channel_ratio, self.fusion_kernel_size,
-                                    self.alpha, norm, self.dtype, name=f"s{si + 2}_fuse")(xs, train)
+                                    self.alpha, norm, self.dtype, k, name=f"s{si + 2}_fuse")(xs, train)
 
         # Heads: fixed pool windows sized by the *configured* crop and frame count.
         s = self.crop_size // self.feature_stride  # 7 at 224 crops with the standard strides
@@ -111,13 +115,14 @@ class ResNetVideo(nn.Module):
         extra = tuple(c for c in (self.ego_classes, self.object_classes) if c)
         single = len(task) == 1 and not extra and not self.multi_task
         head = PooledHead(task + extra, pool, self.dropout_rate, self.head_act, single, self.dtype,
-                          name=self.head_name)(xs, train)
+                          k.precision, name=self.head_name)(xs, train)
         out = {"features": head["features"]}
         out.update(split_projections(head["logits"], head["probs"], len(task), self.ego_classes,
                                      self.object_classes))
         if self.interaction_head:
             out["interaction_logits"] = InteractionHead(
-                self.interaction_conv_dim, self.interaction_num_convs, self.dtype, name="handobjhead")(xs[0])
+                self.interaction_conv_dim, self.interaction_num_convs, self.dtype, k,
+                name="handobjhead")(xs[0])
         return out
 
 
@@ -128,8 +133,9 @@ class _Stems(nn.Module):
     temporal_kernels: Sequence[int]
     norm: Any
     dtype: Any
+    kernels: ops.Kernels
 
     @nn.compact
     def __call__(self, xs, train: bool):
-        return [Stem(f, kt, self.norm, self.dtype, name=f"pathway{p}_stem")(x, train)
+        return [Stem(f, kt, self.norm, self.dtype, self.kernels, name=f"pathway{p}_stem")(x, train)
                 for p, (x, f, kt) in enumerate(zip(xs, self.features, self.temporal_kernels))]
