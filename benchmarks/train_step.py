@@ -13,11 +13,10 @@ clips) and Ego-Exo setting (heads + distillation losses on / off), it builds
 
 then measures the JAX compile time (trace + lower + XLA compile) and first step, warms both up, and
 times ``--steps`` steps per side (``block_until_ready`` / ``.item()``) in blocks of ``--block``
-consecutive steps, the sides taking turns, so both see the same machine load. Alternating every
-single step (``--block 1``) made each side slower than when it runs alone (the other runtime's
-threads and freed memory are still settling), JAX much more than torch: reduced Slow R50 0.69 s
-alone vs 1.07 s alternating, torch 0.77 vs 0.92 s. Reports clips/s (median step time), ``speedup`` = JAX clips/s
-/ torch clips/s, peak memory (host RSS rise while building + compiling + warming up each side; on
+consecutive steps, the sides taking turns, so both see the same machine load (alternating every
+single step, ``--block 1``, slows both sides: BENCHMARKS.md). ``--kernels`` runs the JAX side with
+each ``model.kernels`` setting (``auto`` picks the XLA:CPU routes on CPU, plain XLA on GPU).
+Reports clips/s (median step time), ``speedup`` = JAX clips/s / torch clips/s, peak memory (host RSS rise while building + compiling + warming up each side; on
 GPU the devices' peak allocations), counted FLOPs of the JAX step (XLA ``cost_analysis``) and the
 model FLOPs utilisation against ``--peak-tflops``.
 
@@ -50,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(common.MODELS))
     p.add_argument("--sizes", default="reduced", help="comma list of reduced, full (dry: --dry-run)")
     p.add_argument("--heads", default="on,off", help="Ego-Exo heads + losses: on, off or on,off")
+    p.add_argument("--kernels", default="auto",
+                   help="model.kernels settings, comma list of auto, xla, cpu (egoexo_jax.ops); the torch "
+                        "reference runs with the first and its clips/s is reused for the others")
     p.add_argument("--steps", type=int, default=6, help="timed steps per side")
     p.add_argument("--block", type=int, default=3,
                    help="consecutive timed steps of one side before the other side's turn (1: alternate "
@@ -170,21 +172,29 @@ def _sync_torch(torch, device):
         torch.cuda.synchronize()
 
 
-def run_one(name: str, size: str, heads: bool, args, torch) -> dict:
+def run_one(name: str, size: str, heads: bool, args, torch, kernels: str = "auto",
+            torch_reference: dict | None = None) -> dict:
+    """One row; ``torch_reference``: the torch record of the same model, size and heads measured in
+    an earlier row (another kernel setting), reused instead of timing torch again."""
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
     cfg = common.experiment_config(name, size, heads=heads, dtype=args.dtype, batch=args.batch or None,
                                    device=args.device)
+    cfg.model.kernels = kernels
+    if torch_reference is not None:
+        torch = None
     b = cfg.batch_size
     rng = np.random.default_rng(0)
     from egoexo_jax import models, train  # noqa: PLC0415
 
     np_batch = synthetic_batch(models.build(train.model_config(cfg)), cfg, b, rng)
-    rec = {"model": name, "size": size, "heads": heads, "batch": b, "frames": cfg.data.num_frames,
-           "crop": cfg.data.train_crop_size, "dtype": args.dtype}
-    print(f"[{name} {size} heads={'on' if heads else 'off'}] batch {b}, {cfg.data.num_frames} frames, "
-          f"crop {cfg.data.train_crop_size}", flush=True)
+    from egoexo_jax import ops  # noqa: PLC0415
+
+    rec = {"model": name, "size": size, "heads": heads, "kernels": ops.resolve_kernels(kernels), "batch": b,
+           "frames": cfg.data.num_frames, "crop": cfg.data.train_crop_size, "dtype": args.dtype}
+    print(f"[{name} {size} heads={'on' if heads else 'off'} kernels={rec['kernels']}] batch {b}, "
+          f"{cfg.data.num_frames} frames, crop {cfg.data.train_crop_size}", flush=True)
 
     if args.device == "gpu":
         for d in jax.local_devices():
@@ -259,6 +269,11 @@ def run_one(name: str, size: str, heads: bool, args, torch) -> dict:
         rec["speedup"] = jinfo["clips_per_s"] / tinfo["clips_per_s"]
         print(f"  clips/s jax {jinfo['clips_per_s']:.2f} torch {tinfo['clips_per_s']:.2f} "
               f"speedup {rec['speedup']:.2f}", flush=True)
+    elif torch_reference is not None:
+        rec["torch"] = dict(torch_reference, reused_from_kernels=torch_reference.get("kernels"))
+        rec["speedup"] = jinfo["clips_per_s"] / torch_reference["clips_per_s"]
+        print(f"  clips/s jax {jinfo['clips_per_s']:.2f} torch {torch_reference['clips_per_s']:.2f} (measured with "
+              f"kernels={torch_reference.get('kernels')}) speedup {rec['speedup']:.2f}", flush=True)
     else:
         rec["speedup"] = None
         print(f"  clips/s jax {jinfo['clips_per_s']:.2f} (no torch reference)", flush=True)
@@ -288,17 +303,26 @@ def main(argv=None) -> dict:
     heads = [h.strip() == "on" for h in args.heads.split(",") if h.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    kernel_settings = [k.strip() for k in args.kernels.split(",") if k.strip()]
     for name in models:
         if name not in common.MODELS:
             raise SystemExit(f"unknown model {name!r}; expected one of {common.MODELS}")
         for size in sizes:
             for h in heads:
-                rec = run_one(name, size, h, args, torch)
-                result["runs"].append(rec)
-                key = f"{name}_{size}_{'heads' if h else 'noheads'}"
-                result[f"{key}_speedup"] = rec["speedup"]
-                result[f"{key}_compile_s"] = rec["jax"]["compile_s"]
+                reference = None
+                for i, kernels in enumerate(kernel_settings):
+                    rec = run_one(name, size, h, args, torch, kernels, reference)
+                    if i == 0 and "torch" in rec:
+                        reference = dict(rec["torch"], kernels=rec["kernels"])
+                    result["runs"].append(rec)
+                    key = f"{name}_{size}_{'heads' if h else 'noheads'}"
+                    result[f"{key}_{rec['kernels']}_speedup"] = rec["speedup"]
+                    if i > 0:
+                        continue
+                    result[f"{key}_speedup"] = rec["speedup"]
+                    result[f"{key}_compile_s"] = rec["jax"]["compile_s"]
                 if f"{name}_speedup" not in result:
+                    rec = result["runs"][-len(kernel_settings)]
                     result[f"{name}_speedup"] = rec["speedup"]
                     result[f"{name}_compile_s"] = rec["jax"]["compile_s"]
                     if "mfu" in rec["jax"]:

@@ -29,12 +29,15 @@ def _last_json(text: str) -> dict:
 def test_train_step_dry_run_without_torch(capsys):
     import train_step  # pylint: disable=import-outside-toplevel
 
-    train_step.main(["--dry-run", "--models", "slow_r50", "--heads", "on", "--no-torch", "--steps", "1"])
+    train_step.main(["--dry-run", "--models", "slow_r50", "--heads", "on", "--no-torch", "--steps", "1",
+                     "--kernels", "xla,cpu"])
     out = capsys.readouterr().out
     result = _last_json(out)
     assert "disabled (--no-torch)" in out
     assert result["benchmark"] == "train_step"
     assert result["slow_r50_speedup"] is None  # no reference to divide by
+    assert [r["kernels"] for r in result["runs"]] == ["xla", "cpu"]
+    assert "slow_r50_dry_heads_cpu_speedup" in result
     run = result["runs"][0]
     assert run["model"] == "slow_r50" and run["size"] == "dry" and run["heads"] is True
     j = run["jax"]
@@ -86,3 +89,51 @@ def test_experiment_configs_match_the_recipes(model):
 def test_gpu_script_has_a_dry_run():
     text = (BENCH / "gpu.sh").read_text()
     assert "--dry-run" in text and "bfloat16" in text and "evaluate.py" in text
+
+
+def test_hlo_bytes_follow_the_tpu_tiled_layout():
+    import tpu_compile  # pylint: disable=import-outside-toplevel
+
+    # 1 channel in the minor-most position pads to 128 lanes; the batch (second-minor) to 8 rows.
+    assert tpu_compile.padded_bytes("bf16", "8,8,16,16,1", "{4,0,3,2,1:T(8,128)(2,1)}") == 8 * 8 * 16 * 16 * 128 * 2
+    assert tpu_compile.padded_bytes("f32", "3,200", "{1,0:T(8,128)}") == 8 * 256 * 4
+    assert tpu_compile.padded_bytes("f32", "3,200", None) == 3 * 200 * 4
+    hlo = ("HloModule m\n\nENTRY %main (p: f32[4,256]) -> f32[4,256] {\n"
+           "  %p = f32[4,256]{1,0:T(8,128)} parameter(0)\n"
+           "  ROOT %f = f32[4,256]{1,0:T(8,128)} fusion(%p), kind=kLoop, calls=%fused\n}\n")
+    top = tpu_compile.top_hbm_instructions(hlo, 5)
+    assert [(r["name"], r["op"], r["bytes"]) for r in top] == [("f", "fusion/kLoop", 2 * 8 * 256 * 4)]
+
+
+def test_model_flops_count_convolutions_and_matmuls():
+    import jax  # pylint: disable=import-outside-toplevel
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    import tpu_compile  # pylint: disable=import-outside-toplevel
+
+    def f(x, w, m):
+        y = jax.lax.conv_general_dilated(x, w, (1, 2, 2), "SAME", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+        return jax.jit(lambda a: a.reshape(2, -1) @ m)(y)  # a nested jaxpr
+
+    x, w = jnp.zeros((2, 4, 8, 8, 3)), jnp.zeros((3, 3, 3, 3, 5))
+    m = jnp.zeros((4 * 4 * 4 * 5, 7))
+    jaxpr = jax.make_jaxpr(f)(x, w, m).jaxpr
+    conv = 2 * (2 * 4 * 4 * 4 * 5) * (3 * 3 * 3 * 3)
+    assert tpu_compile.forward_flops(jaxpr) == conv + 2 * 2 * (4 * 4 * 4 * 5) * 7
+
+
+@pytest.mark.slow
+def test_tpu_compile_dry_run():
+    """The real sharded train step of the dry SlowFast compiles for a TPU v5e 2x2 slice without a
+    TPU (libtpu, installed by CI from benchmarks/requirements-tpu.txt)."""
+    pytest.importorskip("libtpu", reason="pip install -r benchmarks/requirements-tpu.txt")
+    import tpu_compile  # pylint: disable=import-outside-toplevel
+
+    result = tpu_compile.main(["--dry-run", "--models", "slowfast_r50", "--kernels", "xla", "--steps", "train",
+                               "--top-ops", "3"])
+    assert result["chips"] == 4 and result["chip"]["name"] == "v5e"
+    (row,) = result["rows"]
+    assert row["step"] == "train" and row["kernels"] == "xla" and row["batch_per_chip"] == 8
+    assert row["xla_flops"] > 0 and row["hbm_bytes"] > 0 and row["fits_hbm"]
+    assert row["alias_bytes"] > 0  # the state is donated
+    assert 0.5 < row["model_over_xla_flops"] < 2.0
+    assert len(row["top_hbm_instructions"]) == 3

@@ -1,0 +1,417 @@
+"""The project's train and eval steps compiled for a TPU slice without a TPU (prints JSON).
+
+libtpu compiles for a TPU topology on any host (``jax.experimental.topologies``): this script
+builds the real, sharded, state-donating train step (``train.make_train_step``: Ego-Exo heads and
+losses, SGD / AdamW, bfloat16 compute) and the multi-view eval step (``train.make_eval_step``) of
+each model on a ``Mesh`` over the slice's chips, lowers them with abstract state and batch, compiles
+them, and reports per chip and per step:
+
+- compile time on this host;
+- XLA's FLOPs and HBM bytes accessed (``cost_analysis``), model FLOPs counted from the architecture
+  (2 x MACs of every convolution and matmul of the forward pass, x3 for forward + both gradients)
+  and model / XLA FLOPs;
+- argument, output, aliased (donated) and temporary memory (``memory_analysis``) and the peak they
+  add up to, against the chip's HBM;
+- the roofline bound ``max(flops / peak FLOP/s, bytes / HBM bandwidth)`` with the chip numbers in
+  :data:`CHIPS`, its compute share, and the clips/s per chip that bound allows;
+- with ``--top-ops N``, the N instructions of the compiled module that move the most HBM bytes
+  (operand + result sizes in their TPU tiled layouts, from the optimized HLO);
+- with ``--max-batch``, the largest per-chip batch (a multiple of the BN group) whose peak memory
+  fits the chip's HBM: memory is linear in the batch, fitted from two compiles and checked by a third.
+
+    pip install -r benchmarks/requirements-tpu.txt       # libtpu for the pinned jax; not a runtime dependency
+    python benchmarks/tpu_compile.py --models slowfast_r50 --sizes reduced --kernels xla,cpu
+    python benchmarks/tpu_compile.py --models slowfast_r50 --sizes full --kernels xla --max-batch
+    python benchmarks/tpu_compile.py --dry-run           # tiny networks: checks the whole path
+
+The last line of output is one JSON object (``rows``: one per model, size, kernels and step).
+Compiling for TPU is slow on a small host (minutes per row on 2 cores); ``--out FILE`` appends each
+row as it finishes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+# Per chip: dense bf16 peak (TFLOP/s), HBM bandwidth (GB/s), HBM capacity (GiB); Google Cloud TPU
+# system-architecture pages.
+CHIPS = {
+    "v4": {"peak_tflops": 275.0, "hbm_gbps": 1228.0, "hbm_gib": 32.0},
+    "v5e": {"peak_tflops": 197.0, "hbm_gbps": 819.0, "hbm_gib": 16.0},
+    "v5p": {"peak_tflops": 459.0, "hbm_gbps": 2765.0, "hbm_gib": 95.0},
+    "v6e": {"peak_tflops": 918.0, "hbm_gbps": 1640.0, "hbm_gib": 32.0},
+}
+# Per-chip training batch of the recipes: 8 clips per GPU for the ResNets (PySlowFast), 2 for
+# MViT-v2-S (128 clips on 64 GPUs); evaluation batch per chip: one 8-view batch.
+RECIPE_BATCH = {"slowfast_r50": 8, "slow_r50": 8, "mvit_v2_s": 2}
+EVAL_BATCH = 8
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--topology", default="v5e:2x2", help="TPU slice, e.g. v5e:2x2, v4:2x2x1")
+    p.add_argument("--models", default=",".join(common.MODELS))
+    p.add_argument("--sizes", default="reduced", help="comma list of reduced, full (dry: --dry-run)")
+    p.add_argument("--kernels", default="xla,cpu", help="model.kernels settings to compile: xla, cpu")
+    p.add_argument("--steps", default="train,eval", help="train, eval or train,eval")
+    p.add_argument("--batch-per-chip", type=int, default=0, help="override the recipe's per-chip batch")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    p.add_argument("--top-ops", type=int, default=0, help="list the N instructions moving the most HBM bytes")
+    p.add_argument("--max-batch", action="store_true",
+                   help="largest per-chip batch fitting the chip's HBM (train step, first --kernels value)")
+    p.add_argument("--xla-flag", action="append", default=[],
+                   help="extra TPU compiler option NAME=VALUE (repeatable), for experiments")
+    p.add_argument("--out", default="", help="append each finished row as a JSON line to this file")
+    p.add_argument("--dry-run", action="store_true", help="tiny networks, both kernel sets: checks the path")
+    args = p.parse_args(argv)
+    if args.dry_run:
+        args.sizes = "dry"
+    return args
+
+
+def chip_of(topology: str) -> dict:
+    name = topology.split(":")[0]
+    if name not in CHIPS:
+        raise SystemExit(f"error: --topology={topology}: unknown chip {name!r}; expected one of {sorted(CHIPS)}")
+    return {"name": name, **CHIPS[name]}
+
+
+def tpu_mesh(topology: str):
+    """A 1-D ``data`` mesh over the chips of a TPU slice described by libtpu (no TPU needed)."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+    from jax.experimental import topologies  # noqa: PLC0415
+
+    from egoexo_jax import sharding  # noqa: PLC0415
+
+    try:
+        desc = topologies.get_topology_desc(topology, "tpu")
+    except Exception as e:  # noqa: BLE001
+        raise SystemExit(f"error: cannot describe TPU topology {topology!r} ({e}); is libtpu installed? "
+                         "pip install -r benchmarks/requirements-tpu.txt") from None
+    return jax.sharding.Mesh(np.asarray(desc.devices), (sharding.DATA_AXIS,),
+                             axis_types=(jax.sharding.AxisType.Auto,))
+
+
+# ----------------------------------------------------------------------------------------------
+# Model FLOPs from the architecture.
+
+
+def _sub_jaxprs(eqn):
+    import jax  # noqa: PLC0415
+
+    for value in eqn.params.values():
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, jax.extend.core.ClosedJaxpr):
+                yield v.jaxpr
+            elif isinstance(v, jax.extend.core.Jaxpr):
+                yield v
+
+
+def forward_flops(jaxpr) -> float:
+    """2 x multiply-adds of every convolution and dot in a jaxpr (nested ones included)."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            out = eqn.outvars[0].aval.shape
+            o_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+            total += 2.0 * math.prod(out) * math.prod(rhs) / rhs[o_dim]
+        elif name == "dot_general":
+            (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+            lhs, rhs = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+            rhs_free = [d for i, d in enumerate(rhs) if i not in rc and i not in rb]
+            total += 2.0 * math.prod(lhs) * math.prod(rhs_free)
+        for sub in _sub_jaxprs(eqn):
+            total += forward_flops(sub)
+    return total
+
+
+def model_train_flops_per_clip(cfg) -> float:
+    """Training FLOPs of one clip counted from the architecture: 3 x the forward's (forward, input
+    gradient, weight gradient), forward traced with the plain XLA ops in float32."""
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from egoexo_jax import models, train  # noqa: PLC0415
+
+    m = train.model_config(cfg)
+    m.kernels, m.dtype = "xla", "float32"
+    model = models.build(m)
+    shapes = train.input_shapes(cfg, 1, cfg.data.train_crop_size)
+    variables = jax.eval_shape(lambda: train.init_variables(model, cfg, 0))
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
+        variables, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
+    return 3.0 * forward_flops(jaxpr.jaxpr)
+
+
+# ----------------------------------------------------------------------------------------------
+# HBM bytes per instruction of the optimized HLO.
+
+_SHAPE = re.compile(r"\b(pred|s8|u8|s16|u16|s32|u32|s64|u64|bf16|f16|f32|f64|c64)\[([0-9,]*)\](\{[^}]*\})?")
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
+          "s64": 8, "u64": 8, "f64": 8, "c64": 8}
+
+
+def padded_bytes(dtype: str, dims: str, layout: str | None) -> int:
+    """Bytes of one array in its TPU layout: the minor-to-major order and the first tile ``T(a,b)``
+    pad the two most minor dimensions up to multiples of the tile."""
+    shape = [int(d) for d in dims.split(",") if d]
+    if not shape:
+        return _BYTES[dtype]
+    order = list(range(len(shape)))[::-1]
+    tile = None
+    if layout:
+        body = layout[1:-1]
+        minor, _, rest = body.partition(":")
+        if minor.strip():
+            order = [int(i) for i in minor.split(",") if i.strip()]
+        m = re.search(r"T\((\d+)(?:,(\d+))?\)", rest)
+        if m:
+            tile = [int(m.group(1))] + ([int(m.group(2))] if m.group(2) else [])
+    padded = list(shape)
+    if tile:
+        for t, dim in zip(reversed(tile), order):  # tile's last entry covers the most minor dim
+            padded[dim] = -(-padded[dim] // t) * t
+    return math.prod(padded) * _BYTES[dtype]
+
+
+def top_hbm_instructions(hlo_text: str, n: int) -> list:
+    """The ``n`` instructions of the entry computation whose operands + result take the most bytes
+    (a proxy for their HBM traffic: fusions read their operands and write their result once)."""
+    entry = hlo_text[hlo_text.index("\nENTRY"):]
+    entry = entry[:entry.index("\n}")]
+    sizes, rows = {}, []
+    for line in entry.splitlines()[1:]:
+        line = line.strip()
+        m = re.match(r"(ROOT )?%?([\w.\-]+) = (.+?) (\w[\w\-]*)\((.*)$", line)
+        if not m:
+            continue
+        name, result, op, rest = m.group(2), m.group(3), m.group(4), m.group(5)
+        out = sum(padded_bytes(*s) for s in _SHAPE.findall(result))
+        sizes[name] = out
+        if op in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
+            continue
+        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
+        read = sum(sizes.get(o, 0) for o in operands)
+        kind = re.search(r"kind=(\w+)", rest)
+        calls = re.search(r"calls=%?([\w.\-]+)", rest)
+        rows.append({"name": name, "op": op + (f"/{kind.group(1)}" if kind else ""),
+                     "calls": calls.group(1) if calls else "", "result": result[:80],
+                     "bytes": read + out})
+    rows.sort(key=lambda r: -r["bytes"])
+    return rows[:n]
+
+
+# ----------------------------------------------------------------------------------------------
+# Compiling one row.
+
+
+def row_config(model: str, size: str, kernels: str, dtype: str, batch: int):
+    """The recipe's Ego-Exo config at a benchmark size with ``batch`` clips in all."""
+    c = common.experiment_config(model, size, heads=True, dtype=dtype, batch=batch)
+    c.model.kernels = kernels
+    c.model.precision = "default"  # the platform default, what auto picks on TPU
+    if size == "full":  # the recipe's test crop (common sets it to the training crop)
+        import pretrain  # noqa: PLC0415  (configs/pretrain.py)
+
+        c.data.test_crop_size = pretrain.get_config(model).data.test_crop_size
+    return c
+
+
+def _abstract_train_args(cfg, model, tx, mesh, batch: int):
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from egoexo_jax import sharding, train  # noqa: PLC0415
+
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+
+    def fresh():
+        v = train.init_variables(model, cfg, 0)
+        return train.TrainState(jnp.zeros((), jnp.int32), v["params"], v.get("batch_stats", {}),
+                                tx.init(v["params"]), jax.random.PRNGKey(0))
+
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), jax.eval_shape(fresh))
+    shapes = train.input_shapes(cfg, batch, cfg.data.train_crop_size)
+    leaf = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=data)  # noqa: E731
+    out = {f"pathway{i}": leaf(s, np.float32) for i, s in enumerate(shapes)}
+    out["label"] = leaf((batch,), np.int32)
+    m = cfg.model
+    if m.ego_classes:
+        out["ego_target"] = leaf((batch, m.ego_classes), np.float32)
+    if m.object_classes:
+        out["object_target"] = leaf((batch, m.object_classes), np.float32)
+    if m.interaction_head:
+        outs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), {"params": state.params,
+                              "batch_stats": state.batch_stats}, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
+        out["interaction_target"] = leaf(outs["interaction_logits"].shape, np.float32)
+    return state, out
+
+
+def _abstract_eval_args(cfg, state, mesh, batch: int):
+    import jax  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    from egoexo_jax import sharding, train  # noqa: PLC0415
+
+    data = sharding.data_sharded(mesh)
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    shapes = train.input_shapes(cfg, batch, cfg.data.test_crop_size)
+    views = {f"pathway{i}": jax.ShapeDtypeStruct(s, np.float32, sharding=data) for i, s in enumerate(shapes)}
+    views.update(video_index=jax.ShapeDtypeStruct((batch,), np.int32, sharding=data),
+                 view_index=jax.ShapeDtypeStruct((batch,), np.int32, sharding=data),
+                 mask=jax.ShapeDtypeStruct((batch,), np.float32, sharding=data))
+    return variables, views
+
+
+def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
+    """Compiles the train or eval step of ``cfg`` on ``mesh``; returns ``(compiled, seconds)``."""
+    import jax  # noqa: PLC0415
+
+    from egoexo_jax import models, optim, train  # noqa: PLC0415
+
+    chips = mesh.devices.size
+    model = models.build(train.model_config(cfg))
+    params = jax.eval_shape(lambda: train.init_variables(model, cfg, 0))["params"]
+    tx = optim.make_optimizer(cfg, 100, params)
+    state, batch = _abstract_train_args(cfg, model, tx, mesh, per_chip * chips)
+    t0 = time.perf_counter()
+    if which == "train":
+        step = train.make_train_step(mesh, model=model, tx=tx, schedule=optim.make_schedule(cfg, 100),
+                                     loss_weights=train.loss_weights(cfg), arch=cfg.model.arch)
+        lowered = step.lower(state, batch, {})
+    else:
+        step = train.make_eval_step(mesh, model=model, arch=cfg.model.arch)
+        lowered = step.lower(*_abstract_eval_args(cfg, state, mesh, per_chip * chips))
+    compiled = lowered.compile(compiler_options or None)
+    return compiled, time.perf_counter() - t0
+
+
+def measure(compiled, chip: dict, clips_per_chip: int) -> dict:
+    """Per-chip cost, memory and roofline numbers of one compiled step."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    flops, hbm = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+    compute_s = flops / (chip["peak_tflops"] * 1e12)
+    memory_s = hbm / (chip["hbm_gbps"] * 1e9)
+    bound = max(compute_s, memory_s)
+    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+            + mem.temp_size_in_bytes)
+    return {"xla_flops": flops, "hbm_bytes": hbm, "argument_bytes": mem.argument_size_in_bytes,
+            "output_bytes": mem.output_size_in_bytes, "alias_bytes": mem.alias_size_in_bytes,
+            "temp_bytes": mem.temp_size_in_bytes, "peak_bytes": peak,
+            "fits_hbm": peak <= chip["hbm_gib"] * 2**30,
+            "compute_s": compute_s, "memory_s": memory_s, "bound_s": bound,
+            "compute_share": compute_s / bound if bound else 0.0,
+            "bound_clips_per_s": clips_per_chip / bound if bound else 0.0}
+
+
+def max_batch(cfg_of, mesh, chip: dict, per_chip: int, group: int, compiler_options: dict) -> dict:
+    """Largest per-chip train batch (multiple of ``group``) whose peak memory fits the chip's HBM:
+    peak(b) is linear in b, fitted from compiles at ``per_chip`` and ``2 * per_chip``, then the
+    prediction is compiled (and stepped down by ``group`` until it fits)."""
+    points = {}
+    for b in (per_chip, 2 * per_chip):
+        compiled, _ = compile_step(cfg_of(b), mesh, "train", b, compiler_options)
+        points[b] = measure(compiled, chip, b)["peak_bytes"]
+    (b0, p0), (b1, p1) = sorted(points.items())
+    slope = (p1 - p0) / (b1 - b0)
+    limit = chip["hbm_gib"] * 2**30
+    guess = max(group, int((limit - (p0 - slope * b0)) // slope) // group * group)
+    checked = {}
+    while guess >= group:
+        compiled, _ = compile_step(cfg_of(guess), mesh, "train", guess, compiler_options)
+        checked[guess] = measure(compiled, chip, guess)["peak_bytes"]
+        if checked[guess] <= limit:
+            break
+        guess -= group
+    return {"max_batch_per_chip": guess, "bytes_per_clip": slope, "fit_points": points, "checked": checked}
+
+
+def run(args) -> dict:
+    import jax  # noqa: PLC0415
+
+    chip = chip_of(args.topology)
+    mesh = tpu_mesh(args.topology)
+    chips = mesh.devices.size
+    options = dict(f.split("=", 1) for f in args.xla_flag)
+    kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    which_steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    result = {"benchmark": "tpu_compile", "topology": args.topology, "chips": chips, "chip": chip,
+              "dtype": args.dtype, "compiler_options": options, "machine": common.machine(), "rows": []}
+    print(f"compiling for {args.topology}: {chips} x {jax.devices()[0].platform} host -> "
+          f"{mesh.devices.flat[0].device_kind}", flush=True)
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        if model not in common.MODELS:
+            raise SystemExit(f"error: unknown model {model!r}; expected one of {common.MODELS}")
+        for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
+            per_chip = args.batch_per_chip or RECIPE_BATCH[model]
+            model_flops = None
+            for k in kernels:
+                for which in which_steps:
+                    b = per_chip if which == "train" else EVAL_BATCH
+                    cfg = row_config(model, size, k, args.dtype, b * chips)
+                    if model_flops is None:
+                        model_flops = model_train_flops_per_clip(cfg)
+                    compiled, seconds = compile_step(cfg, mesh, which, b, options)
+                    row = {"model": model, "size": size, "kernels": k, "step": which, "batch_per_chip": b,
+                           "frames": cfg.data.num_frames,
+                           "crop": cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size,
+                           "compile_s": round(seconds, 1), **measure(compiled, chip, b)}
+                    if which == "train":
+                        row["model_flops"] = model_flops * b
+                        row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
+                    if args.top_ops:
+                        row["top_hbm_instructions"] = top_hbm_instructions(compiled.as_text(), args.top_ops)
+                    _report(row, chip)
+                    result["rows"].append(row)
+                    if args.out:
+                        with open(args.out, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(row) + "\n")
+            if args.max_batch:
+                group = int(row_config(model, size, kernels[0], args.dtype, per_chip).model.bn_group_size or 1)
+                mb = max_batch(lambda b: row_config(model, size, kernels[0], args.dtype, b * chips), mesh, chip,
+                               per_chip, max(group, 1) if model != "mvit_v2_s" else 1, options)
+                mb.update(model=model, size=size, kernels=kernels[0])
+                print(f"  largest per-chip batch in {chip['hbm_gib']:g} GiB: {mb['max_batch_per_chip']} "
+                      f"({mb['bytes_per_clip'] / 2**20:.0f} MiB per clip)", flush=True)
+                result.setdefault("max_batch", []).append(mb)
+    return result
+
+
+def _report(row: dict, chip: dict) -> None:
+    gib = 2**30
+    print(f"[{row['model']} {row['size']} kernels={row['kernels']} {row['step']}] {row['batch_per_chip']} clips/chip, "
+          f"compile {row['compile_s']:.0f} s: {row['xla_flops'] / 1e12:.3f} TFLOP, {row['hbm_bytes'] / 1e9:.2f} GB HBM, "
+          f"args {row['argument_bytes'] / gib:.2f} GiB + temp {row['temp_bytes'] / gib:.2f} GiB "
+          f"(peak {row['peak_bytes'] / gib:.2f} of {chip['hbm_gib']:g} GiB); bound {row['bound_s'] * 1e3:.1f} ms "
+          f"= {row['bound_clips_per_s']:.0f} clips/s/chip, compute share {row['compute_share']:.2f}", flush=True)
+    for r in row.get("top_hbm_instructions", []):
+        print(f"    {r['bytes'] / 1e6:9.1f} MB  {r['op']:<22} {r['name']:<40} {r['result']}", flush=True)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    result = run(args)
+    print(json.dumps(result, default=float))
+    return result
+
+
+if __name__ == "__main__":
+    main()
