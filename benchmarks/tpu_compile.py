@@ -42,6 +42,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+# The compiler is all this needs: JAX itself computes on the host CPU (also on a TPU VM, whose chips
+# stay free), and libtpu's one-process lock is not needed without a device.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
 # Per chip: dense bf16 peak (TFLOP/s), HBM bandwidth (GB/s), HBM capacity (GiB); Google Cloud TPU
 # system-architecture pages.
 CHIPS = {
@@ -68,9 +73,11 @@ def parse_args(argv=None):
     p.add_argument("--top-ops", type=int, default=0, help="list the N instructions moving the most HBM bytes")
     p.add_argument("--max-batch", action="store_true",
                    help="largest per-chip batch fitting the chip's HBM (train step, first --kernels value)")
+    p.add_argument("--remat", default="none", help="model.remat for the train step (none, dots)")
     p.add_argument("--xla-flag", action="append", default=[],
                    help="extra TPU compiler option NAME=VALUE (repeatable), for experiments")
     p.add_argument("--out", default="", help="append each finished row as a JSON line to this file")
+    p.add_argument("--dump-hlo", default="", help="write each row's optimized HLO text into this folder")
     p.add_argument("--dry-run", action="store_true", help="tiny networks, both kernel sets: checks the path")
     args = p.parse_args(argv)
     if args.dry_run:
@@ -217,10 +224,11 @@ def top_hbm_instructions(hlo_text: str, n: int) -> list:
 # Compiling one row.
 
 
-def row_config(model: str, size: str, kernels: str, dtype: str, batch: int):
+def row_config(model: str, size: str, kernels: str, dtype: str, batch: int, remat: str = "none"):
     """The recipe's Ego-Exo config at a benchmark size with ``batch`` clips in all."""
     c = common.experiment_config(model, size, heads=True, dtype=dtype, batch=batch)
     c.model.kernels = kernels
+    c.model.remat = remat
     c.model.precision = "default"  # the platform default, what auto picks on TPU
     if size == "full":  # the recipe's test crop (common sets it to the training crop)
         import pretrain  # noqa: PLC0415  (configs/pretrain.py)
@@ -292,7 +300,8 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     t0 = time.perf_counter()
     if which == "train":
         step = train.make_train_step(mesh, model=model, tx=tx, schedule=optim.make_schedule(cfg, 100),
-                                     loss_weights=train.loss_weights(cfg), arch=cfg.model.arch)
+                                     loss_weights=train.loss_weights(cfg), arch=cfg.model.arch,
+                                     remat=cfg.model.remat)
         lowered = step.lower(state, batch, {})
     else:
         step = train.make_eval_step(mesh, model=model, arch=cfg.model.arch)
@@ -365,11 +374,12 @@ def run(args) -> dict:
             for k in kernels:
                 for which in which_steps:
                     b = per_chip if which == "train" else EVAL_BATCH
-                    cfg = row_config(model, size, k, args.dtype, b * chips)
+                    cfg = row_config(model, size, k, args.dtype, b * chips, args.remat)
                     if model_flops is None:
                         model_flops = model_train_flops_per_clip(cfg)
                     compiled, seconds = compile_step(cfg, mesh, which, b, options)
-                    row = {"model": model, "size": size, "kernels": k, "step": which, "batch_per_chip": b,
+                    row = {"model": model, "size": size, "kernels": k, "remat": cfg.model.remat, "step": which,
+                           "batch_per_chip": b,
                            "frames": cfg.data.num_frames,
                            "crop": cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size,
                            "compile_s": round(seconds, 1), **measure(compiled, chip, b)}
@@ -378,6 +388,11 @@ def run(args) -> dict:
                         row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
                     if args.top_ops:
                         row["top_hbm_instructions"] = top_hbm_instructions(compiled.as_text(), args.top_ops)
+                    if args.dump_hlo:
+                        os.makedirs(args.dump_hlo, exist_ok=True)
+                        name = f"{model}_{size}_{k}_{cfg.model.remat}_{which}.hlo.txt"
+                        with open(os.path.join(args.dump_hlo, name), "w", encoding="utf-8") as f:
+                            f.write(compiled.as_text())
                     _report(row, chip)
                     result["rows"].append(row)
                     if args.out:
@@ -385,7 +400,7 @@ def run(args) -> dict:
                             f.write(json.dumps(row) + "\n")
             if args.max_batch:
                 group = int(row_config(model, size, kernels[0], args.dtype, per_chip).model.bn_group_size or 1)
-                mb = max_batch(lambda b: row_config(model, size, kernels[0], args.dtype, b * chips), mesh, chip,
+                mb = max_batch(lambda b: row_config(model, size, kernels[0], args.dtype, b * chips, args.remat), mesh, chip,
                                per_chip, max(group, 1) if model != "mvit_v2_s" else 1, options)
                 mb.update(model=model, size=size, kernels=kernels[0])
                 print(f"  largest per-chip batch in {chip['hbm_gib']:g} GiB: {mb['max_batch_per_chip']} "

@@ -154,6 +154,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choice(config.dtype, tuple(DTYPES), "dtype")
     _check_choice(config.model.kernels, ops.KERNEL_CHOICES, "model.kernels")
     _check_choice(config.model.precision, ops.PRECISION_CHOICES, "model.precision")
+    _check_choice(config.model.remat, ops.REMAT_CHOICES, "model.remat")
     _check_choice(config.optimizer.name, ("sgd", "adamw"), "optimizer.name")
     _check_choice(config.optimizer.no_decay, ("bn", "1d", "none"), "optimizer.no_decay")
     _check_choice(config.schedule.policy, ("cosine", "steps_with_relative_lrs", "constant"), "schedule.policy")

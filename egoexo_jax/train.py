@@ -28,7 +28,7 @@ from clu import periodic_actions
 
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import evaluate as eval_lib
-from egoexo_jax import losses, models, optim, sharding
+from egoexo_jax import losses, models, ops, optim, sharding
 from egoexo_jax.convert import export
 from egoexo_jax.data import pipeline
 
@@ -125,20 +125,27 @@ def task_accuracy(outputs: Dict[str, Any], batch: Dict[str, Any], multi_label: b
 
 
 def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weights: Dict[str, float],
-                   arch: str):
-    """The training loss of ``batch`` at ``state`` and its gradient with respect to the parameters.
+                   arch: str, remat: str = "none"):
+    """The training loss of ``batch`` at ``state`` and its gradient with respect to the parameters;
+    ``remat`` (``model.remat``) picks what the forward keeps for the backward (``ops.remat_policy``).
 
     Returns ``(grads, terms, new_batch_stats, outputs)``: ``terms`` as :func:`egoexo_jax.losses.total`,
     the BatchNorm running statistics after this batch, the train-mode model outputs.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
+    def forward(variables, pathways):
+        return model.apply(variables, pathways, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+
+    policy = ops.remat_policy(remat)
+    if policy is not None:
+        forward = jax.checkpoint(forward, policy=policy)
+
     def loss_fn(params):
         variables = {"params": params}
         if state.batch_stats:
             variables["batch_stats"] = state.batch_stats
-        outputs, mutated = model.apply(variables, pathways_of(batch, arch), train=True, mutable=["batch_stats"],
-                                       rngs={"dropout": dropout_rng})
+        outputs, mutated = forward(variables, pathways_of(batch, arch))
         loss, terms = losses.total(outputs, batch, loss_weights)
         return loss, (terms, mutated.get("batch_stats", {}), outputs)
 
@@ -148,7 +155,7 @@ def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weig
 
 def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any, *, model, tx,
                schedule: Callable, loss_weights: Dict[str, float], arch: str,
-               teacher_fn: Optional[Callable] = None) -> Tuple[TrainState, Dict[str, jax.Array]]:
+               teacher_fn: Optional[Callable] = None, remat: str = "none") -> Tuple[TrainState, Dict[str, jax.Array]]:
     """One optimisation step (pure; jitted by :func:`make_train_step`).
 
     Args:
@@ -164,7 +171,7 @@ def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any,
     if teacher_fn is not None:
         batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways_of(batch, arch)))}
     grads, terms, new_stats, outputs = loss_and_grads(state, batch, model=model, loss_weights=loss_weights,
-                                                      arch=arch)
+                                                      arch=arch, remat=remat)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(terms)
@@ -423,7 +430,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
 
     p_train = make_train_step(run.mesh, model=run.model, tx=run.tx, schedule=run.schedule,
                               loss_weights=loss_weights(config), arch=config.model.arch,
-                              teacher_fn=run.teacher_fn)
+                              teacher_fn=run.teacher_fn, remat=config.model.remat)
     start = int(jax.device_get(state.step))
     ckpt_every = max(int(round(config.checkpoint.every_epochs * run.steps_per_epoch)), 0) \
         if config.checkpoint.every_epochs > 0 else 0

@@ -141,7 +141,7 @@ def _steps(config, mesh, batches, workdir):
     run.train_iter.close()
     state, _ = train.create_train_state(config, run.model, run.tx, mesh)
     step = train.make_train_step(mesh, model=run.model, tx=run.tx, schedule=run.schedule,
-                                 loss_weights=train.loss_weights(config), arch="slowfast")
+                                 loss_weights=train.loss_weights(config), arch="slowfast", remat=config.model.remat)
     losses = []
     for b in batches:
         state, m = step(state, sharding.global_batch(b, mesh), run.teacher_variables)
@@ -180,6 +180,22 @@ def test_one_step_is_the_same_with_either_kernel_set(kin_root, tmp_path):
     np.testing.assert_allclose(lx, lc, rtol=1e-5)
     for a, b in zip(jax.tree.leaves((px, sx)), jax.tree.leaves((pc, sc))):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_rematerialised_step_is_the_same_step(kin_root, tmp_path):
+    """model.remat=dots (keep conv / matmul outputs and BN statistics, recompute the rest in the
+    backward pass) changes what is stored, not the numbers."""
+    c = tiny_config.get_config(kin_root)
+    c.model.dropout_rate = 0.0
+    c.model.kernels = "xla"
+    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+        batches = [next(it)]
+    results = {}
+    for remat in ("none", "dots"):
+        c.model.remat = remat
+        results[remat] = _steps(c, sharding.make_mesh(8), batches, str(tmp_path / remat))
+    for a, b in zip(jax.tree.leaves(results["none"]), jax.tree.leaves(results["dots"])):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6)
 
 
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_root, tmp_path, monkeypatch):

@@ -48,6 +48,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     # How the model runs, not what it is (never stored with a checkpoint's model config):
     c.kernels = "auto"  # auto | xla | cpu: egoexo_jax.ops implementation (auto: cpu on the CPU backend)
     c.precision = "auto"  # auto | default | high | highest: matmul / conv precision (auto: highest on CPU)
+    c.remat = "none"  # none | dots: training keeps only conv / matmul outputs (+ BN statistics) for backward
     c.mvit = ml_collections.ConfigDict()  # MViT settings (arch == "mvit")
     return c
 
@@ -67,7 +68,7 @@ def _tuplify(v):
     return v
 
 
-RUNTIME_FIELDS = ("kernels", "precision")
+RUNTIME_FIELDS = ("kernels", "precision", "remat")
 
 
 def build(cfg: ml_collections.ConfigDict):

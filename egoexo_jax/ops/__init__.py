@@ -21,6 +21,7 @@ from egoexo_jax.ops import cpu_conv, cpu_norm, cpu_pool, xla
 
 KERNEL_CHOICES = ("auto", "xla", "cpu")
 PRECISION_CHOICES = ("auto", "default", "high", "highest")
+REMAT_CHOICES = ("none", "dots")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,3 +93,15 @@ def resolve_precision(choice: str = "auto") -> Optional[jax.lax.Precision]:
     if choice == "auto":
         choice = "highest" if backend() == "cpu" else "default"
     return _PRECISIONS[choice]
+
+
+def remat_policy(choice: str = "none"):
+    """``jax.checkpoint`` policy for ``model.remat`` (None: no rematerialisation). ``dots`` keeps
+    convolution / matmul outputs and the BatchNorm statistics for the backward pass and recomputes
+    the elementwise rest (normalisation, activations) there, where XLA fuses it into its consumers."""
+    if choice not in REMAT_CHOICES:
+        raise ValueError(f"model.remat={choice!r}; expected one of {REMAT_CHOICES}")
+    if choice == "none":
+        return None
+    return jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names(xla.BN_STATISTICS))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 
 def conv3d(x, w, stride, precision=None):
@@ -43,10 +44,13 @@ def group_stats(x):
     return mean, jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
 
 
+BN_STATISTICS = "batch_norm_statistics"  # checkpoint name of the BatchNorm statistics (ops.remat_policy)
+
+
 def group_batch_norm(x, scale, bias, epsilon):
     """Training-mode BatchNorm of ``x [G, g, ..., C] float32``, one mean / biased variance per
     group ``G`` and channel; ``scale``, ``bias`` ``[C]``. Returns ``(y, mean, var)``; the
     statistics ``[G, 1, ..., 1, C]`` only feed the running averages (no gradient)."""
-    mean, var = group_stats(x)
+    mean, var = (checkpoint_name(s, BN_STATISTICS) for s in group_stats(x))
     y = (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
     return y, jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
