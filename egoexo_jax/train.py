@@ -190,17 +190,9 @@ def make_eval_step(mesh, **kwargs):
     return jax.jit(step, in_shardings=(rep, data), out_shardings=rep)
 
 
-def precise_bn_stats(model, variables: dict, batches, arch: str, num_groups: int, group_size: int,
-                     mesh) -> dict:
-    """PySlowFast's precise BN (fvcore ``update_bn_stats``): running statistics = the plain mean,
-    over ``num_groups`` BN groups of ``group_size`` consecutive training clips, of each group's
-    mean and unbiased variance (one PySlowFast per-GPU batch = one group).
-
-    Host batches come from ``batches`` (``[B, ...]`` pathways, ``B`` a multiple of the group
-    size); each is split into its ``B / group_size`` groups, whose statistics are computed
-    independently (``vmap``), so the result depends on the clips and the group size only, not on
-    the number of devices; groups beyond ``num_groups`` in the last batch get weight 0.
-    """
+def make_precise_bn_step(model, arch: str, group_size: int, mesh) -> Callable:
+    """Jitted ``(variables, global batch, weights [G]) -> sum_g weights[g] * BN statistics of
+    group g``, the groups being the batch's consecutive ``group_size`` clips."""
     probe = model.clone(bn_momentum=1.0)  # running <- this group's statistics (unbiased var)
 
     @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
@@ -213,13 +205,29 @@ def precise_bn_stats(model, variables: dict, batches, arch: str, num_groups: int
         per_group = jax.vmap(one_group)(pathways)  # leaves [G, C]
         return jax.tree.map(lambda x: jnp.tensordot(weights, x, axes=1), per_group)
 
+    return stats
+
+
+def precise_bn_stats(model, variables: dict, batches, arch: str, num_groups: int, group_size: int,
+                     mesh, stats_fn: Optional[Callable] = None) -> dict:
+    """PySlowFast's precise BN (fvcore ``update_bn_stats``): running statistics = the plain mean,
+    over ``num_groups`` BN groups of ``group_size`` consecutive training clips, of each group's
+    mean and unbiased variance (one PySlowFast per-GPU batch = one group).
+
+    Host batches come from ``batches`` (``[B, ...]`` pathways, ``B`` a multiple of the group
+    size); each is split into its ``B / group_size`` groups, whose statistics are computed
+    independently (``vmap``), so the result depends on the clips and the group size only, not on
+    the number of devices; groups beyond ``num_groups`` in the last batch get weight 0.
+    ``stats_fn``: a :func:`make_precise_bn_step` to reuse (compiled once per run).
+    """
+    stats_fn = stats_fn or make_precise_bn_step(model, arch, group_size, mesh)
     total, done = None, 0
     while done < num_groups:
         host = next(batches)
         batch = sharding.global_batch({k: v for k, v in host.items() if k.startswith("pathway")}, mesh)
         groups = int(batch["pathway0"].shape[0]) // group_size
         weights = (np.arange(groups) < num_groups - done).astype(np.float32) / np.float32(num_groups)
-        s = stats(variables, batch, jnp.asarray(weights))
+        s = stats_fn(variables, batch, jnp.asarray(weights))
         total = s if total is None else jax.tree.map(jnp.add, total, s)
         done += groups
     return total
@@ -640,9 +648,13 @@ def _precise_bn(run: Run, state: TrainState, step: int) -> TrainState:
     position = batches.get_state()
     position["batches"] = epoch * batches_per_epoch
     batches.set_state(position)
+    stats_fn = getattr(run, "_precise_bn_fn", None)
+    if stats_fn is None:
+        stats_fn = make_precise_bn_step(run.model, config.model.arch, group, run.mesh)
+        run._precise_bn_fn = stats_fn  # pylint: disable=protected-access
     try:
         stats = precise_bn_stats(run.model, state.variables, batches, config.model.arch, num_groups,
-                                 group, run.mesh)
+                                 group, run.mesh, stats_fn=stats_fn)
     finally:
         batches.close()
     logging.info("precise BN after epoch %d: running statistics = mean of %d groups of %d clips",

@@ -141,16 +141,17 @@ def test_finetune_trains_validates_keeps_best_and_tests_s1_s2(epic55, tmp_path, 
     calls = []
     real_bn = train.precise_bn_stats
 
-    def spy(model, variables, batches, arch, num_groups, group_size, mesh):
-        calls.append((num_groups, group_size, batches.get_state()["batches"]))
-        return real_bn(model, variables, batches, arch, num_groups, group_size, mesh)
+    def spy(model, variables, batches, arch, num_groups, group_size, mesh, **kw):
+        calls.append((num_groups, group_size, batches.get_state()["batches"], kw["stats_fn"]))
+        return real_bn(model, variables, batches, arch, num_groups, group_size, mesh, **kw)
 
     monkeypatch.setattr(train, "precise_bn_stats", spy)
     workdir = tmp_path / "run"
     final = train.train_and_evaluate(c, str(workdir))
     assert len(sources.build_source(c.data, "train")) // 8 == 2  # steps per epoch
     # Precise BN after each epoch: min(3, 2 steps per epoch) groups of 4 clips, new clips each time.
-    assert calls == [(2, 4, 0), (2, 4, 1)]
+    assert [call[:3] for call in calls] == [(2, 4, 0), (2, 4, 1)]
+    assert calls[0][3] is calls[1][3]  # compiled once
     records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     vals = {r["step"]: r for r in records if "val/action_top1" in r}
     assert sorted(vals) == [2, 4]  # every epoch, the last one included
