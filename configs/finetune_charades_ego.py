@@ -24,6 +24,12 @@ fine-tune of an MViTv2-S 16x4 student, our choice of recipe since Ego-Exo has no
 parameters, 5 warm-up epochs from 1e-6, cosine to 1e-6 over 60 epochs, clipping at 1.0, 224
 train and test crops with the 10 x 3 test views).
 
+Where this differs from the original on purpose (one line each):
+
+- The original has no MViT Ego-Exo student; ``mvit_v2_s`` is our recipe.
+- Ego-Exo* ran in the hand-object trainer, which kept no best checkpoint; here every variant
+  keeps the best-mAP state (``checkpoint.keep_best``).
+
 Data (``data/charades_ego/README.md``): ``train_1st.csv`` / ``test_1st.csv`` in
 ``--config.data.path_to_data_dir`` (default ``data/charades_ego``), frames under
 ``--config.data.path_prefix`` (default ``data/charades_ego/rgb``); Ego-Exo* also needs the

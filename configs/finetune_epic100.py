@@ -21,6 +21,13 @@ trainer had); ``mvit_v2_s`` (MViTv2-S 16x4, our choice of recipe: AdamW, base LR
 (1e-4 per 16 clips), weight decay 0.05 without decay on 1-D parameters, 3 warm-up epochs from
 1e-6, cosine to 1e-6 over 30 epochs, clipping at 1.0, 224 crops; verb + noun multi-task head).
 
+Where this differs from the original on purpose (one line each):
+
+- Validation action top-5 ranks (verb, noun) pairs as the EPIC scorer does; the original's
+  per-epoch meter counted verb-in-top-5 and noun-in-top-5 (action top-1, the best-checkpoint
+  metric, agrees).
+- The original has no MViT Ego-Exo student; ``mvit_v2_s`` is our recipe.
+
 Data (``data/epic100/README.md``): ``EPIC_100_train.csv`` / ``EPIC_100_validation.csv`` in
 ``--config.data.path_to_data_dir`` (default ``data/epic100/annotations``), frames
 ``{P}/rgb_frames/{video}/frame_XXXXXXXXXX.jpg`` under ``--config.data.path_prefix`` (default

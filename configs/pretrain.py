@@ -37,6 +37,15 @@ Variants:
   warm-up ends at 0.95 x base LR). The Ego-Score / Object-Score projections sit on the cls
   feature and the Interaction-Map head on the final (normalised) token grid.
 
+Where this differs from the original on purpose (one line each):
+
+- The official repository released the R101 Kinetics models as weights only (no YAML);
+  ``slowfast_r101`` is the R50 recipe on Ego-Exo's R101 backbone (depth 101, fusion kernel 5).
+- ``online`` runs teachers inside the step; the original only reads the precomputed files.
+- The original has no MViT Ego-Exo student; ``mvit_v2_s`` is our recipe.
+- The hand-object trainer kept no best checkpoint; here the best top-1 state is kept too
+  (``checkpoint.keep_best``).
+
 Data: Kinetics as in ``data/kinetics/README.md`` (``--config.data.path_to_data_dir``, default
 ``data/kinetics``; ``--config.data.path_prefix``, default ``data/kinetics/videos``) and the
 official teacher outputs as in ``data/aux_predictions/README.md``:

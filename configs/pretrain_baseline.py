@@ -13,6 +13,10 @@ Command::
 Variants: ``slowfast_r50`` (default; SlowFast 8x8 R50, 32 frames at stride 2, alpha 4),
 ``slow_r50`` (Slow 8x8 R50, 8 frames at stride 8), ``slowfast_r101`` (Ego-Exo's R101 layout).
 
+Where this differs from the original on purpose (one line): the official repository released the
+R101 Kinetics baseline as weights only (no YAML); ``slowfast_r101`` is the R50 recipe on Ego-Exo's
+R101 backbone (depth 101, fusion kernel 5).
+
 Data (``data/kinetics/README.md``): ``train.csv`` / ``val.csv`` / ``test.csv`` in
 ``--config.data.path_to_data_dir`` (default ``data/kinetics``) and the videos under
 ``--config.data.path_prefix`` (default ``data/kinetics/videos``).

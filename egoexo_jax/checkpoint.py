@@ -6,6 +6,10 @@ metric accumulator, the model config). Saves are asynchronous and atomic (orbax 
 temporary directory and renames it when complete), so a run killed at any moment leaves only
 complete checkpoints; the newest ``keep`` are kept.
 
+The state with the best periodic validation metric (PySlowFast's ``checkpoint_best.pyth``) lives in
+``workdir/checkpoints_best/<step>/`` with the same layout (:class:`BestCheckpoints`), outside the
+keep-N pruning; ``meta["best"]`` names the metric and its value.
+
 ``init_from`` (:func:`load_pretrained` / :func:`transfer`): a converted checkpoint directory
 (``python -m egoexo_jax.convert``), an official ``.pyth`` file or another training workdir.
 Parameters are matched by name and shape, as PySlowFast's fine-tune loading does: backbone and
@@ -29,6 +33,7 @@ from flax import traverse_util
 from egoexo_jax.convert import export
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "checkpoints_best"
 
 
 class Checkpointer:
@@ -65,6 +70,51 @@ class Checkpointer:
         self.manager.close()
 
 
+class BestCheckpoints:
+    """Best-validation states of a run in ``workdir/checkpoints_best/<step>/``.
+
+    Saves are synchronous, so a periodic checkpoint whose meta records a best step is never on
+    disk before that best state. Older bests are removed only once a periodic checkpoint at or
+    after a newer best exists (:meth:`prune`), and a resumed run first drops the bests saved after
+    the step it restarts from (:meth:`discard_after`; it recomputes them): a run killed at any
+    moment and resumed ends with the same best checkpoint as an uninterrupted one.
+    """
+
+    def __init__(self, workdir: str):
+        self.directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
+        options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
+                                               enable_async_checkpointing=False,
+                                               cleanup_tmp_directories=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> List[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.wait_until_finished()
+
+    def discard_after(self, step: int) -> None:
+        """Deletes the bests saved after ``step`` (the step a run resumes from)."""
+        for s in self.steps():
+            if s > step:
+                self.manager.delete(s)
+
+    def prune(self, committed_step: Optional[int]) -> None:
+        """Keeps the newest best at or before ``committed_step`` (the newest periodic checkpoint on
+        disk) and every best after it; deletes the older ones."""
+        if committed_step is None:
+            return
+        covered = [s for s in self.steps() if s <= committed_step]
+        for s in covered[:-1]:
+            self.manager.delete(s)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
 def _abstract(x):
     if isinstance(x, jax.ShapeDtypeStruct):
         return x
@@ -72,9 +122,13 @@ def _abstract(x):
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
-def read_meta(workdir: str, step: Optional[int] = None) -> Tuple[int, Dict[str, Any]]:
-    """(step, meta JSON) of a workdir's newest (or given) checkpoint; FileNotFoundError if none."""
-    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+def read_meta(workdir: str, step: Optional[int] = None, *, best: bool = False) -> Tuple[int, Dict[str, Any]]:
+    """(step, meta JSON) of a workdir's newest (or given) checkpoint, or of its best-validation
+    checkpoint (``best``); FileNotFoundError if none."""
+    directory = os.path.join(os.path.abspath(workdir), BEST_DIR if best else CHECKPOINT_DIR)
+    if not os.path.isdir(directory):
+        what = "best-validation checkpoint (none saved yet?)" if best else "checkpoint"
+        raise FileNotFoundError(f"no {what} in {directory}")
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     step = manager.latest_step() if step is None else step
     if step is None:
@@ -84,13 +138,16 @@ def read_meta(workdir: str, step: Optional[int] = None) -> Tuple[int, Dict[str, 
     return step, meta
 
 
-def load_workdir_variables(workdir: str, step: Optional[int] = None) -> Tuple[ml_collections.ConfigDict, dict, int]:
-    """``(model_config, {"params", "batch_stats"}, step)`` from a training workdir's checkpoint."""
-    step, meta = read_meta(workdir, step)
+def load_workdir_variables(workdir: str, step: Optional[int] = None, *,
+                           best: bool = False) -> Tuple[ml_collections.ConfigDict, dict, int]:
+    """``(model_config, {"params", "batch_stats"}, step)`` from a training workdir's checkpoint
+    (the newest, ``step``, or with ``best`` its best-validation one)."""
+    step, meta = read_meta(workdir, step, best=best)
+    folder = BEST_DIR if best else CHECKPOINT_DIR
     if "model_config" not in meta:
-        raise ValueError(f"checkpoint {workdir}/{CHECKPOINT_DIR}/{step} has no model_config in its meta")
+        raise ValueError(f"checkpoint {workdir}/{folder}/{step} has no model_config in its meta")
     model_cfg = export.model_config_from_json(json.dumps(meta["model_config"]))
-    directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step), "state")
+    directory = os.path.join(os.path.abspath(workdir), folder, str(step), "state")
     tree = restore_on_this_host(directory)
     variables = {"params": tree["params"]}
     if tree.get("batch_stats"):

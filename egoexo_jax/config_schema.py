@@ -80,8 +80,13 @@ def base_config() -> ml_collections.ConfigDict:
          "input_bgr": config_dict.placeholder(bool)})
     c.teachers.object = ml_collections.ConfigDict(
         {"source": "none", "file": "", "weights": "", "depth": 50, "width": 64, "num_frames": 8})
+    # interaction.detections: hand-object detection folder; repeated_frames: "last" (official: a
+    # video frame used at several clip positions keeps its boxes at the last one) | "all".
     c.teachers.interaction = ml_collections.ConfigDict(
-        {"source": "none", "detections": "", "mode": "soft"})  # hand-object detection folder
+        {"source": "none", "detections": "", "mode": "soft", "repeated_frames": "last"})
+    # False: a run whose training items lack a score entry or detection file stops before the
+    # first step (as the official loaders fail); True: mask them out of that term (count logged).
+    c.teachers.allow_missing = False
 
     c.init_from = ""  # converted checkpoint dir, .pyth file or training workdir (fine-tune semantics)
     c.reinit_heads = True  # fine-tune: re-initialise task heads whose name/shape differ
@@ -91,6 +96,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint.every_steps = 0  # > 0: additionally every N steps
     c.checkpoint.keep = 3  # newest checkpoints kept
     c.checkpoint.async_save = True
+    # Keep the state with the best periodic validation metric in workdir/checkpoints_best (outside
+    # keep-N pruning); best_metric "" = the dataset's (val top1 | mAP | EPIC action_top1).
+    c.checkpoint.keep_best = True
+    c.checkpoint.best_metric = ""
 
     c.log_every_steps = 20  # training metrics: mean over the steps since the last write
     c.eval_every_epochs = 10.0  # EVAL_PERIOD; 0 = no periodic validation
@@ -98,15 +107,24 @@ def base_config() -> ml_collections.ConfigDict:
     c.test_at_end = True  # multi-view test after training
 
     c.precise_bn = ml_collections.ConfigDict()
-    c.precise_bn.enabled = False  # recompute BN running stats before each evaluation / at the end
+    # After every epoch (and at the end) the BN running statistics become the plain mean of the
+    # statistics of min(num_batches, steps per epoch) training batches of model.bn_group_size
+    # clips each (PySlowFast BN.NUM_BATCHES_PRECISE per-GPU batches).
+    c.precise_bn.enabled = False
     c.precise_bn.num_batches = 200
 
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.split = "test"  # split for mode=evaluate
     c.evaluate.ensemble = "sum"  # sum (Kinetics, EPIC softmax) | max (Charades-Ego sigmoid)
-    c.evaluate.checkpoint = ""  # mode=evaluate: weights (default: newest in workdir, else init_from)
+    # mode=evaluate: weights (default: newest in workdir, else init_from); "best" = the workdir's
+    # best-validation checkpoint (also what test_at_end tests when set to "best").
+    c.evaluate.checkpoint = ""
     c.evaluate.epic_tail_classes = ""  # EPIC: tail verb/noun class csv for the tail-class variant
     c.evaluate.epic_unseen_participants = ""  # EPIC: unseen-participant csv
+    # EPIC-55: seen (S1) / unseen (S2) test lists (relative to data.path_to_data_dir or absolute);
+    # when set, the final test runs on them instead of data.test_list (the val split).
+    c.evaluate.epic55_s1 = ""
+    c.evaluate.epic55_s2 = ""
     c.evaluate.labels = ""  # class-name list for result tables (kinetics400, epic100_verb ..., a file)
 
     c.demo = ml_collections.ConfigDict()  # only for mode=demo (see configs/demo.py)
@@ -160,6 +178,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_choice(config.schedule.policy, ("cosine", "steps_with_relative_lrs", "constant"), "schedule.policy")
     _check_choice(config.evaluate.ensemble, ("sum", "max"), "evaluate.ensemble")
     _check_choice(config.teachers.interaction.mode, ("soft", "hard"), "teachers.interaction.mode")
+    _check_choice(config.teachers.interaction.repeated_frames, ("last", "all"),
+                  "teachers.interaction.repeated_frames")
     for signal, allowed in SIGNAL_SOURCES.items():
         _check_choice(config.teachers[signal].source, allowed, f"teachers.{signal}.source")
     if config.batch_size <= 0 or config.eval_batch_size <= 0:
@@ -167,6 +187,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if len(config.schedule.steps) != len(config.schedule.lrs):
         raise ValueError(f"config.schedule.steps {tuple(config.schedule.steps)} and schedule.lrs "
                          f"{tuple(config.schedule.lrs)} must have the same length")
+    if (config.evaluate.epic55_s1 or config.evaluate.epic55_s2) and config.data.dataset != "epic55":
+        raise ValueError(f"config.evaluate.epic55_s1 / epic55_s2 name EPIC-55 test lists but "
+                         f"config.data.dataset is {config.data.dataset!r}")
     if config.data.arch != config.model.arch and config.model.arch != "mvit":
         raise ValueError(f"config.data.arch={config.data.arch!r} but config.model.arch="
                          f"{config.model.arch!r}: the pathways the data packs must match the model")

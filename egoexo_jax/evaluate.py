@@ -9,14 +9,20 @@ could be read keeps the neutral score (0 for sum, -1e10 for max, so it counts as
 counted in ``unscored_videos``.
 
 Metrics (percent): Kinetics top-1/top-5; Charades-Ego mAP over classes with a positive;
-EPIC-100 verb/noun/action top-1/top-5 with the official action definition, plus the tail-class and
-unseen-participant variants when their csvs are configured.
+EPIC-100 and EPIC-55 verb/noun/action top-1/top-5 with the official action definition (EPIC-100
+also the tail-class and unseen-participant variants when their csvs are configured). EPIC lists
+without labels (the test timestamps) give result files only.
 
-Files in ``workdir/results/``: ``{split}_step{N}_scores.npz`` (per-video ensembled scores, labels,
-keys), for EPIC also ``{split}_step{N}_epic.pkl`` (the official "dict format":
-``verb_output [N, 97]``, ``noun_output [N, 300]``, ``narration_id [N]``) and
-``{split}_step{N}_submission.json`` (challenge submission format), and ``{split}_step{N}.md`` (the
-table that is also printed).
+The final test (:func:`evaluate_final`) runs on ``data.test_list``; for EPIC-55 with
+``evaluate.epic55_s1`` / ``epic55_s2`` set, on the seen (S1) and unseen (S2) test lists instead,
+tagged ``test_s1`` / ``test_s2``.
+
+Files in ``workdir/results/`` (``{tag}`` = ``{split}_step{N}``): ``{tag}_scores.npz`` (per-video
+ensembled scores, labels, keys), ``{tag}.md`` (the table that is also printed); EPIC-100 also
+``{tag}_epic.pkl`` (the official "dict format": ``verb_output [N, 97]``, ``noun_output [N, 300]``,
+``narration_id [N]``) and ``{tag}_submission.json`` (challenge format 0.2); EPIC-55
+``{tag}_submission.json`` in the EPIC-55 challenge format 0.1 (keys = ``uid``; the S1 / S2 files
+are the leaderboard's ``seen.json`` / ``unseen.json``).
 """
 from __future__ import annotations
 
@@ -36,6 +42,8 @@ from egoexo_jax.data import pipeline
 from egoexo_jax.data.sources import build_source
 
 EPIC_SUBMISSION_VERSION = "0.2"
+EPIC55_SUBMISSION_VERSION = "0.1"
+EPIC55_TEST_SPLITS = (("s1", "epic55_s1"), ("s2", "epic55_s2"))  # (tag suffix, evaluate key)
 
 
 def video_labels(data_cfg, split: str) -> Dict[str, Any]:
@@ -147,6 +155,18 @@ def epic_submission(verb: np.ndarray, noun: np.ndarray, narration_ids: Sequence[
     }
 
 
+def epic55_submission(verb: np.ndarray, noun: np.ndarray, uids: Sequence[str]) -> dict:
+    """EPIC-KITCHENS-55 action-recognition challenge json: ``results[uid] = {verb: {class id:
+    score}, noun: {...}}`` (one file per test set; the server soft-maxes the scores itself)."""
+    return {
+        "version": EPIC55_SUBMISSION_VERSION,
+        "challenge": "action_recognition",
+        "results": {str(u): {"verb": {str(i): float(x) for i, x in enumerate(v)},
+                             "noun": {str(i): float(x) for i, x in enumerate(o)}}
+                    for u, v, o in zip(uids, verb, noun)},
+    }
+
+
 def format_table(title: str, values: Dict[str, float]) -> str:
     width = max([len(k) for k in values] + [6])
     lines = [f"### {title}", "", f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|------:|"]
@@ -166,35 +186,70 @@ def write_results(results_dir: str, tag: str, dataset: str, scores: Sequence[np.
                          "narration_id": np.asarray(truth["keys"]).astype(str)}, f)
         with open(os.path.join(results_dir, f"{tag}_submission.json"), "w", encoding="utf-8") as f:
             json.dump(epic_submission(scores[0], scores[1], truth["keys"]), f)
+    if dataset == "epic55":
+        with open(os.path.join(results_dir, f"{tag}_submission.json"), "w", encoding="utf-8") as f:
+            json.dump(epic55_submission(scores[0], scores[1], truth["keys"]), f)
     with open(os.path.join(results_dir, f"{tag}.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
 
 
 def evaluate_split(config, run, variables, split: str, step: int, logger=None, *,
-                   final: bool = False) -> Dict[str, float]:
+                   final: bool = False, data_cfg=None, tag: str = "") -> Dict[str, float]:
     """Evaluates ``variables`` on ``split`` ('val' one view, 'test' multi-view), logs
-    ``{split}/<metric>`` at ``step``, writes result files (process 0) and prints the table."""
+    ``{tag}/<metric>`` at ``step`` (``tag`` defaults to the split), writes result files (process
+    0) and prints the table. ``data_cfg`` replaces ``config.data`` (another test list)."""
     from egoexo_jax import train as train_lib  # pylint: disable=import-outside-toplevel
+    data_cfg = config.data if data_cfg is None else data_cfg
+    tag = tag or split
     eval_fn = getattr(run, "_eval_fn", None)
     if eval_fn is None:
         eval_fn = train_lib.make_eval_step(run.mesh, model=run.model, arch=config.model.arch)
         run._eval_fn = eval_fn  # pylint: disable=protected-access
-    collected = collect_view_scores(eval_fn, variables, config.data, split, config.eval_batch_size,
+    collected = collect_view_scores(eval_fn, variables, data_cfg, split, config.eval_batch_size,
                                     run.mesh, config.evaluate.ensemble)
-    truth = video_labels(config.data, split)
-    values = compute_metrics(config.data.dataset, collected["scores"], truth, config.evaluate)
+    truth = video_labels(data_cfg, split)
+    values = compute_metrics(data_cfg.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))
     values["unscored_videos"] = float(unscored)
     if unscored:
         logging.warning("%d of %d %s videos could not be read and count as misses", unscored,
                         len(truth["keys"]), split)
-    title = (f"{config.data.dataset} {split}: {len(truth['keys'])} videos x {collected['num_views']} "
+    title = (f"{data_cfg.dataset} {tag}: {len(truth['keys'])} videos x {collected['num_views']} "
              f"views, step {step}")
     table = format_table(title, values)
     if jax.process_index() == 0:
-        write_results(os.path.join(run.workdir, "results"), f"{split}_step{step}", config.data.dataset,
+        write_results(os.path.join(run.workdir, "results"), f"{tag}_step{step}", data_cfg.dataset,
                       collected["scores"], truth, table)
         print(table, flush=True)
     if logger is not None:
-        logger.write(step, {f"{split}/{k}": v for k, v in values.items()})
+        logger.write(step, {f"{tag}/{k}": v for k, v in values.items()})
     return values
+
+
+def epic55_test_lists(config) -> List[tuple]:
+    """``[(tag, data config)]`` of the configured EPIC-55 S1 / S2 test lists (empty otherwise)."""
+    if config.data.dataset != "epic55":
+        return []
+    out = []
+    for suffix, key in EPIC55_TEST_SPLITS:
+        name = config.evaluate.get(key, "")
+        if name:
+            data_cfg = ml_collections.ConfigDict(config.data.to_dict())
+            data_cfg.test_list = name  # joined to path_to_data_dir unless absolute
+            out.append((f"test_{suffix}", data_cfg))
+    return out
+
+
+def evaluate_final(config, run, variables, split: str, step: int, logger=None) -> Dict[str, float]:
+    """The end-of-run / ``mode=evaluate`` evaluation: ``split`` of the data config, or for the EPIC-55
+    test with S1 / S2 lists configured each of them (metrics prefixed ``test_s1_`` / ``test_s2_``
+    in the returned dict)."""
+    lists = epic55_test_lists(config) if split == "test" else []
+    if not lists:
+        return evaluate_split(config, run, variables, split, step, logger, final=True)
+    out: Dict[str, float] = {}
+    for tag, data_cfg in lists:
+        values = evaluate_split(config, run, variables, split, step, logger, final=True,
+                                data_cfg=data_cfg, tag=tag)
+        out.update({f"{tag}_{k}": v for k, v in values.items()})
+    return out

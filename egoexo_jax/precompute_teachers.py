@@ -86,7 +86,7 @@ REQUIRED_KEYS = {
     "seed": "int (random-init seed of a weightless object teacher)",
     "model.dtype": "compute dtype of the teachers, e.g. 'float32'",
     "model.object_classes": "Object-Score classes (0 = 1000)",
-    "data.dataset": "'kinetics' | 'charades_ego' | 'epic100'",
+    "data.dataset": "'kinetics' | 'charades_ego' | 'epic100' | 'epic55'",
     "data.source": "'files' | 'tfds'",
     "data.path_to_data_dir": "folder of the split lists",
     "data.path_prefix": "folder the list paths are relative to",

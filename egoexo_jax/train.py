@@ -208,24 +208,47 @@ def make_eval_step(mesh, **kwargs):
     return jax.jit(step, in_shardings=(rep, data), out_shardings=rep)
 
 
-def precise_bn_stats(model, variables: dict, batches, arch: str, num_batches: int, mesh) -> dict:
-    """Recomputes BN running statistics as the plain mean of per-batch statistics (fvcore's
-    ``update_bn_stats``) over ``num_batches`` training batches (host batches from an iterator)."""
-    probe = model.clone(bn_momentum=1.0)  # running <- this batch's statistics (unbiased var)
+def make_precise_bn_step(model, arch: str, group_size: int, mesh) -> Callable:
+    """Jitted ``(variables, global batch, weights [G]) -> sum_g weights[g] * BN statistics of
+    group g``, the groups being the batch's consecutive ``group_size`` clips."""
+    probe = model.clone(bn_momentum=1.0)  # running <- this group's statistics (unbiased var)
 
     @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
-    def stats(v, batch):
-        _, mutated = probe.apply(v, pathways_of(batch, arch), train=True, mutable=["batch_stats"],
-                                 rngs={"dropout": jax.random.PRNGKey(0)})
-        return mutated["batch_stats"]
+    def stats(v, batch, weights):
+        def one_group(pathways):
+            _, mutated = probe.apply(v, pathways, train=True, mutable=["batch_stats"],
+                                     rngs={"dropout": jax.random.PRNGKey(0)})
+            return mutated["batch_stats"]
+        pathways = [p.reshape((-1, group_size) + p.shape[1:]) for p in pathways_of(batch, arch)]
+        per_group = jax.vmap(one_group)(pathways)  # leaves [G, C]
+        return jax.tree.map(lambda x: jnp.tensordot(weights, x, axes=1), per_group)
 
-    total, n = None, 0
-    for _ in range(num_batches):
-        batch = sharding.global_batch(next(batches), mesh)
-        s = stats(variables, batch)
+    return stats
+
+
+def precise_bn_stats(model, variables: dict, batches, arch: str, num_groups: int, group_size: int,
+                     mesh, stats_fn: Optional[Callable] = None) -> dict:
+    """PySlowFast's precise BN (fvcore ``update_bn_stats``): running statistics = the plain mean,
+    over ``num_groups`` BN groups of ``group_size`` consecutive training clips, of each group's
+    mean and unbiased variance (one PySlowFast per-GPU batch = one group).
+
+    Host batches come from ``batches`` (``[B, ...]`` pathways, ``B`` a multiple of the group
+    size); each is split into its ``B / group_size`` groups, whose statistics are computed
+    independently (``vmap``), so the result depends on the clips and the group size only, not on
+    the number of devices; groups beyond ``num_groups`` in the last batch get weight 0.
+    ``stats_fn``: a :func:`make_precise_bn_step` to reuse (compiled once per run).
+    """
+    stats_fn = stats_fn or make_precise_bn_step(model, arch, group_size, mesh)
+    total, done = None, 0
+    while done < num_groups:
+        host = next(batches)
+        batch = sharding.global_batch({k: v for k, v in host.items() if k.startswith("pathway")}, mesh)
+        groups = int(batch["pathway0"].shape[0]) // group_size
+        weights = (np.arange(groups) < num_groups - done).astype(np.float32) / np.float32(num_groups)
+        s = stats_fn(variables, batch, jnp.asarray(weights))
         total = s if total is None else jax.tree.map(jnp.add, total, s)
-        n += 1
-    return jax.tree.map(lambda x: x / n, total)
+        done += groups
+    return total
 
 
 # ----------------------------------------------------------------------------------------------
@@ -247,6 +270,7 @@ class Run:
     teacher_fn: Optional[Callable]
     teacher_variables: Any
     init_report: Optional[ckpt_lib.TransferReport] = None
+    teacher_missing: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def loss_weights(config) -> Dict[str, float]:
@@ -269,6 +293,83 @@ def offline_aux_fn(config, split: str = "train"):
         return None
     from egoexo_jax.data import aux_targets  # pylint: disable=import-outside-toplevel
     return aux_targets.from_config(config.teachers, config.data, config.model)
+
+
+def check_teacher_files(config, aux_fn) -> Dict[str, int]:
+    """Before the first step: training items without an offline teacher entry, per signal.
+
+    Raises :class:`~egoexo_jax.data.aux_targets.MissingTeacherEntriesError` naming how many and
+    the first keys unless ``config.teachers.allow_missing`` (then those items are masked out of
+    that term and the counts are returned, to be logged every epoch). A TFDS source cannot list
+    its keys cheaply: there the ``aux_fn`` checks each sample as it is read (same rule).
+    """
+    if aux_fn is None:
+        return {}
+    from egoexo_jax.data import aux_targets  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data.sources import build_source  # pylint: disable=import-outside-toplevel
+    ids = build_source(config.data, "train").ids()
+    if ids is None:
+        logging.info("teacher files: the %s source cannot list its keys; missing entries are "
+                     "checked per sample", config.data.source)
+        return {}
+    missing = aux_targets.missing_entries(aux_fn, config.data.dataset, ids)
+    counts = {signal: len(keys) for signal, keys in missing.items()}
+    if any(counts.values()):
+        message = aux_targets.missing_entries_message(aux_fn, missing, len(ids))
+        if not config.teachers.allow_missing:
+            raise aux_targets.MissingTeacherEntriesError(
+                f"{message}. The official loaders fail on such items; fix the files, or set "
+                f"config.teachers.allow_missing=True to mask these items out of those terms")
+        logging.warning("teacher files (allow_missing: masked out of those terms): %s", message)
+    return counts
+
+
+def _log_teacher_missing(run: "Run", logger, step: int) -> None:
+    """Every epoch with ``teachers.allow_missing``: how many training items lack each signal."""
+    counts = {f"teachers/missing_{k}": float(v) for k, v in run.teacher_missing.items() if v}
+    if counts:
+        logging.warning("epoch %d: training items masked for missing teacher entries: %s",
+                        step // run.steps_per_epoch, counts)
+        logger.write(step, counts)
+
+
+def best_metric_name(config) -> str:
+    """The validation metric the best checkpoint follows: ``checkpoint.best_metric``, else the
+    one the original's validation meter ranks epochs by (Charades-Ego mAP, EPIC action top-1 =
+    verb and noun both top-1, top-1 otherwise)."""
+    if config.checkpoint.best_metric:
+        return str(config.checkpoint.best_metric)
+    return {"charades_ego": "mAP", "epic100": "action_top1",
+            "epic55": "action_top1"}.get(config.data.dataset, "top1")
+
+
+class _BestTracker:
+    """The best periodic validation value so far; an evaluation is a new best when its value is
+    strictly higher than the previous best, starting from 0 (PySlowFast's ``ValMeter``)."""
+
+    def __init__(self, metric: str, state: Optional[dict] = None):
+        self.metric = metric
+        self.value = float(state["value"]) if state else 0.0
+        self.step = int(state["step"]) if state else None
+        self._warned = False
+
+    def update(self, step: int, values: Dict[str, float]) -> bool:
+        if self.metric not in values:
+            if not self._warned:
+                logging.warning("best checkpoint: validation reported no %r (got %s); none kept",
+                                self.metric, sorted(values))
+                self._warned = True
+            return False
+        value = float(values[self.metric])
+        if not value > self.value:
+            return False
+        self.value, self.step = value, step
+        return True
+
+    def state(self) -> Optional[dict]:
+        if self.step is None:
+            return None
+        return {"metric": self.metric, "value": self.value, "step": self.step}
 
 
 def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[ckpt_lib.TransferReport]]:
@@ -374,9 +475,11 @@ def setup(config, workdir: str, mesh=None) -> Run:
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     model_cfg = model_config(config)
     model = models.build(model_cfg)
+    aux_fn = offline_aux_fn(config)
+    teacher_missing = check_teacher_files(config, aux_fn)
     train_iter = pipeline.make_train_iterator(
         config.data, global_batch_size=config.batch_size, seed=config.seed,
-        bad_input_log=os.path.join(workdir, "bad_inputs.txt"), aux_fn=offline_aux_fn(config))
+        bad_input_log=os.path.join(workdir, "bad_inputs.txt"), aux_fn=aux_fn)
     spe = steps_per_epoch_of(train_iter.get_state()["num_items"], config.batch_size,
                              f"config.data ({config.data.dataset} train list)")
     total = int(config.total_steps) if config.total_steps > 0 else int(math.ceil(config.num_epochs * spe))
@@ -386,13 +489,16 @@ def setup(config, workdir: str, mesh=None) -> Run:
     tx = optim.make_optimizer(config, spe, abstract_params)
     teacher_fn, teacher_vars = build_teachers(config, model_cfg)
     return Run(config, workdir, mesh, model, tx, schedule, spe, total, train_iter, teacher_fn,
-               sharding.replicate(teacher_vars, mesh))
+               sharding.replicate(teacher_vars, mesh), teacher_missing=teacher_missing)
 
 
-def _meta(run: Run, acc: _Accumulator) -> dict:
-    return {"data_iterator": run.train_iter.get_state(), "metrics_accumulator": acc.state(),
+def _meta(run: Run, acc: _Accumulator, best: Optional[_BestTracker] = None) -> dict:
+    meta = {"data_iterator": run.train_iter.get_state(), "metrics_accumulator": acc.state(),
             "model_config": json.loads(export.model_config_to_json(model_config(run.config))),
             "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps}
+    if best is not None and best.state() is not None:
+        meta["best"] = best.state()
+    return meta
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None,
@@ -408,12 +514,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     logger = metric_log.MetricLogger(workdir)
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.checkpoint.keep,
                                          async_save=config.checkpoint.async_save)
+    best_ckpts = ckpt_lib.BestCheckpoints(workdir) if config.checkpoint.keep_best else None
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
             f.write(config.to_json_best_effort(indent=2))
 
     state, report = None, None
     acc = _Accumulator()
+    best = _BestTracker(best_metric_name(config))
     latest = checkpointer.latest_step()
     if latest is not None:
         fresh, _ = _abstract_state(config, run)
@@ -421,11 +529,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
         state = TrainState.from_dict(restored)
         run.train_iter.set_state(meta["data_iterator"])
         acc = _Accumulator(meta.get("metrics_accumulator"))
+        best = _BestTracker(best.metric, meta.get("best"))
+        if best_ckpts is not None:
+            best_ckpts.discard_after(latest)  # saved after the restored step: recomputed below
         logger.truncate_after(latest)
         logging.info("resumed from %s/%d", checkpointer.directory, latest)
         print(f"resumed from step {latest}", flush=True)
     else:
         state, report = create_train_state(config, run.model, run.tx, run.mesh)
+        if best_ckpts is not None:
+            best_ckpts.discard_after(0)  # left by an attempt killed before its first checkpoint
     run.init_report = report
 
     p_train = make_train_step(run.mesh, model=run.model, tx=run.tx, schedule=run.schedule,
@@ -443,7 +556,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
               f"{config.batch_size}, {jax.device_count()} devices) from step {start}", flush=True)
 
     def save(step: int):
-        checkpointer.save(step, state.as_dict(), _meta(run, acc))
+        checkpointer.save(step, state.as_dict(), _meta(run, acc, best))
+
+    def save_best(step: int):
+        checkpointer.wait()  # older bests stay until a periodic checkpoint covers the new one
+        best_ckpts.prune(checkpointer.latest_step())
+        best_ckpts.save(step, state.as_dict(), _meta(run, acc, best))
+        logging.info("best %s %.4f at step %d", best.metric, best.value, step)
 
     last_eval: Dict[str, float] = {}
     pending = None
@@ -461,7 +580,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 pending = (step, metrics)
                 report_progress(step)
                 boundary = (step == end or _every(step, config.log_every_steps) or _every(step, ckpt_every)
-                            or _every(step, config.checkpoint.every_steps) or _every(step, eval_every))
+                            or _every(step, config.checkpoint.every_steps) or _every(step, eval_every)
+                            or _every(step, run.steps_per_epoch))
                 stop = preempt.requested if jax.process_count() == 1 else (
                     _every(step, config.log_every_steps) and preempt.any_host())
                 if not (boundary or stop):
@@ -470,12 +590,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 pending = None
                 if _every(step, config.log_every_steps) or step == end:
                     logger.write(step, acc.pop_means())
-                if _every(step, eval_every) and step < run.total_steps:
-                    if config.precise_bn.enabled:
-                        state = _precise_bn(run, state)
+                epoch_end = _every(step, run.steps_per_epoch)
+                if config.precise_bn.enabled and (epoch_end or step == run.total_steps):
+                    state = _precise_bn(run, state, step)
+                if epoch_end:
+                    _log_teacher_missing(run, logger, step)
+                if _every(step, eval_every) or (eval_every and step == run.total_steps):
                     last_eval = eval_lib.evaluate_split(config, run, state.variables, config.eval_split, step, logger)
-                if step == run.total_steps and config.precise_bn.enabled:
-                    state = _precise_bn(run, state)
+                    if best_ckpts is not None and best.update(step, last_eval):
+                        save_best(step)
                 if (_every(step, ckpt_every) or _every(step, config.checkpoint.every_steps)
                         or step == run.total_steps or stop):
                     save(step)
@@ -487,14 +610,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 _consume(pending, acc)
             if step >= run.total_steps:
                 checkpointer.wait()
+                if best_ckpts is not None:
+                    best_ckpts.prune(checkpointer.latest_step())
                 if config.test_at_end:
-                    last_eval = eval_lib.evaluate_split(config, run, state.variables, "test", step, logger,
-                                                        final=True)
+                    last_eval = eval_lib.evaluate_final(config, run, _test_variables(run, state),
+                                                        "test", step, logger)
             else:
                 save(step)
             return last_eval
         finally:
             checkpointer.close()
+            if best_ckpts is not None:
+                best_ckpts.close()
             run.train_iter.close()
             logger.flush()
 
@@ -518,25 +645,59 @@ def _abstract_state(config, run: Run):
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes), None
 
 
-def _precise_bn(run: Run, state: TrainState) -> TrainState:
+def _precise_bn(run: Run, state: TrainState, step: int) -> TrainState:
+    """Precise BN after the epoch ending at ``step`` (PySlowFast: after every epoch).
+
+    ``min(precise_bn.num_batches, steps per epoch)`` groups of ``model.bn_group_size`` training
+    clips (the original's per-GPU batches and loader length) from a stream of its own (seed + 1)
+    that continues from epoch to epoch, so each epoch sees new clips and a resumed run the same
+    ones.
+    """
     if not state.batch_stats:
         return state
     config = run.config
+    group = int(config.model.bn_group_size)
+    group = min(group, config.batch_size) if group > 0 else config.batch_size
+    num_groups = min(int(config.precise_bn.num_batches), run.steps_per_epoch)
+    batches_per_epoch = -(-num_groups * group // config.batch_size)
+    epoch = (step - 1) // run.steps_per_epoch
     batches = pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                            seed=config.seed + 1, aux_fn=None)
-    n = min(int(config.precise_bn.num_batches), run.steps_per_epoch)
+    position = batches.get_state()
+    position["batches"] = epoch * batches_per_epoch
+    batches.set_state(position)
+    stats_fn = getattr(run, "_precise_bn_fn", None)
+    if stats_fn is None:
+        stats_fn = make_precise_bn_step(run.model, config.model.arch, group, run.mesh)
+        run._precise_bn_fn = stats_fn  # pylint: disable=protected-access
     try:
-        stats = precise_bn_stats(run.model, state.variables, batches, config.model.arch, n, run.mesh)
+        stats = precise_bn_stats(run.model, state.variables, batches, config.model.arch, num_groups,
+                                 group, run.mesh, stats_fn=stats_fn)
     finally:
         batches.close()
-    logging.info("precise BN: running statistics recomputed over %d batches", n)
+    logging.info("precise BN after epoch %d: running statistics = mean of %d groups of %d clips",
+                 epoch + 1, num_groups, group)
     return state.replace(batch_stats=stats)
+
+
+def _test_variables(run: Run, state: TrainState) -> dict:
+    """What the final test evaluates: the last state, or with ``evaluate.checkpoint='best'`` the
+    best-validation checkpoint (the last state when none was kept)."""
+    if run.config.evaluate.checkpoint != "best":
+        return state.variables
+    try:
+        _, variables, step = ckpt_lib.load_workdir_variables(run.workdir, best=True)
+    except FileNotFoundError:
+        logging.warning("evaluate.checkpoint='best' but no best checkpoint was kept; testing the last state")
+        return state.variables
+    print(f"testing the best-validation checkpoint (step {step})", flush=True)
+    return sharding.replicate(variables, run.mesh)
 
 
 def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> Dict[str, float]:
     """``mode=evaluate``: multi-view evaluation of ``config.evaluate.checkpoint`` (a workdir,
-    converted directory or ``.pyth``), else the newest checkpoint in ``workdir``, else
-    ``config.init_from``."""
+    converted directory or ``.pyth``; ``best``: the best-validation checkpoint of ``workdir``),
+    else the newest checkpoint in ``workdir``, else ``config.init_from``."""
     os.makedirs(workdir, exist_ok=True)
     mesh = mesh if mesh is not None else sharding.make_mesh()
     sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -544,7 +705,14 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     if not source:
         raise ValueError("mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
                          f"or point --workdir at a training workdir (none in {workdir})")
-    src_cfg, variables, what = ckpt_lib.load_pretrained(source)
+    step = 0
+    if source == "best":
+        src_cfg, variables, step = ckpt_lib.load_workdir_variables(workdir, best=True)
+        what = f"best-validation checkpoint of {workdir} (step {step})"
+    else:
+        src_cfg, variables, what = ckpt_lib.load_pretrained(source)
+        if source == workdir:
+            step = ckpt_lib.read_meta(workdir)[0]
     src_cfg.dtype = config.dtype
     for field in models.RUNTIME_FIELDS:
         src_cfg[field] = config.model[field]
@@ -553,11 +721,8 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     from egoexo_jax import metric_log  # pylint: disable=import-outside-toplevel
     logger = metric_log.MetricLogger(workdir)
     run = Run(config, workdir, mesh, model, None, None, 0, 0, None, None, {})
-    step = 0
-    if source == workdir:
-        step = ckpt_lib.read_meta(workdir)[0]
     try:
-        return eval_lib.evaluate_split(config, run, sharding.replicate(variables, mesh),
-                                       config.evaluate.split, step, logger, final=True)
+        return eval_lib.evaluate_final(config, run, sharding.replicate(variables, mesh),
+                                       config.evaluate.split, step, logger)
     finally:
         logger.flush()

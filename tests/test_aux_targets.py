@@ -114,9 +114,10 @@ def kcfg(root, **kw):
 
 
 def kaux(root, **kw):
+    """The teacher targets of the `kinetics` fixture, masking its missing entries."""
     return at.OfflineTeacherTargets(ego_scores=str(root / "ego.pkl"),
                                     object_scores=str(root / "obj.pkl"),
-                                    detections=str(root / "dets"), **kw)
+                                    detections=str(root / "dets"), allow_missing=True, **kw)
 
 
 # ---------------------------------------------------------------------------------- pipeline
@@ -313,6 +314,98 @@ def test_epic_absolute_one_based_frame_numbers(tmp_path):
     meta = meta_for("epic100", "P01_01_1", "P01_01", [24, 26, 28, 30], known_transform(0, False))
     with pytest.raises(ts.TeacherFileError, match=r"P01_01\.npy.*30"):
         fresh(meta)
+
+
+def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
+    # An EPIC segment of frames 11..15 and a 4 x 2 clip (span 7) starting at its first frame:
+    # positions min(0 + 2i, 4) = 0, 2, 4, 4 -> frames [11, 13, 15, 15]. Identity transform,
+    # crop 64, map stride 16 -> 4 x 4 cells of 16 px; Slow (the map keeps all 4 frames).
+    #   frame 11: object [0, 0, 15, 15] 0.9            -> cell row 0, col 0
+    #   frame 13: object [16, 16, 31, 31] 0.8          -> cell row 1, col 1
+    #   frame 15: object [32, 32, 63, 47] 0.7          -> row 2, cols 2..3 (47 / 16 = 2.9)
+    #             hand [0, 48, 15, 63] 0.6             -> row 3, col 0
+    per_frame = [(None, None)] * 16
+    per_frame[11] = (np.array([[0, 0, 15, 15, 0.9, 0]], np.float32), None)
+    per_frame[13] = (np.array([[16, 16, 31, 31, 0.8, 0]], np.float32), None)
+    per_frame[15] = (np.array([[32, 32, 63, 47, 0.7, 0]], np.float32),
+                     np.array([[0, 48, 15, 63, 0.6, 0]], np.float32))
+    ts.write_detections(tmp_path / "P01_01.npy", per_frame)
+    identity = {"orig_h": 64, "orig_w": 64, "resized_h": 64, "resized_w": 64, "crop_y": 0, "crop_x": 0,
+                "crop_size": 64, "flip": False}
+    meta = meta_for("epic55", "7", "P01_01", [11, 13, 15, 15], identity)
+    frame15 = np.zeros((4, 4, 2), np.float32)
+    frame15[2, 2:4, 1] = 0.7
+    frame15[3, 0, 0] = 0.6
+    want = np.zeros((4, 4, 4, 2), np.float32)
+    want[0, 0, 0, 1] = 0.9
+    want[1, 1, 1, 1] = 0.8
+    want[3] = frame15  # official: the repeated frame's boxes only at its last position (3) ...
+    official = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16)
+    assert official.repeated_frames == "last"
+    np.testing.assert_array_equal(official(meta)["interaction_target"], want)
+    want[2] = frame15  # ... "all": at every position showing it (the former behaviour)
+    every = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16,
+                                     repeated_frames="all")
+    np.testing.assert_array_equal(every(meta)["interaction_target"], want)
+    # "all" is the plain rasterisation of the rows as read (t = the clip index).
+    hands, objs = ts.HandObjectDetections(str(tmp_path)).boxes_for_frames("P01_01", [11, 13, 15, 15])
+    plain = at.interaction_target(hands, objs, identity, num_frames=4, map_frames=4, map_stride=16,
+                                  mode="soft")
+    np.testing.assert_array_equal(every(meta)["interaction_target"], plain)
+    # SlowFast (T_map = 4 // 2 = 2 of 4 fast frames: floor(linspace(0, 3, 2)) = [0, 3]).
+    sf = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slowfast", alpha=2, map_stride=16)
+    meta = meta_for("epic55", "7", "P01_01", [13, 15, 15, 15], identity)
+    np.testing.assert_array_equal(sf(meta)["interaction_target"][1], frame15)
+    meta = meta_for("epic55", "7", "P01_01", [13, 13, 13, 15], identity)
+    assert not sf(meta)["interaction_target"][0].any()  # frame 13 painted at position 2, not kept
+    with pytest.raises(ValueError, match="repeated_frames"):
+        at.OfflineTeacherTargets(detections=str(tmp_path), repeated_frames="first")
+
+
+def test_short_segments_through_the_pipeline_paint_only_the_last_repeat(tmp_path):
+    # Segments shorter than the 8 x 2 clip span (15 frames): indices clamp at the segment end.
+    fm.write_epic_dataset(tmp_path, {"P01_01": 30}, [("P01_01", 3, 9, 1, 2), ("P01_01", 12, 17, 3, 4)])
+    cfg = pipeline.default_data_config("epic100")
+    cfg.path_to_data_dir, cfg.path_prefix = str(tmp_path), str(tmp_path / "frames")
+    cfg.num_frames, cfg.sampling_rate = 8, 2
+    cfg.train_jitter_scales, cfg.train_crop_size, cfg.arch = (64, 64), 64, "slow"
+    (tmp_path / "dets").mkdir()
+    write_video_dets(tmp_path / "dets" / "P01_01.npy", 0, 31, placeholder_first=True)
+    aux = Recorder(at.OfflineTeacherTargets(detections=str(tmp_path / "dets"), arch="slow"))
+    opts = samples.SampleOptions.from_config(cfg)
+    source = sources.build_source(cfg, "train")
+    repeats = 0
+    for k in range(2):
+        for seed in range(3):
+            s = samples.make_sample(source.item(k), samples.View("train"), np.random.default_rng(seed),
+                                    opts, split="train", video_level_labels=False, aux_fn=aux)
+            frames = s["frame_indices"].tolist()
+            keep = [t for t in range(8) if frames[t] not in frames[t + 1:]]  # last occurrences
+            repeats += 8 - len(keep)
+            want = expected_target(0, frames, xform_dict(s["xform"]), 2, keep=range(8))
+            for t in set(range(8)) - set(keep):
+                want[t] = 0.0
+            np.testing.assert_array_equal(s["interaction_target"], want)
+    assert repeats >= 6  # the clamping really happened
+
+
+def test_strict_by_default_and_counting_missing_entries(kinetics):
+    strict = at.OfflineTeacherTargets(ego_scores=str(kinetics / "ego.pkl"),
+                                      object_scores=str(kinetics / "obj.pkl"),
+                                      detections=str(kinetics / "dets"))
+    assert not strict.allow_missing
+    with pytest.raises(at.MissingTeacherEntriesError, match=r"ego\.pkl.*'v2\.mp4'.*allow_missing"):
+        strict(meta_for("kinetics", "v2.mp4", "v2", np.arange(8), known_transform(0, False)))
+    detections_only = at.OfflineTeacherTargets(detections=str(kinetics / "dets"))
+    with pytest.raises(at.MissingTeacherEntriesError, match=r"v2\.npy"):
+        detections_only(meta_for("kinetics", "v2.mp4", "v2", np.arange(8), known_transform(0, False)))
+    ids = sources.build_source(kcfg(kinetics), "train").ids()
+    assert ids == [("v0.mp4", "v0"), ("v1.mp4", "v1"), ("v2.mp4", "v2")]
+    missing = at.missing_entries(strict, "kinetics", ids)
+    assert missing == {"ego": ["v2.mp4"], "object": [], "interaction": ["v2.mp4"]}
+    message = at.missing_entries_message(strict, missing, len(ids))
+    assert "1 of 3 training items have no Ego-Score entries in" in message and "'v2.mp4'" in message
+    assert "hand-object detection files" in message and "Object-Score" not in message
 
 
 # ------------------------------------------------------------------------------ config, pickling

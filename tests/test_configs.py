@@ -20,11 +20,12 @@ VARIANTS = {
     "finetune_charades_ego": ("slowfast_r50", "slowfast_r101", "slow_r50", "star", "star_r101",
                               "mvit_v2_s"),
     "finetune_epic100": ("slowfast_r50", "slowfast_r101", "star", "star_r101", "mvit_v2_s"),
+    "finetune_epic55": ("slowfast_r50", "slowfast_r101", "star", "star_r101", "mvit_v2_s"),
     "ego_teacher": ("slow_r50", "slowfast_r50"),
 }
 DEFAULTS = {"pretrain_baseline": "slowfast_r50", "pretrain": "slowfast_r50",
             "finetune_charades_ego": "slowfast_r50", "finetune_epic100": "slowfast_r50",
-            "ego_teacher": "slow_r50"}
+            "finetune_epic55": "slowfast_r50", "ego_teacher": "slow_r50"}
 # What the models cannot build yet (strict xfail: these start failing once the support lands).
 MISSING = {}
 
@@ -155,6 +156,89 @@ def test_finetune_values():
 
     t = config("ego_teacher")
     assert t.model.num_classes == (2,) and t.data.num_classes == 2 and not t.loss.multi_label
+
+
+# configs/ego-exo/epic-kitchen-55/Ego_Exo_SLOWFAST_8x8_R50.yaml (official repository), as
+# (YAML key, config value getter, YAML value); Ego_Exo_star_SLOWFAST_8x8_R50.yaml overrides below.
+EPIC55_YAML = (
+    ("TRAIN.BATCH_SIZE", lambda c: c.batch_size, 64),
+    ("TRAIN.EVAL_PERIOD", lambda c: c.eval_every_epochs, 2),
+    ("TRAIN.CHECKPOINT_PERIOD", lambda c: c.checkpoint.every_epochs, 5),
+    ("TRAIN.TRAIN_DATA_LIST", lambda c: c.data.train_list, "EPIC_train_action_labels.pkl"),
+    ("TRAIN.VAL_DATA_LIST", lambda c: c.data.val_list, "EPIC_val_action_labels.pkl"),
+    ("TEST.DATA_LIST", lambda c: c.data.test_list, "EPIC_val_action_labels.pkl"),
+    ("TEST.BATCH_SIZE", lambda c: c.eval_batch_size, 64),
+    ("DATA.NUM_FRAMES", lambda c: c.data.num_frames, 32),
+    ("DATA.SAMPLING_RATE", lambda c: c.data.sampling_rate, 2),
+    ("DATA.TRAIN_JITTER_SCALES", lambda c: tuple(c.data.train_jitter_scales), (256, 320)),
+    ("DATA.TRAIN_CROP_SIZE", lambda c: c.data.train_crop_size, 224),
+    ("DATA.TEST_CROP_SIZE", lambda c: c.data.test_crop_size, 256),
+    ("DATA.PATH_LABEL_SEPARATOR", lambda c: c.data.path_label_separator, "\t"),
+    ("SLOWFAST.ALPHA", lambda c: (c.model.alpha, c.data.alpha), (4, 4)),
+    ("SLOWFAST.BETA_INV", lambda c: c.model.beta_inv, 8),
+    ("SLOWFAST.FUSION_CONV_CHANNEL_RATIO", lambda c: c.model.fusion_conv_channel_ratio, 2),
+    ("SLOWFAST.FUSION_KERNEL_SZ", lambda c: c.model.fusion_kernel_size, 7),
+    ("RESNET.DEPTH", lambda c: c.model.depth, 50),
+    ("RESNET.WIDTH_PER_GROUP", lambda c: c.model.width_per_group, 64),
+    ("RESNET.NUM_GROUPS", lambda c: c.model.num_groups, 1),
+    ("RESNET.NUM_BLOCK_TEMP_KERNEL", lambda c: tuple(map(tuple, c.model.num_block_temp_kernel)),
+     ((3, 3), (4, 4), (6, 6), (3, 3))),
+    ("RESNET.SPATIAL_STRIDES", lambda c: tuple(c.model.spatial_strides), (1, 2, 2, 2)),
+    ("BN.USE_PRECISE_STATS", lambda c: c.precise_bn.enabled, True),
+    ("BN.NUM_BATCHES_PRECISE", lambda c: c.precise_bn.num_batches, 200),
+    ("SOLVER.BASE_LR", lambda c: (c.optimizer.base_lr, c.optimizer.reference_batch_size), (0.01, 64)),
+    ("SOLVER.LR_POLICY", lambda c: c.schedule.policy, "steps_with_relative_lrs"),
+    ("SOLVER.STEPS", lambda c: tuple(c.schedule.steps), (0, 20, 25)),
+    ("SOLVER.LRS", lambda c: tuple(c.schedule.lrs), (1, 0.1, 0.01)),
+    ("SOLVER.MAX_EPOCH", lambda c: c.num_epochs, 30),
+    ("SOLVER.MOMENTUM", lambda c: c.optimizer.momentum, 0.9),
+    ("SOLVER.WEIGHT_DECAY", lambda c: c.optimizer.weight_decay, 1e-4),
+    ("SOLVER.OPTIMIZING_METHOD", lambda c: (c.optimizer.name, c.optimizer.nesterov), ("sgd", True)),
+    ("MODEL.NUM_CLASSES_LIST", lambda c: tuple(c.model.num_classes), (125, 352)),
+    ("MODEL.MULTI_CLASS", lambda c: (c.model.multi_task, c.loss.multi_label), (True, False)),
+    ("MODEL.DROPOUT_RATE", lambda c: c.model.dropout_rate, 0.5),
+    ("TASK", lambda c: c.model.head_name, "headepic"),
+    ("(plain loader) val view", lambda c: c.data.epic_val_random, False),
+    ("MODEL_NAME MultiTaskSlowFast", lambda c: (c.model.arch, c.model.interaction_head), ("slowfast", False)),
+    ("(defaults) test views, ensemble", lambda c: (c.data.num_ensemble_views, c.data.num_spatial_crops,
+                                                   c.evaluate.ensemble), (10, 3, "sum")),
+    ("(no warm-up)", lambda c: c.schedule.warmup_epochs, 0.0),
+)
+EPIC55_STAR_YAML = (
+    ("BN.USE_PRECISE_STATS", lambda c: c.precise_bn.enabled, False),
+    ("TRAIN.DATASET epickitchenhandobj (random val views)", lambda c: c.data.epic_val_random, True),
+    ("MODEL_NAME HandObjMultiTaskSlowFastHSlow", lambda c: c.model.interaction_head, True),
+    ("HANDOBJ.HEAD_CONV_DIM", lambda c: c.model.interaction_conv_dim, 512),
+    ("HANDOBJ.HAND_LOSS_WEIGHT", lambda c: c.loss.hand, 3.0),
+    ("HANDOBJ.OBJ_LOSS_WEIGHT", lambda c: c.loss.object_map, 3.0),
+    ("HANDOBJ.LOSS_MODE", lambda c: (c.teachers.interaction.source, c.teachers.interaction.mode),
+     ("file", "soft")),
+)
+
+
+def test_epic55_values_match_the_official_yamls():
+    c = config("finetune_epic55")
+    for key, get, want in EPIC55_YAML:
+        assert get(c) == want, key
+    assert (c.loss.ce, c.loss.hand, c.loss.object_map, c.data.dataset) == (1.0, 0.0, 0.0, "epic55")
+    star = config("finetune_epic55", "star")
+    overridden = {key for key, _, _ in EPIC55_STAR_YAML}
+    for key, get, want in EPIC55_STAR_YAML + tuple(e for e in EPIC55_YAML if e[0] not in overridden
+                                                   and e[0] not in ("(plain loader) val view",
+                                                                    "MODEL_NAME MultiTaskSlowFast")):
+        assert get(star) == want, f"star: {key}"
+    assert star.teachers.interaction.detections == "data/epic55/handobj"
+    assert star.teachers.interaction.repeated_frames == "last" and not star.teachers.allow_missing
+    # The R101 variants (no official EPIC-55 YAML): Ego-Exo's R101 backbone, the EPIC-55 recipe.
+    for variant in ("slowfast_r101", "star_r101"):
+        r101 = config("finetune_epic55", variant)
+        assert (r101.model.depth, r101.model.fusion_kernel_size) == (101, 5)
+        assert tuple(map(tuple, r101.model.num_block_temp_kernel)) == ((3, 3), (4, 4), (23, 23), (3, 3))
+        assert (r101.optimizer.base_lr, r101.batch_size, tuple(r101.model.num_classes)) == (0.01, 64, (125, 352))
+    # Best checkpoint by the joint action top-1 (the original's EPIC validation meter).
+    assert (c.checkpoint.keep_best, train.best_metric_name(c)) == (True, "action_top1")
+    assert train.best_metric_name(config("finetune_charades_ego")) == "mAP"
+    assert train.best_metric_name(config("pretrain")) == "top1"
 
 
 def test_ego_teacher_lists(tmp_path):

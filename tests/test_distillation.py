@@ -203,6 +203,35 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     for key in ("loss_ego", "loss_object", "loss_hand", "loss_object_map", "count_interaction"):
         assert all(np.isfinite(r[key]) for r in rows), key
     assert rows[0]["count_ego"] == c.batch_size
+    assert not [k for r in rows for k in r if k.startswith("teachers/")]  # complete files
+
+    # One training video without an Ego-Score entry: the run stops before its first step, naming
+    # the video; with teachers.allow_missing it trains, masks that video out of the ego term and
+    # logs the count every epoch.
+    scores = teacher_signals.TeacherScores(paths.ego_scores)
+    train_keys = [line.split()[0] for line in open(os.path.join(paths.kinetics_dir, "train.csv"))]
+    dropped = train_keys[5]
+    partial = str(tmp_path / "ego_partial.pkl")
+    teacher_signals.write_score_pickle(partial, {k: scores[k] for k in scores.keys() if k != dropped})
+    c.teachers.ego.file = partial
+    strict = str(tmp_path / "strict")
+    with pytest.raises(aux_targets.MissingTeacherEntriesError) as err:
+        train.train_and_evaluate(c, strict)
+    assert f"1 of {len(train_keys)} training items have no Ego-Score entries" in str(err.value)
+    assert repr(dropped) in str(err.value) and "allow_missing" in str(err.value)
+    assert not os.path.exists(os.path.join(strict, "checkpoints"))
+    assert not os.path.exists(os.path.join(strict, "metrics.jsonl"))
+    c.teachers.allow_missing = True
+    masked = str(tmp_path / "masked")
+    train.train_and_evaluate(c, masked)
+    rows = [json.loads(line) for line in open(os.path.join(masked, "metrics.jsonl"))]
+    spe = len(train_keys) // c.batch_size
+    assert [r["step"] for r in rows if "teachers/missing_ego" in r] == [spe]  # epoch 1 of 3 steps
+    assert [r for r in rows if "teachers/missing_ego" in r][0] == {"step": spe, "teachers/missing_ego": 1.0}
+    losses = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in losses] == [1, 2, 3] and all(np.isfinite(r["loss_ego"]) for r in losses)
+    assert min(r["count_ego"] for r in losses) < c.batch_size  # the video was seen and masked
+    c.teachers.ego.file, c.teachers.allow_missing = paths.ego_scores, False
 
     # The same run with the ego and object teachers online (the ego teacher: a 2-way video
     # classifier from a training workdir; the object teacher: a randomly initialised 2D ResNet).

@@ -135,3 +135,27 @@ def test_reproduces_official_targets(fixtures_dir):
         slow = im.build_targets(hands, objs, num_frames=t_fast, grid=grid, slow_frames=t_slow)
         np.testing.assert_array_equal(slow[..., 0], outputs["hand_targets_slow"][i])
         np.testing.assert_array_equal(slow[..., 1], outputs["obj_targets_slow"][i])
+
+
+def test_repeated_frames_keep_their_boxes_at_the_last_position():
+    # Clip positions 0..5 read list positions [7, 9, 11, 11, 11, 4]: frame 11 is used three times.
+    positions = [7, 9, 11, 11, 11, 4]
+    np.testing.assert_array_equal(im.last_positions(positions), [0, 1, 4, 4, 4, 5])
+    np.testing.assert_array_equal(im.last_positions([3, 3, 3]), [2, 2, 2])
+    np.testing.assert_array_equal(im.last_positions([5, 6, 7]), [0, 1, 2])
+    # Rows as VideoDetections.rows gives them: one box per clip frame read, t = the clip index.
+    rows = np.array([[0.0, 0.0, 0.1, 0.1, 0.9, 0],
+                     [0.2, 0.2, 0.3, 0.3, 0.8, 2],
+                     [0.2, 0.2, 0.3, 0.3, 0.8, 3],
+                     [0.2, 0.2, 0.3, 0.3, 0.8, 4],
+                     [0.5, 0.5, 0.6, 0.6, 0.7, 5]], np.float32)
+    last = im.assign_repeated_frames(rows, positions, "last")
+    np.testing.assert_array_equal(last[:, 5], [0, 4, 4, 4, 5])
+    np.testing.assert_array_equal(last[:, :5], rows[:, :5])
+    np.testing.assert_array_equal(im.assign_repeated_frames(rows, positions, "all"), rows)
+    assert rows[1, 5] == 2  # the input is not modified
+    maps = im.build_targets(np.zeros((0, 6)), last, num_frames=6, grid=7)[..., 1]
+    assert not maps[2].any() and not maps[3].any() and maps[4, 1, 1] == np.float32(0.8)
+    assert im.assign_repeated_frames(np.zeros((0, 6), np.float32), positions).shape == (0, 6)
+    with pytest.raises(ValueError, match="repeated-frame rule"):
+        im.assign_repeated_frames(rows, positions, "first")

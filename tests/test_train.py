@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, optim, sharding, train
 from egoexo_jax.data import fake_media, pipeline
+from egoexo_jax.models import norm
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
@@ -223,6 +225,97 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_ro
 
 
 # ---------------------------------------------------------------------------------------------
+# Precise BN and the best checkpoint.
+
+
+class _TwoBN(nn.Module):
+    """conv -> BN -> relu -> BN with the students' group BatchNorm (groups of 4 clips)."""
+    bn_momentum: float = 0.1
+
+    @nn.compact
+    def __call__(self, pathways, train):
+        x = nn.Conv(4, (1, 3, 3))(pathways[0])
+        x = norm.BatchNorm(group_size=4, momentum=self.bn_momentum)(x, train)
+        x = norm.BatchNorm(group_size=4, momentum=self.bn_momentum)(nn.relu(x), train)
+        return {"logits": x.mean((1, 2, 3))}
+
+
+def test_precise_bn_is_the_mean_of_per_group_statistics_on_any_mesh():
+    """One group = one PySlowFast per-GPU batch: precise BN averages the groups' own statistics
+    (mean, unbiased variance), weights the groups past num_groups in the last batch out, and gives
+    the same numbers on 8 devices as on 1."""
+    model = _TwoBN()
+    rng = np.random.default_rng(0)
+    x = lambda b: rng.normal(1.0, 2.0, size=(b, 2, 8, 8, 3)).astype(np.float32)  # noqa: E731
+    variables = model.init(jax.random.PRNGKey(0), [jnp.zeros((4, 2, 8, 8, 3))], train=False)
+    variables = {"params": variables["params"],  # running values that must not leak in
+                 "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])}
+    batches = [{"pathway0": x(8), "label": np.zeros(8, np.int32)}, {"pathway0": x(8)}]  # 2 groups each
+    groups = [b["pathway0"][i:i + 4] for b in batches for i in (0, 4)]
+
+    def group_stats(g):  # the statistics of one group on its own, as PyTorch BN computes them
+        h = np.asarray(jax.lax.conv_general_dilated(
+            jnp.asarray(g), variables["params"]["Conv_0"]["kernel"], (1, 1, 1), [(0, 0), (1, 1), (1, 1)],
+            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))) + np.asarray(variables["params"]["Conv_0"]["bias"])
+        out = {}
+        for name in ("BatchNorm_0", "BatchNorm_1"):
+            mean, var = h.mean((0, 1, 2, 3)), h.var((0, 1, 2, 3))
+            out[name] = {"mean": mean, "var": var * h[..., 0].size / (h[..., 0].size - 1)}
+            p = variables["params"][name]
+            h = np.maximum((h - mean) / np.sqrt(var + 1e-5) * p["scale"] + p["bias"], 0) if name == "BatchNorm_0" else h
+        return out
+
+    per_group = [group_stats(g) for g in groups]
+    assert not np.allclose(per_group[0]["BatchNorm_1"]["var"], per_group[3]["BatchNorm_1"]["var"])
+    want = jax.tree.map(lambda *g: np.mean(np.stack(g), 0), *per_group[:3])  # 3 of the 4 groups
+    for n in (8, 1):
+        mesh = sharding.make_mesh(n)
+        got = train.precise_bn_stats(model, sharding.replicate(variables, mesh), iter(batches), "slow",
+                                     num_groups=3, group_size=4, mesh=mesh)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-5)
+
+
+def test_best_tracker_and_best_checkpoints_survive_pruning_and_resume(tmp_path):
+    # PySlowFast's rule: a new best must be strictly higher, starting from 0.
+    best = train._BestTracker("top1")
+    assert not best.update(1, {"top1": 0.0}) and best.state() is None
+    assert best.update(2, {"top1": 12.5}) and not best.update(3, {"top1": 12.5})
+    assert not best.update(4, {"mAP": 99.0})  # the metric is absent: no best (warned once)
+    assert best.update(5, {"top1": 25.0}) and best.state() == {"metric": "top1", "value": 25.0, "step": 5}
+    assert train._BestTracker("top1", best.state()).state() == best.state()
+
+    workdir = str(tmp_path)
+    periodic = ckpt_lib.Checkpointer(workdir, keep=1, async_save=False)
+    bests = ckpt_lib.BestCheckpoints(workdir)
+    tree = lambda v: {"w": np.full((3,), v, np.float32)}  # noqa: E731
+    bests.save(2, tree(2), {"best": {"step": 2}})
+    for step in (3, 4):
+        periodic.save(step, tree(step), {})
+    periodic.wait()
+    bests.prune(periodic.latest_step())
+    bests.save(5, tree(5), {"best": {"step": 5}})
+    bests.prune(periodic.latest_step())  # 4: step 5 is not covered yet, so 2 stays
+    assert bests.steps() == [2, 5]
+    bests.save(7, tree(7), {"best": {"step": 7}})
+    periodic.save(6, tree(6), {})
+    periodic.wait()
+    bests.prune(periodic.latest_step())  # 6 covers best 5: 2 goes, 5 and 7 stay
+    assert bests.steps() == [5, 7] and periodic.manager.all_steps() == [6]
+    # A run resuming from step 6 recomputes the best of step 7.
+    bests.discard_after(6)
+    assert bests.steps() == [5]
+    assert ckpt_lib.read_meta(workdir, best=True) == (5, {"best": {"step": 5}})
+    restored = ckpt_lib.restore_on_this_host(os.path.join(workdir, ckpt_lib.BEST_DIR, "5", "state"))
+    np.testing.assert_array_equal(restored["w"], tree(5)["w"])
+    periodic.close()
+    bests.close()
+    with pytest.raises(FileNotFoundError, match="best-validation checkpoint"):
+        ckpt_lib.read_meta(str(tmp_path / "elsewhere"), best=True)
+
+
+# ---------------------------------------------------------------------------------------------
 # Through the command line: resume after SIGKILL, two processes, config errors.
 
 
@@ -246,7 +339,11 @@ def _records(workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("kernels", ["xla", "cpu"])
 def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, kernels):
-    overrides = ("--config.num_epochs=10", "--config.checkpoint.every_steps=2", f"--config.model.kernels={kernels}")
+    # One step per epoch: validation (best-checkpoint tracking) and precise BN after every step,
+    # periodic checkpoints every 2 steps, so a kill can fall between a best and its checkpoint.
+    overrides = ("--config.num_epochs=10", "--config.checkpoint.every_steps=2",
+                 "--config.eval_every_epochs=1", "--config.precise_bn.enabled=True",
+                 "--config.precise_bn.num_batches=3", f"--config.model.kernels={kernels}")
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
     subprocess.run(_main_cmd(kin_root, straight, *overrides), env=_env(), check=True, cwd=REPO,
                    capture_output=True)
@@ -263,10 +360,21 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
     subprocess.run(_main_cmd(kin_root, killed, *overrides), env=_env(), check=True, cwd=REPO,
                    capture_output=True)
     assert _records(killed) == _records(straight)
-    assert [r["step"] for r in _records(straight)] == list(range(1, 11))
+    assert [r["step"] for r in _records(straight) if "loss" in r] == list(range(1, 11))
+    assert [r["step"] for r in _records(straight) if "val/top1" in r] == list(range(1, 11))
     _, a, step_a = ckpt_lib.load_workdir_variables(straight)
     _, b, step_b = ckpt_lib.load_workdir_variables(killed)
     assert step_a == step_b == 10
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_array_equal(x, y)
+    # The same best state, the only one left in each run.
+    best_step, best_meta = ckpt_lib.read_meta(straight, best=True)
+    assert ckpt_lib.read_meta(killed, best=True) == (best_step, best_meta)
+    assert ckpt_lib.BestCheckpoints(straight).steps() == ckpt_lib.BestCheckpoints(killed).steps() == [best_step]
+    vals = [r["val/top1"] for r in _records(straight) if "val/top1" in r]
+    assert best_meta["best"] == {"metric": "top1", "value": max(vals), "step": 1 + vals.index(max(vals))}
+    _, a, _ = ckpt_lib.load_workdir_variables(straight, best=True)
+    _, b, _ = ckpt_lib.load_workdir_variables(killed, best=True)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
 
@@ -308,6 +416,40 @@ def test_unknown_override_suggests_closest_key(kin_root, tmp_path):
     assert out.returncode != 0
     assert "unknown config key 'optimizer.base_rl'; did you mean 'optimizer.base_lr'?" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_missing_teacher_entry_stops_the_run_before_the_first_step(kin_root, tmp_path):
+    """An Ego-Exo pre-training run whose score file lacks one training video stops in set-up,
+    before any step or checkpoint, naming how many and which; the full path with
+    teachers.allow_missing (it trains and logs the count) is in test_distillation."""
+    from egoexo_jax.data import aux_targets, teacher_signals  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.models import presets  # pylint: disable=import-outside-toplevel
+    c = tiny_config.get_config(kin_root)
+    presets.egoexo_pretrain_heads(c.model)
+    c.model.interaction_conv_dim = 16
+    c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
+    keys = [line.split()[0] for line in open(os.path.join(kin_root, "train.csv"))]
+    teacher_signals.write_score_pickle(tmp_path / "ego.pkl", {k: [1.0, -1.0] for k in keys if k != "v3.mp4"})
+    teacher_signals.write_score_pickle(tmp_path / "obj.pkl", {k: np.zeros(1000) for k in keys})
+    (tmp_path / "dets").mkdir()
+    for k in keys:
+        teacher_signals.write_detections(tmp_path / "dets" / k.replace(".mp4", ".npy"), [(None, None)] * 40)
+    c.teachers.ego.update(source="file", file=str(tmp_path / "ego.pkl"))
+    c.teachers.object.update(source="file", file=str(tmp_path / "obj.pkl"))
+    c.teachers.interaction.update(source="file", detections=str(tmp_path / "dets"))
+    config_schema.validate(c)
+    workdir = tmp_path / "run"
+    with pytest.raises(aux_targets.MissingTeacherEntriesError,
+                       match=r"1 of 8 training items have no Ego-Score entries in .*ego\.pkl: 'v3\.mp4'"):
+        train.train_and_evaluate(c, str(workdir))
+    assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
+    os.remove(tmp_path / "dets" / "v5.npy")
+    os.remove(tmp_path / "dets" / "v6.npy")
+    with pytest.raises(aux_targets.MissingTeacherEntriesError,
+                       match=r"'v3\.mp4'.*2 of 8 training items have no hand-object detection files .*'v5\.mp4', 'v6\.mp4'"):
+        train.check_teacher_files(c, train.offline_aux_fn(c))
+    c.teachers.allow_missing = True
+    assert train.check_teacher_files(c, train.offline_aux_fn(c)) == {"ego": 1, "object": 0, "interaction": 2}
 
 
 def test_config_validation_names_the_key():

@@ -43,9 +43,18 @@ kinetics       :func:`kinetics_video_name` of the key   absolute decoded-frame i
 charades_ego   ``meta['video_id']`` (text between the   0-based frame-list position; the detection
                last ``/`` and last ``-`` of the first   list length must equal ``num_video_frames``
                frame path)                              (the frame-list length), else an error
-epic100        ``meta['video_id']``                     absolute 1-based frame number
-                                                        (``start_frame + offset``)
+epic100,       ``meta['video_id']``                     absolute 1-based frame number
+epic55                                                  (``start_frame + offset``)
 =============  =======================================  ============================================
+
+A video frame that the clip uses at several positions (indices clamped at the end of a short
+segment or video) keeps its detections at the last of those positions only, as the official
+loader's in-place write of the clip index leaves them (``repeated_frames='last'``, see
+:func:`egoexo_jax.data.interaction_maps.assign_repeated_frames`); ``'all'`` paints every position.
+
+Missing entries (a video without a score or without a detection file) are an error naming the key
+unless ``allow_missing`` is set; then the sample's ``*_mask`` is 0 and the loss leaves it out of
+that term. :func:`missing_entries` counts them over a whole split before training starts.
 
 Readers are opened lazily on first use and cached on the instance, i.e. once per worker
 process; pickling keeps only the configuration, so the object is cheap to send to workers.
@@ -63,8 +72,9 @@ import numpy as np
 from egoexo_jax.data import interaction_maps
 from egoexo_jax.data import teacher_signals
 
-__all__ = ["OfflineTeacherTargets", "from_config", "detection_video_name", "map_frame_count",
-           "interaction_target"]
+__all__ = ["OfflineTeacherTargets", "MissingTeacherEntriesError", "from_config",
+           "detection_video_name", "map_frame_count", "interaction_target", "missing_entries",
+           "missing_entries_message"]
 
 _LOG = logging.getLogger(__name__)
 
@@ -78,11 +88,19 @@ EGO_CLASSES = 2
 # --------------------------------------------------------------------------------------------
 
 
+class MissingTeacherEntriesError(teacher_signals.TeacherFileError):
+    """Training items without an Ego-Score / Object-Score entry or a detection file."""
+
+
 def detection_video_name(meta: dict) -> str:
     """Stem of the sample's detection file ``{stem}.npy`` (dataset convention, see module doc)."""
-    if meta["dataset"] == "kinetics":
-        return teacher_signals.kinetics_video_name(meta["key"])
-    return str(meta["video_id"])
+    return _video_name(meta["dataset"], meta["key"], meta["video_id"])
+
+
+def _video_name(dataset: str, key: str, video_id: str) -> str:
+    if dataset == "kinetics":
+        return teacher_signals.kinetics_video_name(key)
+    return str(video_id)
 
 
 def map_frame_count(num_frames: int, *, arch: str, alpha: int, map_frames: int = 0) -> int:
@@ -147,6 +165,11 @@ class OfflineTeacherTargets:
         (required for MViT).
       map_stride: ``g = crop_size // map_stride`` (32 for the ResNet res5 map).
       object_classes: length of the Object-Score vectors (1000).
+      repeated_frames: ``'last'`` (official: a frame used at several clip positions keeps its
+        detections at the last one) or ``'all'`` (every position).
+      allow_missing: ``False``: a missing score entry or detection file raises
+        :class:`~egoexo_jax.data.teacher_signals.TeacherFileError` naming it; ``True``: the
+        sample gets zeros and ``*_mask`` 0.
     """
 
     ego_scores: str = ""
@@ -158,10 +181,15 @@ class OfflineTeacherTargets:
     map_frames: int = 0
     map_stride: int = 32
     object_classes: int = 1000
+    repeated_frames: str = "last"
+    allow_missing: bool = False
 
     def __post_init__(self):
         if self.map_mode not in MAP_MODES:
             raise ValueError(f"map_mode={self.map_mode!r}; expected one of {list(MAP_MODES)}")
+        if self.repeated_frames not in interaction_maps.REPEATED_FRAME_RULES:
+            raise ValueError(f"repeated_frames={self.repeated_frames!r}; expected one of "
+                             f"{list(interaction_maps.REPEATED_FRAME_RULES)}")
         if self.arch not in ARCHS:
             raise ValueError(f"arch={self.arch!r}; expected one of {list(ARCHS)}")
         if self.detections and self.arch == "mvit" and not self.map_frames:
@@ -215,6 +243,10 @@ class OfflineTeacherTargets:
 
     def _scores(self, name: str, path: str, num_classes: int, key: str) -> dict[str, np.ndarray]:
         vector = self._reader(name).get(key)
+        if vector is None and not self.allow_missing:
+            raise MissingTeacherEntriesError(
+                f"{path}: no teacher scores for video {key!r} (config.teachers.allow_missing=True "
+                f"masks such videos out of the {name} term)")
         if vector is None:
             self._warn_once((name,), "%s: no teacher scores for video %r; its %s_mask is 0 (further "
                             "missing videos of this file are not logged)", path, key, name)
@@ -233,6 +265,10 @@ class OfflineTeacherTargets:
         grid = int(transform["crop_size"]) // self.map_stride
         dets = self._reader("detections")
         video = detection_video_name(meta)
+        if not dets.has_video(video) and not self.allow_missing:
+            raise MissingTeacherEntriesError(
+                f"no hand-object detection file for video {video!r}: {dets.path(video)} "
+                f"(config.teachers.allow_missing=True masks such videos out of the map terms)")
         if not dets.has_video(video):
             self._warn_once(("video", video), "no hand-object detection file for video %r: %s; "
                             "its interaction_mask is 0", video, dets.path(video))
@@ -245,6 +281,8 @@ class OfflineTeacherTargets:
             raise teacher_signals.TeacherFileError(
                 f"{err} ({meta['dataset']} sample {meta['key']!r}, frame indices "
                 f"{positions.tolist()})") from None
+        hands = interaction_maps.assign_repeated_frames(hands, positions, self.repeated_frames)
+        objs = interaction_maps.assign_repeated_frames(objs, positions, self.repeated_frames)
         target = interaction_target(hands, objs, transform, num_frames=num_frames,
                                     map_frames=t_map, map_stride=self.map_stride,
                                     mode=self.map_mode)
@@ -260,6 +298,59 @@ class OfflineTeacherTargets:
         if self.detections:
             out.update(self._interaction(meta))
         return out
+
+    # ---------------------------------------------------------------- coverage of a split
+
+    def signal_files(self) -> dict[str, str]:
+        """``{signal: file or folder}`` of the configured signals (``ego``, ``object``,
+        ``interaction``)."""
+        files = {"ego": self.ego_scores, "object": self.object_scores,
+                 "interaction": self.detections}
+        return {k: v for k, v in files.items() if v}
+
+
+def missing_entries(aux: OfflineTeacherTargets, dataset: str,
+                    ids: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Items of a split that a configured teacher file does not cover.
+
+    Args:
+      aux: the ``aux_fn``.
+      dataset: the data config's dataset (decides the detection-file name, see the module doc).
+      ids: ``(key, video_id)`` of every item (:meth:`~egoexo_jax.data.sources.FileSource.ids`).
+
+    Returns:
+      ``{signal: [item keys without an entry, in split order]}`` for every configured signal
+      (``ego`` / ``object``: no score entry for the key; ``interaction``: no ``{video}.npy``).
+    """
+    out: dict[str, list[str]] = {}
+    for name in ("ego", "object"):
+        if name in aux.signal_files():
+            reader = aux._reader(name)  # pylint: disable=protected-access
+            out[name] = [key for key, _ in ids if key not in reader]
+    if aux.detections:
+        present = {n[:-4] for n in os.listdir(aux.detections) if n.endswith(".npy")}
+        out["interaction"] = [key for key, video in ids
+                              if _video_name(dataset, key, video) not in present]
+    return out
+
+
+_SIGNAL_WHAT = {"ego": "Ego-Score entries", "object": "Object-Score entries",
+                "interaction": "hand-object detection files"}
+
+
+def missing_entries_message(aux: OfflineTeacherTargets, missing: dict[str, list[str]],
+                            num_items: int, show: int = 5) -> str:
+    """One line per signal with missing entries: how many of ``num_items``, the file, the first
+    ``show`` keys."""
+    files = aux.signal_files()
+    lines = []
+    for signal, keys in missing.items():
+        if keys:
+            first = ", ".join(repr(k) for k in keys[:show])
+            more = f", ... (+{len(keys) - show})" if len(keys) > show else ""
+            lines.append(f"{len(keys)} of {num_items} training items have no "
+                         f"{_SIGNAL_WHAT[signal]} in {files[signal]}: {first}{more}")
+    return "; ".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,7 +385,8 @@ def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[OfflineTeacherTar
     Args:
       teachers_cfg: ``config.teachers`` (``ego``/``object``/``interaction`` with ``source`` in
         ``none | file | online``; files ``ego.file``, ``object.file``,
-        ``interaction.detections`` (a folder), ``interaction.mode``).
+        ``interaction.detections`` (a folder), ``interaction.mode``,
+        ``interaction.repeated_frames``; ``allow_missing``).
       data_cfg: ``pipeline.default_data_config(...)``-style config (``num_frames``, ``dataset``).
       model_cfg: ``models.default_model_config()``-style config (``arch``, ``alpha``,
         ``object_classes``; MViT: ``mvit.patch_stride``).
@@ -322,14 +414,19 @@ def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[OfflineTeacherTar
     if mode not in MAP_MODES:
         raise ValueError(f"config.teachers.interaction.mode={mode!r}; expected one of {list(MAP_MODES)}")
     if (ego or obj) and data_cfg.dataset != "kinetics":
-        _LOG.warning("teacher score files are keyed by Kinetics csv paths but the dataset is %r: "
-                     "samples without an entry get ego_mask/object_mask 0", data_cfg.dataset)
+        _LOG.warning("teacher score files are keyed by Kinetics csv paths but the dataset is %r",
+                     data_cfg.dataset)
+    repeated = str(teachers_cfg.interaction.get("repeated_frames", "last"))
+    if repeated not in interaction_maps.REPEATED_FRAME_RULES:
+        raise ValueError(f"config.teachers.interaction.repeated_frames={repeated!r}; expected one "
+                         f"of {list(interaction_maps.REPEATED_FRAME_RULES)}")
     arch = str(model_cfg.arch)
     map_frames = _mvit_map_frames(data_cfg, model_cfg) if arch == "mvit" and dets else 0
     return OfflineTeacherTargets(
         ego_scores=ego, object_scores=obj, detections=dets, map_mode=mode, arch=arch,
         alpha=int(model_cfg.alpha), map_frames=map_frames, map_stride=_map_stride(model_cfg),
-        object_classes=int(model_cfg.object_classes or 1000))
+        object_classes=int(model_cfg.object_classes or 1000), repeated_frames=repeated,
+        allow_missing=bool(teachers_cfg.get("allow_missing", False)))
 
 
 def _map_stride(model_cfg) -> int:

@@ -18,7 +18,9 @@ Follows docs/egoexo-method.md §2.3 steps 1–4 and pitfall 9, i.e. the official
 
 Quirks kept on purpose: boxes lying completely outside the crop are clipped onto the border and
 still paint border cells; the box rescale uses the official single factor ``new_long / long``
-for both axes (see :func:`short_side_resize`).
+for both axes (see :func:`short_side_resize`); a video frame that a clip uses at several
+positions (indices clamped at the end of a short segment or video) keeps its detections at the
+last of those positions only (:func:`assign_repeated_frames`).
 """
 from __future__ import annotations
 
@@ -35,7 +37,14 @@ __all__ = [
     "rasterise",
     "slow_indices",
     "build_targets",
+    "REPEATED_FRAME_RULES",
+    "last_positions",
+    "assign_repeated_frames",
 ]
+
+# How detections of a video frame used at several clip positions are placed: "last" = the
+# official loader's result, "all" = at every position that shows the frame.
+REPEATED_FRAME_RULES = ("last", "all")
 
 Size = Union[int, Tuple[int, int]]
 
@@ -188,6 +197,44 @@ def slow_indices(t_fast: int, t_slow: int) -> np.ndarray:
         return np.zeros((max(t_slow, 0),), np.int64)
     i = np.arange(t_slow, dtype=np.int64)
     return (i * (t_fast - 1)) // (t_slow - 1)
+
+
+def last_positions(frame_positions: Sequence[int]) -> np.ndarray:
+    """``[T] int64``: for clip frame ``i``, the last clip index ``j`` with
+    ``frame_positions[j] == frame_positions[i]`` (``i`` itself when the frame is not repeated)."""
+    positions = np.asarray(frame_positions).reshape(-1)
+    last = {}
+    for j, p in enumerate(positions.tolist()):
+        last[p] = j
+    return np.asarray([last[p] for p in positions.tolist()], np.int64)
+
+
+def assign_repeated_frames(rows: np.ndarray, frame_positions: Sequence[int],
+                           rule: str = "last") -> np.ndarray:
+    """Clip-frame column of detection rows under a rule for repeated video frames.
+
+    The official loader (``kinetics_aux.parse_handobj``) writes the clip index into column 5 of a
+    *view* of the video's cached detection array, so when one video frame appears at clip
+    positions ``i1 < i2 < ... < ik`` every copy ends up carrying ``ik``: the frame's boxes are
+    painted at its last position only and the other positions get empty maps.
+
+    Args:
+      rows: ``[K, 6]`` ``[x1, y1, x2, y2, score, t]`` with ``t`` the clip index each row was read
+        for (as :meth:`~egoexo_jax.data.teacher_signals.VideoDetections.rows` returns them).
+      frame_positions: ``[T]`` the clip's frame positions in the detection list.
+      rule: ``'last'`` (official) or ``'all'`` (rows stay at every position that shows the frame).
+
+    Returns:
+      ``[K, 6]`` copy of ``rows`` with column 5 remapped (unchanged for ``'all'``).
+    """
+    if rule not in REPEATED_FRAME_RULES:
+        raise ValueError(f"repeated-frame rule must be one of {list(REPEATED_FRAME_RULES)}, got {rule!r}")
+    rows = np.array(rows, copy=True)
+    if rule == "all" or rows.size == 0:
+        return rows
+    last = last_positions(frame_positions)
+    rows[:, 5] = last[rows[:, 5].astype(np.int64)]
+    return rows
 
 
 def build_targets(hand_rows: np.ndarray, obj_rows: np.ndarray, num_frames: int, grid: int,

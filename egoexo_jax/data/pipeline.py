@@ -49,22 +49,27 @@ _LISTS = {
     "kinetics": ("train.csv", "val.csv", "test.csv"),
     "charades_ego": ("train_1st.csv", "test_1st.csv", "test_1st.csv"),
     "epic100": ("EPIC_100_train.csv", "EPIC_100_validation.csv", "EPIC_100_validation.csv"),
+    # The Ego-Exo release's split of the EPIC-55 training set (TBN); tested on its val part.
+    "epic55": ("EPIC_train_action_labels.pkl", "EPIC_val_action_labels.pkl",
+               "EPIC_val_action_labels.pkl"),
 }
 _TFDS_SPLITS = {
     "kinetics": ("train", "validation", "test"),
     "charades_ego": ("train", "test", "test"),
     "epic100": ("train", "validation", "validation"),
+    "epic55": ("train", "validation", "validation"),
 }
 
 
 def default_data_config(dataset: str = "kinetics") -> ml_collections.ConfigDict:
-  """Data config with the Ego-Exo defaults for `dataset` ('kinetics' | 'charades_ego' | 'epic100').
+  """Data config with the Ego-Exo defaults for `dataset` ('kinetics' | 'charades_ego' | 'epic100' |
+  'epic55').
 
   Fields:
     dataset, source: 'files' (split lists + media under path_prefix) or 'tfds' (ArrayRecord build).
     path_to_data_dir: folder of the split lists / annotation files.
-    path_prefix: folder the media paths in the lists are relative to (EPIC: the folder holding
-      `{P}/rgb_frames/...`).
+    path_prefix: folder the media paths in the lists are relative to (EPIC-100: the folder holding
+      `{P}/rgb_frames/...`; EPIC-55: the folder holding `{video_id}/frame_*.jpg`).
     train_list, val_list, test_list: file names inside path_to_data_dir.
     path_label_separator: Kinetics list separator.
     num_classes: Kinetics classes (400).
@@ -458,7 +463,7 @@ def eval_view_mode(data_cfg, split: str) -> tuple[str, int]:
   if split == "test":
     return "test", int(data_cfg.num_ensemble_views) * int(data_cfg.num_spatial_crops)
   if split == "val":
-    if data_cfg.dataset == "epic100" and not data_cfg.epic_val_random:
+    if data_cfg.dataset in ("epic100", "epic55") and not data_cfg.epic_val_random:
       return "center", 1
     return "train", 1
   raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")

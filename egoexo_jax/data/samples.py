@@ -21,7 +21,7 @@ from egoexo_jax.data import transforms
 from egoexo_jax.data.sources import Item
 from egoexo_jax.data.video import VideoReader, read_jpeg_frames
 
-DEFAULT_BGR = {"kinetics": False, "charades_ego": True, "epic100": True}
+DEFAULT_BGR = {"kinetics": False, "charades_ego": True, "epic100": True, "epic55": True}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,7 +18,8 @@ from egoexo_jax.data import epic_kitchens
 from egoexo_jax.data import kinetics
 from egoexo_jax.data.video import FrameSequence
 
-DATASETS = ("kinetics", "charades_ego", "epic100")
+DATASETS = ("kinetics", "charades_ego", "epic100", "epic55")
+EPIC_DATASETS = ("epic100", "epic55")
 TFDS_NAMES = {
     "kinetics": "egoexo_kinetics",
     "charades_ego": "egoexo_charades_ego",
@@ -31,9 +32,9 @@ class Item:
   """One video (Kinetics, Charades-Ego) or action segment (EPIC) ready to be sampled.
 
   Attributes:
-    dataset: 'kinetics' | 'charades_ego' | 'epic100'.
+    dataset: 'kinetics' | 'charades_ego' | 'epic100' | 'epic55'.
     key: the id other files use (Kinetics: relative path from the split list; Charades-Ego:
-      video id of the frame list; EPIC: narration_id).
+      video id of the frame list; EPIC-100: narration_id; EPIC-55: uid).
     video_id: name of the per-video hand-object detection file (without `.npy`).
     media: Kinetics: a file path or the encoded video bytes; Charades-Ego/EPIC: a `FrameSequence`
       of JPEG paths or a sequence of JPEG bytes.
@@ -86,8 +87,8 @@ class FileSource:
     elif cfg.dataset == "charades_ego":
       self._records = charades_ego.read_charades_ego(
           self.list_path, path_prefix=cfg.path_prefix, fps=cfg.charades_fps)
-    elif cfg.dataset == "epic100":
-      self._records = epic_kitchens.read_epic_annotations(self.list_path)
+    elif cfg.dataset in EPIC_DATASETS:
+      self._records = epic_kitchens.read_epic_annotations(self.list_path, cfg.dataset)
     else:
       raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
     if not self._records:
@@ -96,6 +97,10 @@ class FileSource:
   def __len__(self) -> int:
     return len(self._records)
 
+  def ids(self) -> list[tuple[str, str]]:
+    """`(key, video_id)` of every item, in index order, without touching the media."""
+    return [(r.key, r.video_id) for r in self._records]
+
   def item(self, i: int) -> Item:
     r = self._records[i]
     if self.dataset == "kinetics":
@@ -103,8 +108,9 @@ class FileSource:
     if self.dataset == "charades_ego":
       return Item("charades_ego", r.key, r.video_id, r.frames, label_frames=r.label_frames,
                   label_classes=r.label_classes)
-    return Item("epic100", r.key, r.video_id, r.frames(self._prefix), frame_offset=r.start_frame,
-                verb=r.verb, noun=r.noun)
+    return Item(self.dataset, r.key, r.video_id,
+                r.frames(self._prefix, flat=self.dataset == "epic55"),
+                frame_offset=r.start_frame, verb=r.verb, noun=r.noun)
 
 
 def _text(value) -> str:
@@ -116,6 +122,9 @@ class TfdsSource:
   """Items read from a TFDS ArrayRecord build (see `tfds_builders.py`) through `tfds.data_source`."""
 
   def __init__(self, cfg, split: str):
+    if cfg.dataset not in TFDS_NAMES:
+      raise ValueError(f"source='tfds' has no build for dataset {cfg.dataset!r} (builds: "
+                       f"{sorted(TFDS_NAMES)}); use source='files'")
     self.dataset = cfg.dataset
     self.split = split
     self.name = cfg.tfds_name or TFDS_NAMES[cfg.dataset]
@@ -140,6 +149,10 @@ class TfdsSource:
 
   def __len__(self) -> int:
     return self._length
+
+  def ids(self) -> None:
+    """None: the keys of an ArrayRecord build cannot be listed without reading every record."""
+    return None
 
   def item(self, i: int) -> Item:
     r = self._open()[i]

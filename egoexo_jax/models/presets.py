@@ -65,3 +65,11 @@ def epic100_heads(c: ml_collections.ConfigDict, star: bool = False) -> ml_collec
     c.num_classes, c.head_name, c.multi_task = (97, 300), "headepic100", True
     c.interaction_head = star
     return c
+
+
+def epic55_heads(c: ml_collections.ConfigDict, star: bool = False) -> ml_collections.ConfigDict:
+    """EPIC-Kitchens-55 verb (125) + noun (352) multi-task head named ``headepic`` (TASK ``epic``);
+    Ego-Exo* keeps the interaction head."""
+    c.num_classes, c.head_name, c.multi_task = (125, 352), "headepic", True
+    c.interaction_head = star
+    return c
