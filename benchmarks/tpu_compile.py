@@ -144,9 +144,9 @@ def forward_flops(jaxpr) -> float:
     return total
 
 
-def model_train_flops_per_clip(cfg) -> float:
-    """Training FLOPs of one clip counted from the architecture: 3 x the forward's (forward, input
-    gradient, weight gradient), forward traced with the plain XLA ops in float32."""
+def model_forward_flops_per_clip(cfg, crop: int) -> float:
+    """Forward FLOPs of one clip at ``crop`` counted from the architecture (traced with the plain
+    XLA ops in float32); a train step costs 3 x this per clip (forward, input and weight gradients)."""
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
@@ -155,11 +155,11 @@ def model_train_flops_per_clip(cfg) -> float:
     m = train.model_config(cfg)
     m.kernels, m.dtype = "xla", "float32"
     model = models.build(m)
-    shapes = train.input_shapes(cfg, 1, cfg.data.train_crop_size)
+    shapes = train.input_shapes(cfg, 1, crop)
     variables = jax.eval_shape(lambda: train.init_variables(model, cfg, 0))
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
         variables, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
-    return 3.0 * forward_flops(jaxpr.jaxpr)
+    return forward_flops(jaxpr.jaxpr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -370,22 +370,18 @@ def run(args) -> dict:
             raise SystemExit(f"error: unknown model {model!r}; expected one of {common.MODELS}")
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             per_chip = args.batch_per_chip or RECIPE_BATCH[model]
-            model_flops = None
             for k in kernels:
                 for which in which_steps:
                     b = per_chip if which == "train" else EVAL_BATCH
                     cfg = row_config(model, size, k, args.dtype, b * chips, args.remat)
-                    if model_flops is None:
-                        model_flops = model_train_flops_per_clip(cfg)
+                    crop = cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size
                     compiled, seconds = compile_step(cfg, mesh, which, b, options)
                     row = {"model": model, "size": size, "kernels": k, "remat": cfg.model.remat, "step": which,
-                           "batch_per_chip": b,
-                           "frames": cfg.data.num_frames,
-                           "crop": cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size,
+                           "batch_per_chip": b, "frames": cfg.data.num_frames, "crop": crop,
                            "compile_s": round(seconds, 1), **measure(compiled, chip, b)}
-                    if which == "train":
-                        row["model_flops"] = model_flops * b
-                        row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
+                    passes = 3 if which == "train" else 1
+                    row["model_flops"] = passes * b * model_forward_flops_per_clip(cfg, crop)
+                    row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
                     if args.top_ops:
                         row["top_hbm_instructions"] = top_hbm_instructions(compiled.as_text(), args.top_ops)
                     if args.dump_hlo:
