@@ -22,7 +22,8 @@ def main(argv=None) -> int:
     from egoexo_jax.convert.pyslowfast import ConversionError, convert_checkpoint
     from egoexo_jax.convert.torch_zip import CheckpointReadError
 
-    steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr)
+    steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr, leave=False,
+                 disable=None)  # no bar when stderr is not a terminal (logs, pipes)
     try:
         conversion = convert_checkpoint(args.input)
         steps.update()
