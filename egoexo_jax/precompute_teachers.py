@@ -72,6 +72,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from egoexo_jax.cli import UserError
+
 EGO_FILE = "k400_ego_predicts.pkl"
 OBJECT_FILE = "k400_IN_predicts.pkl"
 BAD_INPUTS = "bad_inputs.txt"
@@ -109,7 +111,7 @@ REQUIRED_KEYS = {
 }
 
 
-class PrecomputeError(ValueError):
+class PrecomputeError(UserError, ValueError):
     """A config, teacher or output folder this run cannot use (the message names it)."""
 
 

@@ -28,10 +28,12 @@ from typing import Any, Tuple
 
 import numpy as np
 
+from egoexo_jax.cli import UserError
+
 __all__ = ["CheckpointReadError", "check_geometry", "load_torch_file"]
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(UserError, ValueError):
     """The file is not a readable PyTorch checkpoint (or asks for something unsafe)."""
 
 
