@@ -16,7 +16,8 @@ Files in ``workdir/results/``: ``{split}_step{N}_scores.npz`` (per-video ensembl
 keys), for EPIC also ``{split}_step{N}_epic.pkl`` (the official "dict format":
 ``verb_output [N, 97]``, ``noun_output [N, 300]``, ``narration_id [N]``) and
 ``{split}_step{N}_submission.json`` (challenge submission format), and ``{split}_step{N}.md`` (the
-table that is also printed).
+table that is also printed). Unreadable videos are listed in ``workdir/bad_inputs.txt`` (unless
+``config.data.bad_input_log`` names another file).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from egoexo_jax.data import pipeline
 from egoexo_jax.data.sources import build_source
 
 EPIC_SUBMISSION_VERSION = "0.2"
+BAD_INPUTS = "bad_inputs.txt"  # in the workdir, shared with training (one line per unreadable file)
 
 
 def video_labels(data_cfg, split: str) -> Dict[str, Any]:
@@ -62,14 +64,17 @@ def video_labels(data_cfg, split: str) -> Dict[str, Any]:
 
 
 def collect_view_scores(eval_fn, variables, data_cfg, split: str, global_batch: int, mesh,
-                        ensemble: str, progress: bool = True) -> Dict[str, Any]:
-    """Runs every view through ``eval_fn`` and ensembles per video.
+                        ensemble: str, progress: bool = True,
+                        bad_input_log: Optional[str] = None) -> Dict[str, Any]:
+    """Runs every view through ``eval_fn`` and ensembles per video; unreadable videos are listed
+    in ``bad_input_log`` (default ``data_cfg.bad_input_log``).
 
     Returns ``scores``: list over tasks of ``[N, C] float32`` ensembled scores, ``views_seen [N]``,
     ``num_views``.
     """
     it, num_videos, num_views = pipeline.make_eval_iterator(data_cfg, split=split,
-                                                            global_batch_size=global_batch)
+                                                            global_batch_size=global_batch,
+                                                            bad_input_log=bad_input_log)
     neutral = 0.0 if ensemble == "sum" else -1e10
     scores: Optional[List[np.ndarray]] = None
     seen = np.zeros((num_videos, num_views), bool)
@@ -180,7 +185,8 @@ def evaluate_split(config, run, variables, split: str, step: int, logger=None, *
         eval_fn = train_lib.make_eval_step(run.mesh, model=run.model, arch=config.model.arch)
         run._eval_fn = eval_fn  # pylint: disable=protected-access
     collected = collect_view_scores(eval_fn, variables, config.data, split, config.eval_batch_size,
-                                    run.mesh, config.evaluate.ensemble)
+                                    run.mesh, config.evaluate.ensemble,
+                                    bad_input_log=config.data.bad_input_log or os.path.join(run.workdir, BAD_INPUTS))
     truth = video_labels(config.data, split)
     values = compute_metrics(config.data.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))

@@ -1,7 +1,8 @@
 """Appending unreadable inputs to a log file, safely from several worker processes.
 
 One line per input: `path<TAB>reason`. Each line is written with a single `write` on a file opened
-with O_APPEND, under an exclusive `flock`, so lines from different processes never interleave.
+with O_APPEND, under an exclusive `flock`, so lines from different processes never interleave, and
+only when the file does not hold it yet (no duplicates across workers, epochs or resumed runs).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import os
 class BadInputLog:
   """Picklable handle on the log file (opened per write; a path of None or '' disables logging).
 
-  Each process logs a given (path, reason) once.
+  A given (path, reason) is written once per file: a process remembers what it wrote, and before
+  appending it checks, under the lock, the lines already there (from other workers, or from the
+  run before a resume).
   """
 
   def __init__(self, path: str | os.PathLike | None):
@@ -27,17 +30,20 @@ class BadInputLog:
     if not self.path:
       return
     reason = " ".join(str(reason).split())
-    if (input_path, reason) in self._seen:
-      return
-    self._seen.add((input_path, reason))
     clean_path = str(input_path).replace("\t", " ").replace("\n", " ")
-    line = f"{clean_path}\t{reason}\n".encode("utf-8")
+    if (clean_path, reason) in self._seen:
+      return
+    self._seen.add((clean_path, reason))
+    line = f"{clean_path}\t{reason}\n".encode("utf-8", errors="backslashreplace")
     directory = os.path.dirname(self.path)
     if directory:
       os.makedirs(directory, exist_ok=True)
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX)
+      with os.fdopen(os.dup(fd), "rb") as existing:
+        if line in existing.read().splitlines(keepends=True):
+          return
       os.write(fd, line)
     finally:
       fcntl.flock(fd, fcntl.LOCK_UN)
