@@ -479,6 +479,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                     save(step)
                 if stop:
                     checkpointer.wait()
+                    if jax.process_count() > 1:  # every process exits only once the save is complete
+                        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+                        multihost_utils.sync_global_devices("egoexo_preempted")
                     logging.warning("stopped after SIGTERM at step %d (checkpoint saved)", step)
                     raise cli.Preempted(f"SIGTERM at step {step} of {run.total_steps}; checkpoint saved in "
                                         f"{checkpointer.directory}/{step}")

@@ -2,7 +2,8 @@
 
 One line per input: `path<TAB>reason`. Each line is written with a single `write` on a file opened
 with O_APPEND, under an exclusive `flock`, so lines from different processes never interleave, and
-only when the file does not hold it yet (no duplicates across workers, epochs or resumed runs).
+only when the file does not list that input yet (no duplicates across workers, epochs or resumed
+runs).
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import os
 class BadInputLog:
   """Picklable handle on the log file (opened per write; a path of None or '' disables logging).
 
-  A given (path, reason) is written once per file: a process remembers what it wrote, and before
-  appending it checks, under the lock, the lines already there (from other workers, or from the
-  run before a resume).
+  Each input is listed once (with the first reason seen; a truncated video fails with a different
+  frame number per clip): a process remembers what it wrote, and before appending it checks, under
+  the lock, the lines already there (from other workers, or from the run before a resume).
   """
 
   def __init__(self, path: str | os.PathLike | None):
     self.path = os.fspath(path) if path else None
-    self._seen: set[tuple[str, str]] = set()
+    self._seen: set[str] = set()
 
   def __getstate__(self):
     return {"path": self.path, "_seen": set()}
@@ -31,10 +32,11 @@ class BadInputLog:
       return
     reason = " ".join(str(reason).split())
     clean_path = str(input_path).replace("\t", " ").replace("\n", " ")
-    if (clean_path, reason) in self._seen:
+    if clean_path in self._seen:
       return
-    self._seen.add((clean_path, reason))
-    line = f"{clean_path}\t{reason}\n".encode("utf-8", errors="backslashreplace")
+    self._seen.add(clean_path)
+    head = f"{clean_path}\t".encode("utf-8", errors="backslashreplace")
+    line = head + f"{reason}\n".encode("utf-8", errors="backslashreplace")
     directory = os.path.dirname(self.path)
     if directory:
       os.makedirs(directory, exist_ok=True)
@@ -42,7 +44,7 @@ class BadInputLog:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX)
       with os.fdopen(os.dup(fd), "rb") as existing:
-        if line in existing.read().splitlines(keepends=True):
+        if any(old.startswith(head) for old in existing.read().splitlines()):
           return
       os.write(fd, line)
     finally:

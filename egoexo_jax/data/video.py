@@ -217,10 +217,10 @@ class VideoReader:
           continue
         if end_of_stream:
           self._frames = None
-          if k < len(pending) and pending[k] > last_index + self._tolerance \
+          if k < len(pending) and pending[-1] > last_index + self._tolerance \
               and last_index < self._expected_last - self._tolerance:
             raise DecodeError(
-                f"{self._name} ends at frame {last_index} but frame {pending[k]} was requested (its "
+                f"{self._name} ends at frame {last_index} but frame {pending[-1]} was requested (its "
                 f"duration promises {self._expected_last + 1} frames): truncated or corrupt")
           if last is not None and k < len(pending):
             array = self._to_rgb(last)
