@@ -115,7 +115,7 @@ class Checkpointer:
 
         Refuses up front, with an ``OSError(ENOSPC)`` naming the folder, a save the disk has no
         room for (estimated from the newest checkpoint's size, else the arrays' bytes); a disk
-        that fills during a save ends in the same one-line error (:func:`_disk_error`).
+        that fills during a save ends in the same one-line error (:func:`_disk_errors`).
         """
         with _disk_errors(self.directory):
             self.manager.wait_until_finished()  # the previous save counts in the space left
@@ -200,6 +200,7 @@ def _disk_errors(directory: str):
 def _short(e: BaseException, limit: int = 200) -> str:
     """One line of an exception's message (orbax / tensorstore messages span pages)."""
     text = " ".join(str(e).split()) or type(e).__name__
+    text = text.split(" See full TensorStore details")[0]
     return text if len(text) <= limit else text[:limit] + " ..."
 
 

@@ -263,15 +263,16 @@ def offline_aux_fn(config, split: str = "train"):
 def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[ckpt_lib.TransferReport]]:
     """Fresh state: PySlowFast init, then ``config.init_from`` (fine-tune transfer) if set."""
     state_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    variables = init_variables(model, config, config.seed)
     report = None
-    if config.init_from:
+    if config.init_from:  # read and checked before the (slow) initialisation
         src_cfg, src_vars, what = ckpt_lib.load_pretrained(config.init_from)
         logging.info("init_from: %s (arch %s)", what, src_cfg.arch)
         if src_cfg.arch != config.model.arch:
             raise ckpt_lib.CheckpointMismatchError(
                 f"config.init_from={config.init_from} holds a {src_cfg.arch} model but config.model.arch is "
                 f"{config.model.arch}; expected a checkpoint of the same architecture")
+    variables = init_variables(model, config, config.seed)
+    if config.init_from:
         target = {k: jax.tree.map(np.asarray, v) for k, v in variables.items()}
         variables, report = ckpt_lib.transfer(target, src_vars, allow_reinit=config.reinit_heads)
         print(f"init_from {what}:\n{report.summary()}", flush=True)
@@ -548,8 +549,8 @@ def check_resumable(config: ml_collections.ConfigDict, run: Run, step: int, meta
     dtype may change), or the data order (seed, global batch, training list)."""
     where = os.path.join(run.workdir, ckpt_lib.CHECKPOINT_DIR, str(step))
     hint = "expected the value the run started with (or a new --workdir)"
-    saved_model = meta.get("model_config")
-    if saved_model is not None:
+    if meta.get("model_config") is not None:
+        saved_model = json.loads(json.dumps(meta["model_config"]))  # a copy: dtype is dropped below
         current = json.loads(export.model_config_to_json(model_config(config)))
         for m in (saved_model, current):
             m.pop("dtype", None)
@@ -623,8 +624,9 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
     source = config.evaluate.checkpoint or (workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
     if not source:
-        raise config_schema.ConfigError("mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
-                         f"or point --workdir at a training workdir (none in {workdir})")
+        raise config_schema.ConfigError(
+            "mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
+            f"or point --workdir at a training workdir (none in {workdir})")
     step = 0  # converted checkpoints and .pyth files carry no training step
     if os.path.isdir(source) and ckpt_lib.is_training_workdir(source):
         src_cfg, variables, step = ckpt_lib.load_workdir_variables(source)
