@@ -105,11 +105,6 @@ def handles(exc: BaseException) -> bool:
     return isinstance(exc, Preempted) or is_user_error(exc) or disk_error(exc) is not None
 
 
-def debug_requested(argv) -> bool:
-    """``--debug`` on the command line or ``EGOEXO_DEBUG=1`` in the environment."""
-    return "--debug" in argv or os.environ.get("EGOEXO_DEBUG", "") not in ("", "0")
-
-
 _DISK_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
                "os_error_code='28'", "os_error_code='122'", "os_error_code='30'")
 
