@@ -18,22 +18,37 @@ differ are left at their fresh initialisation. What was loaded and what was not 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+import re
+import shutil
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from flax import traverse_util
 
+from egoexo_jax.cli import InputError, MissingFileError, UserError
 from egoexo_jax.convert import export
 
 CHECKPOINT_DIR = "checkpoints"
-BEST_DIR = "checkpoints_best"
+BEST_DIR = "checkpoints_best"  # best-validation states, outside keep-N pruning
+DAMAGED_DIR = "checkpoints_damaged"  # unreadable checkpoints are moved here, never deleted
+
+
+class DamagedCheckpointError(Exception):
+    """A checkpoint's files cannot be read (truncated, missing, corrupt)."""
+
+
+class CheckpointMismatchError(UserError, ValueError):
+    """A readable checkpoint that does not fit this run's config (the message names the key)."""
 
 
 class Checkpointer:
@@ -41,33 +56,193 @@ class Checkpointer:
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                               enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                     enable_async_checkpointing=async_save)
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def latest_step(self) -> Optional[int]:
         return self.manager.latest_step()
 
+    def all_steps(self) -> List[int]:
+        return sorted(self.manager.all_steps())
+
+    def read_meta(self, step: int) -> Dict[str, Any]:
+        """The JSON meta of checkpoint ``step``; :class:`DamagedCheckpointError` if unreadable."""
+        try:
+            return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # orbax raises many types (OSError, ValueError, JSONDecodeError ...)
+            raise DamagedCheckpointError(_short(e)) from e
+
+    def restore_newest(self, state_like: Any, check_meta: Callable[[int, Dict[str, Any]], None]
+                       ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+        """``(step, state, meta)`` of the newest readable checkpoint (None when there is none).
+
+        ``check_meta(step, meta)`` raises when the checkpoint does not fit the run's config
+        (a :class:`CheckpointMismatchError`, which propagates: the checkpoint is fine, the config
+        is not). A checkpoint whose files cannot be read is reported in one line and moved to
+        ``workdir/checkpoints_damaged/`` (never deleted); the previous one is tried next.
+        """
+        for step in reversed(self.all_steps()):
+            try:
+                meta = self.read_meta(step)
+                check_meta(step, meta)
+                check_tree(state_tree_metadata(os.path.join(self.directory, str(step), "state")),
+                           state_like, f"{self.directory}/{step}")
+                state, meta = self.restore(state_like, step)
+                return step, state, meta
+            except DamagedCheckpointError as e:
+                moved = self.move_aside(step)
+                print(f"checkpoint {self.directory}/{step} cannot be read ({e}); moved to {moved}, "
+                      "trying the previous one", flush=True)
+        return None
+
+    def move_aside(self, step: int) -> str:
+        """Moves checkpoint ``step`` to ``<workdir>/checkpoints_damaged/<step>`` (process 0; a
+        numbered suffix when that exists) and reopens the manager without it."""
+        workdir = os.path.dirname(self.directory)
+        target = os.path.join(workdir, DAMAGED_DIR, str(step))
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            n = 1
+            while os.path.exists(target):
+                target = os.path.join(workdir, DAMAGED_DIR, f"{step}.{n}")
+                n += 1
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+            multihost_utils.sync_global_devices(f"egoexo_move_aside_{step}")
+        self.manager.close()
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        return target
+
     def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
-        """Starts an (asynchronous) save of ``state`` (pytree of arrays) and ``meta`` (JSON)."""
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        """Starts an (asynchronous) save of ``state`` (pytree of arrays) and ``meta`` (JSON).
+
+        Refuses up front, with an ``OSError(ENOSPC)`` naming the folder, a save the disk has no
+        room for (estimated from the newest checkpoint's size, else the arrays' bytes); a disk
+        that fills during a save ends in the same one-line error (:func:`_disk_errors`).
+        """
+        with _disk_errors(self.directory):
+            self.manager.wait_until_finished()  # the previous save counts in the space left
+            self._check_space(state)
+            self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def _check_space(self, state: Any) -> None:
+        if not os.path.isdir(self.directory):  # not a local folder (e.g. gs://): no estimate
+            return
+        steps = self.all_steps()
+        if steps:
+            need = _folder_bytes(os.path.join(self.directory, str(steps[-1])))
+        else:
+            need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                       for x in jax.tree.leaves(state) if hasattr(x, "shape"))
+        free = shutil.disk_usage(self.directory).free
+        if need > free:
+            raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about {need / 2**20:.1f} MiB, "
+                                        f"{free / 2**20:.1f} MiB are free)", self.directory)
 
     def restore(self, state_like: Any, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
         """Restores ``(state, meta)`` at ``step`` (default newest) onto ``state_like``'s structure,
-        shapes and shardings (arrays or ``jax.ShapeDtypeStruct`` s)."""
+        shapes and shardings (arrays or ``jax.ShapeDtypeStruct`` s).
+
+        Raises :class:`DamagedCheckpointError` when the files cannot be read, and
+        :class:`CheckpointMismatchError` when they are readable but hold a train state of another
+        structure (e.g. optimizer settings changed).
+        """
         step = self.latest_step() if step is None else step
         abstract = jax.tree.map(_abstract, state_like)
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        try:
+            out = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for unreadable files
+            if "pytree structure" in str(e):
+                raise CheckpointMismatchError(
+                    f"checkpoint {self.directory}/{step} holds a train state of another structure "
+                    f"({_short(e)}); expected the optimizer settings it was saved with") from e
+            raise DamagedCheckpointError(_short(e)) from e
         return out["state"], out["meta"]
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with _disk_errors(self.directory):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        with _disk_errors(self.directory):
+            try:
+                self.manager.wait_until_finished()
+            finally:
+                self.manager.close()
+
+
+def _folder_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+_DISK_MESSAGES = ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
+                  (errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied"))
+
+
+@contextlib.contextmanager
+def _disk_errors(directory: str):
+    """Re-raises an orbax / tensorstore failure caused by the disk (full, quota, read-only) as the
+    ``OSError`` it is, naming the file it could not write (else ``directory``)."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, directory) from e
+    except Exception as e:  # orbax wraps the OS error in ValueError / RuntimeError text
+        text = str(e)
+        for code, words in _DISK_MESSAGES:
+            if words in text or f"os_error_code='{code}'" in text:
+                path = re.search(r'Failed (?:writing|to write)[^"]*"([^"]+)"', text)
+                raise OSError(code, words, path.group(1) if path else directory) from e
+        raise
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    """One line of an exception's message (orbax / tensorstore messages span pages)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    text = text.split(" See full TensorStore details")[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def state_tree_metadata(directory: str) -> Any:
+    """The saved tree (shapes and dtypes) of an orbax ``StandardSave`` item directory, read without
+    the step-level metadata (so no orbax warning about it); :class:`DamagedCheckpointError` if it
+    cannot be read."""
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(directory))
+    except Exception as e:  # pylint: disable=broad-except
+        raise DamagedCheckpointError(_short(e)) from e
+    tree = getattr(meta, "item_metadata", meta)
+    return getattr(tree, "tree", tree)
+
+
+def _leaf_paths(tree: Any) -> Dict[str, Tuple[Tuple[int, ...], str]]:
+    """``{path: (shape, dtype)}`` with attribute and key steps spelled alike (``['trace']``), so a
+    saved tree (lists and dicts) compares with the live one (tuples and named tuples)."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        name = re.sub(r"\.(\w+)", r"['\1']", jax.tree_util.keystr(path))
+        out[name] = (tuple(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape),
+                     str(np.dtype(leaf.dtype)) if hasattr(leaf, "dtype") else "")
+    return out
+
+
+def check_tree(saved: Any, state_like: Any, where: str) -> None:
+    """Raises :class:`CheckpointMismatchError` naming the first array whose presence, shape or
+    dtype differs between a checkpoint's saved tree and this run's train state."""
+    have, want = _leaf_paths(saved), _leaf_paths(state_like)
+    for name in sorted(set(have) | set(want)):
+        if have.get(name) != want.get(name):
+            got = "absent" if name not in have else f"{have[name][0]} {have[name][1]}"
+            exp = "absent" if name not in want else f"{want[name][0]} {want[name][1]}"
+            raise CheckpointMismatchError(
+                f"checkpoint {where} does not fit this config: {name} is {got} there; expected {exp} "
+                "(resume with the config the run started with, or use a new --workdir)")
 
 
 class BestCheckpoints:
@@ -122,33 +297,64 @@ def _abstract(x):
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
 
 
-def read_meta(workdir: str, step: Optional[int] = None, *, best: bool = False) -> Tuple[int, Dict[str, Any]]:
-    """(step, meta JSON) of a workdir's newest (or given) checkpoint, or of its best-validation
-    checkpoint (``best``); FileNotFoundError if none."""
+def _steps_newest_first(workdir: str, best: bool = False) -> Tuple[str, List[int]]:
     directory = os.path.join(os.path.abspath(workdir), BEST_DIR if best else CHECKPOINT_DIR)
-    if not os.path.isdir(directory):
-        what = "best-validation checkpoint (none saved yet?)" if best else "checkpoint"
-        raise FileNotFoundError(f"no {what} in {directory}")
+    if best and not os.path.isdir(directory):
+        raise MissingFileError(f"no best-validation checkpoint, {directory}, expected a run that validated "
+                               "at least once")
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {directory}")
-    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    steps = sorted(manager.all_steps(), reverse=True)
     manager.close()
-    return step, meta
+    if not steps:
+        raise MissingFileError(f"no checkpoint, {directory}, expected a training workdir with a saved step")
+    return directory, steps
+
+
+def _read_step_meta(directory: str, step: int) -> Dict[str, Any]:
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    try:
+        return manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # orbax raises many types for unreadable files
+        raise DamagedCheckpointError(_short(e)) from e
+    finally:
+        manager.close()
+
+
+def _newest_readable(workdir: str, step: Optional[int], read: Callable[[str, int], Any],
+                     best: bool = False) -> Tuple[int, Any]:
+    """``(step, read(directory, step))`` for ``step``, or for the newest checkpoint ``read`` can
+    read (of the best-validation ones with ``best``): an unreadable one is reported in one line and
+    skipped (left in place: this only reads)."""
+    directory, steps = _steps_newest_first(workdir, best)
+    if step is not None:
+        return step, read(directory, step)
+    for candidate in steps:
+        try:
+            return candidate, read(directory, candidate)
+        except DamagedCheckpointError as e:
+            print(f"checkpoint {directory}/{candidate} cannot be read ({e}); using the previous one", flush=True)
+    raise InputError(f"no readable checkpoint, {directory}, expected at least one undamaged saved step")
+
+
+def read_meta(workdir: str, step: Optional[int] = None, *, best: bool = False) -> Tuple[int, Dict[str, Any]]:
+    """(step, meta JSON) of a workdir's newest readable (or the given) checkpoint, or of its
+    best-validation checkpoint (``best``); :class:`cli.MissingFileError` if it has none."""
+    return _newest_readable(workdir, step, _read_step_meta, best)
 
 
 def load_workdir_variables(workdir: str, step: Optional[int] = None, *,
                            best: bool = False) -> Tuple[ml_collections.ConfigDict, dict, int]:
-    """``(model_config, {"params", "batch_stats"}, step)`` from a training workdir's checkpoint
-    (the newest, ``step``, or with ``best`` its best-validation one)."""
-    step, meta = read_meta(workdir, step, best=best)
-    folder = BEST_DIR if best else CHECKPOINT_DIR
-    if "model_config" not in meta:
-        raise ValueError(f"checkpoint {workdir}/{folder}/{step} has no model_config in its meta")
+    """``(model_config, {"params", "batch_stats"}, step)`` from a training workdir's newest
+    readable (or the given) checkpoint, or with ``best`` its best-validation one."""
+    def read(directory: str, step: int):
+        meta = _read_step_meta(directory, step)
+        if "model_config" not in meta:
+            raise InputError(f"no model_config in the checkpoint meta, {directory}/{step}, expected a "
+                             "checkpoint written by egoexo_jax training")
+        return meta, restore_on_this_host(os.path.join(directory, str(step), "state"))
+
+    step, (meta, tree) = _newest_readable(workdir, step, read, best)
     model_cfg = export.model_config_from_json(json.dumps(meta["model_config"]))
-    directory = os.path.join(os.path.abspath(workdir), folder, str(step), "state")
-    tree = restore_on_this_host(directory)
     variables = {"params": tree["params"]}
     if tree.get("batch_stats"):
         variables["batch_stats"] = tree["batch_stats"]
@@ -159,22 +365,25 @@ def restore_on_this_host(directory: str) -> Any:
     """Restores a saved tree onto this process's first device, whatever topology saved it (a
     pod's checkpoint opened on a laptop)."""
     checkpointer = ocp.StandardCheckpointer()
-    meta = checkpointer.metadata(directory)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
+    tree = state_tree_metadata(directory)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), tree)
-    return checkpointer.restore(directory, abstract)
+    try:
+        return checkpointer.restore(directory, abstract)
+    except Exception as e:  # orbax / tensorstore raise many types for unreadable files
+        raise DamagedCheckpointError(_short(e)) from e
 
 
 def is_training_workdir(path: str) -> bool:
     return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
 
 
-def load_pretrained(path: str) -> Tuple[ml_collections.ConfigDict, dict, str]:
-    """``(model_config, variables, description)`` from a converted dir, ``.pyth`` or workdir."""
+def load_pretrained(path: str, flag: str = "config.init_from") -> Tuple[ml_collections.ConfigDict, dict, str]:
+    """``(model_config, variables, description)`` from a converted dir, ``.pyth`` or workdir;
+    ``flag`` names the option in error messages."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"config.init_from: {path} does not exist")
+        raise MissingFileError(f"checkpoint not found, {flag}={path}, expected a converted checkpoint "
+                               "directory, a training workdir or a .pyth file")
     if os.path.isdir(path) and export.is_converted_dir(path):
         _, variables, cfg = export.load_converted(path)
         return cfg, variables, f"converted checkpoint {path}"
@@ -185,9 +394,13 @@ def load_pretrained(path: str) -> Tuple[ml_collections.ConfigDict, dict, str]:
         from egoexo_jax.convert import pyslowfast  # pylint: disable=import-outside-toplevel
         conv = pyslowfast.convert_checkpoint(path)
         return conv.model_config, conv.variables, f"PySlowFast checkpoint {path} (epoch {conv.epoch})"
-    raise ValueError(f"config.init_from: {path} is neither a converted checkpoint directory "
-                     f"(with {export.MODEL_CONFIG}), a training workdir (with {CHECKPOINT_DIR}/) "
-                     f"nor a .pyth file")
+    inside = sorted(f"{name}/" for name in os.listdir(path)
+                    if is_training_workdir(os.path.join(path, name))
+                    or export.is_converted_dir(os.path.join(path, name)))
+    hint = (f"; it holds {', '.join(inside)}: pass one of them, e.g. {flag}={os.path.join(path, inside[0][:-1])}"
+            if inside else "")
+    raise InputError(f"not a checkpoint, {flag}={path}, expected a converted checkpoint directory (with "
+                     f"{export.MODEL_CONFIG}), a training workdir (with {CHECKPOINT_DIR}/) or a .pyth file{hint}")
 
 
 @dataclasses.dataclass
@@ -229,7 +442,7 @@ def transfer(target: dict, source: dict, *, allow_reinit: bool = True) -> Tuple[
             missing.append(name)
         elif tuple(np.shape(src)) != tuple(np.shape(value)):
             if not allow_reinit:
-                raise ValueError(f"init_from: {name} has shape {np.shape(src)} in the checkpoint, "
+                raise CheckpointMismatchError(f"init_from: {name} has shape {np.shape(src)} in the checkpoint, "
                                  f"{np.shape(value)} in the model")
             out[key] = value
             reinit.append(name)

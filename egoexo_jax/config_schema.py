@@ -9,12 +9,14 @@ epochs (as PySlowFast counts them) and converted to steps with the training set'
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, List
+import math
+from typing import Iterable, List, Optional
 
 import ml_collections
 from ml_collections import config_dict
 
 from egoexo_jax import ops
+from egoexo_jax.cli import UserError
 from egoexo_jax.data.pipeline import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
 
@@ -161,13 +163,144 @@ def unknown_key_message(name: str, config: ml_collections.ConfigDict) -> str:
     return f"unknown config key '{name}'{hint}"
 
 
+class ConfigError(UserError, ValueError):
+    """A config value that cannot work; the message names the key, the value and what is expected."""
+
+
 def _check_choice(value, allowed, key: str) -> None:
     if value not in allowed:
-        raise ValueError(f"config.{key}={value!r}; expected one of {list(allowed)}")
+        raise ConfigError(f"config.{key}={value!r}; expected one of {list(allowed)}")
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Raises ``ValueError`` naming the key for values that cannot work."""
+# Numeric fields and their allowed ranges, checked before anything is built (a negative
+# learning rate or epoch count must never start a run). "int" = an integer; "> 0", ">= 0": a
+# bound; "[0, 1)" / "[0, 1]": an interval.
+_RANGES = {
+    "batch_size": "int >= 1",
+    "eval_batch_size": "int >= 1",
+    "num_epochs": "> 0",
+    "total_steps": "int >= 0",
+    "optimizer.base_lr": "> 0",
+    "optimizer.reference_batch_size": "int >= 1",
+    "optimizer.momentum": "[0, 1)",
+    "optimizer.weight_decay": ">= 0",
+    "optimizer.beta1": "[0, 1)",
+    "optimizer.beta2": "[0, 1)",
+    "optimizer.eps": "> 0",
+    "optimizer.grad_clip_norm": ">= 0",
+    "schedule.warmup_epochs": ">= 0",
+    "schedule.warmup_start_lr": ">= 0",
+    "schedule.cosine_end_lr": ">= 0",
+    "loss.ce": ">= 0",
+    "loss.ego": ">= 0",
+    "loss.object": ">= 0",
+    "loss.hand": ">= 0",
+    "loss.object_map": ">= 0",
+    "loss.ego_temperature": "> 0",
+    "loss.object_temperature": "> 0",
+    "loss.pos_weight": "> 0",
+    "data.train_crop_size": "int >= 1",
+    "data.test_crop_size": "int >= 1",
+    "data.num_frames": "int >= 1",
+    "data.sampling_rate": "int >= 1",
+    "data.target_fps": "> 0",
+    "data.flip_prob": "[0, 1]",
+    "data.num_ensemble_views": "int >= 1",
+    "data.num_spatial_crops": "int >= 1",
+    "data.max_bad_fraction": "[0, 1]",
+    "data.bad_input_allowance": ">= 0",
+    "data.max_retries": "int >= 0",
+    "model.bn_group_size": "int >= 0",
+    "checkpoint.every_epochs": ">= 0",
+    "checkpoint.every_steps": "int >= 0",
+    "checkpoint.keep": "int >= 1",
+    "log_every_steps": "int >= 1",
+    "eval_every_epochs": ">= 0",
+    "precise_bn.num_batches": "int >= 1",
+}
+
+
+def _lookup(config, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _in_range(value, rule: str) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return False
+    if rule.startswith("int "):
+        if float(value) != int(value):
+            return False
+        rule = rule[4:]
+    if rule.startswith("["):
+        low, high = (float(x) for x in rule[1:-1].split(","))
+        return low <= value and (value <= high if rule.endswith("]") else value < high)
+    op, bound = rule.split()
+    return value >= float(bound) if op == ">=" else value > float(bound)
+
+
+def _check_range(value, key: str, rule: str) -> None:
+    if not _in_range(value, rule):
+        kind = "an integer" if rule.startswith("int ") else "a finite number"
+        bound = rule[4:] if rule.startswith("int ") else rule
+        bound = f"in {bound}" if bound.startswith("[") else bound
+        raise ConfigError(f"config.{key}={value!r}; expected {kind} {bound}")
+
+
+def _check_ranges(config: ml_collections.ConfigDict) -> None:
+    for key, rule in _RANGES.items():
+        value = _lookup(config, key)
+        if value is not None:
+            _check_range(value, key, rule)
+    for i, rel in enumerate(config.schedule.lrs):
+        _check_range(rel, f"schedule.lrs[{i}]", ">= 0")
+    starts = list(config.schedule.steps)
+    if any(not isinstance(e, (int, float)) or e < 0 for e in starts) or starts != sorted(starts):
+        raise ConfigError(f"config.schedule.steps={tuple(starts)}; expected non-negative epochs in "
+                          "increasing order")
+    scales = tuple(config.data.train_jitter_scales)
+    if len(scales) != 2 or not all(isinstance(x, int) and x > 0 for x in scales) or scales[0] > scales[1]:
+        raise ConfigError(f"config.data.train_jitter_scales={scales}; expected (min, max) short sides, "
+                          "positive integers with min <= max")
+    if config.data.train_crop_size > scales[0]:
+        raise ConfigError(f"config.data.train_crop_size={config.data.train_crop_size} is larger than the "
+                          f"smallest training scale config.data.train_jitter_scales[0]={scales[0]}; "
+                          "expected a crop that fits inside the rescaled frame")
+    stds = config.data.std if isinstance(config.data.std, (list, tuple)) else (config.data.std,)
+    if any(not isinstance(x, (int, float)) or not x > 0 for x in stds):
+        raise ConfigError(f"config.data.std={config.data.std!r}; expected positive numbers")
+
+
+def check_batch_layout(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1, *,
+                       training: bool = True) -> None:
+    """The global batches split evenly over ``num_devices`` devices and ``num_processes`` hosts,
+    and the training batch into whole BatchNorm groups of ``model.bn_group_size`` clips (a batch
+    smaller than the group is one group). ``training=False``: only ``eval_batch_size``."""
+    keys = ("batch_size", "eval_batch_size") if training else ("eval_batch_size",)
+    for key in keys:
+        batch = int(config[key])
+        for count, what in ((num_devices, "devices"), (num_processes, "processes")):
+            if batch % count:
+                raise ConfigError(f"config.{key}={batch} does not split over the {count} {what}; "
+                                  f"expected a multiple of {count}")
+    group = int(config.model.bn_group_size)
+    if training and config.model.arch != "mvit" and 0 < group < config.batch_size \
+            and config.batch_size % group:
+        raise ConfigError(f"config.batch_size={config.batch_size} does not split into BatchNorm groups of "
+                          f"config.model.bn_group_size={group} clips; expected a multiple of {group}")
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None,
+             num_processes: int = 1) -> None:
+    """Raises :class:`ConfigError` (a ``ValueError``) naming the key for values that cannot work.
+
+    With ``num_devices``, also checks that the batches split over the devices, processes and
+    BatchNorm groups (:func:`check_batch_layout`).
+    """
     _check_choice(config.mode, MODES, "mode")
     _check_choice(config.dtype, tuple(DTYPES), "dtype")
     _check_choice(config.model.kernels, ops.KERNEL_CHOICES, "model.kernels")
@@ -182,21 +315,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
                   "teachers.interaction.repeated_frames")
     for signal, allowed in SIGNAL_SOURCES.items():
         _check_choice(config.teachers[signal].source, allowed, f"teachers.{signal}.source")
-    if config.batch_size <= 0 or config.eval_batch_size <= 0:
-        raise ValueError("config.batch_size and config.eval_batch_size must be positive")
+    _check_ranges(config)
     if len(config.schedule.steps) != len(config.schedule.lrs):
-        raise ValueError(f"config.schedule.steps {tuple(config.schedule.steps)} and schedule.lrs "
+        raise ConfigError(f"config.schedule.steps {tuple(config.schedule.steps)} and schedule.lrs "
                          f"{tuple(config.schedule.lrs)} must have the same length")
     if (config.evaluate.epic55_s1 or config.evaluate.epic55_s2) and config.data.dataset != "epic55":
         raise ValueError(f"config.evaluate.epic55_s1 / epic55_s2 name EPIC-55 test lists but "
                          f"config.data.dataset is {config.data.dataset!r}")
     if config.data.arch != config.model.arch and config.model.arch != "mvit":
-        raise ValueError(f"config.data.arch={config.data.arch!r} but config.model.arch="
+        raise ConfigError(f"config.data.arch={config.data.arch!r} but config.model.arch="
                          f"{config.model.arch!r}: the pathways the data packs must match the model")
     if config.model.arch == "slowfast" and config.data.alpha != config.model.alpha:
-        raise ValueError(f"config.data.alpha={config.data.alpha} != config.model.alpha={config.model.alpha}")
+        raise ConfigError(f"config.data.alpha={config.data.alpha} != config.model.alpha={config.model.alpha}")
     if config.model.arch != "mvit" and config.data.num_frames != config.model.num_frames:
-        raise ValueError(f"config.data.num_frames={config.data.num_frames} != "
+        raise ConfigError(f"config.data.num_frames={config.data.num_frames} != "
                          f"config.model.num_frames={config.model.num_frames}")
     needs = {"ego": config.loss.ego, "object": config.loss.object,
              "interaction": config.loss.hand or config.loss.object_map}
@@ -205,8 +337,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for signal, weight in needs.items():
         source = config.teachers[signal].source
         if weight and source == "none":
-            raise ValueError(f"config.loss weight for the {signal} signal is {weight} but "
+            raise ConfigError(f"config.loss weight for the {signal} signal is {weight} but "
                              f"config.teachers.{signal}.source is 'none'")
         if weight and not heads[signal]:
-            raise ValueError(f"config.loss uses the {signal} signal but the model has no {signal} head "
+            raise ConfigError(f"config.loss uses the {signal} signal but the model has no {signal} head "
                              f"(config.model.{'interaction_head' if signal == 'interaction' else signal + '_classes'})")
+    if num_devices is not None and config.mode != "demo":
+        check_batch_layout(config, num_devices, num_processes, training=config.mode == "train")

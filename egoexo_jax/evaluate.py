@@ -22,7 +22,9 @@ ensembled scores, labels, keys), ``{tag}.md`` (the table that is also printed); 
 ``{tag}_epic.pkl`` (the official "dict format": ``verb_output [N, 97]``, ``noun_output [N, 300]``,
 ``narration_id [N]``) and ``{tag}_submission.json`` (challenge format 0.2); EPIC-55
 ``{tag}_submission.json`` in the EPIC-55 challenge format 0.1 (keys = ``uid``; the S1 / S2 files
-are the leaderboard's ``seen.json`` / ``unseen.json``).
+are the leaderboard's ``seen.json`` / ``unseen.json``). Unreadable
+videos are listed in ``workdir/bad_inputs.txt`` (unless ``config.data.bad_input_log`` names another
+file).
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ from egoexo_jax.data.sources import build_source
 EPIC_SUBMISSION_VERSION = "0.2"
 EPIC55_SUBMISSION_VERSION = "0.1"
 EPIC55_TEST_SPLITS = (("s1", "epic55_s1"), ("s2", "epic55_s2"))  # (tag suffix, evaluate key)
+BAD_INPUTS = "bad_inputs.txt"  # in the workdir, shared with training (one line per unreadable file)
 
 
 def video_labels(data_cfg, split: str) -> Dict[str, Any]:
@@ -70,14 +73,17 @@ def video_labels(data_cfg, split: str) -> Dict[str, Any]:
 
 
 def collect_view_scores(eval_fn, variables, data_cfg, split: str, global_batch: int, mesh,
-                        ensemble: str, progress: bool = True) -> Dict[str, Any]:
-    """Runs every view through ``eval_fn`` and ensembles per video.
+                        ensemble: str, progress: bool = True,
+                        bad_input_log: Optional[str] = None) -> Dict[str, Any]:
+    """Runs every view through ``eval_fn`` and ensembles per video; unreadable videos are listed
+    in ``bad_input_log`` (default ``data_cfg.bad_input_log``).
 
     Returns ``scores``: list over tasks of ``[N, C] float32`` ensembled scores, ``views_seen [N]``,
     ``num_views``.
     """
     it, num_videos, num_views = pipeline.make_eval_iterator(data_cfg, split=split,
-                                                            global_batch_size=global_batch)
+                                                            global_batch_size=global_batch,
+                                                            bad_input_log=bad_input_log)
     neutral = 0.0 if ensemble == "sum" else -1e10
     scores: Optional[List[np.ndarray]] = None
     seen = np.zeros((num_videos, num_views), bool)
@@ -206,7 +212,8 @@ def evaluate_split(config, run, variables, split: str, step: int, logger=None, *
         eval_fn = train_lib.make_eval_step(run.mesh, model=run.model, arch=config.model.arch)
         run._eval_fn = eval_fn  # pylint: disable=protected-access
     collected = collect_view_scores(eval_fn, variables, data_cfg, split, config.eval_batch_size,
-                                    run.mesh, config.evaluate.ensemble)
+                                    run.mesh, config.evaluate.ensemble,
+                                    bad_input_log=data_cfg.bad_input_log or os.path.join(run.workdir, BAD_INPUTS))
     truth = video_labels(data_cfg, split)
     values = compute_metrics(data_cfg.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))

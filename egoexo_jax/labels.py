@@ -11,6 +11,8 @@ import os
 import re
 from pathlib import Path
 
+from egoexo_jax.cli import InputError, MissingFileError
+
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
 # name -> (file in DATA_DIR, number of classes)
@@ -29,18 +31,18 @@ def _read_lines(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err})") from None
+        raise InputError(f"{path}: not UTF-8 text ({err})") from None
     lines = text.splitlines()
     if not lines:
-        raise ValueError(f"{path}: empty class-name file")
+        raise InputError(f"{path}: empty class-name file")
     seen: dict[str, int] = {}
     names = []
     for number, line in enumerate(lines, start=1):
         name = line.strip()
         if not name:
-            raise ValueError(f"{path}:{number}: blank line (one class name per line, no blank lines)")
+            raise InputError(f"{path}:{number}: blank line (one class name per line, no blank lines)")
         if name in seen:
-            raise ValueError(f"{path}:{number}: duplicate class name {name!r} (first on line {seen[name]})")
+            raise InputError(f"{path}:{number}: duplicate class name {name!r} (first on line {seen[name]})")
         seen[name] = number
         names.append(name)
     return names
@@ -51,7 +53,7 @@ def _strip_charades_ids(path: Path, lines: list[str]) -> list[str]:
     for index, line in enumerate(lines):
         match = _CHARADES_LINE.fullmatch(line)
         if match is None or int(match.group(1)) != index:
-            raise ValueError(f"{path}:{index + 1}: expected 'c{index:03d} <description>', got {line!r}")
+            raise InputError(f"{path}:{index + 1}: expected 'c{index:03d} <description>', got {line!r}")
         descriptions.append(match.group(2))
     return descriptions
 
@@ -72,19 +74,19 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
         filename, expected = BUILTIN[key]
         path = DATA_DIR / filename
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"class-name file for {key!r} not found: {path} (it ships in the repository's data/ folder; "
                 f"egoexo_jax looks for data/ next to the package, in {DATA_DIR})")
         names = _read_lines(path)
         if len(names) != expected:
-            raise ValueError(f"{path}: {len(names)} class names, expected {expected} for {key!r}")
+            raise InputError(f"{path}: {len(names)} class names, expected {expected} for {key!r}")
         if key == "charades_ego":
             descriptions = _strip_charades_ids(path, names)
             return names if with_ids else descriptions
         return names
     path = Path(key)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{key!r} is neither a known dataset ({', '.join(BUILTIN)}) nor an existing file "
             f"({path.resolve()} not found)")
     return _read_lines(path)

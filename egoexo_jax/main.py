@@ -6,6 +6,11 @@ use ml_collections syntax, ``--config.batch_size=8``; a key that does not exist 
 suggests the closest existing key. Multi-process launches (TPU pods, SLURM, or the
 ``JAX_COORDINATOR_ADDRESS``/``JAX_NUM_PROCESSES``/``JAX_PROCESS_ID`` environment) initialise
 ``jax.distributed`` before anything touches a device.
+
+The config is validated (ranges, and the batch against the device count and BatchNorm groups)
+before any data or model is built. A user's mistake ends with one line on stderr,
+``error: <what>, <where>, <what was expected>``, and exit status 2 (``--debug`` adds the
+traceback); a SIGTERM-stopped training run exits 75 (preempted, resumable). See ``egoexo_jax.cli``.
 """
 from __future__ import annotations
 
@@ -16,17 +21,42 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from egoexo_jax import config_schema
+from egoexo_jax import cli, config_schema
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_DEBUG = flags.DEFINE_bool("debug", False, "Print the traceback of user errors too (bugs always show it).")
+
+
+def _fail(text: str) -> None:
+    print(f"error: {text}", file=sys.stderr, flush=True)
+    sys.exit(cli.EXIT_USER_ERROR)
+
+
+def _config_spec(argv):
+    """The value of ``--config=...`` / ``--config ...`` in ``argv`` (None if absent)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def check_config_file(argv) -> None:
+    """A ``--config`` file that does not exist is one line, not two chained tracebacks."""
+    spec = _config_spec(argv)
+    if spec is None:
+        return
+    path = spec.split(":", 1)[0]
+    if not os.path.isfile(path):
+        _fail(f"config file not found, --config={spec}, expected a recipe file such as "
+              f"configs/pretrain.py[:variant]")
 
 
 def _load_config_file(spec: str):
     path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: --config={spec}: file {path} not found")
     module_spec = importlib.util.spec_from_file_location("_egoexo_recipe", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -35,7 +65,7 @@ def _load_config_file(spec: str):
 
 def check_overrides(argv) -> None:
     """Fails early, with a suggestion, on ``--config.<key>`` overrides naming no existing key."""
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    spec = _config_spec(argv)
     if spec is None:
         return
     keys = None
@@ -47,20 +77,32 @@ def check_overrides(argv) -> None:
             config = _load_config_file(spec)
             keys = set(config_schema.all_keys(config))
         if name not in keys:
-            raise SystemExit(f"error: --config.{name}: {config_schema.unknown_key_message(name, config)}")
+            _fail(f"--config.{name}: {config_schema.unknown_key_message(name, config)}")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        _run(_CONFIG.value, _WORKDIR.value)
+    except Exception as e:  # pylint: disable=broad-except
+        if not cli.handles(e):
+            raise  # a bug: keep the traceback
+        code = cli.report(e, debug=_DEBUG.value, where=_WORKDIR.value or "")
+        # Checkpoints and logs are closed by now (train's finally). Leave without the interpreter's
+        # teardown, where failed background writes (orbax's asyncio tasks) would each print a
+        # traceback after the one line that matters.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # pylint: disable=protected-access
+
+
+def _run(config, workdir: str) -> None:
+    import jax  # pylint: disable=import-outside-toplevel
     from egoexo_jax import sharding  # pylint: disable=import-outside-toplevel
     sharding.maybe_initialize_distributed()
-    config = _CONFIG.value
-    try:
-        config_schema.validate(config)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    workdir = _WORKDIR.value
+    cli.quiet_disk_error_tracebacks()
+    config_schema.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
     logging.info("config:\n%s", config)
     if config.mode == "train":
         from egoexo_jax import train  # pylint: disable=import-outside-toplevel
@@ -73,10 +115,20 @@ def main(argv):
         demo.run_demo(config, workdir)
 
 
+def _parse_flags(argv):
+    """absl flag parsing with flag errors (a bad override value) as one ``error:`` line, exit 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(" ".join(str(e).split()))
+
+
 def run():
-    check_overrides(sys.argv[1:])
+    argv = sys.argv
+    check_config_file(argv[1:])
+    check_overrides(argv[1:])
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

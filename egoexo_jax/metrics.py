@@ -23,6 +23,8 @@ from typing import Dict, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from egoexo_jax.cli import InputError
+
 __all__ = [
     "topk_correct",
     "topk_accuracy",
@@ -331,7 +333,7 @@ def read_epic_tail_classes(path: str | os.PathLike) -> np.ndarray:
         reader = csv.reader(fp)
         header = next(reader)
         if len(header) != 1 or header[0] not in ("verb", "noun"):
-            raise ValueError(f"{path}: expected a single 'verb' or 'noun' column, got {header}")
+            raise InputError(f"{path}: expected a single 'verb' or 'noun' column, got {header}")
         return np.asarray([int(row[0]) for row in reader if row], dtype=np.int64)
 
 
@@ -341,5 +343,5 @@ def read_epic_unseen_participants(path: str | os.PathLike) -> np.ndarray:
         reader = csv.reader(fp)
         header = next(reader)
         if not header or header[0] != "participant_id":
-            raise ValueError(f"{path}: expected a 'participant_id' column, got {header}")
+            raise InputError(f"{path}: expected a 'participant_id' column, got {header}")
         return np.asarray([row[0] for row in reader if row], dtype=object)

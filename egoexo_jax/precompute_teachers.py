@@ -72,6 +72,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from egoexo_jax import cli
+from egoexo_jax.cli import UserError
+
 EGO_FILE = "k400_ego_predicts.pkl"
 OBJECT_FILE = "k400_IN_predicts.pkl"
 BAD_INPUTS = "bad_inputs.txt"
@@ -109,7 +112,7 @@ REQUIRED_KEYS = {
 }
 
 
-class PrecomputeError(ValueError):
+class PrecomputeError(UserError, ValueError):
     """A config, teacher or output folder this run cannot use (the message names it)."""
 
 
@@ -554,6 +557,7 @@ def _flag_values(argv: Sequence[str]):
     flags.DEFINE_bool("allow_random_object_teacher", False,
                       "Accept an empty config.teachers.object.weights (random init: smoke tests only).",
                       flag_values=fv)
+    flags.DEFINE_bool("debug", False, "Print the traceback of user errors too.", flag_values=fv)
     return fv
 
 
@@ -564,10 +568,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        main_lib.check_config_file(argv)  # a missing recipe file: one line
         main_lib.check_overrides(argv)  # a mistyped --config.key names the closest existing key
-    except SystemExit as e:
-        print(e, file=sys.stderr)
-        return 2
+    except SystemExit as e:  # the error line is printed already
+        return int(e.code) if isinstance(e.code, int) else cli.EXIT_USER_ERROR
     fv = _flag_values(argv)
     try:
         fv(["precompute_teachers"] + argv)
@@ -585,9 +589,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result = precompute(fv.config, fv.output, split=fv.split, chunk_size=fv.chunk_size,
                             batch_size=fv.batch_size, merge_only=fv.merge,
                             allow_random_object_teacher=fv.allow_random_object_teacher, where=spec)
-    except PrecomputeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # pylint: disable=broad-except
+        if not cli.handles(e):
+            raise  # a bug: keep the traceback
+        return cli.report(e, debug=fv.debug, where=fv.output)
     if result.complete:
         bad = os.path.join(os.path.abspath(fv.output), BAD_INPUTS)
         with open(bad, encoding="utf-8") as f:

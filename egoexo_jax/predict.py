@@ -7,8 +7,10 @@
 official ``.pyth``. The video is scored with multi-view testing (``--temporal-views`` clips x
 ``--spatial-crops`` crops, PySlowFast's Kinetics placement), views combined by the mean of the
 head's test-time scores (softmax) or their max (sigmoid heads). For Ego-Exo students
-``--save-maps`` writes a PNG: the slow-pathway frames of the middle view with the predicted hand
-(red) and object (blue) probabilities overlaid, one column per frame, with its time in seconds.
+``--save-maps`` writes a PNG: every frame of the middle view's clip (one column each, with its
+time in seconds) and, below it, the predicted hand (red) and object (blue) probabilities of the
+map time step that frame falls in. Errors are one line on stderr, exit status 2 (``--debug`` adds
+the traceback).
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import sys
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+
+from egoexo_jax import cli
+from egoexo_jax.cli import InputError, MissingFileError
 
 DEFAULT_SAMPLING = {"slowfast": 2, "slow": 8, "mvit": 4}
 
@@ -45,12 +50,13 @@ def load_views(video: str, data_cfg):
     import av  # pylint: disable=import-outside-toplevel
 
     if not os.path.isfile(video):
-        raise FileNotFoundError(f"--video {video}: no such file")
+        raise MissingFileError(f"video not found, --video {video}, expected a video file")
     try:
         with av.open(video) as container:
             fps = float(container.streams.video[0].average_rate or data_cfg.target_fps)
     except (av.error.FFmpegError, IndexError) as e:
-        raise ValueError(f"--video {video}: not a readable video ({e})") from None
+        raise InputError(f"not a readable video ({e}), --video {video}, expected a video file "
+                         "PyAV can decode") from None
     opts = samples.SampleOptions.from_config(data_cfg)
     item = Item(dataset="kinetics", key=os.path.basename(video), video_id=os.path.splitext(os.path.basename(video))[0],
                 media=video)
@@ -66,7 +72,7 @@ def load_views(video: str, data_cfg):
             views.append(samples.make_sample(item, samples.view_of(v, opts), np.random.default_rng(v), opts, split="test",
                                              video_level_labels=True, aux_fn=keep))
         except DecodeError as e:
-            raise ValueError(f"--video {video}: {e}") from None
+            raise InputError(f"{e}, --video {video}, expected a decodable video") from None
     stacked = {k: np.stack([s[k] for s in views]) for k in views[0] if k.startswith("pathway")}
     return stacked, metas[middle], middle, fps
 
@@ -77,34 +83,60 @@ def class_names(labels: Optional[str], num_classes: int) -> List[str]:
     from egoexo_jax.labels import load_class_names  # pylint: disable=import-outside-toplevel
     names = load_class_names(labels)
     if len(names) != num_classes:
-        raise ValueError(f"--labels {labels} has {len(names)} names but the model has {num_classes} classes")
+        raise InputError(f"{len(names)} class names, --labels {labels}, expected {num_classes} (one per class "
+                         "of the model)")
     return names
 
 
-def maps_picture(frames: np.ndarray, maps: np.ndarray, times: np.ndarray, cell: int = 160):
-    """PIL image: row 0 the frames, row 1 hand (red) overlay, row 2 object (blue) overlay.
+TITLE = "rows: frame | hand probability (red) | object probability (blue); 0..1 = transparent..opaque"
+
+
+def _wrap(draw, text: str, width: int) -> List[str]:
+    """``text`` split at spaces into lines no wider than ``width`` pixels."""
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    return lines + ([line] if line else [])
+
+
+def maps_picture(frames: np.ndarray, maps: np.ndarray, times: np.ndarray, cell: Optional[int] = None):
+    """PIL image: row 0 every clip frame, row 1 its hand (red) overlay, row 2 its object (blue)
+    overlay, one column per frame; the title wraps to the picture's width.
 
     Args:
-      frames: ``[T, H, W, 3]`` float in [0, 1]; maps: ``[T, h, w, 2]`` probabilities; times: ``[T]`` s.
+      frames: ``[T, H, W, 3]`` float in [0, 1]; maps: ``[T_map, h, w, 2]`` probabilities (frame ``i``
+        shows map ``i * T_map // T``); times: ``[T]`` seconds.
+      cell: column width in pixels (default: 160, narrower for long clips, at least 64).
     """
     from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
-    t = frames.shape[0]
-    header, footer = 24, 16
-    canvas = Image.new("RGB", (t * cell, header + 3 * cell + footer), "white")
+    t, t_map = frames.shape[0], maps.shape[0]
+    cell = cell or max(64, min(160, 2400 // max(t, 1)))
+    width = t * cell
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    title = _wrap(draw, TITLE, width - 8)
+    header, footer = 8 + 14 * len(title), 16
+    canvas = Image.new("RGB", (width, header + 3 * cell + footer), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((4, 6), "rows: frame | hand probability (red) | object probability (blue); 0..1 = transparent..opaque",
-              fill="black")
+    for k, line in enumerate(title):
+        draw.text((4, 4 + 14 * k), line, fill="black")
     for i in range(t):
         base = np.asarray(Image.fromarray((np.clip(frames[i], 0, 1) * 255).astype(np.uint8)).resize((cell, cell)),
                           np.float32) / 255
+        m = i * t_map // t
         for row, (channel, colour) in enumerate(((None, None), (0, (1.0, 0.1, 0.1)), (1, (0.1, 0.3, 1.0)))):
             img = base
             if channel is not None:
-                prob = np.asarray(Image.fromarray(maps[i, ..., channel].astype(np.float32)).resize(
+                prob = np.asarray(Image.fromarray(maps[m, ..., channel].astype(np.float32)).resize(
                     (cell, cell), Image.NEAREST))[..., None]
                 img = base * (1 - 0.7 * prob) + 0.7 * prob * np.asarray(colour, np.float32)
             canvas.paste(Image.fromarray((img * 255).astype(np.uint8)), (i * cell, header + row * cell))
-        draw.text((i * cell + 4, header + 3 * cell + 2), f"t = {times[i]:.2f} s", fill="black")
+        label = f"t = {times[i]:.2f} s" if cell >= 90 else f"{times[i]:.2f}s"
+        draw.text((i * cell + 4, header + 3 * cell + 2), label, fill="black")
     return canvas
 
 
@@ -117,7 +149,10 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
     from egoexo_jax import models  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.pipeline import default_data_config  # pylint: disable=import-outside-toplevel
 
-    model_cfg, variables, what = ckpt_lib.load_pretrained(checkpoint)
+    model_cfg, variables, what = ckpt_lib.load_pretrained(checkpoint, flag="--checkpoint")
+    if save_maps and not model_cfg.interaction_head:  # before scoring any view
+        raise InputError(f"{what} has no interaction-map head, --save-maps {save_maps}, expected an Ego-Exo "
+                         "student checkpoint (or no --save-maps)")
     model = models.build(model_cfg)
     data_cfg = default_data_config("kinetics")
     data_cfg.update(num_frames=_num_frames(model_cfg), arch=model_cfg.arch, alpha=int(model_cfg.alpha),
@@ -134,18 +169,14 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
     order = np.argsort(-scores)[:top_k]
     result: Dict[str, Any] = {"checkpoint": what, "top": [(names[i], float(scores[i])) for i in order],
                               "scores": scores, "num_views": probs.shape[0], "maps_png": None}
-    if save_maps and "interaction_logits" in outputs:
+    if save_maps:
         maps = jax.nn.sigmoid(np.asarray(outputs["interaction_logits"][middle], np.float32))
-        frames = views["pathway0"][middle] * data_cfg.std + data_cfg.mean
-        t_map = maps.shape[0]
-        idx = np.floor(np.linspace(0, len(meta["frame_indices"]) - 1, t_map)).astype(int)
-        times = np.asarray(meta["frame_indices"])[idx] / fps
-        if frames.shape[0] != t_map:  # MViT: frames at the map's temporal positions
-            frames = frames[np.floor(np.linspace(0, frames.shape[0] - 1, t_map)).astype(int)]
+        # Every frame of the clip: SlowFast's fast pathway holds them all, other models one pathway.
+        frames = views[f"pathway{len(views) - 1}"][middle] * data_cfg.std + data_cfg.mean
+        indices = np.asarray(meta["frame_indices"])
+        times = indices[np.floor(np.linspace(0, len(indices) - 1, frames.shape[0])).astype(int)] / fps
         maps_picture(frames, np.asarray(maps), times).save(save_maps)
         result["maps_png"] = save_maps
-    elif save_maps:
-        raise ValueError(f"--save-maps: {what} has no interaction-map head (not an Ego-Exo student)")
     return result
 
 
@@ -160,14 +191,16 @@ def main(argv=None) -> int:
     parser.add_argument("--spatial-crops", type=int, default=3)
     parser.add_argument("--sampling-rate", type=int, default=None)
     parser.add_argument("--crop", type=int, default=None, help="test crop (default: the model's crop size)")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
     args = parser.parse_args(argv)
     try:
         res = predict(args.checkpoint, args.video, top_k=args.top_k, labels=args.labels,
                       temporal_views=args.temporal_views, spatial_crops=args.spatial_crops,
                       sampling_rate=args.sampling_rate, crop=args.crop, save_maps=args.save_maps)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # pylint: disable=broad-except
+        if not cli.handles(e):
+            raise  # a bug: keep the traceback
+        return cli.report(e, debug=args.debug)
     width = max(len(n) for n, _ in res["top"]) + 2
     print(f"{res['checkpoint']}: {args.video}, {res['num_views']} views")
     print(f"{'rank':>4}  {'class'.ljust(width)}score")

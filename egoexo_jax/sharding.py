@@ -58,15 +58,6 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_size(global_batch: int, mesh: Mesh, name: str = "batch_size") -> None:
-    n = mesh.devices.size
-    if global_batch % n:
-        raise ValueError(f"config.{name}={global_batch} is not a multiple of the {n} devices")
-    if global_batch % jax.process_count():
-        raise ValueError(f"config.{name}={global_batch} is not a multiple of the "
-                         f"{jax.process_count()} processes")
-
-
 def global_batch(local: Mapping[str, Any], mesh: Mesh) -> dict:
     """Host-local ``{name: [B_host, ...] numpy}`` -> global arrays ``[B_host * processes, ...]``
     split over the ``data`` axis."""

@@ -27,13 +27,14 @@ from absl import logging
 from clu import periodic_actions
 
 from egoexo_jax import checkpoint as ckpt_lib
+from egoexo_jax import cli, config_schema
 from egoexo_jax import evaluate as eval_lib
 from egoexo_jax import losses, models, ops, optim, sharding
 from egoexo_jax.convert import export
 from egoexo_jax.data import pipeline
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(cli.UserError, FloatingPointError):
     """A training step produced a non-finite loss; names the step and the terms."""
 
 
@@ -166,7 +167,8 @@ def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any,
       teacher_fn: ``(teacher_variables, pathways) -> {ego_target, object_target}`` or None.
 
     Returns:
-      (new state, metrics: every loss term, accuracy, ``lr``, ``grad_norm``, ``bad_inputs``).
+      (new state, metrics: every loss term, accuracy, ``lr``, ``grad_norm``, ``bad_inputs``,
+      ``padded_clips``).
     """
     if teacher_fn is not None:
         batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways_of(batch, arch)))}
@@ -180,6 +182,8 @@ def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any,
     metrics["grad_norm"] = optax.global_norm(grads)
     if "bad_inputs" in batch:
         metrics["bad_inputs"] = jnp.sum(batch["bad_inputs"]).astype(jnp.float32)
+    if "padded" in batch:  # clips longer than their video (last frame repeated)
+        metrics["padded_clips"] = jnp.sum(batch["padded"]).astype(jnp.float32)
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state)
     return new_state, metrics
 
@@ -284,7 +288,10 @@ def build_teachers(config, model_cfg) -> Tuple[Optional[Callable], Any]:
     if not online:
         return None, {}
     from egoexo_jax.models import teachers as teachers_lib  # pylint: disable=import-outside-toplevel
-    return teachers_lib.from_config(config, model_cfg)
+    try:
+        return teachers_lib.from_config(config, model_cfg)
+    except teachers_lib.TeacherError as e:  # a teacher checkpoint or setting the user must change
+        raise config_schema.ConfigError(str(e)) from e
 
 
 def offline_aux_fn(config, split: str = "train"):
@@ -375,14 +382,16 @@ class _BestTracker:
 def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[ckpt_lib.TransferReport]]:
     """Fresh state: PySlowFast init, then ``config.init_from`` (fine-tune transfer) if set."""
     state_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    variables = init_variables(model, config, config.seed)
     report = None
-    if config.init_from:
+    if config.init_from:  # read and checked before the (slow) initialisation
         src_cfg, src_vars, what = ckpt_lib.load_pretrained(config.init_from)
         logging.info("init_from: %s (arch %s)", what, src_cfg.arch)
         if src_cfg.arch != config.model.arch:
-            raise ValueError(f"config.init_from={config.init_from} holds a {src_cfg.arch} model but "
-                             f"config.model.arch is {config.model.arch}")
+            raise ckpt_lib.CheckpointMismatchError(
+                f"config.init_from={config.init_from} holds a {src_cfg.arch} model but config.model.arch is "
+                f"{config.model.arch}; expected a checkpoint of the same architecture")
+    variables = init_variables(model, config, config.seed)
+    if config.init_from:
         target = {k: jax.tree.map(np.asarray, v) for k, v in variables.items()}
         variables, report = ckpt_lib.transfer(target, src_vars, allow_reinit=config.reinit_heads)
         print(f"init_from {what}:\n{report.summary()}", flush=True)
@@ -396,7 +405,9 @@ def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tu
 def steps_per_epoch_of(num_items: int, batch_size: int, where: str) -> int:
     n = num_items // batch_size
     if n <= 0:
-        raise ValueError(f"{where}: {num_items} training videos are fewer than config.batch_size={batch_size}")
+        raise config_schema.ConfigError(
+            f"{where}: {num_items} training videos are fewer than config.batch_size={batch_size}; expected "
+            "at least one batch")
     return n
 
 
@@ -405,7 +416,8 @@ def steps_per_epoch_of(num_items: int, batch_size: int, where: str) -> int:
 
 
 class _Preemption:
-    """SIGTERM -> save a checkpoint at the next step and stop (restored on exit)."""
+    """SIGTERM -> save a checkpoint at the next step and stop with :class:`cli.Preempted`
+    (the previous handler is restored on exit)."""
 
     def __init__(self):
         self.requested = False
@@ -435,17 +447,25 @@ class _Preemption:
 
 
 class _Accumulator:
-    """Host-side running sums of step metrics between two log writes (saved in checkpoints)."""
+    """Host-side running sums of step metrics between two log writes, and the count of padded
+    clips in the current epoch (saved in checkpoints)."""
 
     def __init__(self, state: Optional[dict] = None):
         state = state or {}
         self.sums: Dict[str, float] = dict(state.get("sums", {}))
         self.count: int = int(state.get("count", 0))
+        self.epoch_padded: float = float(state.get("epoch_padded", 0.0))
 
     def add(self, metrics: Dict[str, float]) -> None:
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + float(v)
         self.count += 1
+        self.epoch_padded += float(metrics.get("padded_clips", 0.0))
+
+    def pop_epoch(self) -> Dict[str, float]:
+        """``{"padded_clips_epoch": n}``: training clips of the epoch that ran past their video."""
+        n, self.epoch_padded = self.epoch_padded, 0.0
+        return {"padded_clips_epoch": n}
 
     def pop_means(self) -> Dict[str, float]:
         means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
@@ -453,7 +473,7 @@ class _Accumulator:
         return means
 
     def state(self) -> dict:
-        return {"sums": self.sums, "count": self.count}
+        return {"sums": self.sums, "count": self.count, "epoch_padded": self.epoch_padded}
 
 
 def _check_finite(step: int, metrics: Dict[str, np.ndarray]) -> None:
@@ -462,7 +482,8 @@ def _check_finite(step: int, metrics: Dict[str, np.ndarray]) -> None:
     if bad:
         values = ", ".join(f"{k}={float(metrics[k])}" for k in bad)
         raise NonFiniteLossError(f"non-finite training loss at step {step}: {values}; the newest "
-                                 f"checkpoint on disk is from before this step")
+                                 f"checkpoint on disk is from before this step; expected finite losses "
+                                 f"(lower config.optimizer.base_lr, or check the inputs)")
 
 
 def _every(step: int, period_steps: int) -> bool:
@@ -471,8 +492,7 @@ def _every(step: int, period_steps: int) -> bool:
 
 def setup(config, workdir: str, mesh=None) -> Run:
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    sharding.check_batch_size(config.batch_size, mesh)
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count())
     model_cfg = model_config(config)
     model = models.build(model_cfg)
     aux_fn = offline_aux_fn(config)
@@ -507,6 +527,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     test metrics (or the last validation metrics when ``test_at_end`` is off).
 
     ``stop_after``: leave the loop after that many steps of this call (tests).
+
+    Raises:
+      cli.Preempted: SIGTERM arrived; a checkpoint of the current step was saved first.
     """
     os.makedirs(workdir, exist_ok=True)
     run = setup(config, workdir, mesh)
@@ -515,31 +538,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.checkpoint.keep,
                                          async_save=config.checkpoint.async_save)
     best_ckpts = ckpt_lib.BestCheckpoints(workdir) if config.checkpoint.keep_best else None
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
-    state, report = None, None
-    acc = _Accumulator()
-    best = _BestTracker(best_metric_name(config))
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        fresh, _ = _abstract_state(config, run)
-        restored, meta = checkpointer.restore(fresh, latest)
-        state = TrainState.from_dict(restored)
-        run.train_iter.set_state(meta["data_iterator"])
-        acc = _Accumulator(meta.get("metrics_accumulator"))
-        best = _BestTracker(best.metric, meta.get("best"))
+    try:
+        state, acc, run.init_report, best_state = _start(config, run, checkpointer, logger, best_ckpts)
+    except BaseException:
+        checkpointer.close()
         if best_ckpts is not None:
-            best_ckpts.discard_after(latest)  # saved after the restored step: recomputed below
-        logger.truncate_after(latest)
-        logging.info("resumed from %s/%d", checkpointer.directory, latest)
-        print(f"resumed from step {latest}", flush=True)
-    else:
-        state, report = create_train_state(config, run.model, run.tx, run.mesh)
-        if best_ckpts is not None:
-            best_ckpts.discard_after(0)  # left by an attempt killed before its first checkpoint
-    run.init_report = report
+            best_ckpts.close()
+        run.train_iter.close()
+        raise
+    best = _BestTracker(best_metric_name(config), best_state)
+    write_config(config, workdir)  # only now: the run has started cleanly
 
     p_train = make_train_step(run.mesh, model=run.model, tx=run.tx, schedule=run.schedule,
                               loss_weights=loss_weights(config), arch=config.model.arch,
@@ -579,18 +587,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 step += 1
                 pending = (step, metrics)
                 report_progress(step)
-                boundary = (step == end or _every(step, config.log_every_steps) or _every(step, ckpt_every)
-                            or _every(step, config.checkpoint.every_steps) or _every(step, eval_every)
-                            or _every(step, run.steps_per_epoch))
+                epoch_end = _every(step, run.steps_per_epoch)
+                boundary = (step == end or epoch_end or _every(step, config.log_every_steps)
+                            or _every(step, ckpt_every) or _every(step, config.checkpoint.every_steps)
+                            or _every(step, eval_every))
                 stop = preempt.requested if jax.process_count() == 1 else (
                     _every(step, config.log_every_steps) and preempt.any_host())
                 if not (boundary or stop):
                     continue
                 _consume(pending, acc)
                 pending = None
-                if _every(step, config.log_every_steps) or step == end:
-                    logger.write(step, acc.pop_means())
-                epoch_end = _every(step, run.steps_per_epoch)
+                scalars = acc.pop_means() if _every(step, config.log_every_steps) or step == end else {}
+                if epoch_end:
+                    scalars.update(_epoch_summary(step // run.steps_per_epoch, acc, run, config))
+                if scalars:
+                    logger.write(step, scalars)
                 if config.precise_bn.enabled and (epoch_end or step == run.total_steps):
                     state = _precise_bn(run, state, step)
                 if epoch_end:
@@ -604,8 +615,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                     save(step)
                 if stop:
                     checkpointer.wait()
+                    if jax.process_count() > 1:  # every process exits only once the save is complete
+                        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+                        multihost_utils.sync_global_devices("egoexo_preempted")
                     logging.warning("stopped after SIGTERM at step %d (checkpoint saved)", step)
-                    return last_eval
+                    raise cli.Preempted(f"SIGTERM at step {step} of {run.total_steps}; checkpoint saved in "
+                                        f"{checkpointer.directory}/{step}")
             if pending is not None:
                 _consume(pending, acc)
             if step >= run.total_steps:
@@ -624,6 +639,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 best_ckpts.close()
             run.train_iter.close()
             logger.flush()
+
+
+def _start(config, run: Run, checkpointer: ckpt_lib.Checkpointer, logger,
+           best_ckpts: Optional[ckpt_lib.BestCheckpoints] = None):
+    """``(state, metric accumulator, init report, best-tracker state)``: the newest readable
+    checkpoint that fits the config (:func:`check_resumable`), else a fresh state.
+    ``metrics.jsonl`` keeps only the lines up to the restored step (none without a checkpoint),
+    and best-validation states saved after it are dropped (the run recomputes them), so an
+    interrupted run leaves no duplicate steps."""
+    resumed = checkpointer.restore_newest(_abstract_state(config, run)[0],
+                                          functools.partial(check_resumable, config, run))
+    latest = 0 if resumed is None else resumed[0]
+    logger.truncate_after(latest)
+    if best_ckpts is not None:
+        best_ckpts.discard_after(latest)
+    if resumed is None:
+        state, report = create_train_state(config, run.model, run.tx, run.mesh)
+        return state, _Accumulator(), report, None
+    _, restored, meta = resumed
+    run.train_iter.set_state(meta["data_iterator"])
+    logging.info("resumed from %s/%d", checkpointer.directory, latest)
+    print(f"resumed from step {latest}", flush=True)
+    return TrainState.from_dict(restored), _Accumulator(meta.get("metrics_accumulator")), None, meta.get("best")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """``workdir/config.json`` (process 0), written atomically."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write(config.to_json_best_effort(indent=2))
+    os.replace(path + ".tmp", path)
+
+
+def _first_difference(saved: Any, current: Any, prefix: str = "") -> Optional[str]:
+    """Dotted name of the first key whose value differs between two JSON-like dicts."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in list(current) + [k for k in saved if k not in current]:
+            diff = _first_difference(saved.get(key, "<absent>"), current.get(key, "<absent>"), f"{prefix}{key}.")
+            if diff is not None:
+                return diff
+        return None
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731  JSON has no tuples
+    return None if norm(saved) == norm(current) else prefix[:-1]
+
+
+def check_resumable(config: ml_collections.ConfigDict, run: Run, step: int, meta: Dict[str, Any]) -> None:
+    """Raises :class:`checkpoint.CheckpointMismatchError` naming the first config key that makes
+    checkpoint ``step`` unusable for this run: the model (architecture and heads; the compute
+    dtype may change), or the data order (seed, global batch, training list)."""
+    where = os.path.join(run.workdir, ckpt_lib.CHECKPOINT_DIR, str(step))
+    hint = "expected the value the run started with (or a new --workdir)"
+    if meta.get("model_config") is not None:
+        saved_model = json.loads(json.dumps(meta["model_config"]))  # a copy: dtype is dropped below
+        current = json.loads(export.model_config_to_json(model_config(config)))
+        for m in (saved_model, current):
+            m.pop("dtype", None)
+            m.get("mvit", {}).pop("dtype", None)
+        key = _first_difference(saved_model, current)
+        if key is not None:
+            def at(tree):
+                return functools.reduce(lambda d, k: d.get(k, "<absent>") if isinstance(d, dict) else d,
+                                        key.split("."), tree)
+            raise ckpt_lib.CheckpointMismatchError(
+                f"config.model.{key}={at(current)!r} but checkpoint {where} was saved with "
+                f"{at(saved_model)!r}; {hint}")
+    saved_iter, now = meta.get("data_iterator", {}), run.train_iter.get_state()
+    for key, name in (("global_batch_size", "config.batch_size"), ("seed", "config.seed"),
+                      ("num_items", f"the number of videos in {config.data.train_list}")):
+        if key in saved_iter and saved_iter[key] != now[key]:
+            raise ckpt_lib.CheckpointMismatchError(
+                f"{name}={now[key]} but checkpoint {where} was saved with {saved_iter[key]}; {hint}")
+
+
+def _epoch_summary(epoch: int, acc: _Accumulator, run: Run, config) -> Dict[str, float]:
+    """The epoch's padded-clip count (logged, and a line when any clip was padded)."""
+    stats = acc.pop_epoch()
+    n = int(stats["padded_clips_epoch"])
+    if n and jax.process_index() == 0:
+        print(f"epoch {epoch}: {n} of {run.steps_per_epoch * config.batch_size} training clips ran past "
+              "the end of their video (last frame repeated, as PySlowFast does)", flush=True)
+    return stats
 
 
 def _consume(pending, acc: _Accumulator) -> None:
@@ -700,19 +798,22 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     else the newest checkpoint in ``workdir``, else ``config.init_from``."""
     os.makedirs(workdir, exist_ok=True)
     mesh = mesh if mesh is not None else sharding.make_mesh()
-    sharding.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
     source = config.evaluate.checkpoint or (workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
     if not source:
-        raise ValueError("mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
-                         f"or point --workdir at a training workdir (none in {workdir})")
-    step = 0
+        raise config_schema.ConfigError(
+            "mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
+            f"or point --workdir at a training workdir (none in {workdir})")
+    step = 0  # converted checkpoints and .pyth files carry no training step
     if source == "best":
         src_cfg, variables, step = ckpt_lib.load_workdir_variables(workdir, best=True)
         what = f"best-validation checkpoint of {workdir} (step {step})"
+    elif os.path.isdir(source) and ckpt_lib.is_training_workdir(source):
+        src_cfg, variables, step = ckpt_lib.load_workdir_variables(source)
+        what = f"training workdir {source} (step {step})"
     else:
-        src_cfg, variables, what = ckpt_lib.load_pretrained(source)
-        if source == workdir:
-            step = ckpt_lib.read_meta(workdir)[0]
+        src_cfg, variables, what = ckpt_lib.load_pretrained(
+            source, flag="config.evaluate.checkpoint" if config.evaluate.checkpoint else "config.init_from")
     src_cfg.dtype = config.dtype
     for field in models.RUNTIME_FIELDS:
         src_cfg[field] = config.model[field]

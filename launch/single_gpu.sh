@@ -7,6 +7,8 @@
 # from the values given on the command line (the recipe file is not imported) and runs
 #     $PYTHON -m egoexo_jax.main --config=CFG --workdir=DIR --config.batch_size=B \
 #         --config.optimizer.base_lr=<scaled> --config.dtype=bfloat16 [extra args]
+# Exit status 75 from egoexo_jax.main means "preempted, resumable" (SIGTERM, checkpoint saved): when
+# the training process alone got that SIGTERM, this script starts it again and it resumes.
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -14,7 +16,7 @@ PROG=$(basename "$0")
 synopsis() {
   cat <<EOF
 Usage: $PROG --config CFG --workdir DIR --batch B --base-lr LR --reference-batch RB
-            [--dtype bfloat16|float32] [--dry-run] [-- extra args for egoexo_jax.main]
+            [--dtype bfloat16|float32] [--max-restarts N] [--dry-run] [-- extra args for egoexo_jax.main]
 EOF
 }
 
@@ -31,9 +33,16 @@ linear rule  lr = LR * B / RB  (RB: the recipe's config.optimizer.reference_batc
   --base-lr LR            the recipe's base LR at its reference batch (e.g. 0.25)
   --reference-batch RB    the batch LR was tuned for (e.g. 64)
   --dtype D               compute dtype (default bfloat16)
+  --max-restarts N        restarts after exit status 75 (default 10; see below)
   --dry-run               print the command, run nothing
   -h, --help              this help
   -- ARGS...              passed unchanged to egoexo_jax.main (e.g. --config.num_epochs=10)
+
+Preemption: egoexo_jax.main exits 75 when a SIGTERM stopped training after saving a checkpoint
+(preempted, resumable). If that SIGTERM went to the training process alone (a scheduler or
+orchestrator preempting it), this script runs the same command again, up to N times; it resumes
+from the checkpoint. A SIGTERM or Ctrl-C sent to this script is passed on to the training process
+(which saves and stops) and nothing is restarted.
 
 Environment: PYTHON (default: python) is the interpreter that runs egoexo_jax.main.
 Example: $PROG --config configs/charades_ego.py --workdir /tmp/ce --batch 16 --base-lr 0.25 \\
@@ -66,13 +75,13 @@ render() {
   printf '%s' "$out"
 }
 
-CONFIG="" WORKDIR="" BATCH="" BASE_LR="" REF_BATCH="" DTYPE="bfloat16" DRY_RUN=0
+CONFIG="" WORKDIR="" BATCH="" BASE_LR="" REF_BATCH="" DTYPE="bfloat16" DRY_RUN=0 MAX_RESTARTS=10
 EXTRA=()
 while (($#)); do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    --config|--workdir|--batch|--base-lr|--reference-batch|--dtype)
+    --config|--workdir|--batch|--base-lr|--reference-batch|--dtype|--max-restarts)
       (($# >= 2)) && [[ $2 != --* ]] || die_usage "$1 needs a value"
       case $1 in
         --config) CONFIG=$2 ;;
@@ -81,9 +90,10 @@ while (($#)); do
         --base-lr) BASE_LR=$2 ;;
         --reference-batch) REF_BATCH=$2 ;;
         --dtype) DTYPE=$2 ;;
+        --max-restarts) MAX_RESTARTS=$2 ;;
       esac
       shift 2 ;;
-    --config=*|--workdir=*|--batch=*|--base-lr=*|--reference-batch=*|--dtype=*)
+    --config=*|--workdir=*|--batch=*|--base-lr=*|--reference-batch=*|--dtype=*|--max-restarts=*)
       value=${1#*=}
       case $1 in
         --config=*) CONFIG=$value ;;
@@ -92,6 +102,7 @@ while (($#)); do
         --base-lr=*) BASE_LR=$value ;;
         --reference-batch=*) REF_BATCH=$value ;;
         --dtype=*) DTYPE=$value ;;
+        --max-restarts=*) MAX_RESTARTS=$value ;;
       esac
       shift ;;
     --) shift; EXTRA=("$@"); break ;;
@@ -111,6 +122,7 @@ missing=()
 [[ $BASE_LR =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] \
   || die_usage "--base-lr must be a non-negative number, got '$BASE_LR'"
 [[ $DTYPE == bfloat16 || $DTYPE == float32 ]] || die_usage "--dtype must be bfloat16 or float32, got '$DTYPE'"
+[[ $MAX_RESTARTS =~ ^[0-9]+$ ]] || die_usage "--max-restarts must be a non-negative integer, got '$MAX_RESTARTS'"
 
 LR=$(LC_ALL=C awk -v lr="$BASE_LR" -v b="$BATCH" -v rb="$REF_BATCH" 'BEGIN { printf "%.12g", lr * b / rb }')
 echo "# linear scaling rule: lr = base_lr * batch / reference_batch = $BASE_LR * $BATCH / $REF_BATCH = $LR"
@@ -120,4 +132,26 @@ CMD=("${PYTHON:-python}" -m egoexo_jax.main "--config=$CONFIG" "--workdir=$WORKD
      ${EXTRA[@]+"${EXTRA[@]}"})
 printf '+ %s\n' "$(render "${CMD[@]}")"
 ((DRY_RUN)) && exit 0
-exec "${CMD[@]}"
+
+PREEMPTED=75  # egoexo_jax.main: stopped by SIGTERM after saving a checkpoint (resumable)
+CHILD="" STOP=0
+forward() { STOP=1; [[ -z $CHILD ]] || kill -TERM "$CHILD" 2>/dev/null || true; }
+trap forward TERM INT
+restarts=0
+while :; do
+  "${CMD[@]}" &
+  CHILD=$!
+  rc=0
+  wait "$CHILD" || rc=$?
+  while kill -0 "$CHILD" 2>/dev/null; do  # a trapped signal interrupted wait: keep waiting
+    rc=0
+    wait "$CHILD" || rc=$?
+  done
+  CHILD=""
+  if ((rc == PREEMPTED && !STOP && restarts < MAX_RESTARTS)); then
+    restarts=$((restarts + 1))
+    echo "# exit $PREEMPTED (preempted, resumable): restart $restarts of $MAX_RESTARTS, resuming from the newest checkpoint"
+    continue
+  fi
+  exit "$rc"
+done

@@ -4,6 +4,8 @@
 # (gcloud ... ssh --worker=all). On a pod every host runs one process; egoexo_jax.main calls
 # jax.distributed.initialize(), which finds the other hosts by itself (TPU_WORKER_HOSTNAMES), so no
 # coordinator address is needed. All hosts must see the same workdir: it has to be a gs:// path.
+# On every worker the training command is restarted when it exits 75 (SIGTERM, checkpoint saved:
+# preempted, resumable), up to --max-restarts times; it resumes from the newest checkpoint.
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -15,7 +17,7 @@ Usage: $PROG --tpu NAME --zone ZONE --config CFG --workdir gs://BUCKET/PATH
             [--project P] [--accelerator v4-32] [--version tpu-ubuntu2204-base] [--create]
             [--repo URL [--ref REF]] [--skip-setup] [--background]
             [--batch B --base-lr LR --reference-batch RB] [--dtype bfloat16|float32]
-            [--dry-run] [-- extra args for egoexo_jax.main]
+            [--max-restarts N] [--dry-run] [-- extra args for egoexo_jax.main]
 EOF
 }
 
@@ -31,7 +33,9 @@ Steps (each printed as '+ command' before it runs):
   3. Environment on every worker: python3.11 venv in ~/egoexo_jax/.venv,
      pip install -r requirements.txt, plus jax[tpu] at the version pinned there.
   4. Training on every worker: gcloud compute tpus tpu-vm ssh NAME --worker=all --command
-     'cd egoexo_jax && .venv/bin/python -m egoexo_jax.main --config=CFG --workdir=gs://...'.
+     'cd egoexo_jax && .venv/bin/python -m egoexo_jax.main --config=CFG --workdir=gs://...', in a loop
+     that starts it again after exit status 75 (preempted, resumable: a SIGTERM stopped training after
+     saving a checkpoint), at most --max-restarts times.
 
   --tpu NAME            TPU VM / pod slice name
   --zone ZONE           e.g. us-central2-b
@@ -49,6 +53,7 @@ Steps (each printed as '+ command' before it runs):
                         set the global batch and the linearly scaled LR = LR * B / RB
                         (all three together; RB = the recipe's config.optimizer.reference_batch_size)
   --dtype D             set config.dtype (bfloat16 or float32); default: the recipe's
+  --max-restarts N      restarts of training after exit status 75 (default 10)
   --dry-run             print every command, run nothing
   -h, --help            this help
   -- ARGS...            passed unchanged to egoexo_jax.main (e.g. --config.num_epochs=10)
@@ -87,7 +92,7 @@ run() {
 }
 
 TPU="" ZONE="" CONFIG="" WORKDIR="" PROJECT="" ACCELERATOR="v4-32" VERSION="tpu-ubuntu2204-base"
-CREATE=0 REPO="" REF="" SKIP_SETUP=0 BACKGROUND=0 BATCH="" BASE_LR="" REF_BATCH="" DTYPE=""
+CREATE=0 REPO="" REF="" SKIP_SETUP=0 BACKGROUND=0 BATCH="" BASE_LR="" REF_BATCH="" DTYPE="" MAX_RESTARTS=10
 EXTRA=()
 while (($#)); do
   case $1 in
@@ -96,7 +101,7 @@ while (($#)); do
     --create) CREATE=1; shift ;;
     --skip-setup) SKIP_SETUP=1; shift ;;
     --background) BACKGROUND=1; shift ;;
-    --tpu|--zone|--config|--workdir|--project|--accelerator|--version|--repo|--ref|--batch|--base-lr|--reference-batch|--dtype)
+    --tpu|--zone|--config|--workdir|--project|--accelerator|--version|--repo|--ref|--batch|--base-lr|--reference-batch|--dtype|--max-restarts)
       (($# >= 2)) && [[ $2 != --* ]] || die_usage "$1 needs a value"
       flag=$1 value=$2
       shift 2 ;&
@@ -116,6 +121,7 @@ while (($#)); do
         --base-lr) BASE_LR=$value ;;
         --reference-batch) REF_BATCH=$value ;;
         --dtype) DTYPE=$value ;;
+        --max-restarts) MAX_RESTARTS=$value ;;
         *) die_usage "unknown argument '$flag=$value' (arguments for egoexo_jax.main go after --)" ;;
       esac
       flag="" ;;
@@ -137,6 +143,7 @@ missing=()
 [[ -z $REF || -n $REPO ]] || die_usage "--ref needs --repo"
 [[ -z $DTYPE || $DTYPE == bfloat16 || $DTYPE == float32 ]] \
   || die_usage "--dtype must be bfloat16 or float32, got '$DTYPE'"
+[[ $MAX_RESTARTS =~ ^[0-9]+$ ]] || die_usage "--max-restarts must be a non-negative integer, got '$MAX_RESTARTS'"
 
 SCALE=()
 if [[ -n $BATCH$BASE_LR$REF_BATCH ]]; then
@@ -188,11 +195,13 @@ if ((!SKIP_SETUP)); then
   on_all_workers "cd $REMOTE_DIR && { command -v python3.11 >/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv; }; } && { [ -x .venv/bin/python ] || python3.11 -m venv .venv; } && .venv/bin/pip install --quiet --upgrade pip && .venv/bin/pip install --quiet -r requirements.txt && jaxver=\$(sed -n \"s/^jax==//p\" requirements.txt) && .venv/bin/pip install --quiet \"jax[tpu]\${jaxver:+==\$jaxver}\""
 fi
 
-# 4. Training: the same command on every host.
+# 4. Training: the same command on every host, started again after exit status 75 (preempted,
+# resumable), at most MAX_RESTARTS times.
 TRAIN=(.venv/bin/python -m egoexo_jax.main "--config=$CONFIG" "--workdir=$WORKDIR"
        ${SCALE[@]+"${SCALE[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
+LOOP="n=0; while :; do $(render "${TRAIN[@]}"); rc=\$?; { [ \$rc -eq 75 ] && [ \$n -lt $MAX_RESTARTS ]; } || exit \$rc; n=\$((n + 1)); echo \"# exit 75 (preempted, resumable): restart \$n of $MAX_RESTARTS\"; done"
 if ((BACKGROUND)); then
-  on_all_workers "cd $REMOTE_DIR && nohup $(render "${TRAIN[@]}") > train.log 2>&1 < /dev/null &"
+  on_all_workers "cd $REMOTE_DIR && nohup bash -c $(quote "$LOOP") > train.log 2>&1 < /dev/null &"
 else
-  on_all_workers "cd $REMOTE_DIR && $(render "${TRAIN[@]}")"
+  on_all_workers "cd $REMOTE_DIR && { $LOOP; }"
 fi

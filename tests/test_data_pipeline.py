@@ -188,8 +188,11 @@ def bad_root(tmp_path):
   fm.write_kinetics_dataset(tmp_path, LENGTHS)
   (tmp_path / "junk.mp4").write_bytes(np.random.default_rng(0).bytes(3000))
   (tmp_path / "empty.mp4").write_bytes(b"")
+  fm.write_video(tmp_path / "whole.mp4", 90, faststart=True)  # index first, then cut mid-stream
+  whole = (tmp_path / "whole.mp4").read_bytes()
+  (tmp_path / "cut.mp4").write_bytes(whole[:whole.find(b"mdat") + 1500])  # two frames survive
   with open(tmp_path / "train.csv", "a") as f:
-    f.write("junk.mp4 6\nempty.mp4 7\nmissing.mp4 8\n")
+    f.write("junk.mp4 6\nempty.mp4 7\nmissing.mp4 8\ncut.mp4 9\n")
   with open(tmp_path / "test.csv", "a") as f:
     f.write("junk.mp4 6\n")
   return tmp_path
@@ -207,9 +210,16 @@ def test_bad_inputs_are_replaced_logged_and_counted(bad_root):
   assert sum(int(b["bad_inputs"].sum()) for b in batches) > 0
   assert it.get_state()["bad_inputs"] == sum(int(b["bad_inputs"].sum()) for b in batches)
   logged = dict(read_bad_input_log(log))
-  assert {k.rsplit("/", 1)[-1] for k in logged} == {"junk.mp4", "empty.mp4", "missing.mp4"}
+  assert {k.rsplit("/", 1)[-1] for k in logged} == {"junk.mp4", "empty.mp4", "missing.mp4", "cut.mp4"}
   assert any("zero-length" in r for r in logged.values())
   assert any("missing" in r for r in logged.values())
+  assert "truncated" in next(r for k, r in logged.items() if k.endswith("cut.mp4"))
+  # A resumed run (a new iterator, same log) hits the same files again: each is listed once.
+  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
+                                    process_count=1, bad_input_log=str(log))
+  take(it, 6)
+  lines = log.read_text().splitlines()
+  assert len(lines) == len(set(lines)) == 4
   # Above the allowed fraction the iterator stops with a clear error.
   cfg.max_bad_fraction = 0.0
   cfg.bad_input_allowance = 1

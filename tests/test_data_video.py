@@ -139,3 +139,59 @@ def test_frame_sequence_keeps_irregular_lists():
   paths = ["a/x-000001.jpg", "a/x-000003.jpg"]
   seq = FrameSequence.from_paths(paths)
   assert seq.template is None and [seq[0], seq[1]] == paths
+
+
+def test_stream_cut_short_is_a_decode_error_not_a_repeated_frame(tmp_path):
+  """An mp4 with its index at the front, cut after a third of its bytes: the container still
+  promises all frames, the stream ends early. Frames it has come back; later ones raise."""
+  whole = tmp_path / "whole.mp4"
+  fm.write_video(whole, 60, faststart=True)
+  data = whole.read_bytes()
+  assert data.find(b"moov") < data.find(b"mdat")
+  cut = tmp_path / "cut.mp4"
+  cut.write_bytes(data[: len(data) // 3])
+  with VideoReader(cut) as r:
+    assert r.num_frames == 60
+    assert codes(r.read([0, 3, 6])) == [0, 3, 6]
+    with pytest.raises(DecodeError, match=r"cut.mp4 ends at frame \d+ but frame \d+ was requested .*truncated"):
+      r.read(np.arange(0, 60, 3))
+  with VideoReader(whole) as r:  # the uncut file reads every frame
+    assert codes(r.read(np.arange(0, 60, 3))) == list(range(0, 60, 3))
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_display_rotation_is_applied(tmp_path, rotation):
+  """Frames come back as a player shows them: rotated counter-clockwise by the stored angle."""
+  def marked(i, h, w):
+    image = fm.coded_frame(i, h, w)
+    image[-8:, :8] = (255, 0, 0)  # a red corner makes the orientation unambiguous
+    return image
+
+  path = tmp_path / f"rot{rotation}.mp4"
+  fm.write_video(path, 10, image_fn=marked, rotation=rotation)
+  with VideoReader(path) as r:
+    got = r.read([4])[0].astype(int)
+  want = np.rot90(marked(4, 48, 64), k=(rotation // 90) % 4).astype(int)
+  assert got.shape == want.shape
+  assert np.abs(got - want).mean() < 3  # lossless but for the YUV round trip of the red corner
+  if rotation == 180:
+    assert np.abs(got - marked(4, 48, 64)).mean() > 30  # unrotated would be far off
+
+
+def test_clip_longer_than_its_video_is_flagged_padded(tmp_path):
+  from egoexo_jax.data import samples
+  from egoexo_jax.data.sources import Item
+  opts = samples.SampleOptions(dataset="kinetics", num_frames=8, sampling_rate=4, train_crop_size=32,
+                               jitter_scales=(48, 48), flip_prob=0.0)
+  for n, padded in ((20, True), (32, False), (40, False)):  # the clip spans 8 * 4 = 32 frames
+    path = tmp_path / f"v{n}.mp4"
+    fm.write_video(path, n)
+    clip = samples.decode_clip(Item("kinetics", path.name, path.stem, str(path)), samples.View("train"),
+                               np.random.default_rng(0), opts)
+    assert clip.padded is padded
+    assert clip.positions.max() <= n - 1
+  frames = [str(tmp_path / "f.jpg")] * 10
+  fm.write_jpegs(frames[:1], [fm.coded_frame(0)])
+  item = Item("charades_ego", "x", "x", frames)
+  clip = samples.decode_clip(item, samples.View("train"), np.random.default_rng(0), opts)
+  assert clip.padded  # 10 frames, a clip of (8 - 1) * 4 + 1 = 29

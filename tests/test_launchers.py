@@ -7,8 +7,10 @@ import os
 import pathlib
 import re
 import shlex
+import signal
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -20,6 +22,7 @@ SLURM = LAUNCH / "slurm.sbatch"
 
 FAKE = """#!/usr/bin/env bash
 {{ printf '%s\\n' "$(basename "$0") $PWD ${{JAX_COORDINATOR_ADDRESS:-}}"; printf '%s\\n' "$@"; echo ---; }} >> {log}
+if [ -s {codes} ]; then rc=$(head -n 1 {codes}); sed -i 1d {codes}; exit "$rc"; fi
 """
 
 
@@ -29,9 +32,10 @@ def sandbox(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     log = tmp_path / "calls.log"
-    for name in ("gcloud", "srun", "sbatch", "tar", "fakepython"):
+    codes = tmp_path / "exit_codes"  # one exit status per line, used by the fakes' calls in turn
+    for name in ("gcloud", "srun", "sbatch", "scontrol", "tar", "fakepython"):
         fake = bin_dir / name
-        fake.write_text(FAKE.format(log=shlex.quote(str(log))))
+        fake.write_text(FAKE.format(log=shlex.quote(str(log)), codes=shlex.quote(str(codes))))
         fake.chmod(0o755)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -48,7 +52,10 @@ def sandbox(tmp_path):
             out.append((prog, cwd, coord, args))
         return out
 
-    return {"env": env, "calls": calls, "tmp": tmp, "path": tmp_path}
+    def exit_codes(*values):
+        codes.write_text("".join(f"{v}\n" for v in values))
+
+    return {"env": env, "calls": calls, "tmp": tmp, "path": tmp_path, "exit_codes": exit_codes}
 
 
 def run(script, *args, env, extra_env=None, cwd=None, via_bash=False):
@@ -180,6 +187,12 @@ def ssh_all(loc, command):
     return f"gcloud compute tpus tpu-vm ssh egoexo-v4 {loc} --worker=all --command {q(command)}"
 
 
+def restart_loop(train, max_restarts=10):
+    """The workers' loop: the training command again after exit status 75 (preempted, resumable)."""
+    return (f"n=0; while :; do {train}; rc=$?; {{ [ $rc -eq 75 ] && [ $n -lt {max_restarts} ]; }} || exit $rc; "
+            f'n=$((n + 1)); echo "# exit 75 (preempted, resumable): restart $n of {max_restarts}"; done')
+
+
 def test_tpu_dry_run_exact_copy_mode(sandbox):
     proc = run(TPU, *TPU_ARGS, "--project", "my-proj", "--create", "--dry-run",
                "--batch", "1024", "--base-lr", "0.8", "--reference-batch", "512", "--dtype", "bfloat16",
@@ -187,9 +200,10 @@ def test_tpu_dry_run_exact_copy_mode(sandbox):
     assert proc.returncode == 0, proc.stderr
     loc = "--zone=us-central2-b --project=my-proj"
     tarball = f"{sandbox['tmp']}/egoexo_jax-src.tar.gz"
-    train = ("cd egoexo_jax && .venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
-             "--workdir=gs://my-bucket/runs/k400 --config.batch_size=1024 --config.optimizer.base_lr=1.6 "
-             "--config.dtype=bfloat16 --config.num_epochs=100")
+    train = ("cd egoexo_jax && { " + restart_loop(
+        ".venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
+        "--workdir=gs://my-bucket/runs/k400 --config.batch_size=1024 --config.optimizer.base_lr=1.6 "
+        "--config.dtype=bfloat16 --config.num_epochs=100") + "; }")
     assert proc.stdout.splitlines()[0] == (
         "# linear scaling rule: lr = base_lr * batch / reference_batch = 0.8 * 1024 / 512 = 1.6")
     assert plus_lines(proc.stdout) == [
@@ -215,9 +229,9 @@ def test_tpu_dry_run_git_mode_background_and_defaults(sandbox):
                      "else git clone --quiet https://github.com/me/egoexo_jax.git egoexo_jax; fi && "
                      "git -C egoexo_jax checkout --quiet v1.0"),
         ssh_all(loc, INSTALL),
-        ssh_all(loc, "cd egoexo_jax && nohup .venv/bin/python -m egoexo_jax.main "
-                     "--config=configs/k400_egoexo.py --workdir=gs://my-bucket/runs/k400 "
-                     "> train.log 2>&1 < /dev/null &"),
+        ssh_all(loc, "cd egoexo_jax && nohup bash -c " + q(restart_loop(
+            ".venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
+            "--workdir=gs://my-bucket/runs/k400")) + " > train.log 2>&1 < /dev/null &"),
     ]
     assert not proc.stdout.startswith("# linear")  # no scaling asked for: the recipe's batch and LR
 
@@ -227,8 +241,9 @@ def test_tpu_skip_setup_runs_only_training_on_all_workers(sandbox):
     assert proc.returncode == 0, proc.stderr
     assert plus_lines(proc.stdout) == [ssh_all(
         "--zone=us-central2-b",
-        "cd egoexo_jax && .venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
-        "--workdir=gs://my-bucket/runs/k400 '--config.x=a b'")]
+        "cd egoexo_jax && { " + restart_loop(
+            ".venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
+            "--workdir=gs://my-bucket/runs/k400 '--config.x=a b'") + "; }")]
 
 
 def test_tpu_remote_commands_are_valid_bash(sandbox):
@@ -381,3 +396,82 @@ def test_slurm_bad_arguments(sandbox, args, extra_env, fragment):
     proc = run(SLURM, *args, env=sandbox["env"], via_bash=True, extra_env=extra_env)
     assert_usage_error(proc, fragment)
     assert sandbox["calls"]() == []
+
+
+# ----------------------------------------------------------------------------------- preemption (exit 75)
+
+def test_single_gpu_restarts_after_preemption_exit_status(sandbox):
+    sandbox["exit_codes"](75, 75, 0)
+    proc = run(SINGLE, *SINGLE_ARGS, env=sandbox["env"], extra_env={"PYTHON": "fakepython"})
+    assert proc.returncode == 0, proc.stderr
+    calls = sandbox["calls"]()
+    assert len(calls) == 3 and len({tuple(c[3]) for c in calls}) == 1  # the same command each time
+    assert "restart 2 of 10" in proc.stdout
+
+
+@pytest.mark.parametrize("codes,max_restarts,want_calls,want_rc", [
+    ((75, 75, 75, 75), "2", 3, 75),  # gives up after --max-restarts
+    ((2,), "10", 1, 2),  # a user error is not retried
+    ((1,), "10", 1, 1),  # nor a crash
+])
+def test_single_gpu_restart_limits(sandbox, codes, max_restarts, want_calls, want_rc):
+    sandbox["exit_codes"](*codes)
+    proc = run(SINGLE, *SINGLE_ARGS, "--max-restarts", max_restarts, env=sandbox["env"],
+               extra_env={"PYTHON": "fakepython"})
+    assert proc.returncode == want_rc
+    assert len(sandbox["calls"]()) == want_calls
+
+
+def test_single_gpu_sigterm_to_the_launcher_stops_without_restart(sandbox):
+    """SIGTERM to the launcher reaches training (which saves and exits 75); nothing restarts."""
+    fake = sandbox["path"] / "bin" / "slowpython"
+    started = sandbox["path"] / "started"
+    fake.write_text(f"#!/usr/bin/env bash\necho run >> {shlex.quote(str(started))}\n"
+                    "trap 'exit 75' TERM\nsleep 30 &\nwait\n")
+    fake.chmod(0o755)
+    proc = subprocess.Popen([str(SINGLE), *SINGLE_ARGS], env=dict(sandbox["env"], PYTHON="slowpython"), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 75
+    assert started.read_text() == "run\n" and "restart" not in out
+
+
+def test_slurm_requeues_the_job_on_preemption_exit_status(sandbox):
+    sandbox["exit_codes"](75)  # srun: the training processes stopped on SIGTERM, checkpoint saved
+    proc = run(SLURM, "--config", "c.py", "--workdir", "/w", env=sandbox["env"], via_bash=True,
+               extra_env=job_env(sandbox, PYTHON="fakepython"))
+    assert proc.returncode == 0, proc.stderr
+    assert [(c[0], c[3]) for c in sandbox["calls"]()][1:] == [("scontrol", ["requeue", "12345"])]
+    assert "+ scontrol requeue 12345" in proc.stdout
+    assert "--signal=TERM@" in SLURM.read_text() and "#SBATCH --requeue" in SLURM.read_text()
+
+
+def test_slurm_passes_other_exit_statuses_through(sandbox):
+    sandbox["exit_codes"](2)
+    proc = run(SLURM, "--config", "c.py", "--workdir", "/w", env=sandbox["env"], via_bash=True,
+               extra_env=job_env(sandbox, PYTHON="fakepython"))
+    assert proc.returncode == 2
+    assert [c[0] for c in sandbox["calls"]()] == ["srun"]
+
+
+def test_tpu_worker_loop_restarts_training_after_exit_75(sandbox):
+    """Runs the command the workers get, with a fake .venv/bin/python that exits 75, 75, then 0."""
+    proc = run(TPU, *TPU_ARGS, "--skip-setup", "--max-restarts", "3", "--dry-run", env=sandbox["env"])
+    command = shlex.split(plus_lines(proc.stdout)[0])[-1]
+    home = sandbox["path"] / "worker"
+    python = home / "egoexo_jax" / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(FAKE.format(log=shlex.quote(str(home / "calls.log")),
+                                  codes=shlex.quote(str(sandbox["path"] / "exit_codes"))))
+    python.chmod(0o755)
+    for codes, want_rc, want_calls in (((75, 75, 0), 0, 3), ((75, 75, 75, 75, 75), 75, 4)):
+        sandbox["exit_codes"](*codes)
+        (home / "calls.log").unlink(missing_ok=True)
+        done = subprocess.run(["bash", "-c", command], cwd=home, env=sandbox["env"], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == want_rc, done.stderr
+        assert (home / "calls.log").read_text().count("---\n") == want_calls

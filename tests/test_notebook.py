@@ -32,4 +32,5 @@ def test_colab_notebook_runs_headless_in_quick_mode(quick_demo_root):
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 1
     img = Image.open(io.BytesIO(base64.b64decode(pngs[0]["data"]["image/png"])))
-    assert img.size == (2 * 160, 24 + 3 * 160 + 16)  # 2 slow frames; frame, hand and object rows
+    # one 160-px column per clip frame (8), a one-line title, then frame, hand and object rows
+    assert img.size == (8 * 160, 8 + 14 + 3 * 160 + 16)

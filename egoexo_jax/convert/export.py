@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 import yaml
 
 from egoexo_jax import models
+from egoexo_jax.cli import InputError, MissingFileError
 
 MODEL_CONFIG = "model_config.json"
 SUMMARY = "conversion.json"
@@ -46,7 +47,7 @@ def model_config_from_json(text: str) -> ml_collections.ConfigDict:
     data = json.loads(text)
     for k, v in data.items():
         if k not in base:
-            raise ValueError(f"unknown model config key {k!r} in {MODEL_CONFIG}")
+            raise InputError(f"unknown model config key {k!r} in {MODEL_CONFIG}")
         base[k] = _retuple(v) if k != "mvit" else ml_collections.ConfigDict(v)
     return base
 
@@ -93,7 +94,7 @@ def load_converted(path: str, dtype: str | None = None):
     """``(module, variables, model_config)`` from a converted checkpoint directory."""
     p = pathlib.Path(path).absolute()
     if not is_converted_dir(p):
-        raise FileNotFoundError(f"{p}: not a converted checkpoint (needs {MODEL_CONFIG} and variables/)")
+        raise MissingFileError(f"{p}: not a converted checkpoint (needs {MODEL_CONFIG} and variables/)")
     cfg = model_config_from_json((p / MODEL_CONFIG).read_text())
     if dtype:
         cfg.dtype = dtype

@@ -18,13 +18,14 @@ import numpy as np
 import yaml
 
 from egoexo_jax import models
+from egoexo_jax.cli import UserError
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
 
 __all__ = ["Conversion", "ConversionError", "convert_checkpoint", "load_pyslowfast",
            "model_config_from_pyslowfast", "variables_from_state_dict", "flax_to_torch_key"]
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError, ValueError):
     """The checkpoint does not fit the architecture it describes (or the one asked for)."""
 
 

@@ -11,23 +11,29 @@ point at raw storages. Two on-disk layouts exist:
 The unpickler here resolves only the handful of globals a checkpoint needs (tensor
 rebuild, storage types, ``OrderedDict``) and refuses every other global, so a file that
 asks for, say, ``os.system`` fails before anything runs. Tensors come back as numpy
-arrays (contiguous copies with the checkpoint's shape and dtype).
+arrays (contiguous copies with the checkpoint's shape and dtype), each built only after its
+offset, size and stride were checked against its storage (:func:`check_geometry`).
 """
 from __future__ import annotations
 
 import collections
 import io
+import math
+import operator
+import os
 import pickle
 import struct
 import zipfile
-from typing import Any
+from typing import Any, Tuple
 
 import numpy as np
 
-__all__ = ["CheckpointReadError", "load_torch_file"]
+from egoexo_jax.cli import UserError
+
+__all__ = ["CheckpointReadError", "check_geometry", "load_torch_file"]
 
 
-class CheckpointReadError(ValueError):
+class CheckpointReadError(UserError, ValueError):
     """The file is not a readable PyTorch checkpoint (or asks for something unsafe)."""
 
 
@@ -56,65 +62,122 @@ class _StorageType:
 
 
 class _Storage:
-    """A storage's raw bytes, filled lazily for the legacy layout."""
+    """A storage's raw bytes (filled after the pickle for the legacy layout) and its name."""
 
-    def __init__(self, dtype, data: bytes | None = None):
+    def __init__(self, dtype, key: str, data: bytes | None = None):
         self.dtype = dtype
+        self.key = key
         self.data = data
+        self._array = None
 
     def array(self) -> np.ndarray:
-        if self.data is None:
-            raise CheckpointReadError("tensor storage referenced but never written in the file")
-        if self.dtype == "bfloat16":
-            # bfloat16 is the top half of a float32.
-            raw = np.frombuffer(self.data, dtype="<u2").astype(np.uint32) << 16
-            return raw.view(np.float32)
-        return np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<"))
+        """The storage as a flat little-endian array (bfloat16 widened to float32), built once."""
+        if self._array is None:
+            if self.data is None:
+                raise CheckpointReadError(f"storage {self.key} is referenced but never written in the file")
+            if self.dtype == "bfloat16":
+                # bfloat16 is the top half of a float32.
+                raw = np.frombuffer(self.data, dtype="<u2").astype(np.uint32) << 16
+                self._array = raw.view(np.float32)
+            else:
+                self._array = np.frombuffer(self.data, dtype=np.dtype(self.dtype).newbyteorder("<"))
+        return self._array
+
+
+def _itemsize(dtype) -> int:
+    """Bytes per element of a storage in the file."""
+    return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
 
 class _PendingTensor:
-    """A legacy-layout tensor whose storage bytes follow the pickle; built by :func:`_materialise`."""
+    """A tensor as the pickle describes it; built by :func:`_materialise` once every storage's
+    bytes are known and the tensor's name in the saved object is (so errors can name it)."""
 
     def __init__(self, storage: _Storage, offset, size, stride):
         self.args = (storage, offset, size, stride)
 
 
-def _materialise(obj: Any) -> Any:
-    """Replaces every :class:`_PendingTensor` in plain containers by its array."""
+def _materialise(obj: Any, name: str, max_bytes: int) -> Any:
+    """Replaces every :class:`_PendingTensor` in plain containers by its array; ``name`` is the
+    container path so far (``model_state/s1.conv.weight``)."""
     if isinstance(obj, _PendingTensor):
-        return _tensor(*obj.args)
+        return _tensor(*obj.args, name=name or "<root>", max_bytes=max_bytes)
+    join = (lambda k: f"{name}/{k}") if name else str
     if isinstance(obj, dict):
         for k in list(obj):
-            obj[k] = _materialise(obj[k])
+            obj[k] = _materialise(obj[k], join(k), max_bytes)
         return obj
     if isinstance(obj, list):
-        return [_materialise(x) for x in obj]
+        return [_materialise(x, join(i), max_bytes) for i, x in enumerate(obj)]
     if isinstance(obj, tuple):
-        return tuple(_materialise(x) for x in obj)
+        return tuple(_materialise(x, join(i), max_bytes) for i, x in enumerate(obj))
     return obj
 
 
 def _rebuild_tensor(storage: _Storage, offset, size, stride, *unused):
-    if storage.data is None:  # legacy layout: the bytes come after the pickle
-        return _PendingTensor(storage, offset, size, stride)
-    return _tensor(storage, offset, size, stride)
+    return _PendingTensor(storage, offset, size, stride)
 
 
-def _tensor(storage: _Storage, offset, size, stride) -> np.ndarray:
-    flat = storage.array()
-    size = tuple(int(s) for s in size)
-    stride = tuple(int(s) for s in stride)
-    if not size:
-        return np.array(flat[offset], dtype=flat.dtype)
-    needed = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
-    if any(n == 0 for n in size):
-        return np.zeros(size, dtype=flat.dtype)
-    if needed > flat.size:
+def _ints(value, what: str, where: str) -> tuple:
+    try:
+        return tuple(operator.index(v) for v in value)
+    except TypeError:
+        raise CheckpointReadError(f"{where}: {what} {value!r} is not a tuple of integers") from None
+
+
+def check_geometry(where: str, storage_numel: int, itemsize: int, offset, size, stride,
+                   max_bytes: int) -> Tuple[int, Tuple[int, ...], Tuple[int, ...]]:
+    """Validates a tensor view ``(offset, size, stride)`` of a storage of ``storage_numel`` elements.
+
+    Rules (those of ``torch.Tensor.set_``, plus a size bound): offset, sizes and strides are
+    non-negative integers, at most 64 dimensions; a tensor with elements has its last element
+    ``offset + sum((size - 1) * stride)`` inside the storage; its bytes (``numel * itemsize``) are
+    at most ``max_bytes`` (the checkpoint file's size), so a stride-0 view cannot expand a small
+    storage into an allocation larger than the file.
+
+    Returns the validated ``(offset, size, stride)`` as Python ints; raises
+    :class:`CheckpointReadError` starting with ``where`` (which names the tensor) otherwise.
+    """
+    try:
+        offset = operator.index(offset)
+    except TypeError:
+        raise CheckpointReadError(f"{where}: storage offset {offset!r} is not an integer") from None
+    size, stride = _ints(size, "size", where), _ints(stride, "stride", where)
+    if len(size) != len(stride):
+        raise CheckpointReadError(f"{where}: size {size} and stride {stride} have different lengths")
+    if len(size) > 64:
+        raise CheckpointReadError(f"{where}: {len(size)} dimensions (at most 64 are supported)")
+    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise CheckpointReadError(
-            f"tensor of shape {size} needs {needed} elements but its storage has {flat.size}")
-    view = np.lib.stride_tricks.as_strided(
-        flat[offset:], shape=size, strides=tuple(s * flat.itemsize for s in stride))
-    return np.ascontiguousarray(view).astype(flat.dtype.newbyteorder("="), copy=False)
+            f"{where}: negative storage offset, size or stride (offset {offset}, size {size}, "
+            f"stride {stride}); a PyTorch tensor has none")
+    numel = math.prod(size)
+    if numel == 0:
+        return offset, size, stride  # no element is read: torch accepts any offset here
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= storage_numel:
+        raise CheckpointReadError(
+            f"{where}: offset {offset}, size {size}, stride {stride} reach element {last} but "
+            f"its storage has {storage_numel} elements")
+    if numel * itemsize > max_bytes:
+        raise CheckpointReadError(
+            f"{where}: size {size} is {numel * itemsize} bytes, more than the whole file "
+            f"({max_bytes} bytes)")
+    return offset, size, stride
+
+
+def _tensor(storage: _Storage, offset, size, stride, *, name: str, max_bytes: int) -> np.ndarray:
+    """A contiguous copy of the (validated) view; never reads outside the storage."""
+    flat = storage.array()
+    offset, size, stride = check_geometry(f"tensor '{name}' (storage {storage.key})", flat.size, _itemsize(storage.dtype),
+                                          offset, size, stride, max_bytes)
+    out_dtype = flat.dtype.newbyteorder("=")
+    if math.prod(size) == 0:
+        return np.zeros(size, dtype=out_dtype)
+    # A dimension of size 1 never steps: its stride is irrelevant (and may be huge), use 0.
+    strides = tuple(0 if n == 1 else s * flat.itemsize for n, s in zip(size, stride))
+    view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=strides, writeable=False)
+    return np.array(view, dtype=out_dtype, order="C")
 
 
 def _rebuild_parameter(data, requires_grad=None, backward_hooks=None, *unused):
@@ -155,52 +218,70 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _load_zip(path: str) -> Any:
+    file_bytes = os.path.getsize(path)
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
-            raise CheckpointReadError(f"{path}: zip archive without a single data.pkl")
+            raise CheckpointReadError("zip archive without a single data.pkl")
         root = pkl[0][: -len("data.pkl")]
         byteorder = root + "byteorder"
         if byteorder in names and zf.read(byteorder).strip() != b"little":
-            raise CheckpointReadError(f"{path}: big-endian checkpoints are not supported")
+            raise CheckpointReadError("big-endian checkpoints are not supported")
         cache: dict[str, _Storage] = {}
 
         def storage(key, dtype):
             if key not in cache:
                 member = f"{root}data/{key}"
                 if member not in names:
-                    raise CheckpointReadError(f"{path}: storage '{member}' missing from the archive")
-                cache[key] = _Storage(dtype, zf.read(member))
+                    raise CheckpointReadError(f"storage '{member}' missing from the archive")
+                info = zf.getinfo(member)
+                # torch.save stores storages uncompressed; a compressed member may not unpack to
+                # more than the file itself (no zip bombs).
+                if info.file_size > file_bytes:
+                    raise CheckpointReadError(
+                        f"storage '{member}' unpacks to {info.file_size} bytes, more than the whole "
+                        f"file ({file_bytes} bytes)")
+                cache[key] = _Storage(dtype, key, zf.read(member))
             return cache[key]
 
-        return _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storage).load()
+        obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storage).load()
+    return _materialise(obj, "", file_bytes)
 
 
 def _load_legacy(path: str) -> Any:
+    file_bytes = os.path.getsize(path)
     with open(path, "rb") as f:
         def plain():
             return _RestrictedUnpickler(f, _no_storage).load()
 
         if plain() != _LEGACY_MAGIC:
-            raise CheckpointReadError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+            raise CheckpointReadError("not a PyTorch checkpoint (bad magic number)")
         plain()  # protocol version
         plain()  # system info
         storages: dict[str, _Storage] = {}
 
         def storage(key, dtype):
-            return storages.setdefault(key, _Storage(dtype))
+            return storages.setdefault(key, _Storage(dtype, key))
 
         obj = _RestrictedUnpickler(f, storage).load()
-        for key in plain():
+        keys = plain()
+        if not isinstance(keys, (list, tuple)):
+            raise CheckpointReadError(f"storage key list is a {type(keys).__name__}, not a list")
+        for key in keys:
             (numel,) = struct.unpack("<q", f.read(8))
+            if str(key) not in storages:
+                raise CheckpointReadError(f"storage {key} is listed but no tensor uses it")
             st = storages[str(key)]
-            itemsize = 2 if st.dtype == "bfloat16" else np.dtype(st.dtype).itemsize
-            data = f.read(numel * itemsize)
-            if len(data) != numel * itemsize:
-                raise CheckpointReadError(f"{path}: file ends inside storage {key}")
-            st.data = data
-        return _materialise(obj)
+            nbytes = numel * _itemsize(st.dtype)
+            if numel < 0 or nbytes > file_bytes - f.tell():
+                raise CheckpointReadError(
+                    f"storage {key} claims {numel} elements ({nbytes} bytes) but the file has "
+                    f"{file_bytes - f.tell()} bytes left: truncated or corrupt")
+            st.data = f.read(nbytes)
+            if len(st.data) != nbytes:
+                raise CheckpointReadError(f"file ends inside storage {key}")
+    return _materialise(obj, "", file_bytes)
 
 
 def _no_storage(key, dtype):
@@ -210,24 +291,32 @@ def _no_storage(key, dtype):
 def load_torch_file(path: str) -> Any:
     """Unpickles a ``torch.save`` file into plain Python objects and numpy arrays.
 
+    Every tensor's geometry is checked against its storage before it is built
+    (:func:`check_geometry`), so a damaged or hostile file can neither make this process read
+    outside a storage nor allocate more than the file's size per tensor.
+
     Args:
       path: a ``.pyth``/``.pth`` file (zip or legacy layout).
     Returns:
       The saved object; every tensor is a numpy array of its dtype (bfloat16 -> float32).
     Raises:
-      CheckpointReadError: unreadable, truncated or unsafe file; the message names it.
+      CheckpointReadError: unreadable, truncated or unsafe file; the message names the file and,
+        for a bad tensor, its key.
     """
     path = str(path)
     try:
         if zipfile.is_zipfile(path):
             return _load_zip(path)
         return _load_legacy(path)
-    except CheckpointReadError:
-        raise
+    except CheckpointReadError as e:
+        raise CheckpointReadError(f"{path}: {e}") from None
     except FileNotFoundError:
         raise CheckpointReadError(f"{path}: no such file") from None
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, KeyError,
-            ValueError, TypeError, IndexError, AttributeError, OSError) as e:
+    except IsADirectoryError:
+        raise CheckpointReadError(f"{path}: is a directory, not a checkpoint file") from None
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, KeyError, ValueError,
+            TypeError, IndexError, AttributeError, OSError, OverflowError, MemoryError,
+            RecursionError) as e:
         raise CheckpointReadError(
             f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: "
             f"{type(e).__name__}: {e})") from None

@@ -69,6 +69,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from egoexo_jax.cli import InputError, MissingFileError
 from egoexo_jax.data import interaction_maps
 from egoexo_jax.data import teacher_signals
 
@@ -363,11 +364,11 @@ def _configured_path(cfg, signal: str, field: str, *, folder: bool) -> str:
     key = f"teachers.{signal}.{field}"
     path = str(cfg[signal][field] or "")
     if not path:
-        raise ValueError(f"config.teachers.{signal}.source is 'file' but config.{key} is empty")
+        raise InputError(f"config.teachers.{signal}.source is 'file' but config.{key} is empty")
     exists = os.path.isdir(path) if folder else os.path.isfile(path)
     if not exists:
         what = "folder" if folder else "file"
-        raise FileNotFoundError(f"config.{key}: {what} not found: {path}")
+        raise MissingFileError(f"{what} not found, config.{key}={path}, expected an existing {what}")
     return path
 
 

@@ -1,7 +1,9 @@
 """Appending unreadable inputs to a log file, safely from several worker processes.
 
 One line per input: `path<TAB>reason`. Each line is written with a single `write` on a file opened
-with O_APPEND, under an exclusive `flock`, so lines from different processes never interleave.
+with O_APPEND, under an exclusive `flock`, so lines from different processes never interleave, and
+only when the file does not list that input yet (no duplicates across workers, epochs or resumed
+runs).
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import os
 class BadInputLog:
   """Picklable handle on the log file (opened per write; a path of None or '' disables logging).
 
-  Each process logs a given (path, reason) once.
+  Each input is listed once (with the first reason seen; a truncated video fails with a different
+  frame number per clip): a process remembers what it wrote, and before appending it checks, under
+  the lock, the lines already there (from other workers, or from the run before a resume).
   """
 
   def __init__(self, path: str | os.PathLike | None):
     self.path = os.fspath(path) if path else None
-    self._seen: set[tuple[str, str]] = set()
+    self._seen: set[str] = set()
 
   def __getstate__(self):
     return {"path": self.path, "_seen": set()}
@@ -27,17 +31,21 @@ class BadInputLog:
     if not self.path:
       return
     reason = " ".join(str(reason).split())
-    if (input_path, reason) in self._seen:
-      return
-    self._seen.add((input_path, reason))
     clean_path = str(input_path).replace("\t", " ").replace("\n", " ")
-    line = f"{clean_path}\t{reason}\n".encode("utf-8")
+    if clean_path in self._seen:
+      return
+    self._seen.add(clean_path)
+    head = f"{clean_path}\t".encode("utf-8", errors="backslashreplace")
+    line = head + f"{reason}\n".encode("utf-8", errors="backslashreplace")
     directory = os.path.dirname(self.path)
     if directory:
       os.makedirs(directory, exist_ok=True)
-    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX)
+      with os.fdopen(os.dup(fd), "rb") as existing:
+        if any(old.startswith(head) for old in existing.read().splitlines()):
+          return
       os.write(fd, line)
     finally:
       fcntl.flock(fd, fcntl.LOCK_UN)

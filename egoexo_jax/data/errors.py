@@ -1,11 +1,13 @@
-"""Errors raised by the data pipeline."""
+"""Errors raised by the data pipeline (user errors: see `egoexo_jax.cli`)."""
 
 from __future__ import annotations
 
 import os
 
+from egoexo_jax.cli import UserError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(UserError, ValueError):
   """A malformed row in an annotation or split file; the message names the file and line."""
 
   def __init__(self, path: str | os.PathLike, line: int, message: str):
@@ -14,5 +16,18 @@ class AnnotationError(ValueError):
     super().__init__(f"{self.path}:{line}: {message}")
 
 
-class TooManyBadInputsError(RuntimeError):
+class TooManyBadInputsError(UserError, RuntimeError):
   """More than the allowed fraction of samples could not be read (see the bad-input log)."""
+
+
+def not_utf8(path: str | os.PathLike, error: UnicodeDecodeError) -> AnnotationError:
+  """The :class:`AnnotationError` for a text file that is not UTF-8, naming the first bad line."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        shown = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+        return AnnotationError(path, number, f"byte {raw[e.start]:#04x} at column {e.start + 1} is not "
+                                             f"UTF-8 in: {shown}; expected a UTF-8 text file")
+  return AnnotationError(path, 0, f"not UTF-8 text ({error}); expected a UTF-8 text file")

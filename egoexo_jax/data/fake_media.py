@@ -59,15 +59,21 @@ def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarra
 def write_video(path: str | os.PathLike, num_frames: int, *, height: int = 48, width: int = 64,
                 fps: int = 30, codec: str = "libx264", crf: int = 0, gop: int | None = None,
                 preset: str = "ultrafast", x264_params: str | None = None,
-                image_fn: Callable[[int, int, int], np.ndarray] = coded_frame) -> None:
+                image_fn: Callable[[int, int, int], np.ndarray] = coded_frame,
+                faststart: bool = False, rotation: int = 0) -> None:
   """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p).
 
   `gop` sets the keyframe interval, `x264_params` extra libx264 options (e.g. "scenecut=0").
+  `faststart` puts the index (moov) before the frames, as streaming sites do; `rotation` stores a
+  display rotation of that many degrees counter-clockwise (what phones write).
   """
-  container = av.open(os.fspath(path), "w")
+  options = {"movflags": "faststart"} if faststart else {}
+  container = av.open(os.fspath(path), "w", options=options)
   try:
     stream = container.add_stream(codec, rate=fps)
     stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if rotation:
+      stream.set_display_rotation(rotation)
     if codec == "libx264":
       stream.options = {"crf": str(crf), "preset": preset}
       if x264_params:

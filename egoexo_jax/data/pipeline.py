@@ -471,12 +471,14 @@ def eval_view_mode(data_cfg, split: str) -> tuple[str, int]:
 
 def make_eval_iterator(data_cfg, *, split: str, global_batch_size: int,
                        process_index: int | None = None, process_count: int | None = None,
-                       aux_fn: AuxFn | None = None) -> tuple[EvalIterator, int, int]:
+                       aux_fn: AuxFn | None = None,
+                       bad_input_log: str | os.PathLike | None = None) -> tuple[EvalIterator, int, int]:
   """Evaluation iterator visiting every (video, view) once over all hosts.
 
   Args:
     split: 'val' (one view: EPIC centre clip/crop, or Kinetics/Charades-Ego training-style random
       view with a fixed seed) or 'test' (num_ensemble_views x num_spatial_crops views).
+    bad_input_log: file listing unreadable videos (default: `data_cfg.bad_input_log`).
 
   Returns:
     (iterator, num_videos, num_views).
@@ -489,7 +491,8 @@ def make_eval_iterator(data_cfg, *, split: str, global_batch_size: int,
   total = len(source) * num_views
   num_batches = math.ceil(total / global_batch_size)
   loader = _EvalLoader(source, opts, split=split, num_views=num_views, view_mode=view_mode,
-                       seed=int(data_cfg.eval_seed), log=BadInputLog(data_cfg.bad_input_log),
+                       seed=int(data_cfg.eval_seed),
+                       log=BadInputLog(bad_input_log if bad_input_log else data_cfg.bad_input_log),
                        aux_fn=aux_fn, max_retries=int(data_cfg.max_retries))
   ds = grain.MapDataset.range(num_batches * host_batch)
   ds = ds.map(_HostBlock(process_index, process_count, host_batch)).map(loader)

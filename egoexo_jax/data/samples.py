@@ -89,11 +89,14 @@ class Clip:
     positions: `[T] int64` positions in the item's media (decoded-frame index / frame-list position).
     frame_indices: `[T] int64` absolute indices (positions + the item's frame offset).
     num_media_frames: frames in the video / frame list / segment.
+    padded: the clip's span is longer than the media, so its last (or first) frame repeats
+      (PySlowFast's samplers do the same; the training loop counts these clips per epoch).
   """
   frames: np.ndarray
   positions: np.ndarray
   frame_indices: np.ndarray
   num_media_frames: int
+  padded: bool = False
 
 
 def decode_clip(item: Item, view: View, rng: np.random.Generator | None,
@@ -112,13 +115,15 @@ def decode_clip(item: Item, view: View, rng: np.random.Generator | None,
           target_fps=opts.target_fps, clip_idx=clip_idx, num_clips=opts.num_ensemble_views,
           rng=rng)
       frames = reader.read(positions)
+      span = opts.num_frames * opts.sampling_rate * reader.fps / opts.target_fps
   else:
     n = len(item.media)
     positions = transforms.segment_clip_positions(
         n, num_frames=opts.num_frames, sampling_rate=opts.sampling_rate, clip_idx=clip_idx,
         num_clips=opts.num_ensemble_views, rng=rng)
     frames = read_jpeg_frames(item.media, positions)
-  return Clip(frames, positions, positions + item.frame_offset, n)
+    span = (opts.num_frames - 1) * opts.sampling_rate + 1
+  return Clip(frames, positions, positions + item.frame_offset, n, padded=bool(span > n))
 
 
 def spatial_params(clip: Clip, view: View, rng: np.random.Generator | None,
@@ -172,12 +177,16 @@ def sample_meta(item: Item, clip: Clip, params: transforms.SpatialParams, split:
 def make_sample(item: Item, view: View, rng: np.random.Generator | None, opts: SampleOptions, *,
                 split: str, video_level_labels: bool, aux_fn=None,
                 clip: Clip | None = None) -> dict[str, np.ndarray]:
-  """Decodes (unless `clip` is given) and transforms one sample; merges `aux_fn(meta)` into it."""
+  """Decodes (unless `clip` is given) and transforms one sample; merges `aux_fn(meta)` into it.
+
+  Besides pathways and labels, `padded` int32: 1 when the clip ran past the media's end.
+  """
   if clip is None:
     clip = decode_clip(item, view, rng, opts)
   params = spatial_params(clip, view, rng, opts)
   sample = pathways(clip.frames, params, opts)
   sample.update(labels(item, clip, video_level=video_level_labels))
+  sample["padded"] = np.int32(clip.padded)
   if aux_fn is not None:
     extra = aux_fn(sample_meta(item, clip, params, split))
     clash = set(extra) & set(sample)

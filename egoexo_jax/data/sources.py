@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from egoexo_jax.cli import InputError, MissingFileError
 from egoexo_jax.data import charades_ego
 from egoexo_jax.data import epic_kitchens
 from egoexo_jax.data import kinetics
+from egoexo_jax.data.errors import not_utf8
 from egoexo_jax.data.video import FrameSequence
 
 DATASETS = ("kinetics", "charades_ego", "epic100", "epic55")
@@ -80,19 +82,28 @@ class FileSource:
     self.split = split
     self.list_path = split_list(cfg, split)
     self._prefix = cfg.path_prefix
-    if cfg.dataset == "kinetics":
-      self._records = kinetics.read_kinetics_list(
-          self.list_path, path_prefix=cfg.path_prefix, separator=cfg.path_label_separator,
-          num_classes=cfg.num_classes)
-    elif cfg.dataset == "charades_ego":
-      self._records = charades_ego.read_charades_ego(
-          self.list_path, path_prefix=cfg.path_prefix, fps=cfg.charades_fps)
-    elif cfg.dataset in EPIC_DATASETS:
-      self._records = epic_kitchens.read_epic_annotations(self.list_path, cfg.dataset)
-    else:
-      raise ValueError(f"unknown dataset {cfg.dataset!r}; expected one of {DATASETS}")
+    if cfg.dataset not in DATASETS:
+      raise InputError(f"unknown dataset, config.data.dataset={cfg.dataset!r}, expected one of {DATASETS}")
+    if not os.path.isdir(cfg.path_to_data_dir or "."):
+      raise MissingFileError(f"data folder not found, config.data.path_to_data_dir={cfg.path_to_data_dir!r}, "
+                             f"expected the folder holding the {split} list {os.path.basename(self.list_path)}")
+    if not os.path.isfile(self.list_path):
+      raise MissingFileError(f"{split} list not found, {self.list_path}, expected the file named by "
+                             f"config.data.{split}_list inside config.data.path_to_data_dir")
+    try:
+      if cfg.dataset == "kinetics":
+        self._records = kinetics.read_kinetics_list(
+            self.list_path, path_prefix=cfg.path_prefix, separator=cfg.path_label_separator,
+            num_classes=cfg.num_classes)
+      elif cfg.dataset == "charades_ego":
+        self._records = charades_ego.read_charades_ego(
+            self.list_path, path_prefix=cfg.path_prefix, fps=cfg.charades_fps)
+      else:
+        self._records = epic_kitchens.read_epic_annotations(self.list_path, cfg.dataset)
+    except UnicodeDecodeError as e:
+      raise not_utf8(self.list_path, e) from None
     if not self._records:
-      raise ValueError(f"{self.list_path} lists no videos")
+      raise InputError(f"no videos listed, {self.list_path}, expected one line per video")
 
   def __len__(self) -> int:
     return len(self._records)
@@ -174,4 +185,4 @@ def build_source(cfg, split: str):
     return FileSource(cfg, split)
   if cfg.source == "tfds":
     return TfdsSource(cfg, split)
-  raise ValueError(f"unknown source {cfg.source!r}; expected 'files' or 'tfds'")
+  raise InputError(f"unknown data source, config.data.source={cfg.source!r}, expected 'files' or 'tfds'")

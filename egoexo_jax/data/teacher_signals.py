@@ -47,6 +47,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from egoexo_jax.cli import UserError
 from egoexo_jax.data import restricted_pickle
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 
-class TeacherFileError(ValueError):
+class TeacherFileError(UserError, ValueError):
     """A teacher file (or one of its entries) does not have the official format."""
 
 

@@ -1,12 +1,20 @@
 """Reading clip frames: encoded videos through PyAV, JPEG frame folders through Pillow.
 
 Every reader returns `[T, H, W, 3] uint8` arrays for the requested frame indices, in the order asked
-(repeats allowed); indices outside the readable range are clamped to it.
+(repeats allowed); indices outside the video's frame range are clamped to it.
 
 Videos: a frame's index is computed from its timestamp, `round((pts - start_time) * time_base * fps)`,
 so any ordinary mp4 works (no "one pts tick per frame" requirement). A read seeks to the keyframe before
 the first wanted frame and decodes only up to the last wanted frame; only the wanted frames are
 converted to RGB. Several clips of one opened video can be read in one pass (`read_clips`).
+
+A video whose stream ends well before its container's duration (a file cut mid-stream) cannot
+deliver the frames asked for: that read raises `DecodeError` (the pipeline counts and lists it)
+instead of repeating the last decodable frame. Only a shortfall of a couple of frames (a frame
+count that overstates the stream by rounding) is filled with the last frame.
+
+Display rotation (the display matrix phones write): frames come back as a player shows them,
+rotated by the stored multiple of 90 degrees; any other angle is a `DecodeError`.
 
 JPEG frames: Charades-Ego (`VIDEOID/VIDEOID-000001.jpg`, listed in frame lists) and EPIC-Kitchens
 (`{P}/rgb_frames/{video}/frame_{n:010d}.jpg`, n = absolute 1-based frame number) layouts, or a list of
@@ -46,8 +54,8 @@ class VideoReader:
   Attributes:
     fps: frames per second of the video stream (float).
     num_frames: frame count from the container (stream.frames) or, when that is missing, estimated
-      from the duration; used for clip sampling. Reads clamp to what actually decodes.
-    height, width: frame size in pixels.
+      from the duration; used for clip sampling.
+    height, width: coded frame size in pixels (before any display rotation).
   """
 
   def __init__(self, source: str | os.PathLike | bytes, *, threads: str = "AUTO",
@@ -99,6 +107,10 @@ class VideoReader:
     if self.num_frames <= 0:
       self._container.close()
       raise DecodeError(f"no frames in {self._name}")
+    # Index of the last frame the container's duration promises (frame count when unknown), and
+    # how far the stream may fall short of it before a read counts as truncated.
+    self._expected_last = self._duration_frames() - 1
+    self._tolerance = max(2, self._expected_last // 100)
     self._seek_gap = seek_gap
     self._frames = None  # live decode generator
     self._position = None  # index of the last frame pulled from the generator
@@ -111,6 +123,23 @@ class VideoReader:
     if self._container.duration is not None:
       return int(round(self._container.duration / av.time_base * self.fps))
     return 0
+
+  def _duration_frames(self) -> int:
+    """Frames the stream's (or container's) duration spans, in `_index_of` units."""
+    if self._stream.duration is not None:
+      return int(round(self._stream.duration * self._frames_per_tick))
+    if self._container.duration is not None:
+      return int(round(self._container.duration / av.time_base * self.fps))
+    return self.num_frames
+
+  def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
+    """`[H, W, 3] uint8` RGB as displayed: the frame's display rotation applied."""
+    array = frame.to_ndarray(format="rgb24")
+    rotation = int(round(frame.rotation or 0))
+    if rotation % 90:
+      raise DecodeError(f"display rotation of {rotation} degrees in {self._name}: only multiples of "
+                        "90 are supported")
+    return np.ascontiguousarray(np.rot90(array, k=(rotation // 90) % 4)) if rotation % 360 else array
 
   def __enter__(self) -> "VideoReader":
     return self
@@ -143,14 +172,16 @@ class VideoReader:
   def _decode_wanted(self, wanted: np.ndarray) -> dict[int, np.ndarray]:
     """Decodes the frames whose indices are in sorted `wanted`; returns {index: [H, W, 3] uint8}.
 
-    A wanted index that the stream skips (timestamp gap) gets the next frame; wanted indices past the
-    real end of the stream get the last frame.
+    A wanted index that the stream skips (timestamp gap) gets the next frame; wanted indices a few
+    frames past the real end of the stream get the last frame. A stream that ends well before the
+    container's duration (cut mid-stream) raises `DecodeError`.
     """
     out: dict[int, np.ndarray] = {}
     pending = [int(i) for i in wanted]
     k = 0
     rewound = False
     last = None  # the most recent decoded frame, not yet converted
+    last_index = -1
     try:
       while k < len(pending):
         target = pending[k]
@@ -169,9 +200,9 @@ class VideoReader:
             break
           seeked = False
           self._position = index
-          last = frame
+          last, last_index = frame, max(last_index, index)
           if pending[k] <= index:
-            array = frame.to_ndarray(format="rgb24")
+            array = self._to_rgb(frame)
             while k < len(pending) and pending[k] <= index:
               out[pending[k]] = array
               k += 1
@@ -186,8 +217,13 @@ class VideoReader:
           continue
         if end_of_stream:
           self._frames = None
+          if k < len(pending) and pending[-1] > last_index + self._tolerance \
+              and last_index < self._expected_last - self._tolerance:
+            raise DecodeError(
+                f"{self._name} ends at frame {last_index} but frame {pending[-1]} was requested (its "
+                f"duration promises {self._expected_last + 1} frames): truncated or corrupt")
           if last is not None and k < len(pending):
-            array = last.to_ndarray(format="rgb24")
+            array = self._to_rgb(last)
             for index in pending[k:]:
               out[index] = array
           break

@@ -1,0 +1,198 @@
+"""Training runs that are interrupted or restarted differently: kill -9 before the first checkpoint,
+SIGTERM (exit 75), a damaged newest checkpoint, a config that no longer fits the checkpoint,
+mode=evaluate on a workdir, and the per-epoch count of padded clips."""
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from egoexo_jax import checkpoint as ckpt_lib
+from egoexo_jax import cli, train
+from egoexo_jax.data import fake_media
+from egoexo_jax.data.bad_inputs import read_bad_input_log
+from egoexo_jax.models import presets
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def kin_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kinetics")
+    fake_media.write_kinetics_dataset(root, [40] * tiny_config.NUM_CLASSES, height=48, width=64)
+    (root / "broken.mp4").write_bytes(b"not a video" * 20)
+    with open(root / "test.csv", "a", encoding="utf-8") as f:
+        f.write("broken.mp4 0\n")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def saved_workdir(kin_root, tmp_path_factory):
+    """A workdir with a checkpoint at step 2 of the tiny config's train state (small random
+    values in its shapes: nothing is compiled)."""
+    workdir = str(tmp_path_factory.mktemp("saved") / "wd")
+    c = tiny_config.get_config(kin_root)
+    run = train.setup(c, workdir)
+    abstract, _ = train._abstract_state(c, run)  # pylint: disable=protected-access
+    rng = np.random.default_rng(0)
+    state = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.01).astype(s.dtype), abstract)
+    cp = ckpt_lib.Checkpointer(workdir, async_save=False)
+    cp.save(2, state, train._meta(run, train._Accumulator()))  # pylint: disable=protected-access
+    cp.close()
+    run.train_iter.close()
+    train.write_config(c, workdir)
+    return workdir
+
+
+def _copy(workdir, tmp_path):
+    target = str(tmp_path / "wd")
+    shutil.copytree(workdir, target)
+    return target
+
+
+def _steps(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+@pytest.mark.parametrize("change,words", [
+    (("model", "width_per_group", 16), "config.model.width_per_group=16 but checkpoint {ckpt} was saved with 8"),
+    (("", "seed", 1), "config.seed=1 but checkpoint {ckpt} was saved with 0"),
+    (("optimizer", "name", "adamw"), "checkpoint {ckpt} does not fit this config: ['opt_state']"),
+])
+def test_a_config_that_does_not_fit_the_checkpoint_is_named(saved_workdir, kin_root, tmp_path, change, words):
+    workdir = _copy(saved_workdir, tmp_path)
+    before = open(os.path.join(workdir, "config.json"), encoding="utf-8").read()
+    c = tiny_config.get_config(kin_root)
+    parent, key, value = change
+    (c[parent] if parent else c)[key] = value
+    with pytest.raises(ckpt_lib.CheckpointMismatchError) as e:
+        train.train_and_evaluate(c, workdir)
+    assert words.format(ckpt=os.path.join(workdir, "checkpoints", "2")) in str(e.value)
+    assert "\n" not in str(e.value) and isinstance(e.value, cli.UserError)
+    assert open(os.path.join(workdir, "config.json"), encoding="utf-8").read() == before  # not overwritten
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]  # nothing moved
+
+
+def test_init_from_of_another_architecture_is_a_user_error(saved_workdir, kin_root, tmp_path):
+    c = tiny_config.get_config(kin_root)
+    c.model = presets.slow(18, width_per_group=8, num_frames=8, crop_size=64,
+                           num_classes=(tiny_config.NUM_CLASSES,), bn_group_size=4)
+    c.data.arch = "slow"
+    c.init_from = saved_workdir
+    with pytest.raises(ckpt_lib.CheckpointMismatchError, match="holds a slowfast model but config.model.arch is slow"):
+        train.train_and_evaluate(c, str(tmp_path / "wd"))
+    assert not os.path.exists(tmp_path / "wd" / "config.json")
+
+
+def test_evaluate_mode_lists_bad_inputs_and_reports_the_checkpoint_step(saved_workdir, kin_root, tmp_path, capsys):
+    c = tiny_config.get_config(kin_root)
+    c.mode = "evaluate"
+    c.evaluate.checkpoint = saved_workdir
+    out = str(tmp_path / "eval")
+    values = train.evaluate_only(c, out)
+    assert values["unscored_videos"] == 1.0
+    assert sorted(os.listdir(os.path.join(out, "results"))) == ["test_step2.md", "test_step2_scores.npz"]
+    assert "views, step 2" in capsys.readouterr().out
+    assert [p.rsplit("/", 1)[-1] for p, _ in read_bad_input_log(os.path.join(out, "bad_inputs.txt"))] == ["broken.mp4"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole training runs.
+
+
+@pytest.mark.slow
+def test_damaged_newest_checkpoint_training_resumes_from_the_previous(kin_root, tmp_path, capsys):
+    c = tiny_config.get_config(kin_root)  # checkpoints every 2 steps, the newest 2 kept
+    workdir = str(tmp_path / "wd")
+    train.train_and_evaluate(c, workdir)
+    newest = os.path.join(workdir, "checkpoints", "4")
+    for root, _, files in os.walk(os.path.join(newest, "state")):
+        for f in files:
+            if os.path.basename(root) == "d":
+                os.truncate(os.path.join(root, f), 8)
+    c.num_epochs = 5.0
+    capsys.readouterr()
+    train.train_and_evaluate(c, workdir)
+    out = capsys.readouterr().out
+    assert f"checkpoint {newest} cannot be read (" in out and "trying the previous one" in out
+    assert "resumed from step 2" in out
+    assert os.path.isdir(os.path.join(workdir, "checkpoints_damaged", "4", "state"))
+    assert _steps(workdir) == [1, 2, 3, 4, 5]
+    assert ckpt_lib.read_meta(workdir)[0] == 5
+
+
+@pytest.mark.slow
+def test_padded_clips_are_counted_per_epoch(kin_root, tmp_path, capsys):
+    c = tiny_config.get_config(kin_root)
+    c.num_epochs = 2.0
+    c.data.sampling_rate = 6  # 8 frames every 6: 48 frames, more than the 40 each video has
+    workdir = str(tmp_path / "wd")
+    train.train_and_evaluate(c, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    assert [(r["step"], r["padded_clips_epoch"]) for r in records] == [(1, 8.0), (2, 8.0)]  # 1 step per epoch
+    assert "epoch 1: 8 of 8 training clips ran past the end of their video" in capsys.readouterr().out
+
+
+def _main_cmd(kin_root, workdir, *overrides):
+    return [sys.executable, "-m", "egoexo_jax.main", f"--config={REPO}/tests/tiny_config.py:{kin_root}",
+            f"--workdir={workdir}", *overrides]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _wait_for_steps(workdir, proc, n):
+    path = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if os.path.exists(path) and len(open(path, encoding="utf-8").read().splitlines()) >= n:
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_kill_before_the_first_checkpoint_leaves_consistent_metrics(kin_root, tmp_path):
+    overrides = ("--config.num_epochs=5", "--config.checkpoint.every_steps=4")
+    workdir = str(tmp_path / "wd")
+    proc = subprocess.Popen(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_steps(workdir, proc, 2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and _steps(workdir)[:2] == [1, 2]
+    assert not os.path.exists(os.path.join(workdir, "checkpoints", "4"))
+    subprocess.run(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO, check=True, capture_output=True)
+    assert _steps(workdir) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_75_then_resumes(kin_root, tmp_path):
+    overrides = ("--config.num_epochs=8", "--config.checkpoint.every_steps=0")
+    workdir = str(tmp_path / "wd")
+    proc = subprocess.Popen(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_steps(workdir, proc, 2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == cli.EXIT_PREEMPTED, err[-3000:]
+    assert "preempted: SIGTERM at step" in err and "Traceback" not in err
+    stopped = ckpt_lib.read_meta(workdir)[0]
+    assert 2 <= stopped < 8
+    done = subprocess.run(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO, capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and f"resumed from step {stopped}" in done.stdout
+    assert _steps(workdir) == list(range(1, 9))
+    np.testing.assert_equal(ckpt_lib.read_meta(workdir)[0], 8)
