@@ -18,42 +18,42 @@ CODE_BITS = 16
 
 
 def coded_frame(index: int, height: int = 48, width: int = 64) -> np.ndarray:
-  """`[H, W, 3] uint8` image whose 2 x 8 blocks spell `index` in binary (white = 1)."""
-  image = np.zeros((height, width, 3), np.uint8)
-  rows, cols = 2, CODE_BITS // 2
-  for bit in range(CODE_BITS):
-    if (index >> bit) & 1:
-      r, c = divmod(bit, cols)
-      image[r * height // rows:(r + 1) * height // rows,
-            c * width // cols:(c + 1) * width // cols] = 255
-  return image
+    """`[H, W, 3] uint8` image whose 2 x 8 blocks spell `index` in binary (white = 1)."""
+    image = np.zeros((height, width, 3), np.uint8)
+    rows, cols = 2, CODE_BITS // 2
+    for bit in range(CODE_BITS):
+        if (index >> bit) & 1:
+            r, c = divmod(bit, cols)
+            image[r * height // rows:(r + 1) * height // rows,
+                  c * width // cols:(c + 1) * width // cols] = 255
+    return image
 
 
 def read_code(frame: np.ndarray) -> int:
-  """Inverse of `coded_frame` for a decoded `[H, W, 3]` frame (block centres, threshold 128)."""
-  height, width = frame.shape[:2]
-  rows, cols = 2, CODE_BITS // 2
-  value = 0
-  for bit in range(CODE_BITS):
-    r, c = divmod(bit, cols)
-    y0, y1 = r * height // rows, (r + 1) * height // rows
-    x0, x1 = c * width // cols, (c + 1) * width // cols
-    my, mx = (y1 - y0) // 4, (x1 - x0) // 4
-    block = frame[y0 + my:y1 - my, x0 + mx:x1 - mx]
-    if block.mean() > 128:
-      value |= 1 << bit
-  return value
+    """Inverse of `coded_frame` for a decoded `[H, W, 3]` frame (block centres, threshold 128)."""
+    height, width = frame.shape[:2]
+    rows, cols = 2, CODE_BITS // 2
+    value = 0
+    for bit in range(CODE_BITS):
+        r, c = divmod(bit, cols)
+        y0, y1 = r * height // rows, (r + 1) * height // rows
+        x0, x1 = c * width // cols, (c + 1) * width // cols
+        my, mx = (y1 - y0) // 4, (x1 - x0) // 4
+        block = frame[y0 + my:y1 - my, x0 + mx:x1 - mx]
+        if block.mean() > 128:
+            value |= 1 << bit
+    return value
 
 
 def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarray:
-  """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
-  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-  t = index / 30.0
-  r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
-  g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
-  b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
-  noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
-  return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
+    """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = index / 30.0
+    r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
+    g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
+    b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
+    noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
+    return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
 
 
 def write_video(path: str | os.PathLike, num_frames: int, *, height: int = 48, width: int = 64,
@@ -61,48 +61,48 @@ def write_video(path: str | os.PathLike, num_frames: int, *, height: int = 48, w
                 preset: str = "ultrafast", x264_params: str | None = None,
                 image_fn: Callable[[int, int, int], np.ndarray] = coded_frame,
                 faststart: bool = False, rotation: int = 0) -> None:
-  """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p).
+    """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p).
 
-  `gop` sets the keyframe interval, `x264_params` extra libx264 options (e.g. "scenecut=0").
-  `faststart` puts the index (moov) before the frames, as streaming sites do; `rotation` stores a
-  display rotation of that many degrees counter-clockwise (what phones write).
-  """
-  options = {"movflags": "faststart"} if faststart else {}
-  container = av.open(os.fspath(path), "w", options=options)
-  try:
-    stream = container.add_stream(codec, rate=fps)
-    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-    if rotation:
-      stream.set_display_rotation(rotation)
-    if codec == "libx264":
-      stream.options = {"crf": str(crf), "preset": preset}
-      if x264_params:
-        stream.options = {**stream.options, "x264-params": x264_params}
-    if gop:
-      stream.codec_context.gop_size = gop
-    for i in range(num_frames):
-      frame = av.VideoFrame.from_ndarray(image_fn(i, height, width), format="rgb24")
-      for packet in stream.encode(frame):
-        container.mux(packet)
-    for packet in stream.encode():
-      container.mux(packet)
-  finally:
-    container.close()
+    `gop` sets the keyframe interval, `x264_params` extra libx264 options (e.g. "scenecut=0").
+    `faststart` puts the index (moov) before the frames, as streaming sites do; `rotation` stores a
+    display rotation of that many degrees counter-clockwise (what phones write).
+    """
+    options = {"movflags": "faststart"} if faststart else {}
+    container = av.open(os.fspath(path), "w", options=options)
+    try:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if codec == "libx264":
+            stream.options = {"crf": str(crf), "preset": preset}
+            if x264_params:
+                stream.options = {**stream.options, "x264-params": x264_params}
+        if gop:
+            stream.codec_context.gop_size = gop
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(image_fn(i, height, width), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    finally:
+        container.close()
 
 
 def write_jpegs(paths: Sequence[str | os.PathLike], images: Sequence[np.ndarray], *,
                 quality: int = 95) -> None:
-  """Writes `[H, W, 3] uint8` RGB images as JPEGs (creating folders)."""
-  for path, image in zip(paths, images):
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-    Image.fromarray(image).save(path, quality=quality)
+    """Writes `[H, W, 3] uint8` RGB images as JPEGs (creating folders)."""
+    for path, image in zip(paths, images):
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        Image.fromarray(image).save(path, quality=quality)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-  import io  # pylint: disable=g-import-not-at-top
-  buffer = io.BytesIO()
-  Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-  return buffer.getvalue()
+    import io  # pylint: disable=g-import-not-at-top
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,60 +116,60 @@ EPIC_COLUMNS = ("narration_id,participant_id,video_id,narration_timestamp,start_
 def write_kinetics_dataset(root: str | os.PathLike, lengths: Sequence[int], *,
                            lists: Sequence[str] = ("train.csv", "val.csv", "test.csv"),
                            height: int = 48, width: int = 64, fps: int = 30) -> list[str]:
-  """Videos `v{i}.mp4` (coded frames, `lengths[i]` frames, label i) and split lists naming all of
-  them. Returns the relative paths."""
-  root = os.fspath(root)
-  os.makedirs(root, exist_ok=True)
-  names = []
-  for i, n in enumerate(lengths):
-    names.append(f"v{i}.mp4")
-    write_video(os.path.join(root, names[-1]), n, height=height, width=width, fps=fps)
-  for list_name in lists:
-    with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
-      f.writelines(f"{name} {i}\n" for i, name in enumerate(names))
-  return names
+    """Videos `v{i}.mp4` (coded frames, `lengths[i]` frames, label i) and split lists naming all of
+    them. Returns the relative paths."""
+    root = os.fspath(root)
+    os.makedirs(root, exist_ok=True)
+    names = []
+    for i, n in enumerate(lengths):
+        names.append(f"v{i}.mp4")
+        write_video(os.path.join(root, names[-1]), n, height=height, width=width, fps=fps)
+    for list_name in lists:
+        with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
+            f.writelines(f"{name} {i}\n" for i, name in enumerate(names))
+    return names
 
 
 def write_charades_dataset(root: str | os.PathLike, lengths: Sequence[int],
                            labels: Sequence[Sequence[Sequence[int]]], *,
                            lists: Sequence[str] = ("train_1st.csv", "test_1st.csv"),
                            height: int = 48, width: int = 64) -> list[str]:
-  """Frame folders `rgb/C{i}EGO/C{i}EGO-%06d.jpg` (frame j shows code j) and frame lists;
-  `labels[i][j]` = classes of frame j of video i. Returns the video ids."""
-  root = os.fspath(root)
-  ids = []
-  rows = ["original_vido_id video_id frame_id path labels"]
-  for i, n in enumerate(lengths):
-    vid = f"C{i}EGO"
-    ids.append(vid)
-    rel = [f"{vid}/{vid}-{j + 1:06d}.jpg" for j in range(n)]
-    write_jpegs([os.path.join(root, "rgb", r) for r in rel],
-                [coded_frame(j, height, width) for j in range(n)])
-    for j in range(n):
-      rows.append(f'{vid} {vid} {j + 1} {rel[j]} "{",".join(str(c) for c in labels[i][j])}"')
-  for list_name in lists:
-    with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
-      f.write("\n".join(rows) + "\n")
-  return ids
+    """Frame folders `rgb/C{i}EGO/C{i}EGO-%06d.jpg` (frame j shows code j) and frame lists;
+    `labels[i][j]` = classes of frame j of video i. Returns the video ids."""
+    root = os.fspath(root)
+    ids = []
+    rows = ["original_vido_id video_id frame_id path labels"]
+    for i, n in enumerate(lengths):
+        vid = f"C{i}EGO"
+        ids.append(vid)
+        rel = [f"{vid}/{vid}-{j + 1:06d}.jpg" for j in range(n)]
+        write_jpegs([os.path.join(root, "rgb", r) for r in rel],
+                    [coded_frame(j, height, width) for j in range(n)])
+        for j in range(n):
+            rows.append(f'{vid} {vid} {j + 1} {rel[j]} "{",".join(str(c) for c in labels[i][j])}"')
+    for list_name in lists:
+        with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")
+    return ids
 
 
 def write_epic_dataset(root: str | os.PathLike, video_lengths: dict[str, int],
                        segments: Sequence[tuple[str, int, int, int, int]], *,
                        lists: Sequence[str] = ("EPIC_100_train.csv", "EPIC_100_validation.csv"),
                        height: int = 48, width: int = 64) -> None:
-  """Frames `frames/{P}/rgb_frames/{video}/frame_%010d.jpg` (frame n shows code n, n from 1) and
-  annotation csvs with the official columns; segments are (video_id, start, stop, verb, noun)."""
-  root = os.fspath(root)
-  for video, n in video_lengths.items():
-    participant = video.split("_")[0]
-    folder = os.path.join(root, "frames", participant, "rgb_frames", video)
-    write_jpegs([os.path.join(folder, f"frame_{k:010d}.jpg") for k in range(1, n + 1)],
-                [coded_frame(k, height, width) for k in range(1, n + 1)])
-  rows = [EPIC_COLUMNS]
-  for i, (video, start, stop, verb, noun) in enumerate(segments):
-    participant = video.split("_")[0]
-    rows.append(f"{video}_{i},{participant},{video},00:00:00.00,00:00:00.00,00:00:01.00,{start},"
-                f"{stop},\"do, thing\",v{verb},{verb},n{noun},{noun},['n{noun}'],[{noun}]")
-  for list_name in lists:
-    with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
-      f.write("\n".join(rows) + "\n")
+    """Frames `frames/{P}/rgb_frames/{video}/frame_%010d.jpg` (frame n shows code n, n from 1) and
+    annotation csvs with the official columns; segments are (video_id, start, stop, verb, noun)."""
+    root = os.fspath(root)
+    for video, n in video_lengths.items():
+        participant = video.split("_")[0]
+        folder = os.path.join(root, "frames", participant, "rgb_frames", video)
+        write_jpegs([os.path.join(folder, f"frame_{k:010d}.jpg") for k in range(1, n + 1)],
+                    [coded_frame(k, height, width) for k in range(1, n + 1)])
+    rows = [EPIC_COLUMNS]
+    for i, (video, start, stop, verb, noun) in enumerate(segments):
+        participant = video.split("_")[0]
+        rows.append(f"{video}_{i},{participant},{video},00:00:00.00,00:00:00.00,00:00:01.00,{start},"
+                    f"{stop},\"do, thing\",v{verb},{verb},n{noun},{noun},['n{noun}'],[{noun}]")
+    for list_name in lists:
+        with open(os.path.join(root, list_name), "w", encoding="utf-8") as f:
+            f.write("\n".join(rows) + "\n")

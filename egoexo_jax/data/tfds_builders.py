@@ -37,148 +37,148 @@ _STRING = np.object_
 
 
 def _string():
-  return tfds.features.Tensor(shape=(), dtype=_STRING)
+    return tfds.features.Tensor(shape=(), dtype=_STRING)
 
 
 def _read_bytes(path: str) -> bytes | None:
-  try:
-    with open(path, "rb") as f:
-      data = f.read()
-  except OSError:
-    return None
-  return data or None
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data or None
 
 
 class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Shared plumbing: optional `path_prefix`, split list names, a count of skipped items."""
+    """Shared plumbing: optional `path_prefix`, split list names, a count of skipped items."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  SPLIT_LISTS: dict[str, str] = {}
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    SPLIT_LISTS: dict[str, str] = {}
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 resolves builders that live in a package through `importlib_resources`, which
-    # is not installed on Python >= 3.9; the file of the class is all it needs.
-    return epath.Path(inspect.getfile(cls))
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS 4.9.10 resolves builders that live in a package through `importlib_resources`, which
+        # is not installed on Python >= 3.9; the file of the class is all it needs.
+        return epath.Path(inspect.getfile(cls))
 
-  def __init__(self, *, path_prefix: str | None = None, split_lists: dict[str, str] | None = None,
-               **kwargs):
-    self._path_prefix = path_prefix
-    self._split_lists = dict(split_lists or self.SPLIT_LISTS)
-    self.skipped: list[tuple[str, str]] = []
-    super().__init__(**kwargs)
+    def __init__(self, *, path_prefix: str | None = None, split_lists: dict[str, str] | None = None,
+                 **kwargs):
+        self._path_prefix = path_prefix
+        self._split_lists = dict(split_lists or self.SPLIT_LISTS)
+        self.skipped: list[tuple[str, str]] = []
+        super().__init__(**kwargs)
 
-  def _prefix(self, manual_dir) -> str:
-    return self._path_prefix if self._path_prefix is not None else os.fspath(manual_dir)
+    def _prefix(self, manual_dir) -> str:
+        return self._path_prefix if self._path_prefix is not None else os.fspath(manual_dir)
 
-  def _skip(self, what: str, why: str) -> None:
-    logging.warning("tfds build of %s: leaving out %s (%s)", self.name, what, why)
-    self.skipped.append((what, why))
+    def _skip(self, what: str, why: str) -> None:
+        logging.warning("tfds build of %s: leaving out %s (%s)", self.name, what, why)
+        self.skipped.append((what, why))
 
-  def _split_generators(self, dl_manager):
-    manual_dir = os.fspath(dl_manager.manual_dir)
-    splits = {}
-    for split, name in self._split_lists.items():
-      path = os.path.join(manual_dir, name)
-      if os.path.exists(path):
-        splits[split] = self._generate_examples(path, self._prefix(manual_dir))
-    if not splits:
-      raise FileNotFoundError(f"none of {sorted(self._split_lists.values())} in {manual_dir}")
-    return splits
+    def _split_generators(self, dl_manager):
+        manual_dir = os.fspath(dl_manager.manual_dir)
+        splits = {}
+        for split, name in self._split_lists.items():
+            path = os.path.join(manual_dir, name)
+            if os.path.exists(path):
+                splits[split] = self._generate_examples(path, self._prefix(manual_dir))
+        if not splits:
+            raise FileNotFoundError(f"none of {sorted(self._split_lists.values())} in {manual_dir}")
+        return splits
 
 
 class EgoexoKinetics(_Builder):
-  """Kinetics: one record per video with the encoded video file."""
+    """Kinetics: one record per video with the encoded video file."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Place train.csv / val.csv / test.csv (`relative/path label` lines) and the videos they name "
-      "in manual_dir (see data/kinetics/README.md).")
-  SPLIT_LISTS = {"train": "train.csv", "validation": "val.csv", "test": "test.csv"}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Place train.csv / val.csv / test.csv (`relative/path label` lines) and the videos they name "
+        "in manual_dir (see data/kinetics/README.md).")
+    SPLIT_LISTS = {"train": "train.csv", "validation": "val.csv", "test": "test.csv"}
 
-  def _info(self):
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-        "key": _string(),
-        "video_id": _string(),
-        "video": _string(),
-        "label": tfds.features.ClassLabel(num_classes=kinetics.NUM_CLASSES),
-    }))
+    def _info(self):
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            "key": _string(),
+            "video_id": _string(),
+            "video": _string(),
+            "label": tfds.features.ClassLabel(num_classes=kinetics.NUM_CLASSES),
+        }))
 
-  def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
-    for video in kinetics.read_kinetics_list(list_path, path_prefix=prefix):
-      data = _read_bytes(video.path)
-      if data is None:
-        self._skip(video.path, "missing or empty")
-        continue
-      yield video.key, {"key": video.key, "video_id": video.video_id, "video": data,
-                        "label": video.label}
+    def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
+        for video in kinetics.read_kinetics_list(list_path, path_prefix=prefix):
+            data = _read_bytes(video.path)
+            if data is None:
+                self._skip(video.path, "missing or empty")
+                continue
+            yield video.key, {"key": video.key, "video_id": video.video_id, "video": data,
+                              "label": video.label}
 
 
 class EgoexoCharadesEgo(_Builder):
-  """Charades-Ego: one record per video with every frame's JPEG and the (frame, class) labels."""
+    """Charades-Ego: one record per video with every frame's JPEG and the (frame, class) labels."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Place the frame lists train_1st.csv / test_1st.csv and the CharadesEgo_v1_rgb frame folders "
-      "in manual_dir (see data/charades_ego/README.md).")
-  SPLIT_LISTS = {"train": "train_1st.csv", "test": "test_1st.csv"}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Place the frame lists train_1st.csv / test_1st.csv and the CharadesEgo_v1_rgb frame folders "
+        "in manual_dir (see data/charades_ego/README.md).")
+    SPLIT_LISTS = {"train": "train_1st.csv", "test": "test_1st.csv"}
 
-  def _info(self):
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-        "key": _string(),
-        "video_id": _string(),
-        "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
-        "label_frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-        "label_classes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-    }))
+    def _info(self):
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            "key": _string(),
+            "video_id": _string(),
+            "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
+            "label_frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+            "label_classes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+        }))
 
-  def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
-    for video in charades_ego.read_charades_ego(list_path, path_prefix=prefix):
-      frames = [_read_bytes(video.frames[i]) for i in range(len(video.frames))]
-      missing = [video.frames[i] for i, f in enumerate(frames) if f is None]
-      if missing:
-        self._skip(video.key, f"{len(missing)} missing frames, first {missing[0]}")
-        continue
-      yield video.key, {"key": video.key, "video_id": video.video_id,
-                        "frames": np.asarray(frames, dtype=object),
-                        "label_frames": video.label_frames, "label_classes": video.label_classes}
+    def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
+        for video in charades_ego.read_charades_ego(list_path, path_prefix=prefix):
+            frames = [_read_bytes(video.frames[i]) for i in range(len(video.frames))]
+            missing = [video.frames[i] for i, f in enumerate(frames) if f is None]
+            if missing:
+                self._skip(video.key, f"{len(missing)} missing frames, first {missing[0]}")
+                continue
+            yield video.key, {"key": video.key, "video_id": video.video_id,
+                              "frames": np.asarray(frames, dtype=object),
+                              "label_frames": video.label_frames, "label_classes": video.label_classes}
 
 
 class EgoexoEpic100(_Builder):
-  """EPIC-Kitchens-100: one record per action segment with the JPEGs of start..stop frames."""
+    """EPIC-Kitchens-100: one record per action segment with the JPEGs of start..stop frames."""
 
-  MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Place EPIC_100_train.csv / EPIC_100_validation.csv (and optionally "
-      "EPIC_100_test_timestamps.csv) and the {P}/rgb_frames/{video}/ folders in manual_dir "
-      "(see data/epic100/README.md).")
-  SPLIT_LISTS = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv",
-                 "test": "EPIC_100_test_timestamps.csv"}
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (
+        "Place EPIC_100_train.csv / EPIC_100_validation.csv (and optionally "
+        "EPIC_100_test_timestamps.csv) and the {P}/rgb_frames/{video}/ folders in manual_dir "
+        "(see data/epic100/README.md).")
+    SPLIT_LISTS = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv",
+                   "test": "EPIC_100_test_timestamps.csv"}
 
-  def _info(self):
-    return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-        "key": _string(),
-        "video_id": _string(),
-        "participant_id": _string(),
-        "start_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
-        "stop_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
-        "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
-        "verb": tfds.features.Tensor(shape=(), dtype=np.int32),
-        "noun": tfds.features.Tensor(shape=(), dtype=np.int32),
-    }))
+    def _info(self):
+        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
+            "key": _string(),
+            "video_id": _string(),
+            "participant_id": _string(),
+            "start_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
+            "stop_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
+            "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
+            "verb": tfds.features.Tensor(shape=(), dtype=np.int32),
+            "noun": tfds.features.Tensor(shape=(), dtype=np.int32),
+        }))
 
-  def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
-    for segment in epic_kitchens.read_epic_annotations(list_path):
-      paths = segment.frames(prefix)
-      frames = [_read_bytes(paths[i]) for i in range(len(paths))]
-      missing = [paths[i] for i, f in enumerate(frames) if f is None]
-      if missing:
-        self._skip(segment.key, f"{len(missing)} missing frames, first {missing[0]}")
-        continue
-      yield segment.key, {
-          "key": segment.key, "video_id": segment.video_id,
-          "participant_id": segment.participant_id, "start_frame": segment.start_frame,
-          "stop_frame": segment.stop_frame, "frames": np.asarray(frames, dtype=object),
-          "verb": segment.verb, "noun": segment.noun}
+    def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
+        for segment in epic_kitchens.read_epic_annotations(list_path):
+            paths = segment.frames(prefix)
+            frames = [_read_bytes(paths[i]) for i in range(len(paths))]
+            missing = [paths[i] for i, f in enumerate(frames) if f is None]
+            if missing:
+                self._skip(segment.key, f"{len(missing)} missing frames, first {missing[0]}")
+                continue
+            yield segment.key, {
+                "key": segment.key, "video_id": segment.video_id,
+                "participant_id": segment.participant_id, "start_frame": segment.start_frame,
+                "stop_frame": segment.stop_frame, "frames": np.asarray(frames, dtype=object),
+                "verb": segment.verb, "noun": segment.noun}
 
 
 BUILDERS = {
@@ -190,21 +190,21 @@ BUILDERS = {
 
 def build(dataset: str, *, manual_dir: str, data_dir: str, path_prefix: str | None = None,
           split_lists: dict[str, str] | None = None) -> list[tuple[str, str]]:
-  """Builds the ArrayRecord version of `dataset` under `data_dir`.
+    """Builds the ArrayRecord version of `dataset` under `data_dir`.
 
-  Args:
-    dataset: 'kinetics' | 'charades_ego' | 'epic100'.
-    manual_dir: folder with the split lists (and, by default, the media).
-    data_dir: TFDS data dir to write (`{data_dir}/egoexo_{dataset}/1.0.0/`).
-    path_prefix: where the media paths of the lists start (default: manual_dir).
-    split_lists: {tfds split: list file name} to override the defaults.
+    Args:
+      dataset: 'kinetics' | 'charades_ego' | 'epic100'.
+      manual_dir: folder with the split lists (and, by default, the media).
+      data_dir: TFDS data dir to write (`{data_dir}/egoexo_{dataset}/1.0.0/`).
+      path_prefix: where the media paths of the lists start (default: manual_dir).
+      split_lists: {tfds split: list file name} to override the defaults.
 
-  Returns:
-    the (item, reason) pairs left out because their media were missing.
-  """
-  builder = BUILDERS[dataset](data_dir=data_dir, file_format="array_record",
-                              path_prefix=path_prefix, split_lists=split_lists)
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-  return builder.skipped
+    Returns:
+      the (item, reason) pairs left out because their media were missing.
+    """
+    builder = BUILDERS[dataset](data_dir=data_dir, file_format="array_record",
+                                path_prefix=path_prefix, split_lists=split_lists)
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder.skipped
 

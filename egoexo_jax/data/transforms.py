@@ -33,58 +33,58 @@ import numpy as np
 def kinetics_clip_indices(num_video_frames: int, *, num_frames: int, sampling_rate: int, fps: float,
                           target_fps: float = 30.0, clip_idx: int = -1, num_clips: int = 10,
                           rng: np.random.Generator | None = None) -> np.ndarray:
-  """Absolute frame indices of one Kinetics clip.
+    """Absolute frame indices of one Kinetics clip.
 
-  Args:
-    num_video_frames: N, frames in the video.
-    num_frames: frames in the clip (e.g. 32 for SlowFast 8x8 R50).
-    sampling_rate: stride at `target_fps` (e.g. 2).
-    fps: the video's frame rate.
-    target_fps: the rate the stride refers to (30).
-    clip_idx: -1 = random start (train/val), else k in [0, num_clips) (test).
-    num_clips: number of test clips K (start = free * k / K).
-    rng: needed when clip_idx == -1.
+    Args:
+      num_video_frames: N, frames in the video.
+      num_frames: frames in the clip (e.g. 32 for SlowFast 8x8 R50).
+      sampling_rate: stride at `target_fps` (e.g. 2).
+      fps: the video's frame rate.
+      target_fps: the rate the stride refers to (30).
+      clip_idx: -1 = random start (train/val), else k in [0, num_clips) (test).
+      num_clips: number of test clips K (start = free * k / K).
+      rng: needed when clip_idx == -1.
 
-  Returns:
-    `[num_frames] int64` frame indices in [0, N - 1].
-  """
-  span = num_frames * sampling_rate * fps / target_fps
-  free = max(num_video_frames - span, 0.0)
-  if clip_idx == -1:
-    start = rng.uniform(0.0, free)
-  else:
-    start = free * clip_idx / num_clips
-  offsets = np.linspace(0.0, span - 1.0, num_frames).astype(np.int64)
-  return np.clip(int(start) + offsets, 0, max(num_video_frames - 1, 0))
+    Returns:
+      `[num_frames] int64` frame indices in [0, N - 1].
+    """
+    span = num_frames * sampling_rate * fps / target_fps
+    free = max(num_video_frames - span, 0.0)
+    if clip_idx == -1:
+        start = rng.uniform(0.0, free)
+    else:
+        start = free * clip_idx / num_clips
+    offsets = np.linspace(0.0, span - 1.0, num_frames).astype(np.int64)
+    return np.clip(int(start) + offsets, 0, max(num_video_frames - 1, 0))
 
 
 def segment_clip_positions(length: int, *, num_frames: int, sampling_rate: int, clip_idx: int = -1,
                            num_clips: int = 10,
                            rng: np.random.Generator | None = None) -> np.ndarray:
-  """0-based positions of one clip inside a frame sequence of `length` frames (Charades-Ego, EPIC).
+    """0-based positions of one clip inside a frame sequence of `length` frames (Charades-Ego, EPIC).
 
-  Args:
-    length: L, frames in the video (Charades-Ego frame list) or segment (EPIC: stop - start + 1).
-    num_frames: F.
-    sampling_rate: stride in raw frames.
-    clip_idx: -1 = random start, else k in [0, num_clips).
-    num_clips: K; test starts are spread with step free / (K - 1).
-    rng: needed when clip_idx == -1.
+    Args:
+      length: L, frames in the video (Charades-Ego frame list) or segment (EPIC: stop - start + 1).
+      num_frames: F.
+      sampling_rate: stride in raw frames.
+      clip_idx: -1 = random start, else k in [0, num_clips).
+      num_clips: K; test starts are spread with step free / (K - 1).
+      rng: needed when clip_idx == -1.
 
-  Returns:
-    `[F] int64` positions in [0, L - 1].
-  """
-  span = (num_frames - 1) * sampling_rate + 1
-  if clip_idx == -1:
-    if span > length:
-      start = int(rng.integers(length - span, 1))
+    Returns:
+      `[F] int64` positions in [0, L - 1].
+    """
+    span = (num_frames - 1) * sampling_rate + 1
+    if clip_idx == -1:
+        if span > length:
+            start = int(rng.integers(length - span, 1))
+        else:
+            start = int(rng.integers(0, length - span + 1))
     else:
-      start = int(rng.integers(0, length - span + 1))
-  else:
-    gap = max(length - span, 0) / max(num_clips - 1, 1)
-    start = int(round(gap * clip_idx))
-  positions = start + sampling_rate * np.arange(num_frames, dtype=np.int64)
-  return np.clip(positions, 0, max(length - 1, 0))
+        gap = max(length - span, 0) / max(num_clips - 1, 1)
+        start = int(round(gap * clip_idx))
+    positions = start + sampling_rate * np.arange(num_frames, dtype=np.int64)
+    return np.clip(positions, 0, max(length - 1, 0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,85 +93,85 @@ def segment_clip_positions(length: int, *, num_frames: int, sampling_rate: int, 
 
 @dataclasses.dataclass(frozen=True)
 class SpatialParams:
-  """One spatial transform: resize (orig -> resized), crop, flip.
+    """One spatial transform: resize (orig -> resized), crop, flip.
 
-  Attributes:
-    orig_h, orig_w: input frame size.
-    resized_h, resized_w: size after the short-side resize.
-    crop_y, crop_x: top-left corner of the crop in the resized frame.
-    crop_size: side of the square crop.
-    flip: horizontal flip after cropping.
-  """
-  orig_h: int
-  orig_w: int
-  resized_h: int
-  resized_w: int
-  crop_y: int
-  crop_x: int
-  crop_size: int
-  flip: bool
+    Attributes:
+      orig_h, orig_w: input frame size.
+      resized_h, resized_w: size after the short-side resize.
+      crop_y, crop_x: top-left corner of the crop in the resized frame.
+      crop_size: side of the square crop.
+      flip: horizontal flip after cropping.
+    """
+    orig_h: int
+    orig_w: int
+    resized_h: int
+    resized_w: int
+    crop_y: int
+    crop_x: int
+    crop_size: int
+    flip: bool
 
-  @property
-  def scale_y(self) -> float:
-    return self.resized_h / self.orig_h
+    @property
+    def scale_y(self) -> float:
+        return self.resized_h / self.orig_h
 
-  @property
-  def scale_x(self) -> float:
-    return self.resized_w / self.orig_w
+    @property
+    def scale_x(self) -> float:
+        return self.resized_w / self.orig_w
 
-  def as_dict(self) -> dict:
-    """Plain python scalars (picklable, JSON-able), with the scales included."""
-    d = dataclasses.asdict(self)
-    d["scale_y"] = self.scale_y
-    d["scale_x"] = self.scale_x
-    return d
+    def as_dict(self) -> dict:
+        """Plain python scalars (picklable, JSON-able), with the scales included."""
+        d = dataclasses.asdict(self)
+        d["scale_y"] = self.scale_y
+        d["scale_x"] = self.scale_x
+        return d
 
 
 def short_side_resize_shape(height: int, width: int, size: int) -> tuple[int, int]:
-  """(new_h, new_w) with the short side `size` and the long side floor(long / short * size)."""
-  if width < height:
-    return int(math.floor(height / width * size)), size
-  if height < width:
-    return size, int(math.floor(width / height * size))
-  return size, size
+    """(new_h, new_w) with the short side `size` and the long side floor(long / short * size)."""
+    if width < height:
+        return int(math.floor(height / width * size)), size
+    if height < width:
+        return size, int(math.floor(width / height * size))
+    return size, size
 
 
 def sample_train_spatial(height: int, width: int, rng: np.random.Generator, *,
                          jitter_scales: Sequence[int] = (256, 320), crop_size: int = 224,
                          flip_prob: float = 0.5) -> SpatialParams:
-  """Training augmentation: short side s = round(U[min, max]), random crop, random flip.
+    """Training augmentation: short side s = round(U[min, max]), random crop, random flip.
 
-  Crop offsets are `randint(0, resized - crop)` with an exclusive upper bound (0 when equal).
-  """
-  size = int(round(rng.uniform(jitter_scales[0], jitter_scales[1])))
-  new_h, new_w = short_side_resize_shape(height, width, size)
-  crop_y = int(rng.integers(0, new_h - crop_size)) if new_h > crop_size else 0
-  crop_x = int(rng.integers(0, new_w - crop_size)) if new_w > crop_size else 0
-  flip = bool(rng.uniform() < flip_prob)
-  return SpatialParams(height, width, new_h, new_w, crop_y, crop_x, crop_size, flip)
+    Crop offsets are `randint(0, resized - crop)` with an exclusive upper bound (0 when equal).
+    """
+    size = int(round(rng.uniform(jitter_scales[0], jitter_scales[1])))
+    new_h, new_w = short_side_resize_shape(height, width, size)
+    crop_y = int(rng.integers(0, new_h - crop_size)) if new_h > crop_size else 0
+    crop_x = int(rng.integers(0, new_w - crop_size)) if new_w > crop_size else 0
+    flip = bool(rng.uniform() < flip_prob)
+    return SpatialParams(height, width, new_h, new_w, crop_y, crop_x, crop_size, flip)
 
 
 def test_spatial(height: int, width: int, *, spatial_idx: int, scale: int = 256,
                  crop_size: int = 256) -> SpatialParams:
-  """Test view: short side `scale`, crop `spatial_idx` of 3 along the long side.
+    """Test view: short side `scale`, crop `spatial_idx` of 3 along the long side.
 
-  0 = top/left (offset 0), 1 = centre (ceil((L - S) / 2), also used on the short side),
-  2 = bottom/right (offset L - S). No flip.
-  """
-  new_h, new_w = short_side_resize_shape(height, width, scale)
-  crop_y = int(math.ceil((new_h - crop_size) / 2))
-  crop_x = int(math.ceil((new_w - crop_size) / 2))
-  if new_h > new_w:
-    if spatial_idx == 0:
-      crop_y = 0
-    elif spatial_idx == 2:
-      crop_y = new_h - crop_size
-  else:
-    if spatial_idx == 0:
-      crop_x = 0
-    elif spatial_idx == 2:
-      crop_x = new_w - crop_size
-  return SpatialParams(height, width, new_h, new_w, crop_y, crop_x, crop_size, False)
+    0 = top/left (offset 0), 1 = centre (ceil((L - S) / 2), also used on the short side),
+    2 = bottom/right (offset L - S). No flip.
+    """
+    new_h, new_w = short_side_resize_shape(height, width, scale)
+    crop_y = int(math.ceil((new_h - crop_size) / 2))
+    crop_x = int(math.ceil((new_w - crop_size) / 2))
+    if new_h > new_w:
+        if spatial_idx == 0:
+            crop_y = 0
+        elif spatial_idx == 2:
+            crop_y = new_h - crop_size
+    else:
+        if spatial_idx == 0:
+            crop_x = 0
+        elif spatial_idx == 2:
+            crop_x = new_w - crop_size
+    return SpatialParams(height, width, new_h, new_w, crop_y, crop_x, crop_size, False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,95 +180,95 @@ def test_spatial(height: int, width: int, *, spatial_idx: int, scale: int = 256,
 
 def _bilinear_taps(out_size: int, in_size: int, resized: int, offset: int,
                    reverse: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Source taps for output pixels `offset .. offset + out_size - 1` of an `in_size -> resized` resize.
+    """Source taps for output pixels `offset .. offset + out_size - 1` of an `in_size -> resized` resize.
 
-  align_corners=False: src = (dst + 0.5) * in / resized - 0.5, clamped below at 0.
-  Returns (i0 [n] int64, i1 [n] int64, w1 [n] float32) with value = (1 - w1) * x[i0] + w1 * x[i1].
-  """
-  dst = np.arange(offset, offset + out_size, dtype=np.float64)
-  if reverse:
-    dst = dst[::-1]
-  src = (dst + 0.5) * (in_size / resized) - 0.5
-  src = np.maximum(src, 0.0)
-  i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
-  i1 = np.minimum(i0 + 1, in_size - 1)
-  w1 = (src - i0).astype(np.float32)
-  return i0, i1, w1
+    align_corners=False: src = (dst + 0.5) * in / resized - 0.5, clamped below at 0.
+    Returns (i0 [n] int64, i1 [n] int64, w1 [n] float32) with value = (1 - w1) * x[i0] + w1 * x[i1].
+    """
+    dst = np.arange(offset, offset + out_size, dtype=np.float64)
+    if reverse:
+        dst = dst[::-1]
+    src = (dst + 0.5) * (in_size / resized) - 0.5
+    src = np.maximum(src, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = (src - i0).astype(np.float32)
+    return i0, i1, w1
 
 
 def resize_crop_flip(frames: np.ndarray, params: SpatialParams, *, scale: float = 1.0,
                      offset: float = 0.0, reverse_channels: bool = False) -> np.ndarray:
-  """Applies `params` to `[T, H, W, C] uint8` frames; returns `[T, S, S, C] float32`.
+    """Applies `params` to `[T, H, W, C] uint8` frames; returns `[T, S, S, C] float32`.
 
-  Equal to resizing the whole frame to (resized_h, resized_w) with bilinear interpolation
-  (align_corners=False, as torch.nn.functional.interpolate), cropping, then flipping, but only the
-  crop's pixels are computed. The result is `value * scale - offset` (default: pixel values in
-  [0, 255]), with the channel order reversed when `reverse_channels`.
-  """
-  t, h, w, c = frames.shape
-  if (h, w) != (params.orig_h, params.orig_w):
-    raise ValueError(f"frames are {h}x{w}, params expect {params.orig_h}x{params.orig_w}")
-  s = params.crop_size
-  if s > params.resized_h or s > params.resized_w:
-    raise ValueError(f"crop {s} larger than the resized frame {params.resized_h}x{params.resized_w}")
-  y0, y1, wy = _bilinear_taps(s, h, params.resized_h, params.crop_y, False)
-  x0, x1, wx = _bilinear_taps(s, w, params.resized_w, params.crop_x, params.flip)
-  # Work frame by frame on [rows, W * C] views (cache friendly): rows first, then columns, with the
-  # channel order folded into the column gather.
-  channels = np.arange(c)[::-1] if reverse_channels else np.arange(c)
-  cols0 = (x0[:, None] * c + channels).ravel()
-  cols1 = (x1[:, None] * c + channels).ravel()
-  wx_flat = np.repeat(wx, c)
-  wy_col = wy[:, None]
-  scale = np.float32(scale)
-  offset = np.float32(offset)
-  rows_of = np.ascontiguousarray(frames).reshape(t, h, w * c)
-  out = np.empty((t, s, s * c), np.float32)
-  for k in range(t):
-    top = rows_of[k][y0].astype(np.float32)
-    bottom = rows_of[k][y1].astype(np.float32)
-    bottom -= top
-    bottom *= wy_col
-    top += bottom  # [S, W * C]
-    left = top[:, cols0]
-    right = top[:, cols1]
-    right -= left
-    right *= wx_flat
-    left += right  # [S, S * C]
-    if scale != 1.0:
-      left *= scale
-    if offset != 0.0:
-      left -= offset
-    out[k] = left
-  return out.reshape(t, s, s, c)
+    Equal to resizing the whole frame to (resized_h, resized_w) with bilinear interpolation
+    (align_corners=False, as torch.nn.functional.interpolate), cropping, then flipping, but only the
+    crop's pixels are computed. The result is `value * scale - offset` (default: pixel values in
+    [0, 255]), with the channel order reversed when `reverse_channels`.
+    """
+    t, h, w, c = frames.shape
+    if (h, w) != (params.orig_h, params.orig_w):
+        raise ValueError(f"frames are {h}x{w}, params expect {params.orig_h}x{params.orig_w}")
+    s = params.crop_size
+    if s > params.resized_h or s > params.resized_w:
+        raise ValueError(f"crop {s} larger than the resized frame {params.resized_h}x{params.resized_w}")
+    y0, y1, wy = _bilinear_taps(s, h, params.resized_h, params.crop_y, False)
+    x0, x1, wx = _bilinear_taps(s, w, params.resized_w, params.crop_x, params.flip)
+    # Work frame by frame on [rows, W * C] views (cache friendly): rows first, then columns, with the
+    # channel order folded into the column gather.
+    channels = np.arange(c)[::-1] if reverse_channels else np.arange(c)
+    cols0 = (x0[:, None] * c + channels).ravel()
+    cols1 = (x1[:, None] * c + channels).ravel()
+    wx_flat = np.repeat(wx, c)
+    wy_col = wy[:, None]
+    scale = np.float32(scale)
+    offset = np.float32(offset)
+    rows_of = np.ascontiguousarray(frames).reshape(t, h, w * c)
+    out = np.empty((t, s, s * c), np.float32)
+    for k in range(t):
+        top = rows_of[k][y0].astype(np.float32)
+        bottom = rows_of[k][y1].astype(np.float32)
+        bottom -= top
+        bottom *= wy_col
+        top += bottom  # [S, W * C]
+        left = top[:, cols0]
+        right = top[:, cols1]
+        right -= left
+        right *= wx_flat
+        left += right  # [S, S * C]
+        if scale != 1.0:
+            left *= scale
+        if offset != 0.0:
+            left -= offset
+        out[k] = left
+    return out.reshape(t, s, s, c)
 
 
 def normalize(frames: np.ndarray, mean: float | Sequence[float] = 0.45,
               std: float | Sequence[float] = 0.225) -> np.ndarray:
-  """`[..., C]` pixel values in [0, 255] -> `(x / 255 - mean) / std`, float32."""
-  mean = np.asarray(mean, dtype=np.float32)
-  std = np.asarray(std, dtype=np.float32)
-  scale = (1.0 / (255.0 * std)).astype(np.float32)
-  return (np.asarray(frames, dtype=np.float32) * scale - (mean / std).astype(np.float32))
+    """`[..., C]` pixel values in [0, 255] -> `(x / 255 - mean) / std`, float32."""
+    mean = np.asarray(mean, dtype=np.float32)
+    std = np.asarray(std, dtype=np.float32)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    return (np.asarray(frames, dtype=np.float32) * scale - (mean / std).astype(np.float32))
 
 
 def reverse_channels(frames: np.ndarray) -> np.ndarray:
-  """RGB <-> BGR on the last axis."""
-  return np.ascontiguousarray(frames[..., ::-1])
+    """RGB <-> BGR on the last axis."""
+    return np.ascontiguousarray(frames[..., ::-1])
 
 
 def spatial_transform(frames: np.ndarray, params: SpatialParams, *, mean=0.45, std=0.225,
                       bgr: bool = False) -> np.ndarray:
-  """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order).
+    """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order).
 
-  `bgr=True` reverses the channels of the RGB input (the mean/std apply to the output order).
-  """
-  if np.ndim(mean) == 0 and np.ndim(std) == 0:
-    # (x / 255 - mean) / std folded into the interpolation's last step.
-    return resize_crop_flip(frames, params, scale=1.0 / (255.0 * float(std)),
-                            offset=float(mean) / float(std), reverse_channels=bgr)
-  out = resize_crop_flip(frames, params, reverse_channels=bgr)
-  return normalize(out, mean, std)
+    `bgr=True` reverses the channels of the RGB input (the mean/std apply to the output order).
+    """
+    if np.ndim(mean) == 0 and np.ndim(std) == 0:
+        # (x / 255 - mean) / std folded into the interpolation's last step.
+        return resize_crop_flip(frames, params, scale=1.0 / (255.0 * float(std)),
+                                offset=float(mean) / float(std), reverse_channels=bgr)
+    out = resize_crop_flip(frames, params, reverse_channels=bgr)
+    return normalize(out, mean, std)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,15 +276,15 @@ def spatial_transform(frames: np.ndarray, params: SpatialParams, *, mean=0.45, s
 
 
 def slow_indices(num_frames: int, alpha: int) -> np.ndarray:
-  """Which of the `num_frames` fast frames the slow pathway takes: floor(linspace(0, T-1, T // alpha))."""
-  return np.linspace(0.0, num_frames - 1, num_frames // alpha).astype(np.int64)
+    """Which of the `num_frames` fast frames the slow pathway takes: floor(linspace(0, T-1, T // alpha))."""
+    return np.linspace(0.0, num_frames - 1, num_frames // alpha).astype(np.int64)
 
 
 def pack_pathways(frames: np.ndarray, *, arch: str, alpha: int = 4) -> list[np.ndarray]:
-  """`[T, H, W, C]` clip -> the model's input list.
+    """`[T, H, W, C]` clip -> the model's input list.
 
-  'slowfast': [slow `[T // alpha, H, W, C]`, fast `[T, H, W, C]`]; any other arch: [frames].
-  """
-  if arch == "slowfast":
-    return [frames[slow_indices(frames.shape[0], alpha)], frames]
-  return [frames]
+    'slowfast': [slow `[T // alpha, H, W, C]`, fast `[T, H, W, C]`]; any other arch: [frames].
+    """
+    if arch == "slowfast":
+        return [frames[slow_indices(frames.shape[0], alpha)], frames]
+    return [frames]
