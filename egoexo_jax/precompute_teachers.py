@@ -67,12 +67,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from egoexo_jax import cli
+from egoexo_jax.atomic_write import atomic_write
 from egoexo_jax.cli import UserError
 
 EGO_FILE = "k400_ego_predicts.pkl"
@@ -248,22 +248,6 @@ def part_path(output: str, chunk: int) -> str:
     return os.path.join(output, PARTS, f"part-{chunk:06d}.npz")
 
 
-def _atomic_write(path: str, write: Callable) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_part(path: str, *, chunk: int, start: int, stop: int, keys: Sequence[str],
                scores: Dict[str, np.ndarray], bad: Sequence[Tuple[str, str]]) -> None:
     """One chunk's results, atomically: ``keys [k] str``, ``{signal} [k, C] float32`` per online
@@ -274,7 +258,7 @@ def write_part(path: str, *, chunk: int, start: int, stop: int, keys: Sequence[s
               "bad_reasons": np.asarray([r for _, r in bad], dtype=str)}
     for signal, values in scores.items():
         arrays[signal] = np.asarray(values, np.float32)
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_part(path: str, chunk: int, signals: Sequence[str]) -> Dict[str, np.ndarray]:
@@ -332,7 +316,7 @@ def _check_or_write_manifest(output: str, manifest: dict) -> None:
                 f"{path}: the parts in {os.path.dirname(path)} were made with other settings "
                 f"(differing: {', '.join(diff)}); use another --output or delete that folder")
         return
-    _atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")))
+    atomic_write(path, lambda f: f.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,7 +415,7 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
     for s in signals:
         written[s] = os.path.join(output, OUTPUT_FILES[s])
         teacher_signals.write_score_pickle(written[s], scores[s])
-    _atomic_write(os.path.join(output, BAD_INPUTS), lambda f: f.write("".join(bad_lines).encode("utf-8")))
+    atomic_write(os.path.join(output, BAD_INPUTS), lambda f: f.write("".join(bad_lines).encode("utf-8")))
     return written
 
 

@@ -41,12 +41,12 @@ from __future__ import annotations
 import collections
 import os
 import pickle
-import tempfile
 import threading
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from egoexo_jax.atomic_write import atomic_write
 from egoexo_jax.cli import UserError
 from egoexo_jax.data import restricted_pickle
 
@@ -66,22 +66,6 @@ __all__ = [
 
 class TeacherFileError(UserError, ValueError):
     """A teacher file (or one of its entries) does not have the official format."""
-
-
-def _atomic_write(path: str | os.PathLike, write_fn) -> None:
-    """Write through a temporary file in the same folder, then rename over ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fp:
-            write_fn(fp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +200,7 @@ def write_score_pickle(path: str | os.PathLike, scores: Mapping[str, Any]) -> No
         elif len(vector) != length:
             raise TeacherFileError(f"{path}: entry {key!r} has {len(vector)} values, expected {length}")
         out[key] = vector
-    _atomic_write(path, lambda fp: pickle.dump(out, fp, protocol=4))
+    atomic_write(path, lambda fp: pickle.dump(out, fp, protocol=4))
 
 
 # --------------------------------------------------------------------------------------------
@@ -448,4 +432,4 @@ def write_detections(path: str | os.PathLike, per_frame: Sequence[Tuple[Any, Any
                 if value.shape[1] == 5:
                     value = np.concatenate([value, np.zeros((len(value), 1), value.dtype)], axis=1)
             frames[f, j] = value
-    _atomic_write(path, lambda fp: np.save(fp, frames, allow_pickle=True))
+    atomic_write(path, lambda fp: np.save(fp, frames, allow_pickle=True))
