@@ -17,7 +17,7 @@ Output, in ``DIR``:
   when the ego teacher is online;
 - ``k400_IN_predicts.pkl``: ``{csv relative path: [num_classes] float32 logits}`` (1000 for the
   ImageNet teacher), when the object teacher is online. Both are the official formats (method
-  doc §5.2), written by :func:`egoexo_jax.data.teacher_signals.write_score_pickle`, keyed by the
+  doc §5.2), written by :func:`egoexo_jax.data.teacher_scores.write_score_pickle`, keyed by the
   first field of the list lines exactly (``Item.key``; for Charades-Ego / EPIC lists the video id /
   narration id), so ``--config.teachers.ego.file=DIR/k400_ego_predicts.pkl`` (``source="file"``)
   reads them;
@@ -396,7 +396,7 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
 
     Returns ``{signal: pickle path}``. Raises ``PrecomputeError`` naming missing chunks.
     """
-    from egoexo_jax.data import teacher_signals  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data import teacher_scores  # pylint: disable=import-outside-toplevel
 
     missing = [c for c in range(num_chunks) if not os.path.exists(part_path(output, c))]
     if missing:
@@ -414,7 +414,7 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
     written = {}
     for s in signals:
         written[s] = os.path.join(output, OUTPUT_FILES[s])
-        teacher_signals.write_score_pickle(written[s], scores[s])
+        teacher_scores.write_score_pickle(written[s], scores[s])
     atomic_write(os.path.join(output, BAD_INPUTS), lambda f: f.write("".join(bad_lines).encode("utf-8")))
     return written
 

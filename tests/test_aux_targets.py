@@ -15,7 +15,8 @@ from egoexo_jax.data import aux_targets as at
 from egoexo_jax.data import fake_media as fm
 from egoexo_jax.data import interaction_maps as im
 from egoexo_jax.data import pipeline, samples, sources
-from egoexo_jax.data import teacher_signals as ts
+from egoexo_jax.data import handobj, teacher_scores
+from egoexo_jax.data.errors import TeacherFileError
 
 LENGTHS = [40, 50, 60]  # Kinetics videos v0, v1, v2 (48 x 64, 30 fps)
 LEFT_BOX = [0.0, 0.0, 12.0, 47.0]  # object box on the left edge of the 64 x 48 frame
@@ -37,7 +38,7 @@ def write_video_dets(path, i: int, length: int, *, placeholder_first: bool = Fal
     per_frame = [frame_dets(i, f) for f in range(length)]
     if placeholder_first:
         per_frame[0] = (None, None)
-    ts.write_detections(path, per_frame)
+    handobj.write_detections(path, per_frame)
 
 
 def ref_cells(box, transform, grid):
@@ -92,8 +93,8 @@ def kinetics(tmp_path_factory):
     for v0, v1 (v2 has no file)."""
     root = tmp_path_factory.mktemp("k400")
     names = fm.write_kinetics_dataset(root, LENGTHS)
-    ts.write_score_pickle(root / "ego.pkl", {names[i]: [float(i), -float(i)] for i in (0, 1)})
-    ts.write_score_pickle(root / "obj.pkl",
+    teacher_scores.write_score_pickle(root / "ego.pkl", {names[i]: [float(i), -float(i)] for i in (0, 1)})
+    teacher_scores.write_score_pickle(root / "obj.pkl",
                           {n: np.arange(1000, dtype=np.float32) + i for i, n in enumerate(names)})
     (root / "dets").mkdir()
     for i in (0, 1):
@@ -207,7 +208,7 @@ def test_hand_worked_cells_with_a_known_transform(tmp_path):
     #            box A x' = 19.88 .. 46.44 -> 1.24 .. 2.90 -> cols 1..2
     obj = np.array([[20.0, 10.0, 40.0, 30.0, 0.6, 0], LEFT_BOX + [0.8, 0]], np.float32)
     hand = np.array([[20.0, 10.0, 40.0, 30.0, 0.5, 0]], np.float32)
-    ts.write_detections(tmp_path / "vid.npy", [(None, None), (obj, hand), (obj[:1], None)])
+    handobj.write_detections(tmp_path / "vid.npy", [(None, None), (obj, hand), (obj[:1], None)])
     aux = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16)
     hard = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16,
                                     map_mode="hard")
@@ -272,7 +273,7 @@ def test_charades_ego_frame_list_positions_and_length_check(tmp_path):
     aux = Recorder(at.OfflineTeacherTargets(detections=str(tmp_path / "dets"), arch="slow"))
     opts = samples.SampleOptions.from_config(cfg)
     source = sources.build_source(cfg, "train")
-    assert source.item(0).video_id == "C0EGO" == ts.charades_ego_video_name(source.item(0).media[0])
+    assert source.item(0).video_id == "C0EGO" == handobj.charades_ego_video_name(source.item(0).media[0])
     for seed in range(3):
         s = samples.make_sample(source.item(0), samples.View("train"), np.random.default_rng(seed),
                                 opts, split="train", video_level_labels=False, aux_fn=aux)
@@ -280,7 +281,7 @@ def test_charades_ego_frame_list_positions_and_length_check(tmp_path):
         np.testing.assert_array_equal(
             s["interaction_target"],
             expected_target(0, s["frame_indices"], xform_dict(s["xform"]), 2, keep=range(4)))
-    with pytest.raises(ts.TeacherFileError, match=r"C1EGO\.npy.*15 frames.*16"):
+    with pytest.raises(TeacherFileError, match=r"C1EGO\.npy.*15 frames.*16"):
         samples.make_sample(source.item(1), samples.View("train"), np.random.default_rng(0), opts,
                             split="train", video_level_labels=False, aux_fn=aux)
 
@@ -312,7 +313,7 @@ def test_epic_absolute_one_based_frame_numbers(tmp_path):
     write_video_dets(tmp_path / "dets" / "P01_01.npy", 0, 30)
     fresh = at.OfflineTeacherTargets(detections=str(tmp_path / "dets"), arch="slow")
     meta = meta_for("epic100", "P01_01_1", "P01_01", [24, 26, 28, 30], known_transform(0, False))
-    with pytest.raises(ts.TeacherFileError, match=r"P01_01\.npy.*30"):
+    with pytest.raises(TeacherFileError, match=r"P01_01\.npy.*30"):
         fresh(meta)
 
 
@@ -329,7 +330,7 @@ def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
     per_frame[13] = (np.array([[16, 16, 31, 31, 0.8, 0]], np.float32), None)
     per_frame[15] = (np.array([[32, 32, 63, 47, 0.7, 0]], np.float32),
                      np.array([[0, 48, 15, 63, 0.6, 0]], np.float32))
-    ts.write_detections(tmp_path / "P01_01.npy", per_frame)
+    handobj.write_detections(tmp_path / "P01_01.npy", per_frame)
     identity = {"orig_h": 64, "orig_w": 64, "resized_h": 64, "resized_w": 64, "crop_y": 0, "crop_x": 0,
                 "crop_size": 64, "flip": False}
     meta = meta_for("epic55", "7", "P01_01", [11, 13, 15, 15], identity)
@@ -348,7 +349,7 @@ def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
                                      repeated_frames="all")
     np.testing.assert_array_equal(every(meta)["interaction_target"], want)
     # "all" is the plain rasterisation of the rows as read (t = the clip index).
-    hands, objs = ts.HandObjectDetections(str(tmp_path)).boxes_for_frames("P01_01", [11, 13, 15, 15])
+    hands, objs = handobj.HandObjectDetections(str(tmp_path)).boxes_for_frames("P01_01", [11, 13, 15, 15])
     plain = at.interaction_target(hands, objs, identity, num_frames=4, map_frames=4, map_stride=16,
                                   mode="soft")
     np.testing.assert_array_equal(every(meta)["interaction_target"], plain)

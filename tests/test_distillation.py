@@ -10,7 +10,7 @@ import pytest
 
 from egoexo_jax import config_schema, losses, models, optim, sharding, train
 from egoexo_jax.convert import load_pyslowfast
-from egoexo_jax.data import aux_targets, synthetic, teacher_signals
+from egoexo_jax.data import aux_targets, handobj, synthetic, teacher_scores
 from egoexo_jax.models import presets
 from egoexo_jax.models import teachers as teachers_lib
 
@@ -45,8 +45,8 @@ def test_total_loss_on_egoexo_fixture_matches_official_formulas(fixtures_dir, tm
         dets.append((obj, hand))
     det_dir = tmp_path / "dets"
     det_dir.mkdir()
-    teacher_signals.write_detections(det_dir / "vid.npy", dets)
-    store = teacher_signals.HandObjectDetections(str(det_dir))
+    handobj.write_detections(det_dir / "vid.npy", dets)
+    store = handobj.HandObjectDetections(str(det_dir))
     maps = []
     for i in range(b):
         hands, objs = store.boxes_for_frames("vid", np.arange(t_fast))
@@ -208,11 +208,11 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     # One training video without an Ego-Score entry: the run stops before its first step, naming
     # the video; with teachers.allow_missing it trains, masks that video out of the ego term and
     # logs the count every epoch.
-    scores = teacher_signals.TeacherScores(paths.ego_scores)
+    scores = teacher_scores.TeacherScores(paths.ego_scores)
     train_keys = [line.split()[0] for line in open(os.path.join(paths.kinetics_dir, "train.csv"))]
     dropped = train_keys[5]
     partial = str(tmp_path / "ego_partial.pkl")
-    teacher_signals.write_score_pickle(partial, {k: scores[k] for k in scores.keys() if k != dropped})
+    teacher_scores.write_score_pickle(partial, {k: scores[k] for k in scores.keys() if k != dropped})
     c.teachers.ego.file = partial
     strict = str(tmp_path / "strict")
     with pytest.raises(aux_targets.MissingTeacherEntriesError) as err:

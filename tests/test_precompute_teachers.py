@@ -16,7 +16,7 @@ import pytest
 from egoexo_jax import config_schema, models, precompute_teachers as pt
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.convert.export import save_converted
-from egoexo_jax.data import fake_media, teacher_signals
+from egoexo_jax.data import fake_media, teacher_scores
 from egoexo_jax.models import presets, teachers
 
 NUM_VIDEOS = 5
@@ -72,8 +72,8 @@ def test_output_loads_through_the_offline_reader_keyed_by_csv_paths(setup, full_
     root, c, names = setup
     out, result = full_run
     assert result.complete and result.num_chunks == 3  # 6 list entries, chunks of 2
-    ego = teacher_signals.TeacherScores(str(out / pt.EGO_FILE), num_classes=2)
-    obj = teacher_signals.TeacherScores(str(out / pt.OBJECT_FILE), num_classes=1000)
+    ego = teacher_scores.TeacherScores(str(out / pt.EGO_FILE), num_classes=2)
+    obj = teacher_scores.TeacherScores(str(out / pt.OBJECT_FILE), num_classes=1000)
     assert list(ego.keys()) == names == list(obj.keys())  # list order, corrupt video left out
     assert np.all(np.isfinite(ego.values)) and np.all(np.isfinite(obj.values))
     assert np.std(ego.values[:, 1] - ego.values[:, 0]) > 0  # per-video values, not constant

@@ -11,7 +11,7 @@ import pytest
 
 from egoexo_jax.data import aux_targets, charades_ego, kinetics, pipeline
 from egoexo_jax.data import synthetic as syn
-from egoexo_jax.data import teacher_signals as ts
+from egoexo_jax.data import handobj, teacher_scores
 from egoexo_jax.data.video import VideoReader, read_jpeg_frames
 
 SMALL = dict(seed=3, num_pretrain_videos=40, num_finetune_videos=12, height=48, width=64,
@@ -86,8 +86,8 @@ def test_kinetics_splits_cover_all_videos_once(demo):
 
 
 def test_teacher_scores_for_every_key_and_matching_the_scenes(demo):
-  ego = ts.TeacherScores(demo.ego_scores, num_classes=2)
-  obj = ts.TeacherScores(demo.object_scores, num_classes=1000)
+  ego = teacher_scores.TeacherScores(demo.ego_scores, num_classes=2)
+  obj = teacher_scores.TeacherScores(demo.object_scores, num_classes=1000)
   keys = [v.key for s in ("train", "val", "test") for v in kinetics_videos(demo, s)]
   assert sorted(ego.keys()) == sorted(keys) == sorted(obj.keys())
   ego_right = top1_in_peaks = 0
@@ -103,7 +103,7 @@ def test_teacher_scores_for_every_key_and_matching_the_scenes(demo):
 
 
 def test_kinetics_detections_follow_the_decoded_object(demo):
-  dets = ts.HandObjectDetections(demo.kinetics_detections)
+  dets = handobj.HandObjectDetections(demo.kinetics_detections)
   h, w = SMALL["height"], SMALL["width"]
   for video in kinetics_videos(demo, "train")[:10]:
     label, scene = syn.pretrain_video(SMALL["seed"], index_of(video.key),
@@ -119,9 +119,9 @@ def test_kinetics_detections_follow_the_decoded_object(demo):
     assert err[1:].mean() < shifted.mean()
     if scene.ego:  # moving camera: every frame is closest to its own rendering
       assert np.all(err[1:] < shifted)
-    raw = ts.load_detection_file(dets.path(ts.kinetics_video_name(video.key)))
+    raw = handobj.load_detection_file(dets.path(handobj.kinetics_video_name(video.key)))
     assert raw.num_frames == SMALL["num_frames"]
-    hands, objs = dets.boxes_for_frames(ts.kinetics_video_name(video.key),
+    hands, objs = dets.boxes_for_frames(handobj.kinetics_video_name(video.key),
                                         np.arange(raw.num_frames))
     for rows in (hands, objs):
       assert rows.shape[1] == 6 and np.all(rows[:, 4] >= 0.7) and np.all(rows[:, 4] <= 1.0)
@@ -157,7 +157,7 @@ def test_charades_frame_lists_labels_and_detections(demo):
   with open(os.path.join(demo.charades_dir, "train_1st.csv"), encoding="utf-8") as f:
     assert f.readline().split() == list(charades_ego.FRAME_LIST_HEADER)
     assert f.readline().split()[3] == f"{train[0].key}/{train[0].key}-000001.jpg"
-  dets = ts.HandObjectDetections(demo.charades_detections)
+  dets = handobj.HandObjectDetections(demo.charades_detections)
   for video in train + test:
     index = int(video.key[1:5])
     assert video.key == syn.charades_video_id(index) == video.video_id

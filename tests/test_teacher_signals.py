@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from egoexo_jax.data import restricted_pickle
-from egoexo_jax.data import teacher_signals as ts
+from egoexo_jax.data import handobj, restricted_pickle, teacher_scores
+from egoexo_jax.data.errors import TeacherFileError
 
 
 # ------------------------------------------------------------------------------ restricted unpickler
@@ -32,20 +32,20 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
     # Through the public readers as well.
     path = tmp_path / "k400_ego_predicts.pkl"
     path.write_bytes(payload)
-    with pytest.raises(ts.TeacherFileError, match="system"):
-        ts.TeacherScores(path)
+    with pytest.raises(TeacherFileError, match="system"):
+        teacher_scores.TeacherScores(path)
     npy = tmp_path / "vid.npy"
     npy.write_bytes(pickle.dumps([(None, _Evil(marker))]))  # bare-pickle .npy (np.load fallback path)
-    with pytest.raises(ts.TeacherFileError, match="system"):
-        ts.load_detection_file(npy)
+    with pytest.raises(TeacherFileError, match="system"):
+        handobj.load_detection_file(npy)
     # And inside a genuine .npy object array.
     arr = np.empty((1, 2), dtype=object)
     arr[0, 0] = _Evil(marker)
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=True)
     npy.write_bytes(buf.getvalue())
-    with pytest.raises(ts.TeacherFileError, match="system"):
-        ts.load_detection_file(npy)
+    with pytest.raises(TeacherFileError, match="system"):
+        handobj.load_detection_file(npy)
     assert not marker.exists()
 
 
@@ -72,12 +72,12 @@ def test_score_pickle_round_trip_and_lookup(tmp_path):
     rng = np.random.default_rng(0)
     scores = {f"abseiling/vid{i:03d}_000010_000020.mp4": rng.normal(size=2).astype(np.float32) for i in range(5)}
     path = tmp_path / "k400_ego_predicts.pkl"
-    ts.write_score_pickle(path, scores)
+    teacher_scores.write_score_pickle(path, scores)
     # The official reader is a plain pickle.load of a dict of 1-D float arrays.
     with open(path, "rb") as fp:
         plain = pickle.load(fp)
     assert type(plain) is dict and set(plain) == set(scores)
-    teacher = ts.TeacherScores(path, num_classes=2)
+    teacher = teacher_scores.TeacherScores(path, num_classes=2)
     assert len(teacher) == 5 and teacher.values.shape == (5, 2) and teacher.values.dtype == np.float32
     key = "abseiling/vid003_000010_000020.mp4"
     np.testing.assert_array_equal(teacher[key], scores[key])
@@ -91,7 +91,7 @@ def test_score_pickle_round_trip_and_lookup(tmp_path):
     # Pickles written elsewhere: lists and float64 arrays are accepted and converted to float32.
     with open(path, "wb") as fp:
         pickle.dump({"a.mp4": [0.1, 0.9], "b.mp4": np.array([1.0, 2.0])}, fp, protocol=2)
-    teacher = ts.TeacherScores(path)
+    teacher = teacher_scores.TeacherScores(path)
     assert teacher.num_classes == 2 and teacher["a.mp4"].dtype == np.float32
 
 
@@ -107,8 +107,8 @@ def test_score_pickle_round_trip_and_lookup(tmp_path):
 def test_score_pickle_malformed(tmp_path, bad, message):
     path = tmp_path / "scores.pkl"
     path.write_bytes(pickle.dumps(bad))
-    with pytest.raises(ts.TeacherFileError, match=message) as err:
-        ts.TeacherScores(path, num_classes=2)
+    with pytest.raises(TeacherFileError, match=message) as err:
+        teacher_scores.TeacherScores(path, num_classes=2)
     assert "scores.pkl" in str(err.value)
 
 
@@ -128,7 +128,7 @@ def _frame(n_obj, n_hand, rng, cols=10):
 def test_detections_round_trip_and_meta_rows(tmp_path):
     rng = np.random.default_rng(1)
     frames = [_frame(o, h, rng) for o, h in [(1, 2), (None, None), (0, 1), (3, None), (2, 2)]]
-    ts.write_detections(tmp_path / "vid.npy", frames)
+    handobj.write_detections(tmp_path / "vid.npy", frames)
     # The official reader: np.load(allow_pickle=True), then `o, h = d` per frame.
     official = np.load(tmp_path / "vid.npy", allow_pickle=True)
     for (o, h), (ro, rh) in zip(official, frames):
@@ -136,7 +136,7 @@ def test_detections_round_trip_and_meta_rows(tmp_path):
             assert (a is None) == (b is None)
             if a is not None:
                 np.testing.assert_array_equal(a, b)
-    dets = ts.HandObjectDetections(tmp_path, cache_size=2)
+    dets = handobj.HandObjectDetections(tmp_path, cache_size=2)
     positions = [4, 1, 0, 0]
     hands, objs = dets.boxes_for_frames("vid", positions)
     # Reference: the official parse (rows of each clip frame in clip order, column 5 = clip index).
@@ -159,8 +159,8 @@ def test_detections_round_trip_and_meta_rows(tmp_path):
 def test_detections_lru_cache_and_missing_video(tmp_path):
     rng = np.random.default_rng(2)
     for name in ("a", "b", "c"):
-        ts.write_detections(tmp_path / f"{name}.npy", [_frame(1, 1, rng)])
-    dets = ts.HandObjectDetections(tmp_path, cache_size=2)
+        handobj.write_detections(tmp_path / f"{name}.npy", [_frame(1, 1, rng)])
+    dets = handobj.HandObjectDetections(tmp_path, cache_size=2)
     first = dets.video("a")
     assert dets.video("a") is first
     dets.video("b")
@@ -177,22 +177,22 @@ def test_detections_lru_cache_and_missing_video(tmp_path):
 def test_frame_conventions_and_length_check(tmp_path):
     rng = np.random.default_rng(3)
     frames = [_frame(None, 1, rng) for _ in range(10)]
-    ts.write_detections(tmp_path / "P01_11.npy", frames)
-    dets = ts.HandObjectDetections(tmp_path)
+    handobj.write_detections(tmp_path / "P01_11.npy", frames)
+    dets = handobj.HandObjectDetections(tmp_path)
     # EPIC: list position = absolute 1-based frame number start_frame + offset.
-    positions = ts.epic_frame_positions(3, [0, 2, 4])
+    positions = handobj.epic_frame_positions(3, [0, 2, 4])
     np.testing.assert_array_equal(positions, [3, 5, 7])
     hands, _ = dets.boxes_for_frames("P01_11", positions)
     np.testing.assert_array_equal(hands[:, :5], np.concatenate([frames[p][1][:, :5] for p in (3, 5, 7)]))
     np.testing.assert_array_equal(hands[:, 5], [0, 1, 2])
     # Charades-Ego: the list must be as long as the frame list.
     dets.boxes_for_frames("P01_11", [0, 9], expected_length=10)
-    with pytest.raises(ts.TeacherFileError, match="10 frames but the frame list has 11"):
+    with pytest.raises(TeacherFileError, match="10 frames but the frame list has 11"):
         dets.boxes_for_frames("P01_11", [0], expected_length=11)
     with pytest.raises(IndexError, match="P01_11.npy: frame position 10"):
         dets.boxes_for_frames("P01_11", [10])
-    assert ts.kinetics_video_name("train/abseiling/-3B32lodo2M_000059_000069.mp4") == "-3B32lodo2M_000059_000069"
-    assert ts.charades_ego_video_name("rgb/005BUEGO/005BUEGO-000001.jpg") == "005BUEGO"
+    assert handobj.kinetics_video_name("train/abseiling/-3B32lodo2M_000059_000069.mp4") == "-3B32lodo2M_000059_000069"
+    assert handobj.charades_ego_video_name("rgb/005BUEGO/005BUEGO-000001.jpg") == "005BUEGO"
 
 
 @pytest.mark.parametrize("entry, message", [
@@ -211,14 +211,14 @@ def test_malformed_detection_entries(tmp_path, entry, message):
     path = tmp_path / "broken.npy"
     with open(path, "wb") as fp:
         np.save(fp, arr, allow_pickle=True)
-    with pytest.raises(ts.TeacherFileError, match=message) as err:
-        ts.HandObjectDetections(tmp_path).video("broken")
+    with pytest.raises(TeacherFileError, match=message) as err:
+        handobj.HandObjectDetections(tmp_path).video("broken")
     assert "broken.npy" in str(err.value)
 
 
 def test_truncated_detection_file(tmp_path):
-    ts.write_detections(tmp_path / "v.npy", [_frame(1, 1, np.random.default_rng(4))] * 3)
+    handobj.write_detections(tmp_path / "v.npy", [_frame(1, 1, np.random.default_rng(4))] * 3)
     data = (tmp_path / "v.npy").read_bytes()
     (tmp_path / "v.npy").write_bytes(data[: len(data) - 20])
-    with pytest.raises(ts.TeacherFileError, match="v.npy"):
-        ts.load_detection_file(tmp_path / "v.npy")
+    with pytest.raises(TeacherFileError, match="v.npy"):
+        handobj.load_detection_file(tmp_path / "v.npy")

@@ -422,18 +422,18 @@ def test_missing_teacher_entry_stops_the_run_before_the_first_step(kin_root, tmp
     """An Ego-Exo pre-training run whose score file lacks one training video stops in set-up,
     before any step or checkpoint, naming how many and which; the full path with
     teachers.allow_missing (it trains and logs the count) is in test_distillation."""
-    from egoexo_jax.data import aux_targets, teacher_signals  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data import aux_targets, handobj, teacher_scores  # pylint: disable=import-outside-toplevel
     from egoexo_jax.models import presets  # pylint: disable=import-outside-toplevel
     c = tiny_config.get_config(kin_root)
     presets.egoexo_pretrain_heads(c.model)
     c.model.interaction_conv_dim = 16
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
     keys = [line.split()[0] for line in open(os.path.join(kin_root, "train.csv"))]
-    teacher_signals.write_score_pickle(tmp_path / "ego.pkl", {k: [1.0, -1.0] for k in keys if k != "v3.mp4"})
-    teacher_signals.write_score_pickle(tmp_path / "obj.pkl", {k: np.zeros(1000) for k in keys})
+    teacher_scores.write_score_pickle(tmp_path / "ego.pkl", {k: [1.0, -1.0] for k in keys if k != "v3.mp4"})
+    teacher_scores.write_score_pickle(tmp_path / "obj.pkl", {k: np.zeros(1000) for k in keys})
     (tmp_path / "dets").mkdir()
     for k in keys:
-        teacher_signals.write_detections(tmp_path / "dets" / k.replace(".mp4", ".npy"), [(None, None)] * 40)
+        handobj.write_detections(tmp_path / "dets" / k.replace(".mp4", ".npy"), [(None, None)] * 40)
     c.teachers.ego.update(source="file", file=str(tmp_path / "ego.pkl"))
     c.teachers.object.update(source="file", file=str(tmp_path / "obj.pkl"))
     c.teachers.interaction.update(source="file", detections=str(tmp_path / "dets"))

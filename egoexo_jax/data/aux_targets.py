@@ -70,8 +70,8 @@ from typing import Any, Optional
 import numpy as np
 
 from egoexo_jax.cli import InputError, MissingFileError
-from egoexo_jax.data import interaction_maps
-from egoexo_jax.data import teacher_signals
+from egoexo_jax.data import handobj, interaction_maps, teacher_scores
+from egoexo_jax.data.errors import TeacherFileError
 
 __all__ = ["OfflineTeacherTargets", "MissingTeacherEntriesError", "from_config",
            "detection_video_name", "map_frame_count", "interaction_target", "missing_entries",
@@ -89,7 +89,7 @@ EGO_CLASSES = 2
 # --------------------------------------------------------------------------------------------
 
 
-class MissingTeacherEntriesError(teacher_signals.TeacherFileError):
+class MissingTeacherEntriesError(TeacherFileError):
     """Training items without an Ego-Score / Object-Score entry or a detection file."""
 
 
@@ -100,7 +100,7 @@ def detection_video_name(meta: dict) -> str:
 
 def _video_name(dataset: str, key: str, video_id: str) -> str:
     if dataset == "kinetics":
-        return teacher_signals.kinetics_video_name(key)
+        return handobj.kinetics_video_name(key)
     return str(video_id)
 
 
@@ -121,7 +121,7 @@ def interaction_target(hand_rows: np.ndarray, obj_rows: np.ndarray, transform: d
     Args:
       hand_rows, obj_rows: ``[K, 6]`` ``[x1, y1, x2, y2, score, t]`` in pixels of the decoded frame
         (``t`` = clip-frame index, 0..num_frames-1), from
-        :meth:`~egoexo_jax.data.teacher_signals.HandObjectDetections.boxes_for_frames`.
+        :meth:`~egoexo_jax.data.handobj.HandObjectDetections.boxes_for_frames`.
       transform: the sample's ``SpatialParams.as_dict()``.
       num_frames: clip frames ``T`` the rows index.
       map_frames: ``T_map``; frames ``floor(linspace(0, T - 1, T_map))`` are kept.
@@ -169,7 +169,7 @@ class OfflineTeacherTargets:
       repeated_frames: ``'last'`` (official: a frame used at several clip positions keeps its
         detections at the last one) or ``'all'`` (every position).
       allow_missing: ``False``: a missing score entry or detection file raises
-        :class:`~egoexo_jax.data.teacher_signals.TeacherFileError` naming it; ``True``: the
+        :class:`~egoexo_jax.data.errors.TeacherFileError` naming it; ``True``: the
         sample gets zeros and ``*_mask`` 0.
     """
 
@@ -224,12 +224,12 @@ class OfflineTeacherTargets:
             reader = self._readers.get(name)
             if reader is None:
                 if name == "ego":
-                    reader = teacher_signals.TeacherScores(self.ego_scores, num_classes=EGO_CLASSES)
+                    reader = teacher_scores.TeacherScores(self.ego_scores, num_classes=EGO_CLASSES)
                 elif name == "object":
-                    reader = teacher_signals.TeacherScores(self.object_scores,
+                    reader = teacher_scores.TeacherScores(self.object_scores,
                                                            num_classes=self.object_classes)
                 else:
-                    reader = teacher_signals.HandObjectDetections(self.detections)
+                    reader = handobj.HandObjectDetections(self.detections)
                 self._readers[name] = reader
             return reader
 
@@ -279,7 +279,7 @@ class OfflineTeacherTargets:
         try:
             hands, objs = dets.boxes_for_frames(video, positions, expected_length=expected)
         except IndexError as err:
-            raise teacher_signals.TeacherFileError(
+            raise TeacherFileError(
                 f"{err} ({meta['dataset']} sample {meta['key']!r}, frame indices "
                 f"{positions.tolist()})") from None
         hands = interaction_maps.assign_repeated_frames(hands, positions, self.repeated_frames)

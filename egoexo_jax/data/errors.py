@@ -16,6 +16,11 @@ class AnnotationError(UserError, ValueError):
         super().__init__(f"{self.path}:{line}: {message}")
 
 
+class TeacherFileError(UserError, ValueError):
+    """A teacher file (score pickle, detection file) or one of its entries does not have the
+    official format; the message names the file and the entry."""
+
+
 class TooManyBadInputsError(UserError, RuntimeError):
     """More than the allowed fraction of samples could not be read (see the bad-input log)."""
 

@@ -5,7 +5,7 @@ Follows docs/egoexo-method.md §2.3 steps 1–4 and pitfall 9, i.e. the official
 ``cal_handobj_loss`` slow-frame selection:
 
 1. Detections of each clip frame ``i`` become rows ``[x1, y1, x2, y2, score, i]`` in pixels of
-   the decoded frame (:mod:`egoexo_jax.data.teacher_signals` produces them).
+   the decoded frame (:mod:`egoexo_jax.data.handobj` produces them).
 2. The box corners follow the frames' augmentation: short-side rescale, crop offset, horizontal
    flip (``x1' = W - x2 - 1``, ``x2' = W - x1 - 1`` with ``W`` the crop width), clipping to
    ``[0, crop - 1]``, division by the crop size (:func:`transform_boxes`).
@@ -220,7 +220,7 @@ def assign_repeated_frames(rows: np.ndarray, frame_positions: Sequence[int],
 
     Args:
       rows: ``[K, 6]`` ``[x1, y1, x2, y2, score, t]`` with ``t`` the clip index each row was read
-        for (as :meth:`~egoexo_jax.data.teacher_signals.VideoDetections.rows` returns them).
+        for (as :meth:`~egoexo_jax.data.handobj.VideoDetections.rows` returns them).
       frame_positions: ``[T]`` the clip's frame positions in the detection list.
       rule: ``'last'`` (official) or ``'all'`` (rows stay at every position that shows the frame).
 

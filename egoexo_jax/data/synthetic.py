@@ -6,7 +6,7 @@ frame-list layout (JPEG folders, per-frame multi-labels, hand-object detections)
 `write_epic55_data(root)` writes an egocentric set in the EPIC-Kitchens-55 layout (flat
 `{video_id}/frame_*.jpg` folders, verb / noun action segments in the annotation-table columns,
 unlabelled S1 / S2 test lists, hand-object detections by absolute frame number). The real readers
-(`kinetics.py`, `charades_ego.py`, `epic_kitchens.py`, `teacher_signals.py`, `pipeline.py`) read
+(`kinetics.py`, `charades_ego.py`, `epic_kitchens.py`, `teacher_scores.py`, `handobj.py`, `pipeline.py`) read
 them unchanged.
 
 Generative story
@@ -105,7 +105,7 @@ import av
 import numpy as np
 from PIL import Image
 
-from egoexo_jax.data import teacher_signals
+from egoexo_jax.data import handobj, teacher_scores
 
 __all__ = [
     "PRETRAIN_CLASSES", "FINETUNE_CLASSES", "SHAPES", "COLOURS", "DemoPaths", "Scene",
@@ -814,8 +814,8 @@ def _write_pretrain(paths: DemoPaths, params: dict, progress: bool) -> None:
         path = os.path.join(paths.kinetics_prefix, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _write_mp4(path, rendered.frames, fps)
-        teacher_signals.write_detections(
-            os.path.join(paths.kinetics_detections, teacher_signals.kinetics_video_name(key) + ".npy"),
+        handobj.write_detections(
+            os.path.join(paths.kinetics_detections, handobj.kinetics_video_name(key) + ".npy"),
             detections_for(rng, rendered))
         ego_scores[key] = ego_teacher_logits(rng, scene)
         object_scores[key] = object_teacher_logits(rng, scene)
@@ -823,8 +823,8 @@ def _write_pretrain(paths: DemoPaths, params: dict, progress: bool) -> None:
         _progress(progress, "pre-training videos", i + 1, n, start)
     for name, _ in PRETRAIN_SPLITS:
         _write_lines(os.path.join(paths.kinetics_dir, f"{name}.csv"), lines[name])
-    teacher_signals.write_score_pickle(paths.ego_scores, ego_scores)
-    teacher_signals.write_score_pickle(paths.object_scores, object_scores)
+    teacher_scores.write_score_pickle(paths.ego_scores, ego_scores)
+    teacher_scores.write_score_pickle(paths.object_scores, object_scores)
 
 
 def _frame_labels(actions: Sequence[Action], num_frames: int) -> list[list[int]]:
@@ -848,7 +848,7 @@ def _write_finetune(paths: DemoPaths, params: dict, progress: bool) -> None:
         rng = teacher_rng(seed, 1, i)
         vid = charades_video_id(i)
         rel = _write_jpegs(paths.charades_prefix, vid, rendered.frames)
-        teacher_signals.write_detections(os.path.join(paths.charades_detections, f"{vid}.npy"),
+        handobj.write_detections(os.path.join(paths.charades_detections, f"{vid}.npy"),
                                          detections_for(rng, rendered))
         table = rows["train_1st.csv" if i < n_train else "test_1st.csv"]
         for j, (frame_path, classes) in enumerate(zip(rel, _frame_labels(actions, num_frames))):
@@ -1040,7 +1040,7 @@ def write_epic55_data(root: str | os.PathLike, *, seed: int = 0, num_train_video
             Image.fromarray(image).save(os.path.join(folder, f"frame_{k + 1:010d}.jpg"),
                                         quality=JPEG_QUALITY)
         dets = detections_for(np.random.default_rng([seed, 3, i, 1]), rendered)
-        teacher_signals.write_detections(os.path.join(staged.detections, f"{video}.npy"),
+        handobj.write_detections(os.path.join(staged.detections, f"{video}.npy"),
                                          [(None, None)] + dets)  # entry n <-> frame n (1-based)
         for action in sorted(actions, key=lambda a: a.first):
             start, stop = action.first + 1, action.last + 1
