@@ -46,7 +46,7 @@ clips and is *not* rescaled automatically. With another ``--config.batch_size=B`
 ``--config.batch_size=16 --config.optimizer.base_lr=0.0625``; for ``mvit_v2_s`` 4e-4*B/64.
 """
 from egoexo_jax import config_schema
-from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import mvit, presets
 
 DEFAULT = "slowfast_r50"

@@ -49,7 +49,7 @@ clips and is *not* rescaled automatically. With another ``--config.batch_size=B`
 ``--config.batch_size=64 --config.optimizer.base_lr=0.01``.
 """
 from egoexo_jax import config_schema
-from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import mvit, presets
 
 DEFAULT = "slowfast_r50"

@@ -55,7 +55,7 @@ clips and is *not* rescaled automatically. With another ``--config.batch_size=B`
 clips (``model.bn_group_size``) whatever B is.
 """
 from egoexo_jax import config_schema
-from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import mvit, presets
 
 DEFAULT = "slowfast_r50"

@@ -17,7 +17,7 @@ from ml_collections import config_dict
 
 from egoexo_jax import ops
 from egoexo_jax.cli import UserError
-from egoexo_jax.data.pipeline import default_data_config
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
 
 MODES = ("train", "evaluate", "demo")

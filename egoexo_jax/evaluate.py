@@ -1,6 +1,6 @@
 """Multi-view evaluation: score every (video, view) once over all hosts, ensemble, measure, write.
 
-Views come from the pipeline (``pipeline.make_eval_iterator``): 'test' = num_ensemble_views
+Views come from the pipeline (``eval_pipeline.make_eval_iterator``): 'test' = num_ensemble_views
 temporal clips x num_spatial_crops crops with PySlowFast's placement; 'val' = one view. Each view
 goes through the model's test-time head (activation per position, then mean). Views are combined
 per video by ``config.evaluate.ensemble``: ``max`` (Charades-Ego, sigmoid scores) or ``sum``
@@ -40,7 +40,7 @@ from absl import logging
 
 from egoexo_jax import metrics as metrics_lib
 from egoexo_jax import sharding
-from egoexo_jax.data import pipeline
+from egoexo_jax.data import eval_pipeline
 from egoexo_jax.data.sources import build_source
 
 EPIC_SUBMISSION_VERSION = "0.2"
@@ -81,7 +81,7 @@ def collect_view_scores(eval_fn, variables, data_cfg, split: str, global_batch: 
     Returns ``scores``: list over tasks of ``[N, C] float32`` ensembled scores, ``views_seen [N]``,
     ``num_views``.
     """
-    it, num_videos, num_views = pipeline.make_eval_iterator(data_cfg, split=split,
+    it, num_videos, num_views = eval_pipeline.make_eval_iterator(data_cfg, split=split,
                                                             global_batch_size=global_batch,
                                                             bad_input_log=bad_input_log)
     neutral = 0.0 if ensemble == "sum" else -1e10

@@ -147,7 +147,7 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
     import jax  # pylint: disable=import-outside-toplevel
     from egoexo_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
     from egoexo_jax import models  # pylint: disable=import-outside-toplevel
-    from egoexo_jax.data.pipeline import default_data_config  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.data.config import default_data_config  # pylint: disable=import-outside-toplevel
 
     model_cfg, variables, what = ckpt_lib.load_pretrained(checkpoint, flag="--checkpoint")
     if save_maps and not model_cfg.interaction_head:  # before scoring any view

@@ -31,7 +31,7 @@ from egoexo_jax import cli, config_schema
 from egoexo_jax import evaluate as eval_lib
 from egoexo_jax import losses, models, ops, optim, sharding
 from egoexo_jax.convert import export
-from egoexo_jax.data import pipeline
+from egoexo_jax.data import train_pipeline
 
 
 class NonFiniteLossError(cli.UserError, FloatingPointError):
@@ -497,7 +497,7 @@ def setup(config, workdir: str, mesh=None) -> Run:
     model = models.build(model_cfg)
     aux_fn = offline_aux_fn(config)
     teacher_missing = check_teacher_files(config, aux_fn)
-    train_iter = pipeline.make_train_iterator(
+    train_iter = train_pipeline.make_train_iterator(
         config.data, global_batch_size=config.batch_size, seed=config.seed,
         bad_input_log=os.path.join(workdir, "bad_inputs.txt"), aux_fn=aux_fn)
     spe = steps_per_epoch_of(train_iter.get_state()["num_items"], config.batch_size,
@@ -759,7 +759,7 @@ def _precise_bn(run: Run, state: TrainState, step: int) -> TrainState:
     num_groups = min(int(config.precise_bn.num_batches), run.steps_per_epoch)
     batches_per_epoch = -(-num_groups * group // config.batch_size)
     epoch = (step - 1) // run.steps_per_epoch
-    batches = pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
+    batches = train_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
                                            seed=config.seed + 1, aux_fn=None)
     position = batches.get_state()
     position["batches"] = epoch * batches_per_epoch

@@ -14,7 +14,8 @@ from egoexo_jax import models
 from egoexo_jax.data import aux_targets as at
 from egoexo_jax.data import fake_media as fm
 from egoexo_jax.data import interaction_maps as im
-from egoexo_jax.data import pipeline, samples, sources
+from egoexo_jax.data import eval_pipeline, samples, sources, train_pipeline
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data import handobj, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
 
@@ -103,7 +104,7 @@ def kinetics(tmp_path_factory):
 
 
 def kcfg(root, **kw):
-    cfg = pipeline.default_data_config("kinetics")
+    cfg = default_data_config("kinetics")
     cfg.path_to_data_dir = cfg.path_prefix = str(root)
     cfg.num_frames, cfg.sampling_rate = 8, 2
     cfg.train_jitter_scales = (64, 64)  # 48 x 64 -> 64 x 85
@@ -126,7 +127,7 @@ def kaux(root, **kw):
 
 def test_train_batch_fields_masks_and_maps(kinetics, caplog):
     cfg = kcfg(kinetics)
-    it = pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
+    it = train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
                                       process_count=1, aux_fn=Recorder(kaux(kinetics)))
     with caplog.at_level(logging.WARNING, logger=at.__name__):
         batches = [next(it) for _ in range(3)]  # 9 samples: every video three times
@@ -163,7 +164,7 @@ def test_train_batch_fields_masks_and_maps(kinetics, caplog):
 
 def test_eval_test_views_use_the_256_crop_grid(kinetics):
     cfg = kcfg(kinetics)
-    it, n, v = pipeline.make_eval_iterator(cfg, split="test", global_batch_size=3, process_index=0,
+    it, n, v = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=3, process_index=0,
                                            process_count=1, aux_fn=Recorder(kaux(kinetics)))
     assert (n, v) == (3, 3)
     batches = list(it)
@@ -263,7 +264,7 @@ def test_slowfast_keeps_floor_linspace_frames_and_slow_keeps_all(kinetics):
 def test_charades_ego_frame_list_positions_and_length_check(tmp_path):
     lengths = [20, 16]
     fm.write_charades_dataset(tmp_path, lengths, [[[1]] * n for n in lengths])
-    cfg = pipeline.default_data_config("charades_ego")
+    cfg = default_data_config("charades_ego")
     cfg.path_to_data_dir, cfg.path_prefix = str(tmp_path), str(tmp_path / "rgb")
     cfg.num_frames, cfg.sampling_rate = 4, 2
     cfg.train_jitter_scales, cfg.train_crop_size, cfg.arch = (64, 64), 64, "slow"
@@ -289,7 +290,7 @@ def test_charades_ego_frame_list_positions_and_length_check(tmp_path):
 def test_epic_absolute_one_based_frame_numbers(tmp_path):
     segments = [("P01_01", 5, 20, 1, 2), ("P01_01", 22, 30, 3, 4)]  # the second ends on frame 30
     fm.write_epic_dataset(tmp_path, {"P01_01": 30}, segments)
-    cfg = pipeline.default_data_config("epic100")
+    cfg = default_data_config("epic100")
     cfg.path_to_data_dir, cfg.path_prefix = str(tmp_path), str(tmp_path / "frames")
     cfg.num_frames, cfg.sampling_rate = 4, 2
     cfg.train_jitter_scales, cfg.train_crop_size, cfg.arch = (64, 64), 64, "slow"
@@ -366,7 +367,7 @@ def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
 def test_short_segments_through_the_pipeline_paint_only_the_last_repeat(tmp_path):
     # Segments shorter than the 8 x 2 clip span (15 frames): indices clamp at the segment end.
     fm.write_epic_dataset(tmp_path, {"P01_01": 30}, [("P01_01", 3, 9, 1, 2), ("P01_01", 12, 17, 3, 4)])
-    cfg = pipeline.default_data_config("epic100")
+    cfg = default_data_config("epic100")
     cfg.path_to_data_dir, cfg.path_prefix = str(tmp_path), str(tmp_path / "frames")
     cfg.num_frames, cfg.sampling_rate = 8, 2
     cfg.train_jitter_scales, cfg.train_crop_size, cfg.arch = (64, 64), 64, "slow"
@@ -475,7 +476,7 @@ def test_pickle_round_trip_drops_the_readers(kinetics):
 def test_worker_processes_give_the_in_process_batches(kinetics):
     """The aux_fn travels to grain worker processes and opens its files there."""
     cfg = kcfg(kinetics)
-    make = lambda: pipeline.make_train_iterator(cfg, global_batch_size=3, seed=4, process_index=0,
+    make = lambda: train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=4, process_index=0,
                                                 process_count=1, aux_fn=kaux(kinetics))
     with make() as it:
         reference = next(it)

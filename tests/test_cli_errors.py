@@ -11,7 +11,8 @@ import pytest
 
 from egoexo_jax import cli, config_schema
 from egoexo_jax import main as main_lib
-from egoexo_jax.data import fake_media, pipeline, sources
+from egoexo_jax.data import fake_media, sources
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data.errors import AnnotationError
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -104,7 +105,7 @@ def test_non_utf8_list_names_file_and_line(tmp_path, kin_root):
     root.mkdir()
     lines = (kin_root / "train.csv").read_bytes()
     (root / "train.csv").write_bytes(lines + b"caf\xe9.mp4 0\n")
-    cfg = pipeline.default_data_config("kinetics")
+    cfg = default_data_config("kinetics")
     cfg.path_to_data_dir = cfg.path_prefix = str(root)
     with pytest.raises(AnnotationError) as e:
         sources.build_source(cfg, "train")

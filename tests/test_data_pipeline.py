@@ -1,4 +1,4 @@
-"""grain pipelines (egoexo_jax/data/pipeline.py) on tiny generated Kinetics / Charades-Ego / EPIC
+"""grain pipelines (egoexo_jax/data/train_pipeline.py, eval_pipeline.py) on tiny generated Kinetics / Charades-Ego / EPIC
 datasets: batch contents, resume, multi-host sharding, evaluation coverage, bad inputs."""
 
 import json
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from egoexo_jax.data import fake_media as fm
-from egoexo_jax.data import pipeline, samples, sources, transforms
+from egoexo_jax.data import eval_pipeline, samples, sources, train_pipeline, transforms
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.data.errors import TooManyBadInputsError
 
@@ -44,7 +45,7 @@ def kinetics_root(tmp_path_factory):
 
 @pytest.fixture
 def kcfg(kinetics_root):
-  return small(pipeline.default_data_config("kinetics"), kinetics_root)
+  return small(default_data_config("kinetics"), kinetics_root)
 
 
 def take(iterator, n):
@@ -60,7 +61,7 @@ def assert_batches_equal(a, b):
 
 
 def test_train_batches_shapes_labels_and_epoch_reshuffle(kcfg):
-  it = pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=3, process_index=0,
+  it = train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=3, process_index=0,
                                     process_count=1, aux_fn=aux_ids)
   batches = take(it, 3)  # 12 samples = 2 epochs of 6
   b = batches[0]
@@ -95,7 +96,7 @@ def test_decode_clip_reads_the_sampled_frames(kcfg, tmp_path):
 
 
 def test_resume_in_process_gives_the_uninterrupted_batches(kcfg):
-  make = lambda: pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=0,
+  make = lambda: train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=0,
                                               process_index=0, process_count=1, aux_fn=aux_ids)
   full = take(make(), 5)
   first = make()
@@ -110,15 +111,15 @@ def test_resume_in_process_gives_the_uninterrupted_batches(kcfg):
 
 def test_resume_with_worker_processes(kcfg):
   """Worker processes give the in-process batches (aux_fn travels to them), and resume."""
-  reference = take(pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5,
+  reference = take(train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5,
                                                 process_index=0, process_count=1,
                                                 aux_fn=aux_ids), 4)
   kcfg.num_workers = 2
-  with pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5, process_index=0,
+  with train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5, process_index=0,
                                     process_count=1, aux_fn=aux_ids) as it:
     got = take(it, 2)
     state = json.loads(json.dumps(it.get_state()))
-  with pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5, process_index=0,
+  with train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=5, process_index=0,
                                     process_count=1, aux_fn=aux_ids) as it:
     it.set_state(state)
     got += take(it, 2)
@@ -126,9 +127,9 @@ def test_resume_with_worker_processes(kcfg):
 
 
 def test_two_hosts_read_disjoint_halves_of_each_global_batch(kcfg):
-  single = take(pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=1, process_index=0,
+  single = take(train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=1, process_index=0,
                                              process_count=1, aux_fn=aux_ids), 3)
-  iterators = [pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=1, process_index=p,
+  iterators = [train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=1, process_index=p,
                                             process_count=2, aux_fn=aux_ids) for p in (0, 1)]
   hosts = [take(it, 3) for it in iterators]
   for step in range(3):
@@ -143,7 +144,7 @@ def test_two_hosts_read_disjoint_halves_of_each_global_batch(kcfg):
   # A state saved on 2 hosts resumes on 1 host (same global batch).
   state = iterators[0].get_state()
   state["batches"] = 2
-  it = pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=1, process_index=0,
+  it = train_pipeline.make_train_iterator(kcfg, global_batch_size=4, seed=1, process_index=0,
                                     process_count=1, aux_fn=aux_ids)
   it.set_state(state)
   assert_batches_equal(take(it, 1), single[2:])
@@ -153,7 +154,7 @@ def test_eval_covers_every_video_and_view_once_across_hosts(kcfg):
   kcfg.num_ensemble_views = 2  # 2 temporal x 3 spatial = 6 views, 36 pairs, padded to 40
   results = []
   for p in (0, 1):
-    it, num_videos, num_views = pipeline.make_eval_iterator(
+    it, num_videos, num_views = eval_pipeline.make_eval_iterator(
         kcfg, split="test", global_batch_size=8, process_index=p, process_count=2,
         aux_fn=aux_ids)
     assert (num_videos, num_views, len(it)) == (6, 6, 5)
@@ -175,7 +176,7 @@ def test_eval_covers_every_video_and_view_once_across_hosts(kcfg):
 
 
 def test_val_split_is_one_deterministic_random_view(kcfg):
-  it, n, v = pipeline.make_eval_iterator(kcfg, split="val", global_batch_size=4,
+  it, n, v = eval_pipeline.make_eval_iterator(kcfg, split="val", global_batch_size=4,
                                          process_index=0, process_count=1)
   first, second = list(it), list(it)
   assert (n, v, len(first)) == (6, 1, 2)
@@ -199,10 +200,10 @@ def bad_root(tmp_path):
 
 
 def test_bad_inputs_are_replaced_logged_and_counted(bad_root):
-  cfg = small(pipeline.default_data_config("kinetics"), bad_root)
+  cfg = small(default_data_config("kinetics"), bad_root)
   cfg.max_bad_fraction = 0.6
   log = bad_root / "workdir" / "bad_inputs.txt"
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
+  it = train_pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
                                     process_count=1, bad_input_log=str(log))
   batches = take(it, 6)
   labels = np.concatenate([b["label"] for b in batches])
@@ -215,7 +216,7 @@ def test_bad_inputs_are_replaced_logged_and_counted(bad_root):
   assert any("missing" in r for r in logged.values())
   assert "truncated" in next(r for k, r in logged.items() if k.endswith("cut.mp4"))
   # A resumed run (a new iterator, same log) hits the same files again: each is listed once.
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
+  it = train_pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
                                     process_count=1, bad_input_log=str(log))
   take(it, 6)
   lines = log.read_text().splitlines()
@@ -223,18 +224,18 @@ def test_bad_inputs_are_replaced_logged_and_counted(bad_root):
   # Above the allowed fraction the iterator stops with a clear error.
   cfg.max_bad_fraction = 0.0
   cfg.bad_input_allowance = 1
-  it = pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
+  it = train_pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
                                     process_count=1, bad_input_log=str(log))
   with pytest.raises(TooManyBadInputsError, match="bad_inputs.txt"):
     take(it, 6)
 
 
 def test_eval_masks_an_unreadable_video(bad_root):
-  cfg = small(pipeline.default_data_config("kinetics"), bad_root)
+  cfg = small(default_data_config("kinetics"), bad_root)
   cfg.num_ensemble_views = 1
   cfg.num_spatial_crops = 1
   cfg.bad_input_log = str(bad_root / "eval_bad.txt")
-  it, n, v = pipeline.make_eval_iterator(cfg, split="test", global_batch_size=4,
+  it, n, v = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=4,
                                          process_index=0, process_count=1)
   batches = list(it)
   mask = np.concatenate([b["mask"] for b in batches])
@@ -257,10 +258,10 @@ def charades_labels():
 
 def test_charades_ego_train_span_labels_eval_video_labels_and_bgr(tmp_path):
   fm.write_charades_dataset(tmp_path, CHARADES_LENGTHS, charades_labels())
-  cfg = small(pipeline.default_data_config("charades_ego"), tmp_path)
+  cfg = small(default_data_config("charades_ego"), tmp_path)
   cfg.path_prefix = str(tmp_path / "rgb")
   cfg.num_frames, cfg.sampling_rate = 4, 2  # span 7 frames
-  it = pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
+  it = train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
                                     process_count=1, aux_fn=aux_ids)
   for b in take(it, 4):
     assert b["label"].shape == (3, 157) and b["label"].dtype == np.float32
@@ -269,7 +270,7 @@ def test_charades_ego_train_span_labels_eval_video_labels_and_bgr(tmp_path):
       for j in range(fi[0], fi[-1] + 1):  # union over the sampled span of frame positions
         want |= set(charades_labels()[vid][j])
       assert set(np.nonzero(label)[0].tolist()) == want
-  ev, n, v = pipeline.make_eval_iterator(cfg, split="test", global_batch_size=6,
+  ev, n, v = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=6,
                                          process_index=0, process_count=1, aux_fn=aux_ids)
   assert (n, v) == (3, 30)
   batches = list(ev)
@@ -282,7 +283,7 @@ def test_charades_ego_train_span_labels_eval_video_labels_and_bgr(tmp_path):
           CHARADES_LENGTHS[vid], num_frames=4, sampling_rate=2, clip_idx=w // 3, num_clips=10))
   # Default channel order for Charades-Ego is BGR (OpenCV); bgr=False gives RGB.
   cfg.bgr = False
-  rgb = next(pipeline.make_eval_iterator(cfg, split="test", global_batch_size=6, process_index=0,
+  rgb = next(eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=6, process_index=0,
                                          process_count=1)[0])
   np.testing.assert_allclose(rgb["pathway1"][..., ::-1], batches[0]["pathway1"], atol=1e-6)
 
@@ -290,10 +291,10 @@ def test_charades_ego_train_span_labels_eval_video_labels_and_bgr(tmp_path):
 def test_epic100_verb_noun_centre_val_clip_and_absolute_frames(tmp_path):
   segments = [("P01_01", 5, 60, 3, 40), ("P01_01", 50, 58, 96, 299), ("P02_03", 1, 30, 0, 0)]
   fm.write_epic_dataset(tmp_path, {"P01_01": 70, "P02_03": 30}, segments)
-  cfg = small(pipeline.default_data_config("epic100"), tmp_path)
+  cfg = small(default_data_config("epic100"), tmp_path)
   cfg.path_prefix = str(tmp_path / "frames")
   cfg.bgr = False
-  ev, n, v = pipeline.make_eval_iterator(cfg, split="val", global_batch_size=3, process_index=0,
+  ev, n, v = eval_pipeline.make_eval_iterator(cfg, split="val", global_batch_size=3, process_index=0,
                                          process_count=1, aux_fn=aux_ids)
   (b,) = list(ev)
   assert (n, v) == (3, 1)
@@ -303,14 +304,14 @@ def test_epic100_verb_noun_centre_val_clip_and_absolute_frames(tmp_path):
                                             clip_idx=5, num_clips=10)
     np.testing.assert_array_equal(fi, start + pos)  # absolute 1-based frame numbers
     assert xy.tolist() == [8, 0]  # centre crop
-  it = pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
+  it = train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
                                     process_count=1)
   batch = next(it)
   assert batch["verb"].dtype == np.int32 and batch["pathway1"].shape == (3, 8, 40, 40, 3)
 
 
 def test_default_config_fields():
-  cfg = pipeline.default_data_config()
+  cfg = default_data_config()
   for field in ["dataset", "path_to_data_dir", "path_prefix", "train_list", "val_list",
                 "test_list", "num_frames", "sampling_rate", "target_fps", "train_jitter_scales",
                 "train_crop_size", "test_crop_size", "num_ensemble_views", "num_spatial_crops",
@@ -318,8 +319,8 @@ def test_default_config_fields():
                 "max_bad_fraction", "max_retries", "source", "tfds_data_dir"]:
     assert field in cfg, field
   assert cfg.target_fps == 30 and tuple(cfg.train_jitter_scales) == (256, 320)
-  assert pipeline.default_data_config("charades_ego").val_list == "test_1st.csv"
+  assert default_data_config("charades_ego").val_list == "test_1st.csv"
   with pytest.raises(ValueError):
-    pipeline.make_train_iterator(cfg, global_batch_size=6, seed=0, process_index=0,
+    train_pipeline.make_train_iterator(cfg, global_batch_size=6, seed=0, process_index=0,
                                  process_count=4)
   assert math.isclose(cfg.max_bad_fraction, 0.01)

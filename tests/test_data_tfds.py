@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from egoexo_jax.data import fake_media as fm
-from egoexo_jax.data import pipeline, tfds_builders
+from egoexo_jax.data import eval_pipeline, tfds_builders, train_pipeline
+from egoexo_jax.data.config import default_data_config
 
 
 def aux_key(meta):
@@ -33,18 +34,18 @@ def small(cfg, root, prefix):
 
 
 def compare_sources(cfg, data_dir, split):
-  files = by_key(pipeline.make_eval_iterator(cfg, split=split, global_batch_size=4,
+  files = by_key(eval_pipeline.make_eval_iterator(cfg, split=split, global_batch_size=4,
                                              process_index=0, process_count=1,
                                              aux_fn=aux_key)[0])
   cfg.source, cfg.tfds_data_dir = "tfds", str(data_dir)
-  it, n, v = pipeline.make_eval_iterator(cfg, split=split, global_batch_size=4, process_index=0,
+  it, n, v = eval_pipeline.make_eval_iterator(cfg, split=split, global_batch_size=4, process_index=0,
                                          process_count=1, aux_fn=aux_key)
   tfds_samples = by_key(it)
   assert sorted(files) == sorted(tfds_samples) and len(files) == n * v
   for key, sample in files.items():
     for field, value in sample.items():
       np.testing.assert_array_equal(tfds_samples[key][field], value, err_msg=f"{key} {field}")
-  train = pipeline.make_train_iterator(cfg, global_batch_size=2, seed=0, process_index=0,
+  train = train_pipeline.make_train_iterator(cfg, global_batch_size=2, seed=0, process_index=0,
                                        process_count=1)
   assert next(train)["pathway1"].shape == (2, 4, 40, 40, 3)
 
@@ -58,7 +59,7 @@ def test_kinetics_tfds_matches_files(tmp_path):
   skipped = tfds_builders.build("kinetics", manual_dir=str(root), data_dir=str(tmp_path / "tfds"))
   assert [s[0].rsplit("/", 1)[-1] for s in skipped] == ["v3.mp4"]
   (root / "train.csv").write_text("".join(f"v{i}.mp4 {i}\n" for i in range(3)))
-  compare_sources(small(pipeline.default_data_config("kinetics"), root, root),
+  compare_sources(small(default_data_config("kinetics"), root, root),
                   tmp_path / "tfds", "test")
 
 
@@ -67,12 +68,12 @@ def test_charades_ego_and_epic_tfds_match_files(tmp_path):
   fm.write_charades_dataset(root, [12, 9], [[[1]] * 12, [[2, 7]] * 9])
   assert not tfds_builders.build("charades_ego", manual_dir=str(root),
                                  data_dir=str(tmp_path / "tfds"), path_prefix=str(root / "rgb"))
-  compare_sources(small(pipeline.default_data_config("charades_ego"), root, root / "rgb"),
+  compare_sources(small(default_data_config("charades_ego"), root, root / "rgb"),
                   tmp_path / "tfds", "test")
   root = tmp_path / "epic"
   fm.write_epic_dataset(root, {"P01_01": 30, "P02_02": 20},
                         [("P01_01", 3, 20, 5, 7), ("P02_02", 1, 20, 96, 299)])
   assert not tfds_builders.build("epic100", manual_dir=str(root), data_dir=str(tmp_path / "tfds"),
                                  path_prefix=str(root / "frames"))
-  cfg = small(pipeline.default_data_config("epic100"), root, root / "frames")
+  cfg = small(default_data_config("epic100"), root, root / "frames")
   compare_sources(cfg, tmp_path / "tfds", "val")

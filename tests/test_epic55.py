@@ -14,7 +14,7 @@ import pytest
 
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, train
-from egoexo_jax.data import epic_kitchens, pipeline, sources
+from egoexo_jax.data import epic_kitchens, sources, train_pipeline
 from egoexo_jax.data import synthetic as syn
 from egoexo_jax.models import presets
 
@@ -107,7 +107,7 @@ def test_star_batches_carry_interaction_targets(epic55):
     aux = train.offline_aux_fn(c)
     assert aux.repeated_frames == "last" and not aux.allow_missing
     assert train.check_teacher_files(c, aux) == {"interaction": 0}
-    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0, process_index=0,
+    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0, process_index=0,
                                       process_count=1, aux_fn=aux) as it:
         batch = next(it)
     assert batch["interaction_target"].shape == (8, 2, 2, 2, 2)  # [B, T_slow, 32 // 16, .., 2]

@@ -9,7 +9,8 @@ import os
 import numpy as np
 import pytest
 
-from egoexo_jax.data import aux_targets, charades_ego, kinetics, pipeline
+from egoexo_jax.data import aux_targets, charades_ego, eval_pipeline, kinetics, train_pipeline
+from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data import synthetic as syn
 from egoexo_jax.data import handobj, teacher_scores
 from egoexo_jax.data.video import VideoReader, read_jpeg_frames
@@ -185,7 +186,7 @@ def test_charades_frame_lists_labels_and_detections(demo):
 
 
 def small_cfg(dataset, data_dir, prefix, **extra):
-  cfg = pipeline.default_data_config(dataset)
+  cfg = default_data_config(dataset)
   cfg.path_to_data_dir = data_dir
   cfg.path_prefix = prefix
   cfg.num_frames = 8
@@ -205,7 +206,7 @@ def test_kinetics_pipeline_with_teacher_scores(demo):
   cfg = small_cfg("kinetics", demo.kinetics_dir, demo.kinetics_prefix, num_classes=8)
   aux = aux_targets.OfflineTeacherTargets(ego_scores=demo.ego_scores,
                                           object_scores=demo.object_scores)
-  with pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
+  with train_pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
                                     process_count=1, aux_fn=aux) as it:
     batches = [next(it) for _ in range(2)]
   batch = batches[0]
@@ -215,7 +216,7 @@ def test_kinetics_pipeline_with_teacher_scores(demo):
     assert b["label"].min() >= 0 and b["label"].max() < 8
     np.testing.assert_array_equal(b["ego_mask"], 1.0)
     np.testing.assert_array_equal(b["object_mask"], 1.0)
-  it, num_videos, num_views = pipeline.make_eval_iterator(cfg, split="test", global_batch_size=4,
+  it, num_videos, num_views = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=4,
                                                           process_index=0, process_count=1,
                                                           aux_fn=aux)
   batches = list(it)
@@ -229,14 +230,14 @@ def test_kinetics_pipeline_with_interaction_maps(demo):
   aux = aux_targets.OfflineTeacherTargets(
       ego_scores=demo.ego_scores, object_scores=demo.object_scores,
       detections=demo.kinetics_detections, arch="slowfast", alpha=4, map_stride=8)
-  with pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
+  with train_pipeline.make_train_iterator(cfg, global_batch_size=4, seed=0, process_index=0,
                                     process_count=1, aux_fn=aux) as it:
     batches = [next(it) for _ in range(3)]
   for batch in batches:
     assert batch["interaction_target"].shape == (4, 2, 4, 4, 2)
     np.testing.assert_array_equal(batch["interaction_mask"], 1.0)
     assert batch["interaction_target"][..., 1].max(axis=(1, 2, 3)).min() >= 0.7  # objects seen
-  it, _, _ = pipeline.make_eval_iterator(cfg, split="test", global_batch_size=4, process_index=0,
+  it, _, _ = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=4, process_index=0,
                                          process_count=1, aux_fn=aux)
   assert all(b["interaction_mask"].min() == 1 for b in it)
 
@@ -245,13 +246,13 @@ def test_charades_pipeline_with_interaction_targets(demo):
   cfg = small_cfg("charades_ego", demo.charades_dir, demo.charades_prefix)
   aux = aux_targets.OfflineTeacherTargets(detections=demo.charades_detections, arch="slowfast",
                                           alpha=4, map_stride=8)
-  with pipeline.make_train_iterator(cfg, global_batch_size=3, seed=1, process_index=0,
+  with train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=1, process_index=0,
                                     process_count=1, aux_fn=aux) as it:
     batch = next(it)
   assert batch["label"].shape == (3, 157) and batch["label"][:, 6:].sum() == 0
   np.testing.assert_array_equal(batch["interaction_mask"], 1.0)
   assert batch["interaction_target"][..., 0].max() >= 0.7  # hands seen
-  it, num_videos, _ = pipeline.make_eval_iterator(cfg, split="test", global_batch_size=2,
+  it, num_videos, _ = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=2,
                                                   process_index=0, process_count=1, aux_fn=aux)
   labels = np.concatenate([b["label"] for b in it])
   assert num_videos == 3 and labels.shape == (6, 157)

@@ -18,7 +18,7 @@ import pytest
 
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, optim, sharding, train
-from egoexo_jax.data import fake_media, pipeline
+from egoexo_jax.data import fake_media, train_pipeline
 from egoexo_jax.models import norm
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
@@ -158,7 +158,7 @@ def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path, kernels):
     c = tiny_config.get_config(kin_root)
     c.model.dropout_rate = 0.0
     c.model.kernels = kernels
-    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
         batches = [next(it) for _ in range(3)]
     p8, s8, l8 = _steps(c, sharding.make_mesh(8), batches, str(tmp_path / "a"))
     p1, s1, l1 = _steps(c, sharding.make_mesh(1), batches, str(tmp_path / "b"))
@@ -172,7 +172,7 @@ def test_one_step_is_the_same_with_either_kernel_set(kin_root, tmp_path):
     """model.kernels=cpu (XLA:CPU routes) and =xla (plain XLA ops) give the same train step."""
     c = tiny_config.get_config(kin_root)
     c.model.dropout_rate = 0.0
-    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
         batches = [next(it)]
     results = {}
     for kernels in ("xla", "cpu"):
@@ -190,7 +190,7 @@ def test_rematerialised_step_is_the_same_step(kin_root, tmp_path):
     c = tiny_config.get_config(kin_root)
     c.model.dropout_rate = 0.0
     c.model.kernels = "xla"
-    with pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
         batches = [next(it)]
     results = {}
     for remat in ("none", "dots"):
@@ -203,7 +203,7 @@ def test_rematerialised_step_is_the_same_step(kin_root, tmp_path):
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_root, tmp_path, monkeypatch):
     c = tiny_config.get_config(kin_root)
     c.num_epochs = 8.0
-    original = pipeline.TrainIterator.__next__
+    original = train_pipeline.TrainIterator.__next__
 
     def poisoned(self):
         batch = original(self)
@@ -212,7 +212,7 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_ro
             batch["pathway0"][0, 0, 0, 0, 0] = np.nan
         return batch
 
-    monkeypatch.setattr(pipeline.TrainIterator, "__next__", poisoned)
+    monkeypatch.setattr(train_pipeline.TrainIterator, "__next__", poisoned)
     workdir = str(tmp_path / "run")
     with pytest.raises(train.NonFiniteLossError, match=r"step 6: .*loss_ce=nan"):
         train.train_and_evaluate(c, workdir)

@@ -1,6 +1,6 @@
 """Ego-Exo distillation targets from the official offline teacher files, as a picklable ``aux_fn``.
 
-The grain pipeline (:mod:`egoexo_jax.data.pipeline`) calls ``aux_fn(meta)`` for every sample in
+The grain pipeline (:mod:`egoexo_jax.data.train_pipeline`, :mod:`egoexo_jax.data.eval_pipeline`) calls ``aux_fn(meta)`` for every sample in
 its data workers; :class:`OfflineTeacherTargets` is such a function.  ``meta`` is
 :func:`egoexo_jax.data.samples.sample_meta`: ``dataset``, ``split``, ``key``, ``video_id``,
 ``frame_indices [T] int64``, ``num_video_frames`` and ``transform`` (the sample's
@@ -388,7 +388,7 @@ def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[OfflineTeacherTar
         ``none | file | online``; files ``ego.file``, ``object.file``,
         ``interaction.detections`` (a folder), ``interaction.mode``,
         ``interaction.repeated_frames``; ``allow_missing``).
-      data_cfg: ``pipeline.default_data_config(...)``-style config (``num_frames``, ``dataset``).
+      data_cfg: ``default_data_config(...)``-style config (``num_frames``, ``dataset``).
       model_cfg: ``models.default_model_config()``-style config (``arch``, ``alpha``,
         ``object_classes``; MViT: ``mvit.patch_stride``).
 

@@ -12,7 +12,7 @@ The sampling rules per dataset are in `transforms.py`; this file wires them to t
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from egoexo_jax.data.sources import Item
 from egoexo_jax.data.video import VideoReader, read_jpeg_frames
 
 DEFAULT_BGR = {"kinetics": False, "charades_ego": True, "epic100": True, "epic55": True}
+
+# `meta -> dict of fixed-shape arrays` merged into each sample (see `sample_meta` for `meta`).
+AuxFn = Callable[[dict], dict]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +178,7 @@ def sample_meta(item: Item, clip: Clip, params: transforms.SpatialParams, split:
 
 
 def make_sample(item: Item, view: View, rng: np.random.Generator | None, opts: SampleOptions, *,
-                split: str, video_level_labels: bool, aux_fn=None,
+                split: str, video_level_labels: bool, aux_fn: AuxFn | None = None,
                 clip: Clip | None = None) -> dict[str, np.ndarray]:
     """Decodes (unless `clip` is given) and transforms one sample; merges `aux_fn(meta)` into it.
 

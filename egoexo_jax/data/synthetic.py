@@ -6,7 +6,7 @@ frame-list layout (JPEG folders, per-frame multi-labels, hand-object detections)
 `write_epic55_data(root)` writes an egocentric set in the EPIC-Kitchens-55 layout (flat
 `{video_id}/frame_*.jpg` folders, verb / noun action segments in the annotation-table columns,
 unlabelled S1 / S2 test lists, hand-object detections by absolute frame number). The real readers
-(`kinetics.py`, `charades_ego.py`, `epic_kitchens.py`, `teacher_scores.py`, `handobj.py`, `pipeline.py`) read
+(`kinetics.py`, `charades_ego.py`, `epic_kitchens.py`, `teacher_scores.py`, `handobj.py`, the pipelines) read
 them unchanged.
 
 Generative story
