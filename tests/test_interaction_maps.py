@@ -78,16 +78,6 @@ def test_rasterise_soft_hard_inclusive_end_cells():
         im.rasterise(boxes, scores, [0, 0, 3], num_frames=3, grid=7)
 
 
-def test_slow_indices():
-    np.testing.assert_array_equal(im.slow_indices(32, 8), [0, 4, 8, 13, 17, 22, 26, 31])
-    np.testing.assert_array_equal(im.slow_indices(16, 4), [0, 5, 10, 15])
-    np.testing.assert_array_equal(im.slow_indices(8, 8), np.arange(8))
-    for t_fast in range(1, 70):
-        for t_slow in range(2, t_fast + 1):
-            ref = np.floor(np.linspace(0, t_fast - 1, t_slow) + 1e-9).astype(int)
-            np.testing.assert_array_equal(im.slow_indices(t_fast, t_slow), ref)
-
-
 def test_build_targets_channels_and_slow_selection():
     hands = np.array([[0.0, 0.0, 0.1, 0.1, 0.7, 31]], np.float32)
     objs = np.array([[0.5, 0.5, 0.6, 0.6, 0.4, 13], [0.5, 0.5, 0.6, 0.6, 0.9, 12]], np.float32)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from egoexo_jax import predict
+from egoexo_jax.slow_frames import slow_indices
 from egoexo_jax.data import fake_media, synthetic, transforms
 
 
@@ -140,7 +141,7 @@ def test_predict_cli_on_a_trained_demo_checkpoint(quick_demo_root, tmp_path, cap
     assert img.shape[1] == 8 * cell and 0 < header < 60
     # Slow frames of the only view: clip frames floor(linspace(0, 31, 8))[[0, 7]] = video frames 0, 31.
     fast = transforms.kinetics_clip_indices(32, num_frames=8, sampling_rate=4, fps=30.0, clip_idx=0, num_clips=1)
-    slow = fast[transforms.slow_indices(8, 4)]
+    slow = fast[slow_indices(8, 2)]
     assert slow.tolist() == [0, 31] and has_hand[slow].tolist() == [True, False]
     frame_row, hand_row, obj_row = (img[header + r * cell: header + (r + 1) * cell] for r in range(3))
     hand_col, no_hand_col = (hand_row[:, c * cell:(c + 1) * cell] for c in (0, 7))

@@ -14,7 +14,7 @@ Follows docs/egoexo-method.md §2.3 steps 1–4 and pitfall 9, i.e. the official
    ``max(current, score)`` (``'soft'``) or ``1`` (``'hard'``) (:func:`rasterise`).
 4. SlowFast students predict maps for the slow frames only: the maps are built for all fast
    frames and the frames ``floor(linspace(0, T_fast - 1, T_slow))`` are kept
-   (:func:`slow_indices`, :func:`build_targets`).
+   (:func:`egoexo_jax.slow_frames.slow_indices`, :func:`build_targets`).
 
 Quirks kept on purpose: boxes lying completely outside the crop are clipped onto the border and
 still paint border cells; the box rescale uses the official single factor ``new_long / long``
@@ -29,13 +29,14 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from egoexo_jax.slow_frames import slow_indices
+
 __all__ = [
     "short_side_resize",
     "uniform_crop_offset",
     "transform_boxes",
     "transform_rows",
     "rasterise",
-    "slow_indices",
     "build_targets",
     "REPEATED_FRAME_RULES",
     "last_positions",
@@ -186,19 +187,6 @@ def rasterise(boxes_norm: np.ndarray, scores: np.ndarray, frame_idx: np.ndarray,
     return maps
 
 
-def slow_indices(t_fast: int, t_slow: int) -> np.ndarray:
-    """``floor(linspace(0, t_fast - 1, t_slow))`` as ``[t_slow] int64``.
-
-    Computed exactly in integers (``i * (t_fast - 1) // (t_slow - 1)``) so an index that is
-    mathematically an integer can never drop by one through float rounding; for 32 -> 8 this is
-    ``0, 4, 8, 13, 17, 22, 26, 31`` and for 16 -> 4 ``0, 5, 10, 15``.
-    """
-    if t_slow <= 1:
-        return np.zeros((max(t_slow, 0),), np.int64)
-    i = np.arange(t_slow, dtype=np.int64)
-    return (i * (t_fast - 1)) // (t_slow - 1)
-
-
 def last_positions(frame_positions: Sequence[int]) -> np.ndarray:
     """``[T] int64``: for clip frame ``i``, the last clip index ``j`` with
     ``frame_positions[j] == frame_positions[i]`` (``i`` itself when the frame is not repeated)."""
@@ -246,7 +234,7 @@ def build_targets(hand_rows: np.ndarray, obj_rows: np.ndarray, num_frames: int, 
         normalised to the crop (output of :func:`transform_rows`; the official ``meta`` rows).
       num_frames: ``T`` clip frames the rows index (32 for SlowFast 8x8, 8 for Slow).
       grid: map side.
-      slow_frames: if given, keep only frames :func:`slow_indices` ``(num_frames, slow_frames)``
+      slow_frames: if given, keep only frames ``slow_indices(num_frames, slow_frames)``
         (SlowFast: maps on the slow pathway); ``None`` keeps all ``T``.
       mode: ``'soft'`` or ``'hard'``.
 

@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from egoexo_jax.slow_frames import slow_indices
+
 
 # ----------------------------------------------------------------------------------------------
 # Temporal sampling.
@@ -275,16 +277,12 @@ def spatial_transform(frames: np.ndarray, params: SpatialParams, *, mean=0.45, s
 # Pathways.
 
 
-def slow_indices(num_frames: int, alpha: int) -> np.ndarray:
-    """Which of the `num_frames` fast frames the slow pathway takes: floor(linspace(0, T-1, T // alpha))."""
-    return np.linspace(0.0, num_frames - 1, num_frames // alpha).astype(np.int64)
-
-
 def pack_pathways(frames: np.ndarray, *, arch: str, alpha: int = 4) -> list[np.ndarray]:
     """`[T, H, W, C]` clip -> the model's input list.
 
-    'slowfast': [slow `[T // alpha, H, W, C]`, fast `[T, H, W, C]`]; any other arch: [frames].
+    'slowfast': [slow `[T // alpha, H, W, C]`, fast `[T, H, W, C]`] with the slow frames at
+    `slow_indices(T, T // alpha)`; any other arch: [frames].
     """
     if arch == "slowfast":
-        return [frames[slow_indices(frames.shape[0], alpha)], frames]
+        return [frames[slow_indices(frames.shape[0], frames.shape[0] // alpha)], frames]
     return [frames]

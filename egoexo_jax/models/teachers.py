@@ -37,6 +37,7 @@ import numpy as np
 from absl import logging
 
 from egoexo_jax.models.resnet2d import ResNet2D
+from egoexo_jax.slow_frames import slow_indices
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "EgoTeacher", "ObjectTeacher", "OnlineTeachers", "TeacherError",
@@ -241,10 +242,10 @@ def load_ego_teacher(path: str, dtype=None):
 
 
 def frame_indices(num_frames: int, k: int) -> np.ndarray:
-    """``floor(linspace(0, num_frames - 1, k))`` (static, int64); the slow-pathway rule."""
+    """The slow-frame rule :func:`egoexo_jax.slow_frames.slow_indices` (static, int64), ``1 <= k <= T``."""
     if k < 1 or k > num_frames:
         raise ValueError(f"cannot take {k} frames of a {num_frames}-frame clip (need 1 <= K <= T)")
-    return np.linspace(0.0, num_frames - 1, k).astype(np.int64)
+    return slow_indices(num_frames, k)
 
 
 def _vec(v: Norm) -> jax.Array:
