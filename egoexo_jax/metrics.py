@@ -34,7 +34,6 @@ __all__ = [
     "epic_accuracy",
     "epic_accuracy_subsets",
     "ensemble_views",
-    "read_epic_annotations",
     "read_epic_tail_classes",
     "read_epic_unseen_participants",
 ]
@@ -300,30 +299,9 @@ def ensemble_views(view_scores: np.ndarray, method: str = "sum") -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Readers of the official EPIC-KITCHENS-100 annotation csvs (csv module; no pandas needed).
+# Readers of the EPIC-KITCHENS-100 scoring lists (csv module; the annotation tables themselves
+# are read by egoexo_jax.data.epic_kitchens).
 # ---------------------------------------------------------------------------------------------
-
-
-def read_epic_annotations(path: str | os.PathLike) -> Dict[str, np.ndarray]:
-    """Read ``EPIC_100_{train,validation}.csv``.
-
-    Returns:
-      ``narration_id``, ``participant_id``, ``video_id`` (object arrays of str),
-      ``start_frame``, ``stop_frame``, ``verb_class``, ``noun_class`` (int64 arrays; class
-      columns are -1 when the csv has none, e.g. the test timestamps).
-    """
-    columns = {name: [] for name in ("narration_id", "participant_id", "video_id", "start_frame",
-                                     "stop_frame", "verb_class", "noun_class")}
-    with open(path, newline="") as fp:
-        for row in csv.DictReader(fp):
-            for name, values in columns.items():
-                value = row.get(name)
-                if name in ("narration_id", "participant_id", "video_id"):
-                    values.append(value)
-                else:
-                    values.append(int(value) if value not in (None, "") else -1)
-    return {name: np.asarray(values, dtype=object if name in ("narration_id", "participant_id", "video_id") else np.int64)
-            for name, values in columns.items()}
 
 
 def read_epic_tail_classes(path: str | os.PathLike) -> np.ndarray:

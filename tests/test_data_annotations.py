@@ -1,6 +1,7 @@
 """Dataset indexes from the official list/annotation formats (kinetics.py, charades_ego.py,
 epic_kitchens.py), including the real EPIC-100 validation csv."""
 
+import csv
 import sys
 
 import numpy as np
@@ -92,6 +93,16 @@ def test_epic100_validation_csv_real_file(fixtures_dir):
           first.verb, first.noun) == ("P01_11_0", "P01", "P01_11", 1, 113, 0, 2)
   assert first.frames("/epic")[0] == "/epic/P01/rgb_frames/P01_11/frame_0000000001.jpg"
   assert all(s.stop_frame >= s.start_frame for s in segments)
+  # Cross-check rows against a plain csv.reader parse (quoted list columns with commas).
+  with open(fixtures_dir / "epic100" / "EPIC_100_validation.csv", newline="") as fp:
+    rows = list(csv.reader(fp))
+  for i in (0, 4321, 9667):
+    row = dict(zip(rows[0], rows[i + 1]))
+    s = segments[i]
+    assert (s.key, s.participant_id, s.video_id) == (row["narration_id"], row["participant_id"],
+                                                     row["video_id"])
+    assert (s.start_frame, s.stop_frame, s.verb, s.noun) == tuple(
+        int(row[c]) for c in ("start_frame", "stop_frame", "verb_class", "noun_class"))
 
 
 def test_epic100_test_timestamps_have_no_labels(fixtures_dir):
