@@ -67,9 +67,9 @@ def get_config(variant: str = ""):
         return c
     # Single stages: the same configs the demo runs, on an existing data folder.
     from egoexo_jax import demo  # pylint: disable=import-outside-toplevel
-    from egoexo_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.demo_data import demo_sets  # pylint: disable=import-outside-toplevel
     root = os.environ.get("EGOEXO_DEMO_DATA", "/tmp/egoexo_demo/data")
-    paths = synthetic.demo_paths(root)
+    paths = demo_sets.demo_paths(root)
     if variant == "finetune":
         stage = demo.finetune_config(paths, c.demo, init_from="")
     else:

@@ -3,7 +3,7 @@
 Stages, each an ordinary training run in its own sub-folder of the workdir (so each resumes on
 its own and leaves its checkpoints, ``metrics.jsonl``, TensorBoard events and result tables):
 
-1. ``data/``: :func:`egoexo_jax.data.synthetic.write_demo_data` writes a "Kinetics" pre-training
+1. ``data/``: :func:`egoexo_jax.demo_data.demo_sets.write_demo_data` writes a "Kinetics" pre-training
    set (motion classes, mp4 + official csv lists + the three teacher files) and an egocentric
    multi-label set in the Charades-Ego frame-list layout (+ hand-object detections).
 2. ``pretrain_baseline/``: the student pre-trained with the action loss only.
@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 from egoexo_jax import config_schema
-from egoexo_jax.data import synthetic
+from egoexo_jax.demo_data import demo_sets
 from egoexo_jax.models import presets
 
 STAGES = ("pretrain_baseline", "pretrain_egoexo", "finetune_baseline", "finetune_egoexo")
@@ -62,7 +62,7 @@ def _common(c: ml_collections.ConfigDict, demo: ml_collections.ConfigDict) -> No
     c.schedule.policy = "cosine"
 
 
-def pretrain_config(paths: synthetic.DemoPaths, demo: ml_collections.ConfigDict, *, egoexo: bool):
+def pretrain_config(paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict, *, egoexo: bool):
     c = config_schema.base_config()
     c.data.update(path_to_data_dir=paths.kinetics_dir, path_prefix=paths.kinetics_prefix,
                   num_classes=paths.num_pretrain_classes)
@@ -83,7 +83,7 @@ def pretrain_config(paths: synthetic.DemoPaths, demo: ml_collections.ConfigDict,
     return c
 
 
-def finetune_config(paths: synthetic.DemoPaths, demo: ml_collections.ConfigDict, init_from: str):
+def finetune_config(paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict, init_from: str):
     c = config_schema.base_config()
     c.data = config_schema.default_data_config("charades_ego")
     c.data.update(path_to_data_dir=paths.charades_dir, path_prefix=paths.charades_prefix)
@@ -100,7 +100,7 @@ def finetune_config(paths: synthetic.DemoPaths, demo: ml_collections.ConfigDict,
     return c
 
 
-def stage_configs(paths: synthetic.DemoPaths, demo: ml_collections.ConfigDict, workdir: str) -> Dict[str, ml_collections.ConfigDict]:
+def stage_configs(paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict, workdir: str) -> Dict[str, ml_collections.ConfigDict]:
     out = {"pretrain_baseline": pretrain_config(paths, demo, egoexo=False),
            "pretrain_egoexo": pretrain_config(paths, demo, egoexo=True)}
     for kind in ("baseline", "egoexo"):
@@ -144,7 +144,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     data_root = demo.data_root or os.path.join(workdir, "data")
     print(f"[demo] writing the synthetic datasets to {data_root} ...", flush=True)
-    paths = synthetic.write_demo_data(
+    paths = demo_sets.write_demo_data(
         data_root, seed=demo.seed, num_pretrain_videos=demo.pretrain_videos,
         num_finetune_videos=demo.finetune_videos, height=demo.height, width=demo.width_px,
         num_frames=demo.video_frames, finetune_frames=demo.finetune_video_frames)

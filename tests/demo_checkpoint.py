@@ -36,9 +36,9 @@ def one_device_env(**extra) -> dict:
 
 def train_quick_demo(root: pathlib.Path) -> pathlib.Path:
     """Writes the quick demo data under ``root/data`` and trains ``root/pretrain_egoexo``."""
-    from egoexo_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.demo_data import demo_sets  # pylint: disable=import-outside-toplevel
 
-    paths = synthetic.write_demo_data(root / "data", **QUICK_DATA)
+    paths = demo_sets.write_demo_data(root / "data", **QUICK_DATA)
     workdir = root / "pretrain_egoexo"
     cmd = [sys.executable, "-m", "egoexo_jax.main", "--config=configs/demo.py:pretrain",
            f"--workdir={workdir}", *QUICK_OVERRIDES]

@@ -10,7 +10,8 @@ import pytest
 
 from egoexo_jax import config_schema, losses, models, optim, sharding, train
 from egoexo_jax.convert import load_pyslowfast
-from egoexo_jax.data import aux_targets, handobj, synthetic, teacher_scores
+from egoexo_jax.data import aux_targets, handobj, teacher_scores
+from egoexo_jax.demo_data import demo_sets
 from egoexo_jax.models import presets
 from egoexo_jax.models import teachers as teachers_lib
 
@@ -182,7 +183,7 @@ def test_online_teachers_stay_frozen_and_have_no_optimizer_state():
 
 @pytest.mark.slow
 def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path):
-    paths = synthetic.write_demo_data(tmp_path / "data", num_pretrain_videos=24, num_finetune_videos=8,
+    paths = demo_sets.write_demo_data(tmp_path / "data", num_pretrain_videos=24, num_finetune_videos=8,
                                       height=32, width=40, num_frames=20, finetune_frames=20)
     c = _tiny_config()
     c.model.num_classes = (paths.num_pretrain_classes,)

@@ -1,4 +1,4 @@
-"""EPIC-Kitchens-55: the generated set in the official layout (egoexo_jax/data/synthetic.py) read by
+"""EPIC-Kitchens-55: the generated set in the official layout (egoexo_jax/demo_data/epic55.py) read by
 the real readers, Ego-Exo* targets from its detection files, and a fine-tune of the
 configs/finetune_epic55.py recipe that trains, validates, keeps the best state, tests on the S1 /
 S2 lists and writes the result files."""
@@ -15,7 +15,8 @@ import pytest
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, train
 from egoexo_jax.data import epic_kitchens, sources, train_pipeline
-from egoexo_jax.data import synthetic as syn
+from egoexo_jax.demo_data.epic55 import (EPIC55_LABEL_COLUMNS, EPIC55_NOUNS, EPIC55_VERBS,
+                                         write_epic55_data)
 from egoexo_jax.models import presets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -30,7 +31,7 @@ def recipe(variant=None):
 
 @pytest.fixture(scope="module")
 def epic55(tmp_path_factory):
-    return syn.write_epic55_data(tmp_path_factory.mktemp("data"))
+    return write_epic55_data(tmp_path_factory.mktemp("data"))
 
 
 def tiny(paths, variant=None, arch="slowfast"):
@@ -66,7 +67,7 @@ def tiny(paths, variant=None, arch="slowfast"):
 def test_generated_set_reads_in_the_official_layout(epic55):
     annotations = pathlib.Path(epic55.annotations)
     header = (annotations / "EPIC_train_action_labels.csv").read_text().split("\n")[0]
-    assert header.split(",") == list(syn.EPIC55_LABEL_COLUMNS)
+    assert header.split(",") == list(EPIC55_LABEL_COLUMNS)
     c = tiny(epic55)
     train_source = sources.build_source(c.data, "train")
     segments = epic_kitchens.read_epic_annotations(annotations / "EPIC_train_action_labels.csv", "epic55")
@@ -74,7 +75,7 @@ def test_generated_set_reads_in_the_official_layout(epic55):
     for i, seg in enumerate(segments):
         item = train_source.item(i)
         assert item.dataset == "epic55" and item.key == seg.key and item.video_id == seg.video_id
-        assert 0 <= item.verb < len(syn.EPIC55_VERBS) and 0 <= item.noun < len(syn.EPIC55_NOUNS)
+        assert 0 <= item.verb < len(EPIC55_VERBS) and 0 <= item.noun < len(EPIC55_NOUNS)
         # Flat layout {video_id}/frame_{n:010d}.jpg, n = start_frame.. (1-based).
         assert item.media[0] == os.path.join(epic55.frames, seg.video_id, f"frame_{seg.start_frame:010d}.jpg")
         assert os.path.isfile(item.media[len(item.media) - 1]) and item.frame_offset == seg.start_frame
@@ -89,7 +90,7 @@ def test_generated_set_reads_in_the_official_layout(epic55):
     bad = annotations.parent / "bad.csv"
     lines = (annotations / "EPIC_val_action_labels.csv").read_text().split("\n")
     fields = lines[1].split(",")
-    fields[syn.EPIC55_LABEL_COLUMNS.index("verb_class")] = "125"
+    fields[EPIC55_LABEL_COLUMNS.index("verb_class")] = "125"
     bad.write_text("\n".join([lines[0], ",".join(fields)]) + "\n")
     with pytest.raises(Exception, match=r"bad\.csv:2:.*verb_class 125 outside \[0, 125\)"):
         epic_kitchens.read_epic_annotations(bad, "epic55")

@@ -10,7 +10,8 @@ from PIL import Image
 
 from egoexo_jax import predict
 from egoexo_jax.slow_frames import slow_indices
-from egoexo_jax.data import fake_media, synthetic, transforms
+from egoexo_jax.data import fake_media, transforms
+from egoexo_jax.demo_data import pretrain_scenes, render
 
 
 def test_predict_prints_table_and_writes_maps(fixtures_dir, tmp_path, capsys):
@@ -109,10 +110,10 @@ from demo_checkpoint import quick_demo_root  # noqa: E402,F401  pylint: disable=
 def _hand_then_no_hand_video(path, num_frames=32, height=48, width=64):
     """A demo-generator scene whose first half shows a hand and whose second half does not
     (the same scene rendered with and without its hand). Returns the per-frame hand flags."""
-    _, scene = synthetic.pretrain_video(7, 10, height=height, width=width, num_frames=num_frames)
+    _, scene = pretrain_scenes.pretrain_video(7, 10, height=height, width=width, num_frames=num_frames)
     assert scene.hand_present and scene.ego  # an egocentric scene: a large hand from the bottom
-    with_hand = synthetic.render_scene(scene)
-    without = synthetic.render_scene(dataclasses.replace(scene, hand_present=False))
+    with_hand = render.render_scene(scene)
+    without = render.render_scene(dataclasses.replace(scene, hand_present=False))
     has_hand = np.arange(num_frames) < num_frames // 2
     frames = np.where(has_hand[:, None, None, None], with_hand.frames, without.frames)
     assert not np.isnan(with_hand.hand_boxes[0]).any()  # the palm is visible in frame 0

@@ -1,4 +1,4 @@
-"""The generated demo datasets (egoexo_jax/data/synthetic.py) in the official formats: they load
+"""The generated demo datasets (egoexo_jax/demo_data/) in the official formats: they load
 through the real readers and pipelines, teachers and detections match the scenes, single frames
 carry no class information, generation is deterministic and idempotent."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from egoexo_jax.data import aux_targets, charades_ego, eval_pipeline, kinetics, train_pipeline
 from egoexo_jax.data.config import default_data_config
-from egoexo_jax.data import synthetic as syn
+from egoexo_jax.demo_data import demo_sets, fake_teachers, finetune_scenes, pretrain_scenes, render
 from egoexo_jax.data import handobj, teacher_scores
 from egoexo_jax.data.video import VideoReader, read_jpeg_frames
 
@@ -23,7 +23,7 @@ GEOMETRY = dict(height=48, width=64)
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
   root = tmp_path_factory.mktemp("demo")
-  return syn.write_demo_data(root, **SMALL)
+  return demo_sets.write_demo_data(root, **SMALL)
 
 
 def kinetics_videos(paths, split):
@@ -53,7 +53,7 @@ def file_digests(root):
 
 def test_layout_marker_and_class_files(demo):
   root = demo.root
-  assert demo == syn.demo_paths(root)
+  assert demo == demo_sets.demo_paths(root)
   with open(os.path.join(root, "COMPLETE"), encoding="utf-8") as f:
     marker = json.load(f)
   assert {k: marker[k] for k in SMALL} == SMALL and marker["fps"] == 30
@@ -76,7 +76,7 @@ def test_kinetics_splits_cover_all_videos_once(demo):
   videos = {split: kinetics_videos(demo, split) for split in ("train", "val", "test")}
   keys = {split: [v.key for v in vs] for split, vs in videos.items()}
   for v in sum(videos.values(), []):
-    assert v.key == syn.kinetics_key(index_of(v.key), v.label, SMALL["num_frames"], 30)
+    assert v.key == demo_sets.kinetics_key(index_of(v.key), v.label, SMALL["num_frames"], 30)
     assert v.label == index_of(v.key) % 8 and os.path.isfile(v.path)
   counts = {s: len(k) for s, k in keys.items()}
   assert counts == {"train": 28, "val": 6, "test": 6}
@@ -93,13 +93,13 @@ def test_teacher_scores_for_every_key_and_matching_the_scenes(demo):
   assert sorted(ego.keys()) == sorted(keys) == sorted(obj.keys())
   ego_right = top1_in_peaks = 0
   for key in keys:
-    _, scene = syn.pretrain_video(SMALL["seed"], index_of(key), num_frames=SMALL["num_frames"],
+    _, scene = pretrain_scenes.pretrain_video(SMALL["seed"], index_of(key), num_frames=SMALL["num_frames"],
                                   **GEOMETRY)
     ego_right += int(np.argmax(ego[key]) == int(scene.ego))
-    peaks = syn.object_teacher_classes(scene.shape, scene.colour_index)
+    peaks = fake_teachers.object_teacher_classes(scene.shape, scene.colour_index)
     top1_in_peaks += int(np.argmax(obj[key]) in peaks)
   assert ego_right >= 0.9 * len(keys) and top1_in_peaks == len(keys)
-  assert 0.2 < np.mean([syn.pretrain_video(3, i, num_frames=4, **GEOMETRY)[1].ego
+  assert 0.2 < np.mean([pretrain_scenes.pretrain_video(3, i, num_frames=4, **GEOMETRY)[1].ego
                         for i in range(40)]) < 0.8
 
 
@@ -107,9 +107,9 @@ def test_kinetics_detections_follow_the_decoded_object(demo):
   dets = handobj.HandObjectDetections(demo.kinetics_detections)
   h, w = SMALL["height"], SMALL["width"]
   for video in kinetics_videos(demo, "train")[:10]:
-    label, scene = syn.pretrain_video(SMALL["seed"], index_of(video.key),
+    label, scene = pretrain_scenes.pretrain_video(SMALL["seed"], index_of(video.key),
                                       num_frames=SMALL["num_frames"], **GEOMETRY)
-    rendered = syn.render_scene(scene)
+    rendered = render.render_scene(scene)
     with VideoReader(video.path) as reader:
       assert reader.num_frames == SMALL["num_frames"] and reader.fps == 30
       decoded = reader.read(np.arange(reader.num_frames))
@@ -141,7 +141,7 @@ def test_kinetics_detections_follow_the_decoded_object(demo):
     # Boxes follow the class motion (x / y centre, area).
     centre = (objs[:, :2] + objs[:, 2:4]) / 2
     area = (objs[:, 2] - objs[:, 0] + 1) * (objs[:, 3] - objs[:, 1] + 1)
-    name = syn.PRETRAIN_CLASSES[label]
+    name = pretrain_scenes.PRETRAIN_CLASSES[label]
     signal = {"move_left": -centre[:, 0], "move_right": centre[:, 0], "move_up": -centre[:, 1],
               "move_down": centre[:, 1], "grow": area, "shrink": -area}.get(name)
     if signal is not None:
@@ -161,8 +161,8 @@ def test_charades_frame_lists_labels_and_detections(demo):
   dets = handobj.HandObjectDetections(demo.charades_detections)
   for video in train + test:
     index = int(video.key[1:5])
-    assert video.key == syn.charades_video_id(index) == video.video_id
-    scene, actions = syn.finetune_video(SMALL["seed"], index, num_frames=SMALL["finetune_frames"],
+    assert video.key == demo_sets.charades_video_id(index) == video.video_id
+    scene, actions = finetune_scenes.finetune_video(SMALL["seed"], index, num_frames=SMALL["finetune_frames"],
                                         **GEOMETRY)
     assert video.num_frames == SMALL["finetune_frames"] and 1 <= len(actions) <= 2
     want = sorted((j, a.label) for a in actions for j in range(a.first, a.last + 1))
@@ -176,7 +176,7 @@ def test_charades_frame_lists_labels_and_detections(demo):
     assert np.all(objs[:, [0, 2]] <= SMALL["width"] - 1) and np.all(objs[:, :4] >= 0)
     assert scene.ego and scene.hand_present
   frames = read_jpeg_frames(train[0].frames, np.arange(train[0].num_frames))
-  rendered = syn.render_scene(syn.finetune_video(
+  rendered = render.render_scene(finetune_scenes.finetune_video(
       SMALL["seed"], int(train[0].key[1:5]), num_frames=SMALL["finetune_frames"], **GEOMETRY)[0])
   assert np.abs(frames.astype(int) - rendered.frames).mean() < 6
 
@@ -279,10 +279,10 @@ def test_single_frames_carry_no_class_information():
   single, motion, labels = [], [], []
   num_frames, lag = 24, 8
   for i in range(400):
-    label, scene = syn.pretrain_video(11, i, num_frames=num_frames, **GEOMETRY)
+    label, scene = pretrain_scenes.pretrain_video(11, i, num_frames=num_frames, **GEOMETRY)
     geometry = lambda k: np.concatenate([scene.obj_center[k], [np.log(scene.obj_size[k])]])
     t = int(rng.integers(0, num_frames))  # one frame, anywhere in the video
-    colour = syn.render_scene(scene).frames[t].reshape(-1, 3).mean(0)
+    colour = render.render_scene(scene).frames[t].reshape(-1, 3).mean(0)
     angle = scene.obj_angle[t]
     single.append(np.concatenate([geometry(t), [np.cos(angle), np.sin(angle)], colour]))
     t = int(rng.integers(0, num_frames - lag))  # two frames `lag` apart
@@ -290,7 +290,7 @@ def test_single_frames_carry_no_class_information():
     motion.append(np.concatenate([geometry(t + lag) - geometry(t), [turn]]))
     labels.append(label)
   single, motion, labels = np.array(single), np.array(motion), np.array(labels)
-  chance = 1 / len(syn.PRETRAIN_CLASSES)
+  chance = 1 / len(pretrain_scenes.PRETRAIN_CLASSES)
   assert nearest_class_mean_accuracy(single, labels, 8) < chance + 0.1
   assert nearest_class_mean_accuracy(single[:, -3:], labels, 8) < chance + 0.1  # colour alone
   assert nearest_class_mean_accuracy(motion, labels, 8) > 0.9
@@ -308,10 +308,10 @@ def test_single_frames_carry_no_class_information():
 
 def test_deterministic_in_seed(tmp_path):
   params = dict(SMALL, num_pretrain_videos=8, num_finetune_videos=2)
-  a = file_digests(syn.write_demo_data(tmp_path / "a", **params).root)
-  b = file_digests(syn.write_demo_data(tmp_path / "b", **params).root)
+  a = file_digests(demo_sets.write_demo_data(tmp_path / "a", **params).root)
+  b = file_digests(demo_sets.write_demo_data(tmp_path / "b", **params).root)
   assert a == b and any(k.endswith(".mp4") for k in a) and any(k.endswith(".jpg") for k in a)
-  c = file_digests(syn.write_demo_data(tmp_path / "c", **dict(params, seed=4)).root)
+  c = file_digests(demo_sets.write_demo_data(tmp_path / "c", **dict(params, seed=4)).root)
   assert sorted(a) == sorted(c)  # same names
   changed = [k for k in a if a[k] != c[k]]
   assert any(k.endswith(".pkl") for k in changed) and any(k.endswith(".csv") for k in changed)
@@ -321,15 +321,15 @@ def test_idempotent_and_marker_checked(tmp_path):
   params = dict(SMALL, num_pretrain_videos=3, num_finetune_videos=2, num_frames=8,
                 finetune_frames=10)
   root = tmp_path / "d"
-  paths = syn.write_demo_data(root, **params)
+  paths = demo_sets.write_demo_data(root, **params)
   train_csv = os.path.join(paths.kinetics_dir, "train.csv")
   marker = os.path.join(paths.root, "COMPLETE")
   stamps = (os.stat(train_csv).st_mtime_ns, os.stat(marker).st_mtime_ns)
   (root / "unrelated.txt").write_text("kept")
-  assert syn.write_demo_data(root, **params) == paths
+  assert demo_sets.write_demo_data(root, **params) == paths
   assert (os.stat(train_csv).st_mtime_ns, os.stat(marker).st_mtime_ns) == stamps
   # Other parameters: regenerated, marker updated, unrelated files kept.
-  syn.write_demo_data(root, **dict(params, seed=9))
+  demo_sets.write_demo_data(root, **dict(params, seed=9))
   with open(marker, encoding="utf-8") as f:
     assert json.load(f)["seed"] == 9
   assert (root / "unrelated.txt").read_text() == "kept"
@@ -337,8 +337,8 @@ def test_idempotent_and_marker_checked(tmp_path):
   os.unlink(marker)
   os.unlink(train_csv)
   (root / ".partial-left-behind").mkdir()
-  syn.write_demo_data(root, **params)
+  demo_sets.write_demo_data(root, **params)
   assert os.path.isfile(train_csv) and os.path.isfile(marker)
   assert not [n for n in os.listdir(root) if n.startswith(".partial")]
   with pytest.raises(ValueError):
-    syn.write_demo_data(tmp_path / "e", **dict(params, num_pretrain_videos=2))
+    demo_sets.write_demo_data(tmp_path / "e", **dict(params, num_pretrain_videos=2))
