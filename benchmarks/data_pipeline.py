@@ -34,11 +34,23 @@ import time
 import av
 import numpy as np
 
-from egoexo_jax.data import fake_media, samples, transforms
+from egoexo_jax.data import samples, transforms
 from egoexo_jax.data.sources import Item
 from egoexo_jax.data.video import VideoReader
+from egoexo_jax.demo_data import media
 
 NUM_FRAMES, SAMPLING_RATE, ALPHA = 32, 2, 4
+
+
+def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarray:
+  """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
+  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+  t = index / 30.0
+  r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
+  g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
+  b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
+  noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
+  return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
 
 
 def write_videos(folder: str, count: int, keyint: int | None) -> list[str]:
@@ -47,10 +59,8 @@ def write_videos(folder: str, count: int, keyint: int | None) -> list[str]:
   paths = []
   for i in range(count):
     path = os.path.join(folder, f"video{i}.mp4")
-    fake_media.write_video(path, 300, height=256, width=340, fps=30, crf=23, preset="medium",
-                           gop=keyint, x264_params="scenecut=0" if keyint else None,
-                           image_fn=lambda k, h, w, i=i: fake_media.textured_frame(k + 1000 * i,
-                                                                                   h, w))
+    media.write_mp4(path, (textured_frame(k + 1000 * i) for k in range(300)), fps=30, crf=23,
+                    preset="medium", gop=keyint, x264_params="scenecut=0" if keyint else None)
     paths.append(path)
   return paths
 

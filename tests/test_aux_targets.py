@@ -12,12 +12,12 @@ import pytest
 
 from egoexo_jax import models
 from egoexo_jax.data import aux_targets as at
-from egoexo_jax.data import fake_media as fm
 from egoexo_jax.data import interaction_maps as im
-from egoexo_jax.data import eval_pipeline, samples, sources, train_pipeline
+from egoexo_jax.data import eval_pipeline, handobj, samples, sources, teacher_scores, train_pipeline
 from egoexo_jax.data.config import default_data_config
-from egoexo_jax.data import handobj, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
+
+import fake_media as fm
 
 LENGTHS = [40, 50, 60]  # Kinetics videos v0, v1, v2 (48 x 64, 30 fps)
 LEFT_BOX = [0.0, 0.0, 12.0, 47.0]  # object box on the left edge of the 64 x 48 frame

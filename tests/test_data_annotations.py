@@ -61,9 +61,10 @@ def test_charades_malformed_rows(tmp_path):
 
 
 def test_charades_official_csv(tmp_path):
-  from egoexo_jax.data import fake_media as fm  # pylint: disable=g-import-not-at-top
-  fm.write_jpegs([str(tmp_path / "rgb" / "XY9EGO" / f"XY9EGO-{i:06d}.jpg") for i in range(1, 49)],
-                 [fm.coded_frame(i) for i in range(48)])
+  import fake_media as fm  # pylint: disable=g-import-not-at-top
+  from egoexo_jax.demo_data import media  # pylint: disable=g-import-not-at-top
+  media.write_jpegs([str(tmp_path / "rgb" / "XY9EGO" / f"XY9EGO-{i:06d}.jpg") for i in range(1, 49)],
+                    [fm.coded_frame(i) for i in range(48)])
   (tmp_path / "CharadesEgo_v1_train.csv").write_text(
       "id,subject,scene,quality,relevance,verified,script,objects,descriptions,actions,length,"
       "egocentric,charades_video\n"

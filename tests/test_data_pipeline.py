@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from egoexo_jax.data import fake_media as fm
 from egoexo_jax.data import eval_pipeline, samples, sources, train_pipeline, transforms
 from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.data.errors import TooManyBadInputsError
+
+import fake_media as fm
 
 LENGTHS = [60, 70, 80, 90, 100, 110]
 

@@ -4,9 +4,10 @@
 import numpy as np
 import pytest
 
-from egoexo_jax.data import fake_media as fm
 from egoexo_jax.data import eval_pipeline, tfds_builders, train_pipeline
 from egoexo_jax.data.config import default_data_config
+
+import fake_media as fm
 
 
 def aux_key(meta):

@@ -5,9 +5,11 @@ import os
 import numpy as np
 import pytest
 
-from egoexo_jax.data import fake_media as fm
 from egoexo_jax.data.video import (DecodeError, FrameSequence, VideoReader, epic_frame_path,
                                    epic_frame_sequence, read_jpeg_frames, read_video_clip)
+from egoexo_jax.demo_data import media
+
+import fake_media as fm
 
 N = 150
 
@@ -108,7 +110,7 @@ def test_bad_video_files_raise_decode_error(tmp_path):
 def test_jpeg_folders_charades_and_epic_layouts(tmp_path):
   images = [fm.coded_frame(i) for i in range(1, 13)]
   charades = [str(tmp_path / "rgb" / "AB12EGO" / f"AB12EGO-{i:06d}.jpg") for i in range(1, 13)]
-  fm.write_jpegs(charades, images)
+  media.write_jpegs(charades, images)
   seq = FrameSequence.from_paths(charades)
   assert seq.template is not None and len(seq) == 12 and seq[11] == charades[11]
   frames = read_jpeg_frames(seq, [0, 2, 2, 11, 40])
@@ -118,7 +120,7 @@ def test_jpeg_folders_charades_and_epic_layouts(tmp_path):
   # EPIC: absolute 1-based frame numbers in the file name.
   assert epic_frame_path("/d", "P01", "P01_11", 7) == "/d/P01/rgb_frames/P01_11/frame_0000000007.jpg"
   epic = epic_frame_sequence(str(tmp_path / "epic"), "P01", "P01_11", 5, 9)
-  fm.write_jpegs([epic[i] for i in range(len(epic))], [fm.coded_frame(n) for n in range(5, 10)])
+  media.write_jpegs([epic[i] for i in range(len(epic))], [fm.coded_frame(n) for n in range(5, 10)])
   assert codes(read_jpeg_frames(epic, [0, 4])) == [5, 9]
   assert os.path.basename(epic[0]) == "frame_0000000005.jpg"
   # Encoded bytes work the same as paths.
@@ -128,7 +130,7 @@ def test_jpeg_folders_charades_and_epic_layouts(tmp_path):
 
 def test_missing_or_corrupt_jpeg_raises(tmp_path):
   paths = [str(tmp_path / f"v-{i:06d}.jpg") for i in range(1, 4)]
-  fm.write_jpegs(paths[:2], [fm.coded_frame(0)] * 2)
+  media.write_jpegs(paths[:2], [fm.coded_frame(0)] * 2)
   with pytest.raises(DecodeError, match="missing"):
     read_jpeg_frames(FrameSequence.from_paths(paths), [0, 2])
   with pytest.raises(DecodeError):
@@ -191,7 +193,7 @@ def test_clip_longer_than_its_video_is_flagged_padded(tmp_path):
     assert clip.padded is padded
     assert clip.positions.max() <= n - 1
   frames = [str(tmp_path / "f.jpg")] * 10
-  fm.write_jpegs(frames[:1], [fm.coded_frame(0)])
+  media.write_jpegs(frames[:1], [fm.coded_frame(0)])
   item = Item("charades_ego", "x", "x", frames)
   clip = samples.decode_clip(item, samples.View("train"), np.random.default_rng(0), opts)
   assert clip.padded  # 10 frames, a clip of (8 - 1) * 4 + 1 = 29

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from egoexo_jax import config_schema, evaluate, metrics, sharding
-from egoexo_jax.data import fake_media
+
+import fake_media
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import pytest
 
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import cli, train
-from egoexo_jax.data import fake_media
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.models import presets
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import fake_media  # noqa: E402  pylint: disable=wrong-import-position
 import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

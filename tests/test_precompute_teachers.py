@@ -16,8 +16,10 @@ import pytest
 from egoexo_jax import config_schema, models, precompute_teachers as pt
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.convert.export import save_converted
-from egoexo_jax.data import fake_media, teacher_scores
+from egoexo_jax.data import teacher_scores
 from egoexo_jax.models import presets, teachers
+
+import fake_media
 
 NUM_VIDEOS = 5
 CORRUPT = "broken/corrupt.mp4"

@@ -9,9 +9,11 @@ import pytest
 from PIL import Image
 
 from egoexo_jax import predict
+from egoexo_jax.data import transforms
+from egoexo_jax.demo_data import media, pretrain_scenes, render
 from egoexo_jax.slow_frames import slow_indices
-from egoexo_jax.data import fake_media, transforms
-from egoexo_jax.demo_data import pretrain_scenes, render
+
+import fake_media
 
 
 def test_predict_prints_table_and_writes_maps(fixtures_dir, tmp_path, capsys):
@@ -117,7 +119,7 @@ def _hand_then_no_hand_video(path, num_frames=32, height=48, width=64):
     has_hand = np.arange(num_frames) < num_frames // 2
     frames = np.where(has_hand[:, None, None, None], with_hand.frames, without.frames)
     assert not np.isnan(with_hand.hand_boxes[0]).any()  # the palm is visible in frame 0
-    fake_media.write_video(path, num_frames, height=height, width=width, image_fn=lambda i, h, w: frames[i])
+    media.write_mp4(path, frames, fps=30, crf=0)
     return has_hand
 
 

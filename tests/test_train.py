@@ -18,10 +18,11 @@ import pytest
 
 from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, optim, sharding, train
-from egoexo_jax.data import fake_media, train_pipeline
+from egoexo_jax.data import train_pipeline
 from egoexo_jax.models import norm
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import fake_media  # noqa: E402  pylint: disable=wrong-import-position
 import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """A tiny SlowFast training config on a generated Kinetics-format folder (tests only).
 
 ``get_config("DATA_ROOT")``: DATA_ROOT holds ``train.csv``/``val.csv``/``test.csv`` and the videos
-(``egoexo_jax.data.fake_media.write_kinetics_dataset``). Usable as a recipe file:
+(``tests/fake_media.py``: ``write_kinetics_dataset``). Usable as a recipe file:
 ``python -m egoexo_jax.main --config=tests/tiny_config.py:DATA_ROOT --workdir=...``.
 """
 from egoexo_jax import config_schema

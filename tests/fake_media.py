@@ -1,18 +1,21 @@
-"""Small generated videos and JPEG frame folders whose frames say their own index.
+"""Test helper: small generated videos and JPEG frame folders whose frames say their own index.
 
-Used by the data tests and the data-pipeline benchmark. A "coded" frame shows its index as 16
-black/white blocks (2 rows x 8 columns, bit k of the index in block k, row-major), which survives
-H.264 and JPEG compression, so a reader's frame-index bookkeeping can be checked exactly.
+A "coded" frame shows its index as 16 black/white blocks (2 rows x 8 columns, bit k of the index
+in block k, row-major), which survives H.264 and JPEG compression, so a reader's frame-index
+bookkeeping can be checked exactly. Files are written with the package's media writers
+(`egoexo_jax.demo_data.media`).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Callable, Sequence
 
-import av
 import numpy as np
 from PIL import Image
+
+from egoexo_jax.demo_data import media
 
 CODE_BITS = 16
 
@@ -45,61 +48,18 @@ def read_code(frame: np.ndarray) -> int:
     return value
 
 
-def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarray:
-    """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    t = index / 30.0
-    r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
-    g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
-    b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
-    noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
-    return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
-
-
 def write_video(path: str | os.PathLike, num_frames: int, *, height: int = 48, width: int = 64,
-                fps: int = 30, codec: str = "libx264", crf: int = 0, gop: int | None = None,
-                preset: str = "ultrafast", x264_params: str | None = None,
-                image_fn: Callable[[int, int, int], np.ndarray] = coded_frame,
-                faststart: bool = False, rotation: int = 0) -> None:
-    """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p).
-
-    `gop` sets the keyframe interval, `x264_params` extra libx264 options (e.g. "scenecut=0").
-    `faststart` puts the index (moov) before the frames, as streaming sites do; `rotation` stores a
-    display rotation of that many degrees counter-clockwise (what phones write).
-    """
-    options = {"movflags": "faststart"} if faststart else {}
-    container = av.open(os.fspath(path), "w", options=options)
-    try:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if rotation:
-            stream.set_display_rotation(rotation)
-        if codec == "libx264":
-            stream.options = {"crf": str(crf), "preset": preset}
-            if x264_params:
-                stream.options = {**stream.options, "x264-params": x264_params}
-        if gop:
-            stream.codec_context.gop_size = gop
-        for i in range(num_frames):
-            frame = av.VideoFrame.from_ndarray(image_fn(i, height, width), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    finally:
-        container.close()
-
-
-def write_jpegs(paths: Sequence[str | os.PathLike], images: Sequence[np.ndarray], *,
-                quality: int = 95) -> None:
-    """Writes `[H, W, 3] uint8` RGB images as JPEGs (creating folders)."""
-    for path, image in zip(paths, images):
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        Image.fromarray(image).save(path, quality=quality)
+                fps: int = 30, crf: int = 0,
+                image_fn: Callable[[int, int, int], np.ndarray] = coded_frame, **options) -> None:
+    """Encodes frames `image_fn(i, height, width)` for i < num_frames into an mp4 (yuv420p) with
+    the package writer (`egoexo_jax.demo_data.media.write_mp4`; `options`: its gop, preset,
+    x264_params, faststart, rotation, codec). Lossless (crf 0) by default."""
+    frames = (image_fn(i, height, width) for i in range(num_frames))
+    media.write_mp4(path, frames, fps=fps, crf=crf, size=(height, width), **options)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
-    import io  # pylint: disable=g-import-not-at-top
+    """The JPEG file bytes of `[H, W, 3] uint8` RGB `image` (for readers given bytes, not paths)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
@@ -143,8 +103,8 @@ def write_charades_dataset(root: str | os.PathLike, lengths: Sequence[int],
         vid = f"C{i}EGO"
         ids.append(vid)
         rel = [f"{vid}/{vid}-{j + 1:06d}.jpg" for j in range(n)]
-        write_jpegs([os.path.join(root, "rgb", r) for r in rel],
-                    [coded_frame(j, height, width) for j in range(n)])
+        media.write_jpegs([os.path.join(root, "rgb", r) for r in rel],
+                          [coded_frame(j, height, width) for j in range(n)])
         for j in range(n):
             rows.append(f'{vid} {vid} {j + 1} {rel[j]} "{",".join(str(c) for c in labels[i][j])}"')
     for list_name in lists:
@@ -163,8 +123,8 @@ def write_epic_dataset(root: str | os.PathLike, video_lengths: dict[str, int],
     for video, n in video_lengths.items():
         participant = video.split("_")[0]
         folder = os.path.join(root, "frames", participant, "rgb_frames", video)
-        write_jpegs([os.path.join(folder, f"frame_{k:010d}.jpg") for k in range(1, n + 1)],
-                    [coded_frame(k, height, width) for k in range(1, n + 1)])
+        media.write_jpegs([os.path.join(folder, f"frame_{k:010d}.jpg") for k in range(1, n + 1)],
+                          [coded_frame(k, height, width) for k in range(1, n + 1)])
     rows = [EPIC_COLUMNS]
     for i, (video, start, stop, verb, noun) in enumerate(segments):
         participant = video.split("_")[0]
