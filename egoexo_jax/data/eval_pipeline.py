@@ -19,7 +19,7 @@ import numpy as np
 from egoexo_jax.data import samples
 from egoexo_jax.data.bad_inputs import BadInputLog
 from egoexo_jax.data.errors import TooManyBadInputsError
-from egoexo_jax.data.grain_hosts import (HostBlock, close_iterator, host_batch_size,
+from egoexo_jax.data.grain_hosts import (GrainIterator, HostBlock, host_batch_size,
                                          process_layout, to_iterator)
 from egoexo_jax.data.samples import AuxFn
 from egoexo_jax.data.sources import build_source
@@ -92,7 +92,7 @@ class _EvalLoader:
         return sample
 
 
-class EvalIterator:
+class EvalIterator(GrainIterator):
     """One pass over this host's evaluation batches; `len()` = number of batches (same on every host).
 
     Batch fields: the training fields with evaluation labels (Charades-Ego video-level), plus
@@ -122,17 +122,6 @@ class EvalIterator:
         except StopIteration:
             self.close()
             raise
-
-    def close(self) -> None:
-        if self._iterator is not None:
-            close_iterator(self._iterator)
-            self._iterator = None
-
-    def __enter__(self) -> "EvalIterator":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def eval_view_mode(data_cfg, split: str) -> tuple[str, int]:

@@ -9,11 +9,11 @@ samples in global order whatever P is (and BatchNorm groups of consecutive clips
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import grain
 
-__all__ = ["process_layout", "host_batch_size", "HostBlock", "to_iterator", "close_iterator"]
+__all__ = ["process_layout", "host_batch_size", "HostBlock", "to_iterator", "GrainIterator"]
 
 
 def process_layout(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -49,11 +49,25 @@ def to_iterator(ds: grain.MapDataset, cfg) -> Any:
     return iter(it_ds)
 
 
-def close_iterator(iterator) -> None:
-    """Stops an iterator's worker processes / threads when it has a ``close``."""
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        close()
+class GrainIterator:
+    """Base of the pipelines' iterators: `_iterator` is the running grain iterator (None when
+    stopped); `close()` stops it, also on leaving a `with` block."""
+
+    _iterator: Any = None
+
+    def close(self) -> None:
+        """Stops the worker processes / threads (they restart on the next `next`)."""
+        if self._iterator is not None:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()
+            self._iterator = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class HostBlock:

@@ -27,7 +27,7 @@ import numpy as np
 from egoexo_jax.data import samples
 from egoexo_jax.data.bad_inputs import BadInputLog
 from egoexo_jax.data.errors import TooManyBadInputsError
-from egoexo_jax.data.grain_hosts import (HostBlock, close_iterator, host_batch_size,
+from egoexo_jax.data.grain_hosts import (GrainIterator, HostBlock, host_batch_size,
                                          process_layout, to_iterator)
 from egoexo_jax.data.samples import AuxFn
 from egoexo_jax.data.sources import build_source
@@ -84,7 +84,7 @@ class _TrainLoader:
             f"be read (last: {reasons[-1]}); see the bad-input log {self.log.path or '(disabled)'}")
 
 
-class TrainIterator:
+class TrainIterator(GrainIterator):
     """Infinite iterator of host batches with `get_state()` / `set_state()`.
 
     Batch fields: `pathway0` `[B, T_slow, S, S, 3] float32` (the only pathway for non-SlowFast archs),
@@ -147,18 +147,6 @@ class TrainIterator:
         self._batches = int(state["batches"])
         self._bad = int(state["bad_inputs"])
         self._attempts = int(state["attempts"])
-
-    def close(self) -> None:
-        """Stops worker processes (they restart on the next `next`)."""
-        if self._iterator is not None:
-            close_iterator(self._iterator)
-            self._iterator = None
-
-    def __enter__(self) -> "TrainIterator":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
