@@ -287,19 +287,24 @@ def test_charades_ego_frame_list_positions_and_length_check(tmp_path):
                             split="train", video_level_labels=False, aux_fn=aux)
 
 
-def test_epic_absolute_one_based_frame_numbers(tmp_path):
-    segments = [("P01_01", 5, 20, 1, 2), ("P01_01", 22, 30, 3, 4)]  # the second ends on frame 30
+def epic_video_with_detections(tmp_path, segments, num_frames):
+    """One 30-frame EPIC-100 video `P01_01` with `segments`, a Slow `num_frames` x 2 clip config
+    at 64 px, and its detection file (list position n <-> frame_{n:010d}.jpg; position 0 is a
+    placeholder). Returns (recording aux_fn, sample options, train source)."""
     fm.write_epic_dataset(tmp_path, {"P01_01": 30}, segments)
     cfg = default_data_config("epic100")
     cfg.path_to_data_dir, cfg.path_prefix = str(tmp_path), str(tmp_path / "frames")
-    cfg.num_frames, cfg.sampling_rate = 4, 2
+    cfg.num_frames, cfg.sampling_rate = num_frames, 2
     cfg.train_jitter_scales, cfg.train_crop_size, cfg.arch = (64, 64), 64, "slow"
     (tmp_path / "dets").mkdir()
-    # List position n <-> frame_{n:010d}.jpg; position 0 is a placeholder.
     write_video_dets(tmp_path / "dets" / "P01_01.npy", 0, 31, placeholder_first=True)
     aux = Recorder(at.OfflineTeacherTargets(detections=str(tmp_path / "dets"), arch="slow"))
-    opts = samples.SampleOptions.from_config(cfg)
-    source = sources.build_source(cfg, "train")
+    return aux, samples.SampleOptions.from_config(cfg), sources.build_source(cfg, "train")
+
+
+def test_epic_absolute_one_based_frame_numbers(tmp_path):
+    segments = [("P01_01", 5, 20, 1, 2), ("P01_01", 22, 30, 3, 4)]  # the second ends on frame 30
+    aux, opts, source = epic_video_with_detections(tmp_path, segments, num_frames=4)
     for k, (_, start, stop, _, _) in enumerate(segments):
         item = source.item(k)
         clip = samples.decode_clip(item, samples.View("train"), np.random.default_rng(k), opts)
@@ -366,16 +371,8 @@ def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
 
 def test_short_segments_through_the_pipeline_paint_only_the_last_repeat(tmp_path):
     # Segments shorter than the 8 x 2 clip span (15 frames): indices clamp at the segment end.
-    fm.write_epic_dataset(tmp_path, {"P01_01": 30}, [("P01_01", 3, 9, 1, 2), ("P01_01", 12, 17, 3, 4)])
-    cfg = default_data_config("epic100")
-    cfg.path_to_data_dir, cfg.path_prefix = str(tmp_path), str(tmp_path / "frames")
-    cfg.num_frames, cfg.sampling_rate = 8, 2
-    cfg.train_jitter_scales, cfg.train_crop_size, cfg.arch = (64, 64), 64, "slow"
-    (tmp_path / "dets").mkdir()
-    write_video_dets(tmp_path / "dets" / "P01_01.npy", 0, 31, placeholder_first=True)
-    aux = Recorder(at.OfflineTeacherTargets(detections=str(tmp_path / "dets"), arch="slow"))
-    opts = samples.SampleOptions.from_config(cfg)
-    source = sources.build_source(cfg, "train")
+    segments = [("P01_01", 3, 9, 1, 2), ("P01_01", 12, 17, 3, 4)]
+    aux, opts, source = epic_video_with_detections(tmp_path, segments, num_frames=8)
     repeats = 0
     for k in range(2):
         for seed in range(3):
