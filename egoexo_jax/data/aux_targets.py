@@ -1,7 +1,8 @@
 """Ego-Exo distillation targets from the official offline teacher files, as a picklable ``aux_fn``.
 
-The grain pipeline (:mod:`egoexo_jax.data.train_pipeline`, :mod:`egoexo_jax.data.eval_pipeline`) calls ``aux_fn(meta)`` for every sample in
-its data workers; :class:`OfflineTeacherTargets` is such a function.  ``meta`` is
+The grain pipelines (:mod:`egoexo_jax.data.train_pipeline`, :mod:`egoexo_jax.data.eval_pipeline`)
+call ``aux_fn(meta)`` for every sample in their data workers; :class:`OfflineTeacherTargets` is
+such a function.  ``meta`` is
 :func:`egoexo_jax.data.samples.sample_meta`: ``dataset``, ``split``, ``key``, ``video_id``,
 ``frame_indices [T] int64``, ``num_video_frames`` and ``transform`` (the sample's
 :class:`~egoexo_jax.data.transforms.SpatialParams` as a dict: ``orig_h/orig_w``,

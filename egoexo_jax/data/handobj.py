@@ -106,7 +106,8 @@ class VideoDetections:
         try:
             num_frames = len(entries)
         except TypeError:
-            raise TeacherFileError(f"{name}: expected a per-frame sequence, got {type(entries).__name__}") from None
+            raise TeacherFileError(
+                f"{name}: expected a per-frame sequence, got {type(entries).__name__}") from None
         per_kind = {"obj": [], "hand": []}
         dtype = np.float32
         for f in range(num_frames):
@@ -116,12 +117,14 @@ class VideoDetections:
                     raise TypeError
                 pair = tuple(entry)
             except TypeError:
-                raise TeacherFileError(
-                    f"{name}: frame entry {f} is {type(entry).__name__}, expected a pair (objects, hands)") from None
+                raise TeacherFileError(f"{name}: frame entry {f} is {type(entry).__name__}, "
+                                       "expected a pair (objects, hands)") from None
             if len(pair) != 2:
-                raise TeacherFileError(f"{name}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
+                raise TeacherFileError(
+                    f"{name}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
             for kind, value in zip(("obj", "hand"), pair):
-                boxes = _check_dets(value, where=f"{name}: frame entry {f} ({'objects' if kind == 'obj' else 'hands'})")
+                what = "objects" if kind == "obj" else "hands"
+                boxes = _check_dets(value, where=f"{name}: frame entry {f} ({what})")
                 per_kind[kind].append(boxes)
                 if boxes is not None and boxes.dtype == np.float64:
                     dtype = np.float64
@@ -269,7 +272,8 @@ def write_detections(path: str | os.PathLike, per_frame: Sequence[Tuple[Any, Any
     for f, entry in enumerate(per_frame):
         pair = tuple(entry)
         if len(pair) != 2:
-            raise TeacherFileError(f"{path}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
+            raise TeacherFileError(
+                f"{path}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
         for j, value in enumerate(pair):
             if value is not None:
                 value = np.asarray(value)

@@ -9,8 +9,8 @@ downloaded file with the plain unpickler runs whatever it asks for.
 This module loads the same files with an unpickler that resolves only an explicit allow-list
 of globals, all of them constructors of numpy arrays, dtypes and scalars (plus
 ``collections.OrderedDict`` for dict containers and ``_codecs.encode``, which protocol-2 pickles
-use to store byte strings, and the ``bytes`` / ``bytearray`` constructors).  Containers (``dict``, ``list``, ``tuple``),
-``None``, numbers, strings and bytes need no globals at all.  Anything else raises
+use to store byte strings, and the ``bytes`` / ``bytearray`` constructors).  Containers (``dict``,
+``list``, ``tuple``), ``None``, numbers, strings and bytes need no globals at all.  Anything else raises
 :class:`UnsafePickleError` *before* the requested object is called.
 
 Public functions:

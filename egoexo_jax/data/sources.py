@@ -83,10 +83,12 @@ class FileSource:
         self.list_path = split_list(cfg, split)
         self._prefix = cfg.path_prefix
         if cfg.dataset not in DATASETS:
-            raise InputError(f"unknown dataset, config.data.dataset={cfg.dataset!r}, expected one of {DATASETS}")
+            raise InputError(f"unknown dataset, config.data.dataset={cfg.dataset!r}, "
+                             f"expected one of {DATASETS}")
         if not os.path.isdir(cfg.path_to_data_dir or "."):
-            raise MissingFileError(f"data folder not found, config.data.path_to_data_dir={cfg.path_to_data_dir!r}, "
-                                   f"expected the folder holding the {split} list {os.path.basename(self.list_path)}")
+            raise MissingFileError(
+                f"data folder not found, config.data.path_to_data_dir={cfg.path_to_data_dir!r}, "
+                f"expected the folder holding the {split} list {os.path.basename(self.list_path)}")
         if not os.path.isfile(self.list_path):
             raise MissingFileError(f"{split} list not found, {self.list_path}, expected the file named by "
                                    f"config.data.{split}_list inside config.data.path_to_data_dir")

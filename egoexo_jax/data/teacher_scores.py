@@ -71,7 +71,8 @@ class TeacherScores:
             self.name = name or "<teacher scores>"
             data = source
         if not isinstance(data, Mapping):
-            raise TeacherFileError(f"{self.name}: expected a dict of video -> scores, got {type(data).__name__}")
+            raise TeacherFileError(
+                f"{self.name}: expected a dict of video -> scores, got {type(data).__name__}")
         keys = []
         values = None
         for row, (key, value) in enumerate(data.items()):

@@ -196,7 +196,8 @@ class VideoReader:
                 for frame in self._frames:
                     index = self._index_of(frame)
                     if seeked and index > target and not rewound:
-                        landed_late = True  # the demuxer put us after the target: decode from the start instead
+                        # The demuxer put us after the target: decode from the start instead.
+                        landed_late = True
                         break
                     seeked = False
                     self._position = index
@@ -220,8 +221,9 @@ class VideoReader:
                     if k < len(pending) and pending[-1] > last_index + self._tolerance \
                         and last_index < self._expected_last - self._tolerance:
                         raise DecodeError(
-                            f"{self._name} ends at frame {last_index} but frame {pending[-1]} was requested (its "
-                            f"duration promises {self._expected_last + 1} frames): truncated or corrupt")
+                            f"{self._name} ends at frame {last_index} but frame {pending[-1]} was "
+                            f"requested (its duration promises {self._expected_last + 1} frames): "
+                            "truncated or corrupt")
                     if last is not None and k < len(pending):
                         array = self._to_rgb(last)
                         for index in pending[k:]:
@@ -298,7 +300,8 @@ def decode_jpeg(data_or_path: str | os.PathLike | bytes) -> np.ndarray:
     except DecodeError:
         raise
     except (OSError, ValueError, SyntaxError) as e:
-        raise DecodeError(f"cannot decode frame {data_or_path if not isinstance(data_or_path, bytes) else '<bytes>'}: {e}") from e
+        shown = data_or_path if not isinstance(data_or_path, bytes) else "<bytes>"
+        raise DecodeError(f"cannot decode frame {shown}: {e}") from e
 
 
 def read_jpeg_frames(items: Sequence[str | bytes], positions: Sequence[int] | np.ndarray, *,
