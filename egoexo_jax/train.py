@@ -298,8 +298,8 @@ def offline_aux_fn(config, split: str = "train"):
     """The grain ``aux_fn`` adding offline teacher targets (None if every signal is online/off)."""
     if all(config.teachers[s].source != "file" for s in ("ego", "object", "interaction")):
         return None
-    from egoexo_jax.data import aux_targets  # pylint: disable=import-outside-toplevel
-    return aux_targets.from_config(config.teachers, config.data, config.model)
+    from egoexo_jax import offline_teachers  # pylint: disable=import-outside-toplevel
+    return offline_teachers.from_config(config.teachers, config.data, config.model)
 
 
 def check_teacher_files(config, aux_fn) -> Dict[str, int]:

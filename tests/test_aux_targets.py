@@ -16,6 +16,7 @@ from egoexo_jax.data import interaction_maps as im
 from egoexo_jax.data import eval_pipeline, handobj, samples, sources, teacher_scores, train_pipeline
 from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data.errors import TeacherFileError
+from egoexo_jax.offline_teachers import from_config
 
 import fake_media as fm
 
@@ -424,13 +425,13 @@ def test_from_config(kinetics, tmp_path):
     data_cfg = kcfg(kinetics)
     model_cfg = models.default_model_config()
     model_cfg.object_classes = 1000
-    assert at.from_config(teachers(), data_cfg, model_cfg) is None
-    assert at.from_config(teachers(ego=dict(source="online", checkpoint="x")), data_cfg,
-                          model_cfg) is None
-    aux = at.from_config(teachers(ego=dict(source="file", file=str(kinetics / "ego.pkl")),
-                                  interaction=dict(source="file",
-                                                   detections=str(kinetics / "dets"), mode="hard"),
-                                  object=dict(source="online")), data_cfg, model_cfg)
+    assert from_config(teachers(), data_cfg, model_cfg) is None
+    assert from_config(teachers(ego=dict(source="online", checkpoint="x")), data_cfg,
+                       model_cfg) is None
+    aux = from_config(teachers(ego=dict(source="file", file=str(kinetics / "ego.pkl")),
+                               interaction=dict(source="file",
+                                                detections=str(kinetics / "dets"), mode="hard"),
+                               object=dict(source="online")), data_cfg, model_cfg)
     assert aux == at.OfflineTeacherTargets(ego_scores=str(kinetics / "ego.pkl"),
                                            detections=str(kinetics / "dets"), map_mode="hard",
                                            arch="slowfast", alpha=4, object_classes=1000)
@@ -438,19 +439,19 @@ def test_from_config(kinetics, tmp_path):
     assert sorted(out) == ["ego_mask", "ego_target", "interaction_mask", "interaction_target"]
     missing = str(tmp_path / "nope.pkl")
     with pytest.raises(FileNotFoundError, match=r"teachers\.ego\.file.*nope\.pkl"):
-        at.from_config(teachers(ego=dict(source="file", file=missing)), data_cfg, model_cfg)
+        from_config(teachers(ego=dict(source="file", file=missing)), data_cfg, model_cfg)
     with pytest.raises(FileNotFoundError, match=r"teachers\.object\.file.*nope\.pkl"):
-        at.from_config(teachers(object=dict(source="file", file=missing)), data_cfg, model_cfg)
+        from_config(teachers(object=dict(source="file", file=missing)), data_cfg, model_cfg)
     with pytest.raises(FileNotFoundError, match=r"teachers\.interaction\.detections.*nodir"):
-        at.from_config(teachers(interaction=dict(source="file", detections=str(tmp_path / "nodir"))),
-                       data_cfg, model_cfg)
+        from_config(teachers(interaction=dict(source="file", detections=str(tmp_path / "nodir"))),
+                    data_cfg, model_cfg)
     with pytest.raises(ValueError, match=r"teachers\.ego\.file.*empty"):
-        at.from_config(teachers(ego=dict(source="file")), data_cfg, model_cfg)
+        from_config(teachers(ego=dict(source="file")), data_cfg, model_cfg)
     # MViT: T_map = T // temporal patch stride.
     model_cfg.arch = "mvit"
     model_cfg.mvit = ml_collections.ConfigDict({"patch_stride": (2, 4, 4)})
-    aux = at.from_config(teachers(interaction=dict(source="file", detections=str(kinetics / "dets"))),
-                         data_cfg, model_cfg)
+    aux = from_config(teachers(interaction=dict(source="file", detections=str(kinetics / "dets"))),
+                      data_cfg, model_cfg)
     assert aux.map_frames == 4 and aux.arch == "mvit"
 
 

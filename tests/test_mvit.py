@@ -262,13 +262,13 @@ def test_egoexo_heads_through_the_model_config():
     """``presets.egoexo_pretrain_heads`` on an MViT model config: action / ego / object
     projections of one multi-task head on the cls feature, the map head on the final grid,
     whose size is what ``data/aux_targets`` rasterises the teacher maps on."""
-    from egoexo_jax.data import aux_targets
+    from egoexo_jax import offline_teachers
     from egoexo_jax.models import presets
 
     mc = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(_small_v2()))
     module, out, params = _abstract_outputs(mc)
-    assert module.feature_stride == 32 == aux_targets._map_stride(mc)
-    g = mc.crop_size // aux_targets._map_stride(mc)
+    assert module.feature_stride == 32 == offline_teachers.map_stride(mc)
+    g = mc.crop_size // offline_teachers.map_stride(mc)
     assert _shapes({k: v for k, v in out.items() if k != "token_grid"}) == {
         "logits": (2, 400), "probs": (2, 400), "features": (2, 64), "ego_logits": (2, 2),
         "object_logits": (2, 1000), "interaction_logits": (2, 4, g, g, 2)}
@@ -359,8 +359,7 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     v1-style backbone (absolute positions, Q pooling only, K/V unpooled) and no drop-path so
     the objective is fixed and XLA:CPU compiles it quickly; the heads do not depend on it.
     """
-    from egoexo_jax import config_schema, models, optim, sharding, train
-    from egoexo_jax.data import aux_targets
+    from egoexo_jax import config_schema, models, offline_teachers, optim, sharding, train
     from egoexo_jax.models import presets
 
     small = M.MViTConfig(
@@ -389,7 +388,7 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     schedule = optim.make_schedule(c, steps_per_epoch)
     state, _ = train.create_train_state(c, model, tx, mesh)
 
-    b, t, g = 4, 8, 64 // aux_targets._map_stride(c.model)
+    b, t, g = 4, 8, 64 // offline_teachers.map_stride(c.model)
     rng = np.random.default_rng(0)
     batch = sharding.global_batch({
         "pathway0": rng.standard_normal((b, t, 64, 64, 3)).astype(np.float32),
