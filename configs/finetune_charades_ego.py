@@ -1,4 +1,4 @@
-r"""Fine-tuning on Charades-Ego (first-person videos, 157 classes, multi-label; method doc §3, §4).
+r"""Fine-tuning on Charades-Ego (first-person videos, 157 classes, multi-label; docs/method.md#recipes).
 
 The recipe of ``configs/ego-exo/charades-ego/Ego_Exo_*.yaml``: multi-label BCE, SGD (Nesterov,
 wd 1e-4) with base LR 0.25 at a global batch of 64, cosine over 60 epochs without warm-up, head

@@ -1,4 +1,4 @@
-r"""Fine-tuning on EPIC-KITCHENS-100 (verb 97 + noun 300 classes; method doc §3, §4).
+r"""Fine-tuning on EPIC-KITCHENS-100 (verb 97 + noun 300 classes; docs/method.md#recipes).
 
 The recipe of ``configs/ego-exo/epic-kitchen-100/Ego_Exo_*.yaml``: two softmax heads trained with
 CE(verb) + CE(noun), SGD (Nesterov, wd 1e-4) with base LR 0.02 at a global batch of 128, LR x1

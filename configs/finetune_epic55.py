@@ -1,4 +1,4 @@
-r"""Fine-tuning on EPIC-KITCHENS-55 (verb 125 + noun 352 classes; method doc §3, §4, §5.5).
+r"""Fine-tuning on EPIC-KITCHENS-55 (verb 125 + noun 352 classes; docs/method.md#recipes).
 
 The recipe of ``configs/ego-exo/epic-kitchen-55/Ego_Exo_{,star_}SLOWFAST_8x8_R50.yaml``: two
 softmax heads (``headepic``) trained with CE(verb) + CE(noun), SGD (Nesterov, wd 1e-4) with base

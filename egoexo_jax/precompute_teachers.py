@@ -16,8 +16,8 @@ Output, in ``DIR``:
 - ``k400_ego_predicts.pkl``: ``{csv relative path: [2] float32 logits}`` (index 1 = egocentric),
   when the ego teacher is online;
 - ``k400_IN_predicts.pkl``: ``{csv relative path: [num_classes] float32 logits}`` (1000 for the
-  ImageNet teacher), when the object teacher is online. Both are the official formats (method
-  doc §5.2), written by :func:`egoexo_jax.data.teacher_signals.write_score_pickle`, keyed by the
+  ImageNet teacher), when the object teacher is online. Both are the official formats
+  (docs/formats.md#teacher-score-pickles), written by ``teacher_signals.write_score_pickle``, keyed by the
   first field of the list lines exactly (``Item.key``; for Charades-Ego / EPIC lists the video id /
   narration id), so ``--config.teachers.ego.file=DIR/k400_ego_predicts.pkl`` (``source="file"``)
   reads them;

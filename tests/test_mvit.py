@@ -167,7 +167,7 @@ def _tiny_v2(**kw):
 
 
 def test_init_conventions_and_odd_grid():
-    """§9.1 init (LN bias / Linear bias 0.02) and a 10x10 grid whose pooled sizes need
+    """docs/method.md#mvit-initialisation (LN, Linear bias 0.02) and a 10x10 grid whose pooled sizes need
     rescaled distances and table interpolation (5 -> 3 tokens, table sized for 2)."""
     module = M.MViT(_tiny_v2())
     x = jnp.ones((1, 4, 40, 40, 3), jnp.float32)
@@ -351,7 +351,7 @@ def test_converter_maps_egoexo_heads():
 
 
 def test_egoexo_student_trains_with_all_auxiliary_losses():
-    """Acceptance: an Ego-Exo MViT student (ego 2 / object 1000 / interaction map, §2.4
+    """Acceptance: an Ego-Exo MViT student (ego 2 / object 1000 / interaction map, docs/method.md#total-loss
     weights, the MViT AdamW recipe) trains through ``train.create_train_state`` and
     ``train.make_train_step`` on one fixed batch: every loss term stays finite and the task
     and every auxiliary term end lower than they started.

@@ -34,7 +34,7 @@ hand and camera are drawn independently of the class. About `ego_fraction` of th
 and a large hand reaches in from the bottom; the others are static third-person views where a small
 hand is present in some videos.
 
-Teacher signals (as the official files, docs/egoexo-method.md §2, §5.2):
+Teacher signals (as the official files, docs/formats.md#auxiliary-prediction-files):
 
 * `k400_ego_predicts.pkl`: `{csv path: [2] float32 logits}`, index 1 = egocentric;
   logit margin `+-3` for ego / non-ego videos (+0.7 when a third-person video shows a hand) plus

@@ -1,6 +1,6 @@
 """Readers and writers for the official pre-computed Ego-Exo teacher files.
 
-Two kinds of files (see docs/egoexo-method.md §5.2–5.4):
+Two kinds of files (see docs/formats.md#auxiliary-prediction-files):
 
 * **Score pickles** ``k400_ego_predicts.pkl`` (2 values per video, class 1 = egocentric) and
   ``k400_IN_predicts.pkl`` (1000 ImageNet values per video): a pickled ``dict`` mapping the
@@ -18,7 +18,7 @@ Two kinds of files (see docs/egoexo-method.md §5.2–5.4):
   keeps a small LRU cache, and returns rows in the official ``meta`` format
   ``[x1, y1, x2, y2, score, t]`` where ``t`` is the index of the frame *within the clip*.
 
-Which list position a clip frame reads depends on the dataset (pitfall 16):
+Which list position a clip frame reads depends on the dataset (docs/formats.md#detection-list-positions):
 
 =============  ===============================================  =================================
 dataset        file name ``{video}``                            list position of a clip frame

@@ -1,7 +1,7 @@
 """Multiscale Vision Transformers (MViT v1 and v2) with PySlowFast semantics.
 
 Reimplements the ``MViT`` model of the newer facebookresearch/SlowFast repository
-(method doc §9) for the configuration family the official K400 models use:
+(docs/method.md#mvit-students) for the configuration family the official K400 models use:
 ``MODE=conv``, ``POOL_FIRST=False``, fused ``qkv`` projection, layer norm everywhere.
 
 Data flow (channels-last; ``B`` batch, ``C`` width, ``L = T' * H' * W'`` tokens):
@@ -16,7 +16,7 @@ Data flow (channels-last; ``B`` batch, ``C`` width, ``L = T' * H' * W'`` tokens)
   residual pooling;
 - final LayerNorm -> cls token -> dropout -> ``head/projection``; softmax at test.
 
-Ego-Exo students (method doc §2) use the same head fields as the ResNet students
+Ego-Exo students (docs/method.md#mvit-as-an-ego-exo-student) use the same head fields as the ResNet students
 (``egoexo_jax.models.slowfast.ResNetVideo``): ``num_classes`` may list several tasks
 (PySlowFast ``MultiTaskHead``: ``{head_name}/projections_{j}``), ``ego_classes`` /
 ``object_classes`` append the Ego-Score / Object-Score projections to that head (on the
@@ -473,7 +473,7 @@ def mvitv2_b_32x3(num_classes: int = 400, **overrides) -> MViTConfig:
 
 
 # --------------------------------------------------------------------------------------
-# Initialisers (method doc §9.1)
+# Initialisers (docs/method.md#mvit-initialisation)
 # --------------------------------------------------------------------------------------
 def trunc_normal_init(std: float = 0.02, bound: float = 2.0):
     """torch ``trunc_normal_(std=std)``: N(0, std^2) truncated at the *absolute* bounds

@@ -9,7 +9,7 @@ teachers run on the student's own (augmented) clip instead:
   from a PySlowFast ``.pyth``, a converted directory, a training workdir or variables in memory.
 - **Object-Score** (1000-way): a torchvision ImageNet ResNet (:class:`ResNet2D`) applied to
   ``K`` frames of the clip; the ``K`` logit vectors are **averaged**. How the official files
-  aggregated frames is unverified (docs/egoexo-method.md §2.2); averaging logits keeps the
+  aggregated frames is not documented (docs/method.md#object-score); averaging logits keeps the
   target a logit vector, which is what the KD loss soft-maxes (``losses.kd_loss``).
 
 Everything the train step calls is a pure function: teachers are described by frozen
