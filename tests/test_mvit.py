@@ -323,7 +323,7 @@ def test_multitask_and_single_task_heads():
 def test_converter_maps_egoexo_heads():
     """A PySlowFast-named state of an Ego-Exo MViT (``head.projections.{j}``,
     ``handobjhead.*``) converts onto the module, values and layouts intact."""
-    from egoexo_jax.convert.pyslowfast import flax_to_torch_key
+    from egoexo_jax.models.naming import flax_to_torch_key
     from egoexo_jax.models import presets
 
     mc = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(_small_v2()))

@@ -8,7 +8,6 @@ every module parameter must be filled; anything else is an error naming the keys
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Any
 
 import jax
@@ -20,9 +19,10 @@ import yaml
 from egoexo_jax import models
 from egoexo_jax.cli import UserError
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
+from egoexo_jax.models.naming import flax_to_torch_key
 
 __all__ = ["Conversion", "ConversionError", "convert_checkpoint", "load_pyslowfast",
-           "model_config_from_pyslowfast", "variables_from_state_dict", "flax_to_torch_key"]
+           "model_config_from_pyslowfast", "variables_from_state_dict"]
 
 
 class ConversionError(UserError, ValueError):
@@ -115,25 +115,7 @@ def model_config_from_pyslowfast(cfg: dict) -> ml_collections.ConfigDict:
     return c
 
 
-_INDEXED = re.compile(r"^(.*)_(\d+)$")
-_LEAF_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-                  ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
-                  ("batch_stats", "var"): "running_var"}
 _RENAMED_PREFIXES = (("module.", ""), ("headobjhead.", "handobjhead."))
-
-
-def flax_to_torch_key(collection: str, path: tuple[str, ...]) -> str:
-    """``('params', ('s2', 'pathway0_res0', 'branch2', 'a', 'kernel'))`` -> PyTorch key.
-
-    Module names ending in ``_<i>`` are PyTorch list entries (``projections_0`` ->
-    ``projections.0``, ``blocks_3`` -> ``blocks.3``).
-    """
-    leaf = _LEAF_TO_TORCH.get((collection, path[-1]), path[-1])
-    parts = []
-    for p in path[:-1]:
-        m = _INDEXED.match(p)
-        parts.extend([m.group(1), m.group(2)] if m else [p])
-    return ".".join(parts + [leaf])
 
 
 def _to_flax(name: str, value: np.ndarray, target_shape) -> np.ndarray:
