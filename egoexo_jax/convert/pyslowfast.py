@@ -18,6 +18,7 @@ import yaml
 
 from egoexo_jax import models
 from egoexo_jax.cli import UserError
+from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
 from egoexo_jax.models.naming import flax_to_torch_key
 
@@ -60,9 +61,7 @@ def model_config_from_pyslowfast(cfg: dict) -> ml_collections.ConfigDict:
     arch = _get(cfg, "MODEL.ARCH")
     name = _get(cfg, "MODEL.MODEL_NAME")
     if arch == "mvit":
-        from egoexo_jax.models import mvit  # noqa: PLC0415
-
-        return mvit.model_config_from_pyslowfast(cfg)
+        return mvit_yaml.model_config_from_pyslowfast(cfg)
     if arch not in ("slowfast", "slow"):
         raise ConversionError(f"MODEL.ARCH={arch!r} is not supported (expected slowfast, slow or mvit)")
     if name not in _MODEL_NAMES:
