@@ -285,9 +285,9 @@ def test_egoexo_heads_through_the_model_config():
         "score_projection": {"kernel": (1, 1, 1, 512, 2), "bias": (2,)}}
 
     # The JSON round trip of a converted / exported model config keeps the heads.
-    from egoexo_jax.convert import export
+    from egoexo_jax.checkpoint import config_json
 
-    back = export.model_config_from_json(export.model_config_to_json(mc))
+    back = config_json.model_config_from_json(config_json.model_config_to_json(mc))
     assert M.build_from_model_config(back).config == module.config
 
     # Compute dtype: parameters stay float32, every returned score is float32.

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from egoexo_jax import config_schema, models, precompute_teachers as pt
+from egoexo_jax.checkpoint.converted import save_converted
 from egoexo_jax.convert import pyslowfast
-from egoexo_jax.convert.export import save_converted
 from egoexo_jax.data import fake_media, teacher_signals
 from egoexo_jax.models import presets, teachers
 

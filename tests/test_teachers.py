@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from egoexo_jax import config_schema, models
+from egoexo_jax.checkpoint.converted import save_converted
 from egoexo_jax.convert import pyslowfast
-from egoexo_jax.convert.export import save_converted
 from egoexo_jax.convert.torch_zip import load_torch_file
 from egoexo_jax.convert.torchvision_resnet import ConversionError, infer_architecture, load_torchvision_resnet
 from egoexo_jax.models import presets, teachers

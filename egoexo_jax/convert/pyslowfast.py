@@ -8,7 +8,7 @@ every module parameter must be filled; anything else is an error naming the keys
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -225,10 +225,17 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int | None]:
     return ckpt["model_state"], cfg, ckpt.get("epoch")
 
 
-def convert_checkpoint(path: str, dtype: str = "float32") -> Conversion:
-    """Reads ``path`` and builds the matching module and variables (see module doc)."""
+def convert_checkpoint(path: str, dtype: str = "float32",
+                       check: Callable[[ml_collections.ConfigDict, str], None] | None = None) -> Conversion:
+    """Reads ``path`` and builds the matching module and variables (see module doc).
+
+    ``check(model_config, path)``, when given, runs on the architecture read from the stored cfg
+    before any weight is converted, so a checkpoint the caller cannot use fails early.
+    """
     state, cfg, epoch = read_checkpoint(path)
     model_cfg = model_config_from_pyslowfast(cfg)
+    if check is not None:
+        check(model_cfg, path)
     model_cfg.dtype = dtype
     module = models.build(model_cfg)
     try:

@@ -203,20 +203,20 @@ def load_ego_teacher(path: str, dtype=None):
 
     Args:
       path: PySlowFast / Ego-Exo ``.pyth`` file, converted checkpoint directory
-        (``egoexo_jax.convert.export``) or training workdir (newest checkpoint).
+        (``egoexo_jax.checkpoint.converted``) or training workdir (newest checkpoint).
       dtype: compute dtype (None: the checkpoint's / float32).
     Raises:
       TeacherError: the classifier's first head is not 2-way (the message names the file and
         the head size), or the path is none of the above.
     """
     from egoexo_jax import models  # noqa: PLC0415
-    from egoexo_jax.convert import export  # noqa: PLC0415
+    from egoexo_jax.checkpoint import converted as export  # noqa: PLC0415
 
     path = str(path)
     if os.path.isdir(path) and export.is_converted_dir(path):
         _, variables, cfg = export.load_converted(path)
     elif os.path.isdir(path):
-        from egoexo_jax import checkpoint  # noqa: PLC0415
+        from egoexo_jax.checkpoint import workdir as checkpoint  # noqa: PLC0415
 
         if not checkpoint.is_training_workdir(path):
             raise TeacherError(f"{path}: neither a converted checkpoint directory nor a training workdir")
