@@ -287,10 +287,11 @@ def build_teachers(config, model_cfg) -> Tuple[Optional[Callable], Any]:
     online = [s for s in ("ego", "object") if config.teachers[s].source == "online"]
     if not online:
         return None, {}
-    from egoexo_jax.models import teachers as teachers_lib  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import teacher_loading  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.models.teachers import TeacherError  # pylint: disable=import-outside-toplevel
     try:
-        return teachers_lib.from_config(config, model_cfg)
-    except teachers_lib.TeacherError as e:  # a teacher checkpoint or setting the user must change
+        return teacher_loading.from_config(config, model_cfg)
+    except TeacherError as e:  # a teacher checkpoint or setting the user must change
         raise config_schema.ConfigError(str(e)) from e
 
 
