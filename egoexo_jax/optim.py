@@ -117,9 +117,8 @@ def _sgd_without_stored_decay(reference: optax.GradientTransformation, clip, wei
     decayed parameter instead of three.
 
     The decayed gradient ``d = g + wd * p`` feeds both the new momentum buffer and the update;
-    XLA:CPU has no multi-output fusion, so it wrote ``d`` out and read it back (a third pass over
-    every decayed parameter; reduced SlowFast: 800 -> 680 optimizer fusions, the step time moved
-    within noise, BENCHMARKS.md change 14). Here the update recomputes it as
+    XLA:CPU has no multi-output fusion, so a shared ``d`` is written out and read back (a third pass
+    over every decayed parameter). Here the update recomputes it as
     ``g - (-wd) * p``, bitwise the same value, which common-subexpression elimination does not merge
     with ``g + wd * p``, so each consumer fuses its own copy. The state is ``reference``'s
     (checkpoints written with either restore into the other).
