@@ -67,7 +67,7 @@ way, e.g. SlowFast on one 8-GPU node, B=64: ``--config.batch_size=64
 absolute floor, as in PySlowFast, and stays).
 """
 from egoexo_jax import config_schema
-from egoexo_jax.models import mvit, presets
+from egoexo_jax.models import mvit_config, presets
 
 DEFAULT = "slowfast_r50"
 AUX = "data/aux_predictions"
@@ -112,7 +112,7 @@ def online():
 
 
 def mvit_v2_s():
-    model = mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=400))
+    model = mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=400))
     c = egoexo(model)
     c.model.dropout_rate = 0.5  # the MViT recipe's head dropout
     c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,

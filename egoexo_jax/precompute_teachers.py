@@ -7,7 +7,7 @@ write the official offline teacher files.
         [--split=train] [--chunk_size=512] [--batch_size=16] [--merge]
 
 The teachers are the ones ``config.teachers.{ego,object}`` sets to ``source="online"``
-(:func:`egoexo_jax.models.teachers.from_config`: a 2-way ego/exo video classifier and a 2D
+(:func:`egoexo_jax.teacher_loading.from_config`: a 2-way ego/exo video classifier and a 2D
 ImageNet ResNet); the videos are those of the config's ``data.{train,val,test}_list`` (``--split``,
 default ``train``), read with the training data readers (``egoexo_jax.data.sources``).
 
@@ -359,7 +359,7 @@ def _jitted_targets():
 
 def teacher_function(teacher_fn: functools.partial) -> Callable:
     """``(variables, pathways) -> {"ego_target", "object_target"}``, jitted, for the
-    ``functools.partial`` of :func:`egoexo_jax.models.teachers.from_config`.
+    ``functools.partial`` of :func:`egoexo_jax.teacher_loading.from_config`.
 
     The teacher spec is a static argument of one module-level jitted function, so runs with the
     same teachers in one process (a restart, several splits) compile once.
@@ -473,6 +473,7 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
     import jax  # pylint: disable=import-outside-toplevel
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
+    from egoexo_jax import teacher_loading  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data import sources  # pylint: disable=import-outside-toplevel
     from egoexo_jax.models import teachers  # pylint: disable=import-outside-toplevel
 
@@ -505,7 +506,7 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
     computed = 0
     if todo and (max_chunks is None or max_chunks > 0):
         try:
-            teacher_fn, variables = teachers.from_config(config, config.model)
+            teacher_fn, variables = teacher_loading.from_config(config, config.model)
         except teachers.TeacherError as e:
             raise PrecomputeError(f"{where}: {e}") from None
         variables = jax.device_put(variables)

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, train
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import epic_kitchens, pipeline, sources
 from egoexo_jax.data import synthetic as syn
 from egoexo_jax.models import presets

@@ -16,8 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, optim, sharding, train
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import fake_media, pipeline
 from egoexo_jax.models import norm
 

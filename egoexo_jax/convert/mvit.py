@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from egoexo_jax.models.mvit import MViT, mvit_config_from_pyslowfast
+from egoexo_jax.convert.mvit_yaml import mvit_config_from_pyslowfast
+from egoexo_jax.models.mvit import MViT
 
 __all__ = [
     "mvit_module_from_cfg",

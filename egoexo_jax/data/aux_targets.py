@@ -436,6 +436,6 @@ def _map_stride(model_cfg) -> int:
     the official models), computed from ``model_cfg.mvit`` as the model builds it."""
     if model_cfg.arch in ("slowfast", "slow"):
         return 4 * int(np.prod(model_cfg.spatial_strides))
-    from egoexo_jax.models import mvit  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.models import mvit_config  # pylint: disable=import-outside-toplevel
 
-    return mvit.mvit_config_from_model_config(model_cfg).feature_stride
+    return mvit_config.mvit_config_from_model_config(model_cfg).feature_stride
