@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from egoexo_jax.convert.pyslowfast import flax_to_torch_key
+from egoexo_jax.models.naming import flax_to_torch_key
 
 
 def lr_at_epoch(epoch, optimizer_cfg: ml_collections.ConfigDict, schedule_cfg: ml_collections.ConfigDict,
