@@ -143,7 +143,7 @@ def experiment_config(model: str, size: str, *, heads: bool, dtype: str = "float
     ``heads=False`` drops the three Ego-Exo heads and trains on the task CE alone (the baseline)."""
     import pretrain  # noqa: PLC0415  (configs/pretrain.py)
 
-    from egoexo_jax.models import mvit as mvit_lib  # noqa: PLC0415
+    from egoexo_jax.models import mvit_config as mvit_lib  # noqa: PLC0415
     from egoexo_jax.models import presets  # noqa: PLC0415
 
     shape = SHAPES[(model, size)]

@@ -26,7 +26,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from egoexo_jax import config_schema, hostenv, models, optim, sharding, train  # noqa: E402
+from egoexo_jax import config_schema, hostenv, models, optim, sharding, teacher_loading, train  # noqa: E402
 from egoexo_jax.models import teachers as teachers_lib  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
@@ -86,7 +86,7 @@ def main() -> None:
     ego_cfg.data.update(num_frames=d.num_frames, train_crop_size=d.crop)
     ego_module = models.build(ego_cfg.model)
     ego_vars = train.init_variables(ego_module, ego_cfg, 1)
-    obj_module, obj_vars = teachers_lib.load_object_teacher("", depth=args.object_depth,
+    obj_module, obj_vars = teacher_loading.load_object_teacher("", depth=args.object_depth,
                                                              width=args.object_width, seed=2)
     online = teachers_lib.OnlineTeachers(ego=teachers_lib.EgoTeacher.from_module(ego_module),
                                          object=teachers_lib.ObjectTeacher(obj_module, num_frames=args.object_frames))

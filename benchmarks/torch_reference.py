@@ -13,7 +13,7 @@ PyTorch's native NCTHW layout, as PySlowFast runs them:
   relative position biases, residual pooling, ``dim_mul_in_att``, drop path), same head fields.
 
 Widths, kernels, strides and block specs come from the same model config the JAX side is built
-from (``egoexo_jax.models`` config + ``egoexo_jax.models.mvit.block_specs``; those are plain
+from (``egoexo_jax.models`` config + ``egoexo_jax.models.mvit_config.block_specs``; those are plain
 Python), so both sides run the same architecture and shapes. :func:`make_train_step` returns a
 closure doing forward + loss (CE, and the Ego-Exo KL / BCE terms when their weights are set) +
 backward + optimizer step (SGD momentum/Nesterov with coupled weight decay, or AdamW with
@@ -357,7 +357,7 @@ class MViT(nn.Module):
 
     def __init__(self, mcfg):
         super().__init__()
-        from egoexo_jax.models.mvit import block_specs  # pure Python bookkeeping
+        from egoexo_jax.models.mvit_config import block_specs  # pure Python bookkeeping
 
         self.cfg = mcfg
         c = mcfg.embed_dim
@@ -435,7 +435,7 @@ def egoexo_loss(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], we
 def build_model(model_cfg):
     """The torch twin of ``egoexo_jax.models.build(model_cfg)``."""
     if model_cfg.arch == "mvit":
-        from egoexo_jax.models import mvit as mvit_lib  # pure Python config glue
+        from egoexo_jax.models import mvit_config as mvit_lib  # pure Python config glue
 
         return MViT(mvit_lib.mvit_config_from_model_config(model_cfg))
     return ResNetVideo(model_cfg)

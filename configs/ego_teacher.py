@@ -1,7 +1,7 @@
 r"""The Ego-Score teacher: a 2-way video classifier, exocentric (0) vs egocentric (1), on Charades-Ego.
 
 Ego-Exo distils from a binary ego-vs-exo classifier trained on Charades-Ego, whose scenes were
-filmed both in first and in third person (method doc §2.1; class 1 = egocentric). The original
+filmed both in first and in third person (docs/method.md#ego-score; class 1 = egocentric). The original
 repository ships only that teacher's predictions on Kinetics (``k400_ego_predicts.pkl``), not its
 recipe, so the recipe here is our choice: the student architecture initialised from Kinetics, the
 Charades-Ego fine-tuning schedule (SGD, base LR 0.25 at a global batch of 64, cosine over 60

@@ -1,4 +1,4 @@
-r"""Fine-tuning on Charades-Ego (first-person videos, 157 classes, multi-label; method doc §3, §4).
+r"""Fine-tuning on Charades-Ego (first-person videos, 157 classes, multi-label; docs/method.md#recipes).
 
 The recipe of ``configs/ego-exo/charades-ego/Ego_Exo_*.yaml``: multi-label BCE, SGD (Nesterov,
 wd 1e-4) with base LR 0.25 at a global batch of 64, cosine over 60 epochs without warm-up, head
@@ -47,7 +47,7 @@ clips and is *not* rescaled automatically. With another ``--config.batch_size=B`
 """
 from egoexo_jax import config_schema
 from egoexo_jax.data.config import default_data_config
-from egoexo_jax.models import mvit, presets
+from egoexo_jax.models import mvit_config, presets
 
 DEFAULT = "slowfast_r50"
 
@@ -79,7 +79,7 @@ def charades(model, star=False):
 
 
 def mvit_v2_s():
-    c = charades(mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=157)))
+    c = charades(mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=157)))
     c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
                   test_crop_size=224)
     c.optimizer.update(name="adamw", base_lr=4e-4, weight_decay=0.05, no_decay="1d",

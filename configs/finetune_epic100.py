@@ -1,4 +1,4 @@
-r"""Fine-tuning on EPIC-KITCHENS-100 (verb 97 + noun 300 classes; method doc §3, §4).
+r"""Fine-tuning on EPIC-KITCHENS-100 (verb 97 + noun 300 classes; docs/method.md#recipes).
 
 The recipe of ``configs/ego-exo/epic-kitchen-100/Ego_Exo_*.yaml``: two softmax heads trained with
 CE(verb) + CE(noun), SGD (Nesterov, wd 1e-4) with base LR 0.02 at a global batch of 128, LR x1
@@ -50,7 +50,7 @@ clips and is *not* rescaled automatically. With another ``--config.batch_size=B`
 """
 from egoexo_jax import config_schema
 from egoexo_jax.data.config import default_data_config
-from egoexo_jax.models import mvit, presets
+from egoexo_jax.models import mvit_config, presets
 
 DEFAULT = "slowfast_r50"
 
@@ -82,7 +82,7 @@ def epic(model, star=False):
 
 
 def mvit_v2_s():
-    c = epic(mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=97)))
+    c = epic(mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=97)))
     c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
                   test_crop_size=224)
     c.precise_bn.enabled = False  # no BatchNorm

@@ -1,4 +1,4 @@
-r"""Fine-tuning on EPIC-KITCHENS-55 (verb 125 + noun 352 classes; method doc §3, §4, §5.5).
+r"""Fine-tuning on EPIC-KITCHENS-55 (verb 125 + noun 352 classes; docs/method.md#recipes).
 
 The recipe of ``configs/ego-exo/epic-kitchen-55/Ego_Exo_{,star_}SLOWFAST_8x8_R50.yaml``: two
 softmax heads (``headepic``) trained with CE(verb) + CE(noun), SGD (Nesterov, wd 1e-4) with base
@@ -56,7 +56,7 @@ clips (``model.bn_group_size``) whatever B is.
 """
 from egoexo_jax import config_schema
 from egoexo_jax.data.config import default_data_config
-from egoexo_jax.models import mvit, presets
+from egoexo_jax.models import mvit_config, presets
 
 DEFAULT = "slowfast_r50"
 
@@ -87,7 +87,7 @@ def epic55(model, star=False):
 
 
 def mvit_v2_s():
-    c = epic55(mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=125)))
+    c = epic55(mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=125)))
     c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
                   test_crop_size=224)
     c.precise_bn.enabled = False  # no BatchNorm

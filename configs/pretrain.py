@@ -1,4 +1,4 @@
-r"""Ego-Exo pre-training on Kinetics-400 (method doc §2.4, §4).
+r"""Ego-Exo pre-training on Kinetics-400 (docs/method.md#total-loss, docs/method.md#recipes).
 
 The K400 recipe of ``configs/ego-exo/k400/Ego_Exo_{SLOWFAST,SLOW}_8x8_R50.yaml``: the baseline
 recipe (``pretrain_baseline.py``: SGD, LR 0.8 at batch 512, 34 warm-up epochs from 0.08, cosine,
@@ -27,7 +27,7 @@ Variants:
   the same two teachers once over ``train.csv`` instead and writes the two score files (official
   format) for the file-based variants.
 - ``mvit_v2_s``: an MViTv2-S 16x4 student (16 frames at stride 4, 224 crops, 1 x 5 test views)
-  with the Ego-Exo loss, trained with the MViT K400 AdamW recipe of method doc §9.2: base LR 1e-4
+  with the Ego-Exo loss, trained with the MViT K400 AdamW recipe (docs/method.md#mvit-recipes): base LR 1e-4
   per 8-GPU node of 16 clips, here for 8 nodes (reference batch 128, base LR 8e-4), weight decay
   0.05 without decay on 1-D parameters, 30 warm-up epochs from 1e-6, cosine to 1e-6 over 200
   epochs, gradient clipping at L2 norm 1.0, head dropout 0.5. Not implemented, so not part of
@@ -67,14 +67,14 @@ way, e.g. SlowFast on one 8-GPU node, B=64: ``--config.batch_size=64
 absolute floor, as in PySlowFast, and stays).
 """
 from egoexo_jax import config_schema
-from egoexo_jax.models import mvit, presets
+from egoexo_jax.models import mvit_config, presets
 
 DEFAULT = "slowfast_r50"
 AUX = "data/aux_predictions"
 
 
 def kinetics_recipe(model):
-    """The K400 recipe shared with ``pretrain_baseline.py`` (method doc §4)."""
+    """The K400 recipe shared with ``pretrain_baseline.py`` (docs/method.md#recipes)."""
     c = config_schema.base_config()
     c.model = model
     c.data.update(path_to_data_dir="data/kinetics", path_prefix="data/kinetics/videos",
@@ -92,7 +92,7 @@ def kinetics_recipe(model):
 
 
 def egoexo(model):
-    """Ego-Exo heads, loss weights and the official teacher files (§2.4)."""
+    """Ego-Exo heads, loss weights and the official teacher files (docs/method.md#total-loss)."""
     c = kinetics_recipe(presets.egoexo_pretrain_heads(model))
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
     c.teachers.ego.update(source="file", file=f"{AUX}/k400_ego_predicts.pkl")
@@ -112,7 +112,7 @@ def online():
 
 
 def mvit_v2_s():
-    model = mvit.model_config_from_mvit_config(mvit.mvitv2_s_16x4(num_classes=400))
+    model = mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=400))
     c = egoexo(model)
     c.model.dropout_rate = 0.5  # the MViT recipe's head dropout
     c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,

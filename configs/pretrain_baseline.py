@@ -1,7 +1,7 @@
 r"""Kinetics-400 baseline: supervised pre-training without any Ego-Exo signal.
 
 The plain PySlowFast K400 recipes the Ego-Exo paper compares against (official
-``configs/ego-exo/k400/{SLOWFAST,SLOW}_8x8_R50.yaml``; method doc §4): SGD (Nesterov, momentum 0.9,
+``configs/ego-exo/k400/{SLOWFAST,SLOW}_8x8_R50.yaml``; docs/method.md#recipes): SGD (Nesterov, momentum 0.9,
 wd 1e-4 except BN affine), base LR 0.8 at a global batch of 512, 34 warm-up epochs from 0.08,
 cosine over 200 epochs, head dropout 0.5, precise BN (200 batches), validation and a checkpoint
 every 10 epochs, then the 10 x 3-view test at 256 crops with summed softmax scores.
@@ -44,7 +44,7 @@ MODELS = {
 
 
 def kinetics_recipe(model):
-    """The K400 recipe shared by the baseline and the Ego-Exo pre-training (method doc §4)."""
+    """The K400 recipe shared by the baseline and the Ego-Exo pre-training (docs/method.md#recipes)."""
     c = config_schema.base_config()
     c.model = model
     c.data.update(path_to_data_dir="data/kinetics", path_prefix="data/kinetics/videos",

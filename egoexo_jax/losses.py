@@ -1,4 +1,4 @@
-"""Pure, jit-able losses of Ego-Exo (docs/egoexo-method.md §2, §3, pitfalls 6, 8–10).
+"""Pure, jit-able losses of Ego-Exo (docs/method.md#losses-and-weights).
 
 * :func:`cross_entropy` — single-label CE, batch mean (Kinetics, EPIC verb / noun).
 * :func:`multilabel_bce` — BCE-with-logits over ``B x C`` (Charades-Ego).

@@ -1,6 +1,6 @@
 """Evaluation metrics (numpy): top-k accuracy, Charades-Ego mAP, EPIC-Kitchens-100 accuracies.
 
-Conventions (docs/egoexo-method.md §6, DESIGN.md §3):
+Conventions (docs/method.md#metrics):
 
 * All accuracies are in percent.
 * Ties in a ranking are broken towards the lower class index (a deterministic stand-in for the

@@ -16,7 +16,7 @@ import numpy as np
 
 from egoexo_jax.cli import InputError, MissingFileError
 from egoexo_jax.data import aux_targets, interaction_maps
-from egoexo_jax.models import mvit
+from egoexo_jax.models import mvit_config
 
 __all__ = ["from_config", "map_stride"]
 
@@ -103,4 +103,4 @@ def map_stride(model_cfg) -> int:
     the official models), computed from ``model_cfg.mvit`` as the model builds it."""
     if model_cfg.arch in ("slowfast", "slow"):
         return 4 * int(np.prod(model_cfg.spatial_strides))
-    return mvit.mvit_config_from_model_config(model_cfg).feature_stride
+    return mvit_config.mvit_config_from_model_config(model_cfg).feature_stride

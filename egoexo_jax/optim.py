@@ -23,7 +23,7 @@ import ml_collections
 import optax
 from flax import traverse_util
 
-from egoexo_jax.convert.pyslowfast import flax_to_torch_key
+from egoexo_jax.models.naming import flax_to_torch_key
 
 
 def lr_at_epoch(epoch, optimizer_cfg: ml_collections.ConfigDict, schedule_cfg: ml_collections.ConfigDict,
@@ -97,56 +97,11 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int, para
         if o.weight_decay:
             chain.append(optax.add_decayed_weights(o.weight_decay, mask))
         chain.append(optax.trace(decay=o.momentum, nesterov=o.nesterov))
-        chain.append(optax.scale_by_learning_rate(schedule))
-        return _sgd_without_stored_decay(optax.chain(*chain), chain[0] if o.grad_clip_norm > 0 else None,
-                                         o.weight_decay, mask, o.momentum, o.nesterov, schedule)
-    if o.name == "adamw":
+    elif o.name == "adamw":
         chain.append(optax.scale_by_adam(b1=o.beta1, b2=o.beta2, eps=o.eps))
         if o.weight_decay:
             chain.append(optax.add_decayed_weights(o.weight_decay, mask))
-        chain.append(optax.scale_by_learning_rate(schedule))
     else:
         raise ValueError(f"config.optimizer.name={o.name!r}; expected 'sgd' or 'adamw'")
+    chain.append(optax.scale_by_learning_rate(schedule))
     return optax.chain(*chain)
-
-
-def _sgd_without_stored_decay(reference: optax.GradientTransformation, clip, weight_decay: float, mask,
-                              momentum: float, nesterov: bool, schedule) -> optax.GradientTransformation:
-    """``reference`` (``[clip,] add_decayed_weights(mask), trace, scale_by_learning_rate``) with the
-    same state and the same numbers, computed so that XLA:CPU makes two elementwise passes per
-    decayed parameter instead of three.
-
-    The decayed gradient ``d = g + wd * p`` feeds both the new momentum buffer and the update;
-    XLA:CPU has no multi-output fusion, so it wrote ``d`` out and read it back (a third pass over
-    every decayed parameter; reduced SlowFast: 800 -> 680 optimizer fusions, the step time moved
-    within noise, BENCHMARKS.md change 14). Here the update recomputes it as
-    ``g - (-wd) * p``, bitwise the same value, which common-subexpression elimination does not merge
-    with ``g + wd * p``, so each consumer fuses its own copy. The state is ``reference``'s
-    (checkpoints written with either restore into the other).
-    """
-    def update(grads, state, params):
-        state = list(state)
-        if clip is not None:
-            grads, state[0] = clip.update(grads, state[0], params)
-        trace_state, sched_state = state[-2], state[-1]
-        flat_mask = jax.tree.leaves(mask) if weight_decay else None
-
-        def leaf(i, g, p, t):
-            decayed = weight_decay and flat_mask[i]
-            d = g + weight_decay * p if decayed else g
-            new_t = d + momentum * t
-            if not nesterov:
-                return new_t, new_t
-            d_again = g - (-weight_decay) * p if decayed else g
-            return d_again + momentum * new_t, new_t
-
-        g_leaves, treedef = jax.tree.flatten(grads)
-        out = [leaf(i, g, p, t) for i, (g, p, t) in enumerate(zip(
-            g_leaves, jax.tree.leaves(params), jax.tree.leaves(trace_state.trace)))]
-        step_size = -schedule(sched_state.count)
-        updates = treedef.unflatten([jnp.array(step_size, dtype=u.dtype) * u for u, _ in out])
-        state[-2] = trace_state._replace(trace=treedef.unflatten([t for _, t in out]))
-        state[-1] = sched_state._replace(count=optax.safe_int32_increment(sched_state.count))
-        return updates, tuple(state)
-
-    return optax.GradientTransformation(reference.init, update)

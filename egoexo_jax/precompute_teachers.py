@@ -7,7 +7,7 @@ write the official offline teacher files.
         [--split=train] [--chunk_size=512] [--batch_size=16] [--merge]
 
 The teachers are the ones ``config.teachers.{ego,object}`` sets to ``source="online"``
-(:func:`egoexo_jax.models.teachers.from_config`: a 2-way ego/exo video classifier and a 2D
+(:func:`egoexo_jax.teacher_loading.from_config`: a 2-way ego/exo video classifier and a 2D
 ImageNet ResNet); the videos are those of the config's ``data.{train,val,test}_list`` (``--split``,
 default ``train``), read with the training data readers (``egoexo_jax.data.sources``).
 
@@ -16,10 +16,10 @@ Output, in ``DIR``:
 - ``k400_ego_predicts.pkl``: ``{csv relative path: [2] float32 logits}`` (index 1 = egocentric),
   when the ego teacher is online;
 - ``k400_IN_predicts.pkl``: ``{csv relative path: [num_classes] float32 logits}`` (1000 for the
-  ImageNet teacher), when the object teacher is online. Both are the official formats (method
-  doc §5.2), written by :func:`egoexo_jax.data.teacher_scores.write_score_pickle`, keyed by the
-  first field of the list lines exactly (``Item.key``; for Charades-Ego / EPIC lists the video id /
-  narration id), so ``--config.teachers.ego.file=DIR/k400_ego_predicts.pkl`` (``source="file"``)
+  ImageNet teacher), when the object teacher is online. Both are the official formats
+  (docs/formats.md#teacher-score-pickles), written by ``teacher_scores.write_score_pickle``, keyed
+  by the first field of the list lines exactly (``Item.key``; for Charades-Ego / EPIC lists the
+  video id / narration id), so ``--config.teachers.ego.file=DIR/k400_ego_predicts.pkl`` (``source="file"``)
   reads them;
 - ``bad_inputs.txt``: ``path<TAB>reason`` of every video that could not be decoded (missing,
   empty, corrupt). Such videos are left out of the pickles (the training reader then gives them a
@@ -343,7 +343,7 @@ def _jitted_targets():
 
 def teacher_function(teacher_fn: functools.partial) -> Callable:
     """``(variables, pathways) -> {"ego_target", "object_target"}``, jitted, for the
-    ``functools.partial`` of :func:`egoexo_jax.models.teachers.from_config`.
+    ``functools.partial`` of :func:`egoexo_jax.teacher_loading.from_config`.
 
     The teacher spec is a static argument of one module-level jitted function, so runs with the
     same teachers in one process (a restart, several splits) compile once.
@@ -457,6 +457,7 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
     import jax  # pylint: disable=import-outside-toplevel
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
+    from egoexo_jax import teacher_loading  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data import sources  # pylint: disable=import-outside-toplevel
     from egoexo_jax.models import teachers  # pylint: disable=import-outside-toplevel
 
@@ -489,7 +490,7 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
     computed = 0
     if todo and (max_chunks is None or max_chunks > 0):
         try:
-            teacher_fn, variables = teachers.from_config(config, config.model)
+            teacher_fn, variables = teacher_loading.from_config(config, config.model)
         except teachers.TeacherError as e:
             raise PrecomputeError(f"{where}: {e}") from None
         variables = jax.device_put(variables)

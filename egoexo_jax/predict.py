@@ -145,11 +145,11 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
             crop: Optional[int] = None, save_maps: Optional[str] = None) -> Dict[str, Any]:
     """Scores one video; returns ``{"top": [(name, score)], "scores": [C], "maps_png": path|None}``."""
     import jax  # pylint: disable=import-outside-toplevel
-    from egoexo_jax import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.checkpoint import pretrained  # pylint: disable=import-outside-toplevel
     from egoexo_jax import models  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.config import default_data_config  # pylint: disable=import-outside-toplevel
 
-    model_cfg, variables, what = ckpt_lib.load_pretrained(checkpoint, flag="--checkpoint")
+    model_cfg, variables, what = pretrained.load_pretrained(checkpoint, flag="--checkpoint")
     if save_maps and not model_cfg.interaction_head:  # before scoring any view
         raise InputError(f"{what} has no interaction-map head, --save-maps {save_maps}, expected an Ego-Exo "
                          "student checkpoint (or no --save-maps)")

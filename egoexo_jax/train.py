@@ -26,11 +26,11 @@ import optax
 from absl import logging
 from clu import periodic_actions
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import cli, config_schema
 from egoexo_jax import evaluate as eval_lib
 from egoexo_jax import losses, models, ops, optim, sharding
-from egoexo_jax.convert import export
+from egoexo_jax.checkpoint import config_json, pretrained
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import train_pipeline
 
 
@@ -273,7 +273,7 @@ class Run:
     train_iter: Any
     teacher_fn: Optional[Callable]
     teacher_variables: Any
-    init_report: Optional[ckpt_lib.TransferReport] = None
+    init_report: Optional[pretrained.TransferReport] = None
     teacher_missing: Dict[str, int] = dataclasses.field(default_factory=dict)
 
 
@@ -287,10 +287,11 @@ def build_teachers(config, model_cfg) -> Tuple[Optional[Callable], Any]:
     online = [s for s in ("ego", "object") if config.teachers[s].source == "online"]
     if not online:
         return None, {}
-    from egoexo_jax.models import teachers as teachers_lib  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import teacher_loading  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.models.teachers import TeacherError  # pylint: disable=import-outside-toplevel
     try:
-        return teachers_lib.from_config(config, model_cfg)
-    except teachers_lib.TeacherError as e:  # a teacher checkpoint or setting the user must change
+        return teacher_loading.from_config(config, model_cfg)
+    except TeacherError as e:  # a teacher checkpoint or setting the user must change
         raise config_schema.ConfigError(str(e)) from e
 
 
@@ -379,12 +380,12 @@ class _BestTracker:
         return {"metric": self.metric, "value": self.value, "step": self.step}
 
 
-def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[ckpt_lib.TransferReport]]:
+def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tuple[TrainState, Optional[pretrained.TransferReport]]:
     """Fresh state: PySlowFast init, then ``config.init_from`` (fine-tune transfer) if set."""
     state_rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
     report = None
     if config.init_from:  # read and checked before the (slow) initialisation
-        src_cfg, src_vars, what = ckpt_lib.load_pretrained(config.init_from)
+        src_cfg, src_vars, what = pretrained.load_pretrained(config.init_from)
         logging.info("init_from: %s (arch %s)", what, src_cfg.arch)
         if src_cfg.arch != config.model.arch:
             raise ckpt_lib.CheckpointMismatchError(
@@ -393,7 +394,7 @@ def create_train_state(config, model, tx, mesh, *, workdir_hint: str = "") -> Tu
     variables = init_variables(model, config, config.seed)
     if config.init_from:
         target = {k: jax.tree.map(np.asarray, v) for k, v in variables.items()}
-        variables, report = ckpt_lib.transfer(target, src_vars, allow_reinit=config.reinit_heads)
+        variables, report = pretrained.transfer(target, src_vars, allow_reinit=config.reinit_heads)
         print(f"init_from {what}:\n{report.summary()}", flush=True)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
@@ -514,7 +515,7 @@ def setup(config, workdir: str, mesh=None) -> Run:
 
 def _meta(run: Run, acc: _Accumulator, best: Optional[_BestTracker] = None) -> dict:
     meta = {"data_iterator": run.train_iter.get_state(), "metrics_accumulator": acc.state(),
-            "model_config": json.loads(export.model_config_to_json(model_config(run.config))),
+            "model_config": json.loads(config_json.model_config_to_json(model_config(run.config))),
             "steps_per_epoch": run.steps_per_epoch, "total_steps": run.total_steps}
     if best is not None and best.state() is not None:
         meta["best"] = best.state()
@@ -694,7 +695,7 @@ def check_resumable(config: ml_collections.ConfigDict, run: Run, step: int, meta
     hint = "expected the value the run started with (or a new --workdir)"
     if meta.get("model_config") is not None:
         saved_model = json.loads(json.dumps(meta["model_config"]))  # a copy: dtype is dropped below
-        current = json.loads(export.model_config_to_json(model_config(config)))
+        current = json.loads(config_json.model_config_to_json(model_config(config)))
         for m in (saved_model, current):
             m.pop("dtype", None)
             m.get("mvit", {}).pop("dtype", None)
@@ -812,7 +813,7 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
         src_cfg, variables, step = ckpt_lib.load_workdir_variables(source)
         what = f"training workdir {source} (step {step})"
     else:
-        src_cfg, variables, what = ckpt_lib.load_pretrained(
+        src_cfg, variables, what = pretrained.load_pretrained(
             source, flag="config.evaluate.checkpoint" if config.evaluate.checkpoint else "config.init_from")
     src_cfg.dtype = config.dtype
     for field in models.RUNTIME_FIELDS:

@@ -2,7 +2,7 @@
 
 XLA_FLAGS must be set before jax is imported anywhere, so it happens here at
 collection time. The collective time-out makes a hang in a sharded test fail
-fast instead of blocking the suite (platform-notes: the fake-device deadlock).
+fast instead of blocking the suite (docs/testing.md#collective-hang).
 """
 import os
 

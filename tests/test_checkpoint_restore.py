@@ -12,9 +12,9 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import cli, metric_log
-from egoexo_jax.convert import export
+from egoexo_jax.checkpoint import config_json
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.models import presets
 
 
@@ -24,7 +24,7 @@ def _state(value):
 
 
 def _meta(step):
-    model = json.loads(export.model_config_to_json(presets.slowfast(18, width_per_group=8)))
+    model = json.loads(config_json.model_config_to_json(presets.slowfast(18, width_per_group=8)))
     return {"data_iterator": {"batches": step}, "model_config": model}
 
 

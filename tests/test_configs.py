@@ -1,5 +1,5 @@
 """The recipe files in configs/: every variant loads, validates and builds a model whose outputs
-have the right shapes (jax.eval_shape only), key values match the method doc, typos are caught."""
+have the right shapes (jax.eval_shape only), key values match docs/method.md#recipes, typos are caught."""
 import importlib.util
 import os
 import subprocess

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from egoexo_jax import models
+from egoexo_jax.checkpoint.converted import load_converted
 from egoexo_jax.convert import pyslowfast
-from egoexo_jax.convert.export import load_converted
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
 from egoexo_jax.models import presets
 

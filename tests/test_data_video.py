@@ -22,7 +22,7 @@ def videos(tmp_path_factory):
       "gop25": (root / "gop25.mp4", dict(gop=25)),
       # B-frames, 25 fps, time base 1/12800
       "bframes": (root / "bframes.mp4", dict(preset="medium", fps=25, gop=30)),
-      # Matroska: time base 1/1000, i.e. pts != frame number (pitfall 13: must still work)
+      # Matroska: time base 1/1000, pts != frame number; must still work (docs/method.md#video-frame-numbers)
       "mkv": (root / "clip.mkv", dict(preset="medium", crf=10, fps=24)),
       # one keyframe for the whole video
       "onekey": (root / "onekey.mp4", dict(gop=1000)),

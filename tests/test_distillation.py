@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from egoexo_jax import config_schema, losses, models, optim, sharding, train
+from egoexo_jax import config_schema, losses, models, optim, sharding, teacher_loading, train
 from egoexo_jax.convert import load_pyslowfast
 from egoexo_jax.data import aux_targets, handobj, teacher_scores
 from egoexo_jax.demo_data import demo_sets
@@ -156,7 +156,7 @@ def test_online_teachers_stay_frozen_and_have_no_optimizer_state():
     ego_cfg.model.num_classes = (2,)
     ego_module = models.build(ego_cfg.model)
     ego_vars = train.init_variables(ego_module, ego_cfg, 7)
-    obj_module, obj_vars = teachers_lib.load_object_teacher("", depth=18, width=8, num_classes=1000, seed=3)
+    obj_module, obj_vars = teacher_loading.load_object_teacher("", depth=18, width=8, num_classes=1000, seed=3)
     online = teachers_lib.OnlineTeachers(ego=teachers_lib.EgoTeacher.from_module(ego_module),
                                          object=teachers_lib.ObjectTeacher(obj_module, num_frames=4))
     teacher_vars = sharding.replicate({"ego": ego_vars, "object": obj_vars}, mesh)

@@ -12,8 +12,8 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, train
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import epic_kitchens, sources, train_pipeline
 from egoexo_jax.demo_data.epic55 import (EPIC55_LABEL_COLUMNS, EPIC55_NOUNS, EPIC55_VERBS,
                                          write_epic55_data)

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import cli, train
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.models import presets
 

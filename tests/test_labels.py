@@ -7,7 +7,7 @@ import pytest
 from egoexo_jax import labels
 from egoexo_jax.labels import load_class_names
 
-EPIC_FIXTURES = pathlib.Path("/work/shared/fixtures/epic100")
+EPIC_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "epic100"
 
 
 @pytest.mark.parametrize("name,count,first,last", [

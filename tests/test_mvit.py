@@ -15,14 +15,17 @@ from egoexo_jax.convert.mvit import (
     mvit_variables_from_state_dict,
     plan_mvit_conversion,
 )
+from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.models import mvit as M
+from egoexo_jax.models import mvit_config as MC
+from egoexo_jax.models import mvit_layers
 
 PARITY_FIXTURES = ["mvit_v1_b_16x4", "mvit_v2_b_32x3"]
 
 FULLSIZE = {
-    "MVIT_B_16x4_CONV_k400": (M.mvit_v1_b_16x4, 36_610_672),
-    "MVITv2_S_16x4_k400": (M.mvitv2_s_16x4, 34_537_744),
-    "MVITv2_B_32x3_k400": (M.mvitv2_b_32x3, 51_230_128),
+    "MVIT_B_16x4_CONV_k400": (MC.mvit_v1_b_16x4, 36_610_672),
+    "MVITv2_S_16x4_k400": (MC.mvitv2_s_16x4, 34_537_744),
+    "MVITv2_B_32x3_k400": (MC.mvitv2_b_32x3, 51_230_128),
 }
 
 
@@ -99,9 +102,9 @@ MVIT:
   HEAD_MUL: [[2, 2.0], [5, 2.0], [21, 2.0]]
   POOL_KV_STRIDE_ADAPTIVE: [1, 8, 8]
 """
-    cfg = M.mvit_config_from_pyslowfast(yaml.safe_load(text))
-    assert cfg == M.mvit_v1_b_32x3()
-    specs = M.block_specs(cfg)
+    cfg = mvit_yaml.mvit_config_from_pyslowfast(yaml.safe_load(text))
+    assert cfg == MC.mvit_v1_b_32x3()
+    specs = MC.block_specs(cfg)
     assert len(specs) == 24
     assert specs[2].kernel_q == (1, 3, 3) and specs[0].kernel_kv == (1, 9, 9)
     assert specs[21].kernel_kv == (1, 1, 1)  # stride 1, kernel 1: no K/V pooling layer
@@ -122,18 +125,18 @@ def test_registry_model_config_round_trip():
                     "POOL_KVQ_KERNEL": [3, 3, 3], "POOL_KV_STRIDE_ADAPTIVE": [1, 8, 8],
                     "POOL_Q_STRIDE": [[i, 1, 2, 2] if i in (1, 3, 14) else [i, 1, 1, 1]
                                       for i in range(16)]}}
-    model_cfg = M.model_config_from_pyslowfast(cfg)
+    model_cfg = mvit_yaml.model_config_from_pyslowfast(cfg)
     assert model_cfg.arch == "mvit" and tuple(model_cfg.num_classes) == (7,)
     as_json = ml_collections.ConfigDict(json.loads(json.dumps(model_cfg.to_dict())))
     module = M.build_from_model_config(as_json)
-    assert module.config == M.mvitv2_s_16x4(num_classes=7)
+    assert module.config == MC.mvitv2_s_16x4(num_classes=7)
 
 
 def test_resize_table_matches_torch_linear():
     table = jnp.arange(3, dtype=jnp.float32)[:, None]
-    got = np.asarray(M._resize_table(table, 5))[:, 0]
+    got = np.asarray(mvit_layers._resize_table(table, 5))[:, 0]
     np.testing.assert_allclose(got, [0.0, 0.4, 1.0, 1.6, 2.0], atol=1e-6)
-    np.testing.assert_array_equal(M._rel_index(4, 2), [[2, 0], [3, 1], [4, 2], [5, 3]])
+    np.testing.assert_array_equal(mvit_layers._rel_index(4, 2), [[2, 0], [3, 1], [4, 2], [5, 3]])
 
 
 def test_converter_rejects_bad_state(fixtures_dir):
@@ -156,7 +159,7 @@ def _key(seed):
 
 
 def _tiny_v2(**kw):
-    return M.MViTConfig(
+    return MC.MViTConfig(
         num_classes=5, num_frames=4, crop_size=40, embed_dim=8, num_heads=1, depth=3,
         droppath_rate=0.2, head_dropout=0.0, use_abs_pos=False, rel_pos_spatial=True,
         rel_pos_temporal=True, residual_pooling=True, dim_mul_in_att=True,
@@ -167,7 +170,7 @@ def _tiny_v2(**kw):
 
 
 def test_init_conventions_and_odd_grid():
-    """§9.1 init (LN bias / Linear bias 0.02) and a 10x10 grid whose pooled sizes need
+    """docs/method.md#mvit-initialisation (LN, Linear bias 0.02) and a 10x10 grid whose pooled sizes need
     rescaled distances and table interpolation (5 -> 3 tokens, table sized for 2)."""
     module = M.MViT(_tiny_v2())
     x = jnp.ones((1, 4, 40, 40, 3), jnp.float32)
@@ -192,7 +195,7 @@ def test_init_conventions_and_odd_grid():
 def test_training_steps_reduce_loss():
     """SGD on a fixed batch with drop-path active (fixed 'dropout' rng, so the objective
     is fixed): the cross-entropy after each of three steps is lower than before it."""
-    module = M.MViT(M.MViTConfig(
+    module = M.MViT(MC.MViTConfig(
         num_classes=4, num_frames=4, crop_size=32, embed_dim=8, num_heads=1, depth=2,
         droppath_rate=0.1, head_dropout=0.0, sep_pos_embed=True,
         dim_mul=((1, 2.0),), head_mul=((1, 2.0),), pool_q_stride=((1, 1, 2, 2),),
@@ -234,7 +237,7 @@ def test_training_steps_reduce_loss():
 def _small_v2(num_classes=400, **kw):
     """MViTv2-style student at 8 x 64^2: patch stride (2, 4, 4) then three spatial Q strides,
     so the final grid is 4 x 2 x 2 at stride 32 (like the 224-crop models' 8 x 7 x 7)."""
-    return M.MViTConfig(
+    return MC.MViTConfig(
         num_classes=num_classes, num_frames=8, crop_size=64, embed_dim=16, num_heads=1, depth=4,
         droppath_rate=0.1, use_abs_pos=False, rel_pos_spatial=True, rel_pos_temporal=True,
         residual_pooling=True, dim_mul_in_att=True, dim_mul=((1, 2.0), (3, 2.0)),
@@ -265,7 +268,7 @@ def test_egoexo_heads_through_the_model_config():
     from egoexo_jax import offline_teachers
     from egoexo_jax.models import presets
 
-    mc = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(_small_v2()))
+    mc = presets.egoexo_pretrain_heads(MC.model_config_from_mvit_config(_small_v2()))
     module, out, params = _abstract_outputs(mc)
     assert module.feature_stride == 32 == offline_teachers.map_stride(mc)
     g = mc.crop_size // offline_teachers.map_stride(mc)
@@ -282,9 +285,9 @@ def test_egoexo_heads_through_the_model_config():
         "score_projection": {"kernel": (1, 1, 1, 512, 2), "bias": (2,)}}
 
     # The JSON round trip of a converted / exported model config keeps the heads.
-    from egoexo_jax.convert import export
+    from egoexo_jax.checkpoint import config_json
 
-    back = export.model_config_from_json(export.model_config_to_json(mc))
+    back = config_json.model_config_from_json(config_json.model_config_to_json(mc))
     assert M.build_from_model_config(back).config == module.config
 
     # Compute dtype: parameters stay float32, every returned score is float32.
@@ -300,18 +303,18 @@ def test_multitask_and_single_task_heads():
     one task without score heads keeps PySlowFast's ``{head_name}/projection``."""
     from egoexo_jax.models import presets
 
-    mc = presets.epic100_heads(M.model_config_from_mvit_config(_small_v2(97)))
+    mc = presets.epic100_heads(MC.model_config_from_mvit_config(_small_v2(97)))
     module, out, params = _abstract_outputs(mc)
     assert module.config.task_classes == (97, 300)
     assert _shapes(out["logits"]) == _shapes(out["probs"]) == ((2, 97), (2, 300))
     assert sorted(params["headepic100"]) == ["projections_0", "projections_1"]
     assert "head" not in params and "handobjhead" not in params and "ego_logits" not in out
 
-    star = presets.epic100_heads(M.model_config_from_mvit_config(_small_v2(97)), star=True)
+    star = presets.epic100_heads(MC.model_config_from_mvit_config(_small_v2(97)), star=True)
     _, out, params = _abstract_outputs(star)
     assert out["interaction_logits"].shape == (2, 4, 2, 2, 2) and "handobjhead" in params
 
-    mc = presets.charades_ego_heads(M.model_config_from_mvit_config(_small_v2(157)))
+    mc = presets.charades_ego_heads(MC.model_config_from_mvit_config(_small_v2(157)))
     _, out, params = _abstract_outputs(mc)
     assert list(params["headcharades-ego"]) == ["projection"]
     assert out["logits"].shape == out["probs"].shape == (2, 157)
@@ -323,10 +326,10 @@ def test_multitask_and_single_task_heads():
 def test_converter_maps_egoexo_heads():
     """A PySlowFast-named state of an Ego-Exo MViT (``head.projections.{j}``,
     ``handobjhead.*``) converts onto the module, values and layouts intact."""
-    from egoexo_jax.convert.pyslowfast import flax_to_torch_key
+    from egoexo_jax.models.naming import flax_to_torch_key
     from egoexo_jax.models import presets
 
-    mc = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(_small_v2()))
+    mc = presets.egoexo_pretrain_heads(MC.model_config_from_mvit_config(_small_v2()))
     module, _, params = _abstract_outputs(mc)
     flat = {p: s for p, s in jax.tree_util.tree_flatten_with_path(params)[0]}
     rng = np.random.default_rng(0)
@@ -351,7 +354,7 @@ def test_converter_maps_egoexo_heads():
 
 
 def test_egoexo_student_trains_with_all_auxiliary_losses():
-    """Acceptance: an Ego-Exo MViT student (ego 2 / object 1000 / interaction map, §2.4
+    """Acceptance: an Ego-Exo MViT student (ego 2 / object 1000 / interaction map, docs/method.md#total-loss
     weights, the MViT AdamW recipe) trains through ``train.create_train_state`` and
     ``train.make_train_step`` on one fixed batch: every loss term stays finite and the task
     and every auxiliary term end lower than they started.
@@ -362,13 +365,13 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     from egoexo_jax import config_schema, models, offline_teachers, optim, sharding, train
     from egoexo_jax.models import presets
 
-    small = M.MViTConfig(
+    small = MC.MViTConfig(
         num_classes=8, num_frames=8, crop_size=64, embed_dim=16, num_heads=1, depth=3,
         droppath_rate=0.0, sep_pos_embed=True, dim_mul=((1, 2.0),), head_mul=((1, 2.0),),
         pool_q_stride=((0, 1, 2, 2), (1, 1, 2, 2), (2, 1, 2, 2)), pool_kvq_kernel=(1, 3, 3),
     )
     c = config_schema.base_config()
-    c.model = presets.egoexo_pretrain_heads(M.model_config_from_mvit_config(small))
+    c.model = presets.egoexo_pretrain_heads(MC.model_config_from_mvit_config(small))
     c.model.interaction_conv_dim = 32
     c.data.update(arch="mvit", num_frames=8, train_crop_size=64)
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
@@ -418,7 +421,7 @@ def test_depthwise_pool_conv_has_the_grouped_conv_parameter(kernels):
     import flax.linen as nn
 
     from egoexo_jax import ops
-    from egoexo_jax.models.mvit import DepthwiseConv3D
+    from egoexo_jax.models.mvit_layers import DepthwiseConv3D
 
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 7, 6, 5)), jnp.float32)
     ours = DepthwiseConv3D((3, 3, 3), (1, 2, 2), kernels=ops.select(kernels))

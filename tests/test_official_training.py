@@ -11,6 +11,7 @@ import pytest
 from egoexo_jax import config_schema, optim, ops, sharding, train
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.data import interaction_maps
+from egoexo_jax.models import naming
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "pyslowfast_train" / "egoexo_k400_slow_r50_w8_2steps"
 # Official weighted loss terms -> (our unweighted term, weight).
@@ -59,7 +60,7 @@ def _check_tree(got, want, errors, group, factor):
     worst = 0.0
     for path, value in flat_got:
         names = tuple(p.key for p in path)
-        key = pyslowfast.flax_to_torch_key(names[0], names[1:]) if names[0] in ("params", "batch_stats") else None
+        key = naming.flax_to_torch_key(names[0], names[1:]) if names[0] in ("params", "batch_stats") else None
         ref = np.asarray(flat_want[path])
         f32err = float(errors[f"f32err__{group}__{key}"])
         diff = float(np.abs(np.asarray(value) - ref).max())

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 
 from egoexo_jax import config_schema, models, precompute_teachers as pt
+from egoexo_jax import teacher_loading
+from egoexo_jax.checkpoint.converted import save_converted
 from egoexo_jax.convert import pyslowfast
-from egoexo_jax.convert.export import save_converted
 from egoexo_jax.data import teacher_scores
-from egoexo_jax.models import presets, teachers
+from egoexo_jax.models import presets
 
 import fake_media
 
@@ -85,7 +86,7 @@ def test_output_loads_through_the_offline_reader_keyed_by_csv_paths(setup, full_
 
     # The values are the online teachers' targets on the centre clip (the documented view).
     from egoexo_jax.data import sources
-    fn, tvars = teachers.from_config(c, c.model)
+    fn, tvars = teacher_loading.from_config(c, c.model)
     view = pt.TeacherView.from_config(c.data)
     item = sources.build_source(c.data, "train").item(3)  # names[2]
     p = view.pathways(item)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import yaml
 
-from egoexo_jax import config_schema, models
+from egoexo_jax import config_schema, models, teacher_loading
+from egoexo_jax.checkpoint.converted import save_converted
 from egoexo_jax.convert import pyslowfast
-from egoexo_jax.convert.export import save_converted
 from egoexo_jax.convert.torch_zip import load_torch_file
 from egoexo_jax.convert.torchvision_resnet import ConversionError, infer_architecture, load_torchvision_resnet
 from egoexo_jax.models import presets, teachers
@@ -304,12 +304,12 @@ def test_not_a_state_dict(tmp_path):
 
 def test_load_object_teacher(r18_file, tiny_object):
     path, sd = r18_file
-    module, variables = teachers.load_object_teacher(str(path), depth=18, num_classes=6)
+    module, variables = teacher_loading.load_object_teacher(str(path), depth=18, num_classes=6)
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], sd["fc.weight"].T)
     with pytest.raises(teachers.TeacherError, match="6 classes; expected 1000"):
-        teachers.load_object_teacher(str(path), depth=18)
+        teacher_loading.load_object_teacher(str(path), depth=18)
     with pytest.raises(ConversionError):
-        teachers.load_object_teacher(str(path), depth=50, num_classes=6)
+        teacher_loading.load_object_teacher(str(path), depth=50, num_classes=6)
     module, variables, logged = tiny_object  # random init (weights=None)
     assert any("RANDOMLY initialised" in r.getMessage() for r in logged)
     assert variables["params"]["fc"]["kernel"].shape == (32, 7)
@@ -340,7 +340,7 @@ def tiny_object():
     handler = _Records()
     logging.getLogger("absl").addHandler(handler)
     try:
-        module, variables = teachers.load_object_teacher(None, depth=18, width=4, num_classes=7)
+        module, variables = teacher_loading.load_object_teacher(None, depth=18, width=4, num_classes=7)
     finally:
         logging.getLogger("absl").removeHandler(handler)
     return module, variables, handler.records
@@ -397,27 +397,27 @@ def tiny_ego():
 
 def test_ego_teacher_from_variables_and_converted_dir(tiny_ego, tmp_path):
     cfg, variables = tiny_ego
-    module, v = teachers.ego_teacher_from_variables(cfg, variables, jnp.bfloat16)
+    module, v = teacher_loading.ego_teacher_from_variables(cfg, variables, jnp.bfloat16)
     assert module.dtype == jnp.bfloat16 and cfg.dtype == "float32"  # caller's config untouched
     conv = pyslowfast.Conversion(module=models.build(cfg), variables=variables, model_config=cfg,
                                  report={"mapped": []}, pyslowfast_cfg={}, epoch=None)
     save_converted(conv, str(tmp_path / "conv"), "memory")
-    module, loaded = teachers.load_ego_teacher(str(tmp_path / "conv"))
+    module, loaded = teacher_loading.load_ego_teacher(str(tmp_path / "conv"))
     assert module.num_classes == (2,)
     jax.tree.map(np.testing.assert_array_equal, loaded, variables)
 
     bad = jax.tree.map(lambda x: x, variables)
     bad["params"]["s1"]["pathway0_stem"]["conv"]["kernel"] = np.zeros((1, 7, 7, 3, 5), np.float32)
     with pytest.raises(teachers.TeacherError, match="pathway0_stem.*conv.*kernel"):
-        teachers.ego_teacher_from_variables(cfg, bad)
+        teacher_loading.ego_teacher_from_variables(cfg, bad)
     with pytest.raises(teachers.TeacherError, match="first head has 3 classes"):
-        teachers.ego_teacher_from_variables(_tiny_video_cfg((3,)), variables)
+        teacher_loading.ego_teacher_from_variables(_tiny_video_cfg((3,)), variables)
 
 
 def test_ego_teacher_pyth_two_way_and_not(fixtures_dir, tmp_path):
     src = fixtures_dir / "pyslowfast" / "slow_r50" / "checkpoint.pyth"
     with pytest.raises(teachers.TeacherError) as e:
-        teachers.load_ego_teacher(str(src))
+        teacher_loading.load_ego_teacher(str(src))
     assert str(src) in str(e.value) and "first head has 10 classes" in str(e.value)
 
     ckpt = load_torch_file(src)
@@ -428,12 +428,12 @@ def test_ego_teacher_pyth_two_way_and_not(fixtures_dir, tmp_path):
     state["head.projection.bias"] = state["head.projection.bias"][:2]
     path = tmp_path / "ego.pyth"
     write_torch_file(path, {"epoch": 1, "model_state": state, "optimizer_state": {}, "cfg": yaml.safe_dump(cfg)})
-    module, variables = teachers.load_ego_teacher(str(path), jnp.bfloat16)
+    module, variables = teacher_loading.load_ego_teacher(str(path), jnp.bfloat16)
     assert module.num_classes == (2,) and module.dtype == jnp.bfloat16
     np.testing.assert_array_equal(variables["params"]["head"]["projection"]["kernel"],
                                   state["head.projection.weight"].T)
     with pytest.raises(teachers.TeacherError, match="no such file"):
-        teachers.load_ego_teacher(str(tmp_path / "nope.pyth"))
+        teacher_loading.load_ego_teacher(str(tmp_path / "nope.pyth"))
 
 
 def test_ego_teacher_pathways_layout_and_renormalisation():
@@ -453,7 +453,7 @@ def test_ego_teacher_pathways_layout_and_renormalisation():
 @pytest.fixture(scope="module")
 def online(tiny_ego, tiny_object):
     cfg, ego_vars = tiny_ego
-    ego_module, ego_vars = teachers.ego_teacher_from_variables(cfg, ego_vars)
+    ego_module, ego_vars = teacher_loading.ego_teacher_from_variables(cfg, ego_vars)
     obj_module, obj_vars, _ = tiny_object
     spec = teachers.OnlineTeachers(ego=teachers.EgoTeacher.from_module(ego_module),
                                    object=teachers.ObjectTeacher(obj_module, num_frames=2))
@@ -534,7 +534,7 @@ def test_from_config(tiny_ego, tmp_path):
     c.data.num_frames, c.data.dataset, c.data.bgr = 8, "charades_ego", None
     c.teachers.ego.source, c.teachers.ego.checkpoint = "online", str(tmp_path / "ego")
     c.teachers.object.update(source="online", weights="", depth=18, width=4, num_frames=2)
-    fn, tvars = teachers.from_config(c, c.model)
+    fn, tvars = teacher_loading.from_config(c, c.model)
     assert set(tvars) == {"ego", "object"}
     assert fn.keywords == {"input_mean": 0.45, "input_std": 0.225, "input_bgr": True}  # Charades-Ego: BGR
     spec = fn.args[0]
@@ -542,9 +542,9 @@ def test_from_config(tiny_ego, tmp_path):
 
     c.teachers.object.num_frames = 9
     with pytest.raises(ValueError, match="cannot take 9 frames"):
-        teachers.from_config(c, c.model)
+        teacher_loading.from_config(c, c.model)
     none_cfg = config_schema.base_config()
-    assert teachers.from_config(none_cfg) == (None, {})
+    assert teacher_loading.from_config(none_cfg) == (None, {})
     c.teachers.object.source, c.teachers.ego.checkpoint = "none", ""
     with pytest.raises(teachers.TeacherError, match="checkpoint is empty"):
-        teachers.from_config(c, c.model)
+        teacher_loading.from_config(c, c.model)

@@ -16,8 +16,8 @@ import numpy as np
 import optax
 import pytest
 
-from egoexo_jax import checkpoint as ckpt_lib
 from egoexo_jax import config_schema, optim, sharding, train
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import train_pipeline
 from egoexo_jax.models import norm
 
@@ -100,39 +100,6 @@ def test_sgd_equals_pytorch_nesterov_with_coupled_l2_and_bn_excluded():
         p_ref = jax.tree.unflatten(tdef, leaves)
     for a, b in zip(jax.tree.leaves(p_jax), jax.tree.leaves(p_ref)):
         np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("clip, weight_decay, nesterov", [(0.0, 1e-4, True), (1.0, 1e-4, True), (0.0, 0.0, True),
-                                                        (1.0, 1e-4, False)])
-def test_sgd_has_the_optax_chain_state_and_numbers(clip, weight_decay, nesterov):
-    """make_optimizer's SGD (two passes per decayed parameter) keeps the state tree of the plain
-    optax chain (checkpoints move between them) and gives bitwise the same updates."""
-    params = {"conv": {"kernel": np.linspace(-1, 1, 24, dtype=np.float32).reshape(2, 3, 4)},
-              "bn": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)}}
-    c = _cfg(policy="cosine")
-    c.num_epochs = 1.0
-    c.optimizer.base_lr = 0.1
-    c.optimizer.grad_clip_norm = clip
-    c.optimizer.weight_decay = weight_decay
-    c.optimizer.nesterov = nesterov
-    tx = optim.make_optimizer(c, steps_per_epoch=4, params=params)
-    parts = [optax.clip_by_global_norm(clip)] if clip else []
-    if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay, optim.decay_mask(params, "bn")))
-    parts += [optax.trace(decay=c.optimizer.momentum, nesterov=nesterov),
-              optax.scale_by_learning_rate(optim.make_schedule(c, 4))]
-    ref = optax.chain(*parts)
-    state, ref_state = tx.init(params), ref.init(params)
-    assert jax.tree.structure(state) == jax.tree.structure(ref_state)
-    rng = np.random.default_rng(3)
-    p = jax.tree.map(jnp.asarray, params)
-    for _ in range(3):
-        grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape).astype(np.float32) * 3), params)
-        (u, state), (ru, ref_state) = jax.jit(tx.update)(grads, state, p), jax.jit(ref.update)(grads, ref_state, p)
-        assert jax.tree.structure(state) == jax.tree.structure(ref_state)
-        for a, b in zip(jax.tree.leaves((u, state)), jax.tree.leaves((ru, ref_state))):
-            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-        p = optax.apply_updates(p, u)
 
 
 # ---------------------------------------------------------------------------------------------

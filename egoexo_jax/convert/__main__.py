@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     from egoexo_jax import cli
-    from egoexo_jax.convert.export import save_converted
+    from egoexo_jax.checkpoint.converted import save_converted
     from egoexo_jax.convert.pyslowfast import convert_checkpoint
 
     steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr, leave=False,

@@ -1,6 +1,6 @@
 """PySlowFast MViT ``model_state`` -> Flax variables for :class:`egoexo_jax.models.mvit.MViT`.
 
-Names map mechanically (method doc §9.3): list entries ``blocks.{i}.`` -> ``blocks_{i}/``
+Names map as in docs/checkpoints.md#layout-conversion: list entries ``blocks.{i}.`` -> ``blocks_{i}/``
 (likewise a multi-task head's ``projections.{j}.`` -> ``projections_{j}/``), dots ->
 nesting, and the last component by layer type:
 
@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from egoexo_jax.models.mvit import MViT, mvit_config_from_pyslowfast
+from egoexo_jax.convert.mvit_yaml import mvit_config_from_pyslowfast
+from egoexo_jax.models.mvit import MViT
 
 __all__ = [
     "mvit_module_from_cfg",

@@ -8,8 +8,7 @@ every module parameter must be filled; anything else is an error naming the keys
 from __future__ import annotations
 
 import dataclasses
-import re
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -19,10 +18,12 @@ import yaml
 
 from egoexo_jax import models
 from egoexo_jax.cli import UserError
+from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
+from egoexo_jax.models.naming import flax_to_torch_key
 
 __all__ = ["Conversion", "ConversionError", "convert_checkpoint", "load_pyslowfast",
-           "model_config_from_pyslowfast", "variables_from_state_dict", "flax_to_torch_key"]
+           "model_config_from_pyslowfast", "variables_from_state_dict"]
 
 
 class ConversionError(UserError, ValueError):
@@ -60,9 +61,7 @@ def model_config_from_pyslowfast(cfg: dict) -> ml_collections.ConfigDict:
     arch = _get(cfg, "MODEL.ARCH")
     name = _get(cfg, "MODEL.MODEL_NAME")
     if arch == "mvit":
-        from egoexo_jax.models import mvit  # noqa: PLC0415
-
-        return mvit.model_config_from_pyslowfast(cfg)
+        return mvit_yaml.model_config_from_pyslowfast(cfg)
     if arch not in ("slowfast", "slow"):
         raise ConversionError(f"MODEL.ARCH={arch!r} is not supported (expected slowfast, slow or mvit)")
     if name not in _MODEL_NAMES:
@@ -115,25 +114,7 @@ def model_config_from_pyslowfast(cfg: dict) -> ml_collections.ConfigDict:
     return c
 
 
-_INDEXED = re.compile(r"^(.*)_(\d+)$")
-_LEAF_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-                  ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
-                  ("batch_stats", "var"): "running_var"}
 _RENAMED_PREFIXES = (("module.", ""), ("headobjhead.", "handobjhead."))
-
-
-def flax_to_torch_key(collection: str, path: tuple[str, ...]) -> str:
-    """``('params', ('s2', 'pathway0_res0', 'branch2', 'a', 'kernel'))`` -> PyTorch key.
-
-    Module names ending in ``_<i>`` are PyTorch list entries (``projections_0`` ->
-    ``projections.0``, ``blocks_3`` -> ``blocks.3``).
-    """
-    leaf = _LEAF_TO_TORCH.get((collection, path[-1]), path[-1])
-    parts = []
-    for p in path[:-1]:
-        m = _INDEXED.match(p)
-        parts.extend([m.group(1), m.group(2)] if m else [p])
-    return ".".join(parts + [leaf])
 
 
 def _to_flax(name: str, value: np.ndarray, target_shape) -> np.ndarray:
@@ -244,10 +225,17 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int | None]:
     return ckpt["model_state"], cfg, ckpt.get("epoch")
 
 
-def convert_checkpoint(path: str, dtype: str = "float32") -> Conversion:
-    """Reads ``path`` and builds the matching module and variables (see module doc)."""
+def convert_checkpoint(path: str, dtype: str = "float32",
+                       check: Callable[[ml_collections.ConfigDict, str], None] | None = None) -> Conversion:
+    """Reads ``path`` and builds the matching module and variables (see module doc).
+
+    ``check(model_config, path)``, when given, runs on the architecture read from the stored cfg
+    before any weight is converted, so a checkpoint the caller cannot use fails early.
+    """
     state, cfg, epoch = read_checkpoint(path)
     model_cfg = model_config_from_pyslowfast(cfg)
+    if check is not None:
+        check(model_cfg, path)
     model_cfg.dtype = dtype
     module = models.build(model_cfg)
     try:

@@ -24,8 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from egoexo_jax.convert.pyslowfast import ConversionError, flax_to_torch_key, normalise_state_keys
+from egoexo_jax.convert.pyslowfast import ConversionError, normalise_state_keys
 from egoexo_jax.convert.torch_zip import load_torch_file
+from egoexo_jax.models.naming import flax_to_torch_key
 from egoexo_jax.models.resnet2d import BLOCKS, BOTTLENECK_DEPTHS, ResNet2D
 
 __all__ = ["ConversionError", "infer_architecture", "load_torchvision_resnet", "variables_from_torchvision"]

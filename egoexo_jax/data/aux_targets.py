@@ -8,7 +8,7 @@ such a function.  ``meta`` is
 :class:`~egoexo_jax.data.transforms.SpatialParams` as a dict: ``orig_h/orig_w``,
 ``resized_h/resized_w``, ``crop_y/crop_x``, ``crop_size``, ``flip``).
 
-It adds, for every signal that comes from a file (docs/egoexo-method.md §2.1–2.3, §5.2–5.4):
+It adds, for every signal that comes from a file (docs/formats.md#batch-fields):
 
 =======================  ===============================  ====================================
 field                    shape / dtype                    content
@@ -34,8 +34,8 @@ flip (:func:`egoexo_jax.data.interaction_maps.transform_rows`), and are rasteris
 ``T_map = T``; MViT has no official map head, its ``T_map`` (``T //`` temporal patch stride) is
 given explicitly and picked the same way.
 
-Which detection-list position a clip frame reads (pitfall 16) is what ``meta['frame_indices']``
-already holds, per :mod:`egoexo_jax.data.samples`:
+Which detection-list position a clip frame reads (docs/formats.md#detection-list-positions) is
+what ``meta['frame_indices']`` already holds, per :mod:`egoexo_jax.data.samples`:
 
 =============  =======================================  ============================================
 dataset        detection file ``{video}.npy``           ``frame_indices``

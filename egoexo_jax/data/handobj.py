@@ -1,15 +1,16 @@
 """Hand-object detection files (``{video}.npy``, the 100DOH detector's output), read and written.
 
-One file per video (see docs/egoexo-method.md §5.2–5.4): a sequence with one entry per frame,
-each a pair ``(objects, hands)`` — objects first — where each element is ``None`` or a float
-array ``[N, >=6]`` whose columns start ``x1, y1, x2, y2, score`` in pixels of the decoded frame
-(the remaining columns are detector extras; column 5 is overwritten by the clip-frame index).
-:class:`HandObjectDetections` loads a video's file on first use (through the restricted
+One file per video (see docs/formats.md#hand-object-detection-files): a sequence with one entry
+per frame, each a pair ``(objects, hands)`` — objects first — where each element is ``None`` or a
+float array ``[N, >=6]`` whose columns start ``x1, y1, x2, y2, score`` in pixels of the decoded
+frame (the remaining columns are detector extras; column 5 is overwritten by the clip-frame
+index). :class:`HandObjectDetections` loads a video's file on first use (through the restricted
 unpickler of :mod:`egoexo_jax.data.restricted_pickle`, never the plain one), keeps a small LRU
 cache, and returns rows in the official ``meta`` format ``[x1, y1, x2, y2, score, t]`` where
 ``t`` is the index of the frame *within the clip*.
 
-Which list position a clip frame reads depends on the dataset (pitfall 16):
+Which list position a clip frame reads depends on the dataset
+(docs/formats.md#detection-list-positions):
 
 =============  ===============================================  =================================
 dataset        file name ``{video}``                            list position of a clip frame

@@ -1,6 +1,6 @@
 """Interaction-Map targets: hand and object boxes -> per-frame heat maps (numpy, data loader).
 
-Follows docs/egoexo-method.md §2.3 steps 1–4 and pitfall 9, i.e. the official
+Follows docs/method.md#interaction-map-targets steps 1–4, i.e. the official
 ``kinetics_aux.spatial_sampling_with_boxes`` + ``handobj_models.gen_targets`` +
 ``cal_handobj_loss`` slow-frame selection:
 

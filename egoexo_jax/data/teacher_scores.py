@@ -1,10 +1,10 @@
 """Ego-Score and Object-Score teacher files: the official score pickles, read and written.
 
 ``k400_ego_predicts.pkl`` (2 values per video, class 1 = egocentric) and ``k400_IN_predicts.pkl``
-(1000 ImageNet values per video), see docs/egoexo-method.md §5.2–5.4: a pickled ``dict`` mapping
-the *relative video path exactly as written in the Kinetics csv* (first field of a ``train.csv``
-line) to a 1-D numeric array.  The values are used as teacher **logits** (the loss applies
-``softmax(t / T)``).  :class:`TeacherScores` reads them (through the restricted unpickler of
+(1000 ImageNet values per video), see docs/formats.md#teacher-score-pickles: a pickled ``dict``
+mapping the *relative video path exactly as written in the Kinetics csv* (first field of a
+``train.csv`` line) to a 1-D numeric array.  The values are used as teacher **logits** (the loss
+applies ``softmax(t / T)``).  :class:`TeacherScores` reads them (through the restricted unpickler of
 :mod:`egoexo_jax.data.restricted_pickle`, never the plain one) into one contiguous
 ``[num_videos, C] float32`` matrix plus a key -> row table.
 

@@ -1,6 +1,6 @@
 """Fake teacher signals: what the three offline teacher files hold for a generated video.
 
-As the official files (docs/egoexo-method.md §2, §5.2), derived from the video's scene:
+As the official files (docs/formats.md#auxiliary-prediction-files), derived from the video's scene:
 
 * `k400_ego_predicts.pkl`: `{csv path: [2] float32 logits}`, index 1 = egocentric;
   logit margin `+-3` for ego / non-ego videos (+0.7 when a third-person video shows a hand) plus

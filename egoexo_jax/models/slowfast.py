@@ -1,7 +1,7 @@
 """SlowFast (two pathways) and Slow-only (one pathway) 3D ResNets with Ego-Exo heads.
 
 Input: a list of pathways, slow first, each ``[B, T_p, H, W, 3] float32``. Output dict
-(DESIGN.md §3): ``logits``, ``probs`` (tuples for multi-task heads), ``features``
+(docs/method.md#model-outputs): ``logits``, ``probs`` (tuples for multi-task heads), ``features``
 ``[B, C]``, and for Ego-Exo students ``ego_logits`` ``[B, 2]``, ``object_logits``
 ``[B, K]``, ``interaction_logits`` ``[B, T_slow, h, w, 2]``.
 """

@@ -5,18 +5,18 @@ The official code reads pre-computed teacher outputs (``k400_ego_predicts.pkl``,
 teachers run on the student's own (augmented) clip instead:
 
 - **Ego-Score** (2-way, index 1 = egocentric): one of our video classifiers whose first
-  head has 2 classes (e.g. a Slow/SlowFast trained on Charades-Ego first- vs third-person),
-  from a PySlowFast ``.pyth``, a converted directory, a training workdir or variables in memory.
+  head has 2 classes (e.g. a Slow/SlowFast trained on Charades-Ego first- vs third-person).
 - **Object-Score** (1000-way): a torchvision ImageNet ResNet (:class:`ResNet2D`) applied to
   ``K`` frames of the clip; the ``K`` logit vectors are **averaged**. How the official files
-  aggregated frames is unverified (docs/egoexo-method.md §2.2); averaging logits keeps the
+  aggregated frames is not documented (docs/method.md#object-score); averaging logits keeps the
   target a logit vector, which is what the KD loss soft-maxes (``losses.kd_loss``).
 
-Everything the train step calls is a pure function: teachers are described by frozen
-(hashable) dataclasses, their variables travel as a separate pytree argument
-(``{"ego": ..., "object": ...}``, never in the optimiser state), ``apply`` runs with
-``train=False`` (running BN statistics, no dropout, nothing mutated) and every output goes
-through ``jax.lax.stop_gradient``.
+This module holds what the train step calls: teachers are described by frozen (hashable)
+dataclasses, their variables travel as a separate pytree argument (``{"ego": ..., "object":
+...}``, never in the optimiser state), ``apply`` runs with ``train=False`` (running BN
+statistics, no dropout, nothing mutated) and every output goes through
+``jax.lax.stop_gradient``. Reading teacher checkpoints and binding the teachers of a training
+config is :mod:`egoexo_jax.teacher_loading`.
 
 Input convention: the student's pathways ``[B, T, H, W, 3] float32`` normalised as
 ``(x / 255 - mean) / std`` with the data config's mean/std (scalars or per channel, in the
@@ -26,24 +26,20 @@ own normalisation.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
 from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 
 from egoexo_jax.models.resnet2d import ResNet2D
 from egoexo_jax.slow_frames import slow_indices
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "EgoTeacher", "ObjectTeacher", "OnlineTeachers", "TeacherError",
-    "ego_teacher_from_variables", "ego_teacher_logits", "ego_teacher_pathways", "from_config",
-    "frame_indices", "load_ego_teacher", "load_object_teacher", "object_teacher_logits",
-    "online_teacher_targets", "renormalise", "student_norm",
+    "ego_teacher_logits", "ego_teacher_pathways", "frame_indices", "object_teacher_logits",
+    "online_teacher_targets", "renormalise",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] pixels (torchvision ImageNet models)
@@ -115,126 +111,6 @@ class OnlineTeachers:
 
     ego: Optional[EgoTeacher] = None
     object: Optional[ObjectTeacher] = None
-
-
-# ----------------------------------------------------------------------------------------------
-# Loaders.
-
-
-def _dtype_name(dtype) -> str:
-    return jnp.dtype(dtype).name
-
-
-def load_object_teacher(weights: Optional[str], depth: int = 50, width: int = 64, num_classes: int = 1000,
-                        dtype=jnp.float32, seed: int = 0):
-    """``(ResNet2D, variables)`` for the Object-Score teacher.
-
-    Args:
-      weights: torchvision ``resnet*.pth`` file; empty/None = random init (demos and tests
-        only; logged as a warning, the targets are then meaningless).
-      depth, width, num_classes: architecture; with ``weights`` the checkpoint must match
-        ``depth`` and ``num_classes`` (width is read from the file).
-      dtype: compute dtype (parameters float32).
-      seed: random-init seed.
-    Raises:
-      TeacherError: the checkpoint's classes differ from ``num_classes``.
-      egoexo_jax.convert.pyslowfast.ConversionError: keys/shapes do not fit ``depth``.
-    """
-    if weights:
-        from egoexo_jax.convert.torchvision_resnet import load_torchvision_resnet  # noqa: PLC0415
-
-        module, variables = load_torchvision_resnet(weights, depth, dtype=dtype)
-        if module.num_classes != num_classes:
-            raise TeacherError(f"object teacher {weights} has {module.num_classes} classes; "
-                               f"expected {num_classes}")
-        return module, variables
-    logging.warning("object teacher: no weights given, using a RANDOMLY initialised ResNet-%d "
-                    "(width %d, %d classes); Object-Score targets are meaningless (demo/test only)",
-                    depth, width, num_classes)
-    module = ResNet2D(depth=depth, width=width, num_classes=num_classes, dtype=dtype)
-    variables = jax.jit(module.init)(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 64, 64, 3), jnp.float32))
-    return module, jax.tree.map(np.asarray, dict(variables))
-
-
-def _first_head_classes(model_cfg) -> int:
-    n = model_cfg.num_classes
-    return int(n[0]) if isinstance(n, (list, tuple)) else int(n)
-
-
-def _check_two_way(model_cfg, where: str) -> None:
-    n = _first_head_classes(model_cfg)
-    if n != 2:
-        raise TeacherError(f"{where}: an Ego-Score teacher must be a 2-way (non-ego / ego) classifier, "
-                           f"but its first head has {n} classes (model.num_classes={model_cfg.num_classes})")
-
-
-def ego_teacher_from_variables(model_cfg, variables, dtype=None, *, where: str = "ego teacher"):
-    """``(module, variables)`` from a model config and its variables already in memory.
-
-    The variables must have exactly the module's structure and shapes (e.g. the
-    ``{"params", "batch_stats"}`` of a training workdir). ``dtype`` overrides the config's
-    compute dtype.
-
-    Raises:
-      TeacherError: not 2-way, or variables that do not fit the module (named).
-    """
-    from egoexo_jax import models  # noqa: PLC0415
-
-    _check_two_way(model_cfg, where)
-    cfg = model_cfg.copy_and_resolve_references() if hasattr(model_cfg, "copy_and_resolve_references") else model_cfg
-    if dtype is not None:
-        cfg.dtype = _dtype_name(dtype)
-    module = models.build(cfg)
-    shapes = [jnp.zeros(s, jnp.float32) for s in models.input_shapes(cfg)]
-    target = jax.eval_shape(lambda: module.init(jax.random.key(0), shapes, train=False))
-    want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(dict(target))[0]}
-    have = {jax.tree_util.keystr(p): tuple(np.shape(x))
-            for p, x in jax.tree_util.tree_flatten_with_path(dict(variables))[0]}
-    problems = [f"missing {k}" for k in sorted(set(want) - set(have))]
-    problems += [f"unexpected {k}" for k in sorted(set(have) - set(want))]
-    problems += [f"{k}: {have[k]} != {want[k]}" for k in sorted(set(want) & set(have)) if have[k] != want[k]]
-    if problems:
-        more = f" (+{len(problems) - 8} more)" if len(problems) > 8 else ""
-        raise TeacherError(f"{where}: variables do not fit the model config: {'; '.join(problems[:8])}{more}")
-    return module, {k: variables[k] for k in target}
-
-
-def load_ego_teacher(path: str, dtype=None):
-    """``(module, variables)`` of a 2-way video classifier.
-
-    Args:
-      path: PySlowFast / Ego-Exo ``.pyth`` file, converted checkpoint directory
-        (``egoexo_jax.convert.export``) or training workdir (newest checkpoint).
-      dtype: compute dtype (None: the checkpoint's / float32).
-    Raises:
-      TeacherError: the classifier's first head is not 2-way (the message names the file and
-        the head size), or the path is none of the above.
-    """
-    from egoexo_jax import models  # noqa: PLC0415
-    from egoexo_jax.convert import export  # noqa: PLC0415
-
-    path = str(path)
-    if os.path.isdir(path) and export.is_converted_dir(path):
-        _, variables, cfg = export.load_converted(path)
-    elif os.path.isdir(path):
-        from egoexo_jax import checkpoint  # noqa: PLC0415
-
-        if not checkpoint.is_training_workdir(path):
-            raise TeacherError(f"{path}: neither a converted checkpoint directory nor a training workdir")
-        cfg, variables, _ = checkpoint.load_workdir_variables(path)
-    elif os.path.isfile(path):
-        from egoexo_jax.convert import pyslowfast  # noqa: PLC0415
-
-        state, ps_cfg, _ = pyslowfast.read_checkpoint(path)
-        cfg = pyslowfast.model_config_from_pyslowfast(ps_cfg)
-        _check_two_way(cfg, path)  # before converting the weights
-        try:
-            variables, _ = pyslowfast.variables_from_state_dict(models.build(cfg), state, models.input_shapes(cfg))
-        except pyslowfast.ConversionError as e:
-            raise pyslowfast.ConversionError(f"{path}: {e}") from None
-    else:
-        raise TeacherError(f"ego teacher {path}: no such file or directory")
-    return ego_teacher_from_variables(cfg, variables, dtype, where=path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,63 +238,3 @@ def online_teacher_targets(teachers: OnlineTeachers, teacher_variables, pathways
             obj.module, teacher_variables["object"], pathways[-1], num_frames_k=obj.num_frames,
             input_mean=input_mean, input_std=input_std, input_bgr=input_bgr, dtype=obj.dtype)
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Config wiring.
-
-
-def _norm_value(v):
-    return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
-
-
-def student_norm(data_cfg) -> dict:
-    """``{input_mean, input_std, input_bgr}`` of a data config (``bgr`` None = dataset default)."""
-    bgr = data_cfg.bgr
-    if bgr is None:
-        from egoexo_jax.data.samples import DEFAULT_BGR  # noqa: PLC0415
-
-        bgr = DEFAULT_BGR[data_cfg.dataset]
-    return {"input_mean": _norm_value(data_cfg.mean), "input_std": _norm_value(data_cfg.std),
-            "input_bgr": bool(bgr)}
-
-
-def from_config(config, model_cfg=None):
-    """``(teacher_fn, teacher_variables)`` for the online teachers of a training config.
-
-    ``teacher_fn(teacher_variables, pathways) -> {"ego_target", "object_target"}`` (present
-    teachers only) is :func:`online_teacher_targets` with the teachers and the student's
-    input normalisation bound; ``(None, {})`` when no teacher is online.
-
-    Reads ``config.teachers.ego`` (``checkpoint``; optional ``input_mean``/``input_std``/
-    ``input_bgr`` when the teacher was trained with another normalisation) and
-    ``config.teachers.object`` (``weights``, ``depth``, ``width``, ``num_frames``). The
-    teachers compute in the student's ``model.dtype``.
-    """
-    model_cfg = model_cfg if model_cfg is not None else config.model
-    dtype = jnp.dtype(model_cfg.dtype)
-    ego = obj = None
-    variables = {}
-    tcfg = config.teachers
-    if tcfg.ego.source == "online":
-        if not tcfg.ego.checkpoint:
-            raise TeacherError("config.teachers.ego.source is 'online' but config.teachers.ego.checkpoint is empty")
-        module, variables["ego"] = load_ego_teacher(tcfg.ego.checkpoint, dtype)
-        extra = {k: (_norm_value(tcfg.ego[k]) if k != "input_bgr" else bool(tcfg.ego[k]))
-                 for k in ("input_mean", "input_std", "input_bgr") if tcfg.ego.get(k) is not None}
-        ego = EgoTeacher.from_module(module, **extra)
-        logging.info("online ego teacher: %s (%s)", tcfg.ego.checkpoint, type(module).__name__)
-    if tcfg.object.source == "online":
-        num_classes = int(model_cfg.object_classes) or 1000
-        module, variables["object"] = load_object_teacher(
-            tcfg.object.weights, depth=int(tcfg.object.depth), width=int(tcfg.object.width),
-            num_classes=num_classes, dtype=dtype, seed=int(config.get("seed", 0)))
-        num_frames = int(tcfg.object.num_frames)
-        frame_indices(int(config.data.num_frames), num_frames)  # fail now, not inside jit
-        obj = ObjectTeacher(module, num_frames)
-        logging.info("online object teacher: ResNet-%d width %d, %d frames, weights %r",
-                     module.depth, module.width, num_frames, tcfg.object.weights)
-    if ego is None and obj is None:
-        return None, {}
-    fn = functools.partial(online_teacher_targets, OnlineTeachers(ego, obj), **student_norm(config.data))
-    return fn, variables

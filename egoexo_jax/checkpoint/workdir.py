@@ -1,4 +1,4 @@
-"""Training checkpoints (orbax ``CheckpointManager``) and fine-tune initialisation.
+"""Training checkpoints of a workdir (orbax ``CheckpointManager``): save, resume, best, read.
 
 Layout of ``workdir/checkpoints/<step>/``: ``state`` (orbax ``StandardSave`` of the train-state
 tree: step, params, batch_stats, opt_state, rng) and ``meta`` (JSON: data-iterator state, the
@@ -10,16 +10,12 @@ The state with the best periodic validation metric (PySlowFast's ``checkpoint_be
 ``workdir/checkpoints_best/<step>/`` with the same layout (:class:`BestCheckpoints`), outside the
 keep-N pruning; ``meta["best"]`` names the metric and its value.
 
-``init_from`` (:func:`load_pretrained` / :func:`transfer`): a converted checkpoint directory
-(``python -m egoexo_jax.convert``), an official ``.pyth`` file or another training workdir.
-Parameters are matched by name and shape, as PySlowFast's fine-tune loading does: backbone and
-interaction head transfer, task heads whose name (``head`` vs ``headcharades-ego``) or shape
-differ are left at their fresh initialisation. What was loaded and what was not is reported.
+Readers for other uses (evaluation, prediction, teachers, fine-tuning) take the model config and
+variables of a workdir's newest readable checkpoint (:func:`load_workdir_variables`).
 """
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import json
 import os
@@ -31,12 +27,10 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 from etils import epath
-from flax import traverse_util
 
+from egoexo_jax.checkpoint.config_json import model_config_from_json
 from egoexo_jax.cli import InputError, MissingFileError, UserError
-from egoexo_jax.convert import export
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"  # best-validation states, outside keep-N pruning
@@ -139,8 +133,9 @@ class Checkpointer:
                        for x in jax.tree.leaves(state) if hasattr(x, "shape"))
         free = shutil.disk_usage(self.directory).free
         if need > free:
-            raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about {need / 2**20:.1f} MiB, "
-                                        f"{free / 2**20:.1f} MiB are free)", self.directory)
+            raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about "
+                                        f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free)",
+                          self.directory)
 
     def restore(self, state_like: Any, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
         """Restores ``(state, meta)`` at ``step`` (default newest) onto ``state_like``'s structure,
@@ -332,7 +327,8 @@ def _newest_readable(workdir: str, step: Optional[int], read: Callable[[str, int
         try:
             return candidate, read(directory, candidate)
         except DamagedCheckpointError as e:
-            print(f"checkpoint {directory}/{candidate} cannot be read ({e}); using the previous one", flush=True)
+            print(f"checkpoint {directory}/{candidate} cannot be read ({e}); using the previous one",
+                  flush=True)
     raise InputError(f"no readable checkpoint, {directory}, expected at least one undamaged saved step")
 
 
@@ -354,7 +350,7 @@ def load_workdir_variables(workdir: str, step: Optional[int] = None, *,
         return meta, restore_on_this_host(os.path.join(directory, str(step), "state"))
 
     step, (meta, tree) = _newest_readable(workdir, step, read, best)
-    model_cfg = export.model_config_from_json(json.dumps(meta["model_config"]))
+    model_cfg = model_config_from_json(json.dumps(meta["model_config"]))
     variables = {"params": tree["params"]}
     if tree.get("batch_stats"):
         variables["batch_stats"] = tree["batch_stats"]
@@ -375,85 +371,5 @@ def restore_on_this_host(directory: str) -> Any:
 
 
 def is_training_workdir(path: str) -> bool:
+    """Whether ``path`` is a training workdir (holds ``checkpoints/``)."""
     return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
-
-
-def load_pretrained(path: str, flag: str = "config.init_from") -> Tuple[ml_collections.ConfigDict, dict, str]:
-    """``(model_config, variables, description)`` from a converted dir, ``.pyth`` or workdir;
-    ``flag`` names the option in error messages."""
-    if not os.path.exists(path):
-        raise MissingFileError(f"checkpoint not found, {flag}={path}, expected a converted checkpoint "
-                               "directory, a training workdir or a .pyth file")
-    if os.path.isdir(path) and export.is_converted_dir(path):
-        _, variables, cfg = export.load_converted(path)
-        return cfg, variables, f"converted checkpoint {path}"
-    if os.path.isdir(path) and is_training_workdir(path):
-        cfg, variables, step = load_workdir_variables(path)
-        return cfg, variables, f"training workdir {path} (step {step})"
-    if os.path.isfile(path):
-        from egoexo_jax.convert import pyslowfast  # pylint: disable=import-outside-toplevel
-        conv = pyslowfast.convert_checkpoint(path)
-        return conv.model_config, conv.variables, f"PySlowFast checkpoint {path} (epoch {conv.epoch})"
-    inside = sorted(f"{name}/" for name in os.listdir(path)
-                    if is_training_workdir(os.path.join(path, name))
-                    or export.is_converted_dir(os.path.join(path, name)))
-    hint = (f"; it holds {', '.join(inside)}: pass one of them, e.g. {flag}={os.path.join(path, inside[0][:-1])}"
-            if inside else "")
-    raise InputError(f"not a checkpoint, {flag}={path}, expected a converted checkpoint directory (with "
-                     f"{export.MODEL_CONFIG}), a training workdir (with {CHECKPOINT_DIR}/) or a .pyth file{hint}")
-
-
-@dataclasses.dataclass
-class TransferReport:
-    loaded: List[str]
-    reinitialised: List[str]  # present in the source with another shape
-    missing: List[str]  # target parameters the source does not have
-    unused: List[str]  # source entries the target does not have
-
-    def summary(self, limit: int = 12) -> str:
-        def show(names):
-            s = ", ".join(names[:limit])
-            return s + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
-        lines = [f"loaded {len(self.loaded)} arrays"]
-        if self.reinitialised:
-            lines.append(f"re-initialised (shape differs) {len(self.reinitialised)}: {show(self.reinitialised)}")
-        if self.missing:
-            lines.append(f"not in the checkpoint, freshly initialised {len(self.missing)}: {show(self.missing)}")
-        if self.unused:
-            lines.append(f"in the checkpoint but not in this model (dropped) {len(self.unused)}: {show(self.unused)}")
-        return "\n".join(lines)
-
-
-def transfer(target: dict, source: dict, *, allow_reinit: bool = True) -> Tuple[dict, TransferReport]:
-    """Copies ``source`` arrays into ``target`` ({collection: tree}) where names and shapes agree.
-
-    Names are compared as full paths (``params/s2/pathway0_res0/...``), so heads with a task suffix
-    in their name never transfer across tasks (PySlowFast's behaviour). A same-named entry with a
-    different shape is re-initialised when ``allow_reinit`` (else a ``ValueError`` naming it).
-    """
-    flat_t = {(c,) + k: v for c in target for k, v in traverse_util.flatten_dict(target[c]).items()}
-    flat_s = {(c,) + k: v for c in source for k, v in traverse_util.flatten_dict(source[c]).items()}
-    out, loaded, reinit, missing = {}, [], [], []
-    for key, value in flat_t.items():
-        name = "/".join(key)
-        src = flat_s.get(key)
-        if src is None:
-            out[key] = value
-            missing.append(name)
-        elif tuple(np.shape(src)) != tuple(np.shape(value)):
-            if not allow_reinit:
-                raise CheckpointMismatchError(f"init_from: {name} has shape {np.shape(src)} in the checkpoint, "
-                                 f"{np.shape(value)} in the model")
-            out[key] = value
-            reinit.append(name)
-        else:
-            out[key] = np.asarray(src, dtype=np.asarray(value).dtype)
-            loaded.append(name)
-    unused = sorted("/".join(k) for k in flat_s if k not in flat_t)
-    tree: Dict[str, Any] = {}
-    for key, value in out.items():
-        tree.setdefault(key[0], {})[key[1:]] = value
-    result = {c: traverse_util.unflatten_dict(v) for c, v in tree.items()}
-    report = TransferReport(loaded, reinit, missing, unused)
-    logging.info("init_from transfer:\n%s", report.summary())
-    return result, report

@@ -1,5 +1,8 @@
 """Converted-checkpoint directories: orbax variables + model config + a JSON summary.
 
+What ``python -m egoexo_jax.convert`` writes from an official ``.pyth``, so later runs read the
+weights without converting them again.
+
 Layout of ``DIR`` (what ``--config.init_from=DIR`` and ``predict --checkpoint DIR`` read):
 
 - ``variables/``: orbax ``StandardCheckpointer`` tree ``{"params": ..., "batch_stats": ...}``;
@@ -15,51 +18,24 @@ import os
 import pathlib
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import yaml
 
 from egoexo_jax import models
-from egoexo_jax.cli import InputError, MissingFileError
+from egoexo_jax.checkpoint.config_json import model_config_from_json, model_config_to_json
+from egoexo_jax.cli import MissingFileError
 
 MODEL_CONFIG = "model_config.json"
 SUMMARY = "conversion.json"
 
 
-def _json_ready(v):
-    if isinstance(v, (tuple, list)):
-        return [_json_ready(x) for x in v]
-    if isinstance(v, dict):
-        return {k: _json_ready(x) for k, x in v.items()}
-    return v
-
-
-def model_config_to_json(cfg: ml_collections.ConfigDict) -> str:
-    """The architecture part of a model config as JSON (how it runs, ``models.RUNTIME_FIELDS``,
-    is the reader's choice and not stored)."""
-    data = {k: v for k, v in cfg.to_dict().items() if k not in models.RUNTIME_FIELDS}
-    return json.dumps(_json_ready(data), indent=2, sort_keys=True)
-
-
-def model_config_from_json(text: str) -> ml_collections.ConfigDict:
-    base = models.default_model_config()
-    data = json.loads(text)
-    for k, v in data.items():
-        if k not in base:
-            raise InputError(f"unknown model config key {k!r} in {MODEL_CONFIG}")
-        base[k] = _retuple(v) if k != "mvit" else ml_collections.ConfigDict(v)
-    return base
-
-
-def _retuple(v):
-    if isinstance(v, list):
-        return tuple(_retuple(x) for x in v)
-    return v
-
-
 def save_converted(conversion, out_dir: str, source: str) -> dict:
-    """Writes a converted checkpoint directory; returns the summary written."""
+    """Writes a converted checkpoint directory; returns the summary written.
+
+    ``conversion`` is an ``egoexo_jax.convert.pyslowfast.Conversion`` (variables, model config,
+    key report, the PySlowFast cfg and epoch); ``source`` is the file it was read from.
+    """
     out = pathlib.Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     var_dir = out / "variables"
@@ -86,6 +62,7 @@ def save_converted(conversion, out_dir: str, source: str) -> dict:
 
 
 def is_converted_dir(path: str) -> bool:
+    """Whether ``path`` holds a converted checkpoint (``model_config.json`` and ``variables/``)."""
     p = pathlib.Path(path)
     return (p / MODEL_CONFIG).is_file() and (p / "variables").is_dir()
 
