@@ -2,7 +2,7 @@
 
 libtpu compiles for a TPU topology on any host (``jax.experimental.topologies``): this script
 builds the real, sharded, state-donating train step (``train.make_train_step``: Ego-Exo heads and
-losses, SGD / AdamW, bfloat16 compute) and the multi-view eval step (``train.make_eval_step``) of
+losses, SGD / AdamW, bfloat16 compute) and the multi-view eval step (``evaluate.make_eval_step``) of
 each model on a ``Mesh`` over the slice's chips, lowers them with abstract state and batch, compiles
 them, and reports per chip and per step:
 
@@ -290,7 +290,7 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     """Compiles the train or eval step of ``cfg`` on ``mesh``; returns ``(compiled, seconds)``."""
     import jax  # noqa: PLC0415
 
-    from egoexo_jax import models, optim, train  # noqa: PLC0415
+    from egoexo_jax import evaluate, models, optim, train  # noqa: PLC0415
 
     chips = mesh.devices.size
     model = models.build(train.model_config(cfg))
@@ -304,7 +304,7 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
                                      remat=cfg.model.remat)
         lowered = step.lower(state, batch, {})
     else:
-        step = train.make_eval_step(mesh, model=model, arch=cfg.model.arch)
+        step = evaluate.make_eval_step(mesh, model=model, arch=cfg.model.arch)
         lowered = step.lower(*_abstract_eval_args(cfg, state, mesh, per_chip * chips))
     compiled = lowered.compile(compiler_options or None)
     return compiled, time.perf_counter() - t0

@@ -105,11 +105,11 @@ def _run(config, workdir: str) -> None:
     config_schema.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
     logging.info("config:\n%s", config)
     if config.mode == "train":
-        from egoexo_jax import train  # pylint: disable=import-outside-toplevel
-        train.train_and_evaluate(config, workdir)
+        from egoexo_jax import train_loop  # pylint: disable=import-outside-toplevel
+        train_loop.train_and_evaluate(config, workdir)
     elif config.mode == "evaluate":
-        from egoexo_jax import train  # pylint: disable=import-outside-toplevel
-        train.evaluate_only(config, workdir)
+        from egoexo_jax import evaluate  # pylint: disable=import-outside-toplevel
+        evaluate.evaluate_only(config, workdir)
     else:
         from egoexo_jax import demo  # pylint: disable=import-outside-toplevel
         demo.run_demo(config, workdir)
