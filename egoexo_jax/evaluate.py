@@ -45,7 +45,7 @@ import numpy as np
 from absl import logging
 
 from egoexo_jax import checkpoint as ckpt_lib
-from egoexo_jax import config_schema, metric_log, models, sharding
+from egoexo_jax import batch_scaling, config_schema, metric_log, models, sharding
 from egoexo_jax import metrics as metrics_lib
 from egoexo_jax.data import pipeline
 from egoexo_jax.data.sources import build_source
@@ -306,6 +306,7 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     else the newest checkpoint in ``workdir``, else ``config.init_from``."""
     os.makedirs(workdir, exist_ok=True)
     mesh = mesh if mesh is not None else sharding.make_mesh()
+    config = batch_scaling.resolve_batch(config, mesh.devices.size)
     config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
     source = config.evaluate.checkpoint or (workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
     if not source:

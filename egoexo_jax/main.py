@@ -99,9 +99,10 @@ def main(argv):
 
 def _run(config, workdir: str) -> None:
     import jax  # pylint: disable=import-outside-toplevel
-    from egoexo_jax import sharding  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import batch_scaling, sharding  # pylint: disable=import-outside-toplevel
     sharding.maybe_initialize_distributed()
     cli.quiet_disk_error_tracebacks()
+    config = batch_scaling.resolve_batch(config, jax.device_count())
     config_schema.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
     logging.info("config:\n%s", config)
     if config.mode == "train":

@@ -17,7 +17,7 @@ from absl import logging
 from clu import periodic_actions
 
 from egoexo_jax import checkpoint as ckpt_lib
-from egoexo_jax import cli, metric_log, sharding
+from egoexo_jax import batch_scaling, cli, metric_log, sharding
 from egoexo_jax import evaluate as eval_lib
 from egoexo_jax.precise_bn import PreciseBN
 from egoexo_jax.train import TrainState, loss_weights, make_train_step
@@ -32,12 +32,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     """Trains (resuming from ``workdir`` when it has a checkpoint), evaluates, returns the final
     test metrics (or the last validation metrics when ``test_at_end`` is off).
 
+    ``mesh``: default all devices (``batch_from_devices`` counts its devices).
     ``stop_after``: leave the loop after that many steps of this call (tests).
 
     Raises:
       cli.Preempted: SIGTERM arrived; a checkpoint of the current step was saved first.
     """
     os.makedirs(workdir, exist_ok=True)
+    mesh = mesh if mesh is not None else sharding.make_mesh()
+    config = batch_scaling.resolve_batch(config, mesh.devices.size)
     run = setup(config, workdir, mesh)
     logger = metric_log.MetricLogger(workdir)
     checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.checkpoint.keep,

@@ -12,7 +12,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from egoexo_jax import config_schema, models, optim, sharding
+from egoexo_jax import batch_scaling, config_schema, models, optim, sharding
 from egoexo_jax.data import aux_targets, pipeline
 from egoexo_jax.data.sources import build_source
 from egoexo_jax.train import init_variables, model_config
@@ -24,6 +24,7 @@ BAD_INPUTS = "bad_inputs.txt"  # in the workdir: one line per unreadable trainin
 class Run:
     """What the loop needs, built once from the config by :func:`setup`.
 
+    ``tx`` and ``schedule`` use the learning rates of :func:`egoexo_jax.batch_scaling.scaled_learning_rates`;
     ``teacher_missing``: training items without an offline teacher entry, per signal (logged every
     epoch when ``teachers.allow_missing``).
     """
@@ -56,9 +57,10 @@ def setup(config, workdir: str, mesh=None) -> Run:
     spe = steps_per_epoch_of(train_iter.get_state()["num_items"], config.batch_size,
                              f"config.data ({config.data.dataset} train list)")
     total = int(config.total_steps) if config.total_steps > 0 else int(math.ceil(config.num_epochs * spe))
-    schedule = optim.make_schedule(config, spe)
+    lr_config = batch_scaling.scaled_learning_rates(config)
+    schedule = optim.make_schedule(lr_config, spe)
     abstract_params = jax.eval_shape(lambda: init_variables(model, config, 0))["params"]
-    tx = optim.make_optimizer(config, spe, abstract_params)
+    tx = optim.make_optimizer(lr_config, spe, abstract_params)
     teacher_fn, teacher_vars = build_teachers(config, model_cfg)
     return Run(config, workdir, mesh, model, tx, schedule, spe, total, train_iter, teacher_fn,
                sharding.replicate(teacher_vars, mesh), teacher_missing=teacher_missing)
