@@ -12,7 +12,7 @@ Command::
         --workdir=WORKDIR --config.init_from=CONVERTED_K400_CHECKPOINT
 
 ``init_from`` is empty by default: pass the K400 Ego-Exo checkpoint (e.g.
-``python -m egoexo_jax.convert --input Ego_Exo_SLOWFAST_8x8_R50.pyth --output DIR``, or the
+``python -m egoexo_jax.convert --input=Ego_Exo_SLOWFAST_8x8_R50.pyth --output=DIR``, or the
 workdir of ``configs/pretrain.py``); the 157-way head is re-initialised, the Ego-Score /
 Object-Score heads are dropped, and the Interaction-Map head is transferred for Ego-Exo*.
 

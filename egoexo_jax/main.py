@@ -80,8 +80,7 @@ def _parse_flags(argv):
 def run():
     argv = sys.argv
     try:
-        recipe.check_config_file(argv[1:])
-        recipe.check_overrides(argv[1:])
+        recipe.check_argv(argv[1:])
     except cli.UserError as e:
         _fail(cli.message(e))
     flags.mark_flags_as_required(["config", "workdir"])

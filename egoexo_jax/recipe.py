@@ -3,9 +3,9 @@
 A recipe is named on the command line as ``--config=path/to/recipe.py[:variant]`` and defines
 ``get_config(variant=None)``. :func:`load_module` loads any such file (also the helpers a recipe
 shares with its neighbours, ``configs/common.py``) without touching ``sys.path``, so a recipe
-works from any working directory and with the installed package. :func:`check_config_file` and
-:func:`check_overrides` let an entry point reject a missing recipe or a mistyped
-``--config.<key>`` with one line before absl parses its flags.
+works from any working directory and with the installed package. :func:`check_argv` lets an
+entry point reject a missing recipe, an unknown variant or a mistyped ``--config.<key>`` with
+one line before absl parses its flags.
 """
 from __future__ import annotations
 
@@ -46,28 +46,29 @@ def config_spec(argv: Sequence[str]) -> Optional[str]:
     return None
 
 
-def check_config_file(argv: Sequence[str]) -> None:
-    """Raises :class:`~egoexo_jax.cli.MissingFileError` when ``--config`` names no file (absl
-    would report it as two chained tracebacks)."""
-    spec = config_spec(argv)
-    if spec is not None and not os.path.isfile(spec.split(":", 1)[0]):
-        raise MissingFileError(f"config file not found, --config={spec}, expected a recipe file such as "
-                               "configs/pretrain.py[:variant]")
+def check_argv(argv: Sequence[str]) -> None:
+    """Checks the ``--config`` of a command line before absl parses it (absl would answer with
+    chained tracebacks): the recipe file must exist, its variant must be one it knows, and every
+    ``--config.<key>=...`` override must name an existing key (the error suggests the closest).
 
-
-def check_overrides(argv: Sequence[str]) -> None:
-    """Raises :class:`~egoexo_jax.config_schema.ConfigError`, suggesting the closest existing
-    key, when a ``--config.<key>=...`` override names no key of the recipe."""
+    Raises:
+      egoexo_jax.cli.MissingFileError: no such recipe file.
+      egoexo_jax.config_schema.ConfigError: an unknown variant or key.
+    """
     spec = config_spec(argv)
     if spec is None:
         return
-    config, keys = None, None
+    if not os.path.isfile(spec.split(":", 1)[0]):
+        raise MissingFileError(f"config file not found, --config={spec}, expected a recipe file such as "
+                               "configs/pretrain.py[:variant]")
+    try:
+        config = load_config(spec)
+    except ValueError as e:  # get_config's answer to an unknown variant
+        raise config_schema.ConfigError(f"--config={spec}: {e}") from None
+    keys = set(config_schema.all_keys(config))
     for arg in argv:
-        if not arg.startswith("--config.") or arg.startswith("--config="):
-            continue
-        name = arg[len("--config."):].split("=", 1)[0]
-        if keys is None:
-            config = load_config(spec)
-            keys = set(config_schema.all_keys(config))
-        if name not in keys:
-            raise config_schema.ConfigError(f"--config.{name}: {config_schema.unknown_key_message(name, config)}")
+        if arg.startswith("--config.") and not arg.startswith("--config="):
+            name = arg[len("--config."):].split("=", 1)[0]
+            if name not in keys:
+                raise config_schema.ConfigError(
+                    f"--config.{name}: {config_schema.unknown_key_message(name, config)}")

@@ -137,8 +137,7 @@ def test_single_gpu_dry_run_prints_a_runnable_command(sandbox, tmp_path):
     assert words[:3] == ["python", "-m", "egoexo_jax.main"]
     argv = [f"{REPO}/{w[len('--config='):]}" if w.startswith("--config=") else w for w in words[3:]]
     argv = [f"--config={a}" if not a.startswith("--") else a for a in argv]
-    recipe.check_config_file(argv)
-    recipe.check_overrides(argv)
+    recipe.check_argv(argv)
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=["main"] + argv)
     flags.DEFINE_string("workdir", None, "", flag_values=fv)
