@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-from egoexo_jax import hostenv  # noqa: E402
+import common
+from egoexo_jax import hostenv
 
 # Decoded-video geometry per size: frames, height, width (short side = the test scale), test crop.
 VIDEOS = {"full": dict(frames=300, height=256, width=340, crop=256),

@@ -35,12 +35,9 @@ import json
 import math
 import os
 import re
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
+import common
 
 # The compiler is all this needs: JAX itself computes on the host CPU (also on a TPU VM, whose chips
 # stay free), and libtpu's one-process lock is not needed without a device.
@@ -231,9 +228,7 @@ def row_config(model: str, size: str, kernels: str, dtype: str, batch: int, rema
     c.model.remat = remat
     c.model.precision = "default"  # the platform default, what auto picks on TPU
     if size == "full":  # the recipe's test crop (common sets it to the training crop)
-        import pretrain  # noqa: PLC0415  (configs/pretrain.py)
-
-        c.data.test_crop_size = pretrain.get_config(model).data.test_crop_size
+        c.data.test_crop_size = common.recipe_config("pretrain", model).data.test_crop_size
     return c
 
 

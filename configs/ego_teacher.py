@@ -25,7 +25,7 @@ both views) through the Kinetics reader, which takes any ``relative/path label``
 lists from the official annotations (``CharadesEgo_v1_{train,test}.csv``; label = the
 ``egocentric`` column)::
 
-    PYTHONPATH=. python configs/ego_teacher.py make_lists data/charades_ego/CharadesEgo \
+    python configs/ego_teacher.py make_lists data/charades_ego/CharadesEgo \
         data/charades_ego/ego_exo
 
 which writes ``train.csv`` and ``test.csv`` (``005BUEGO.mp4 1``). Set

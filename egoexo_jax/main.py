@@ -1,4 +1,5 @@
-"""Entry point: ``python -m egoexo_jax.main --config=configs/<recipe>.py[:variant] --workdir=DIR``.
+"""Entry point: ``python -m egoexo_jax.main --config=configs/<recipe>.py[:variant] --workdir=DIR``
+(``egoexo-train`` once the package is installed).
 
 ``config.mode``: ``train`` (resumes from the newest checkpoint in DIR), ``evaluate`` (multi-view
 test of a checkpoint) or ``demo`` (the bundled synthetic demo, ``configs/demo.py``). Overrides
@@ -20,7 +21,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from egoexo_jax import cli, config_schema, recipe
+from egoexo_jax import cli, config_schema, hostenv, recipe
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant.",
                                           lock_config=True)
@@ -78,7 +79,14 @@ def _parse_flags(argv):
 
 
 def run():
+    """``egoexo-train`` and ``python -m egoexo_jax.main``: host set-up, the recipe checks, then absl."""
+    hostenv.prepare_process()
     argv = sys.argv
+    if "--help" in argv[1:] or "-h" in argv[1:]:  # the same help as the other entry points, exit 0
+        module = flags.FLAGS.find_module_defining_flag(_WORKDIR.name)
+        print(f"{__doc__.strip()}\n\nflags of python -m egoexo_jax.main:\n{flags.FLAGS.module_help(module)}\n"
+              "(--helpfull: every flag, also absl's)")
+        sys.exit(0)
     try:
         recipe.check_argv(argv[1:])
     except cli.UserError as e:
@@ -88,7 +96,4 @@ def run():
 
 
 if __name__ == "__main__":
-    from egoexo_jax import hostenv
-
-    hostenv.prepare_process()
     run()

@@ -14,8 +14,7 @@ from egoexo_jax import main as main_lib
 from egoexo_jax.data import fake_media, pipeline, sources
 from egoexo_jax.data.errors import AnnotationError
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,7 @@ from egoexo_jax.data import fake_media
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.models import presets
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,11 +1,10 @@
 """predict CLI: top-k table and the interaction-map picture, on the converted Ego-Exo fixture and on
 a demo student trained for 2 steps (a video whose first half shows a hand and second half does not)."""
 import dataclasses
-import pathlib
-import sys
 
 import numpy as np
 import pytest
+from demo_checkpoint import quick_demo_root  # noqa: F401  (a fixture)
 from PIL import Image
 
 from egoexo_jax import predict
@@ -99,10 +98,8 @@ def test_checkpoint_folder_of_stage_workdirs_names_them(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------
-# A trained demo checkpoint (the Ego-Exo pre-training stage of the demo, 2 steps, tiny).
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from demo_checkpoint import quick_demo_root  # noqa: E402,F401  pylint: disable=wrong-import-position
+# A trained demo checkpoint (the Ego-Exo pre-training stage of the demo, 2 steps, tiny:
+# the quick_demo_root fixture of tests/demo_checkpoint.py).
 
 
 def _hand_then_no_hand_video(path, num_frames=32, height=48, width=64):

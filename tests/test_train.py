@@ -22,8 +22,7 @@ from egoexo_jax import train_setup
 from egoexo_jax.data import fake_media, pipeline
 from egoexo_jax.models import norm
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
