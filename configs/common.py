@@ -32,7 +32,8 @@ def sgd(c: ml_collections.ConfigDict, base_lr: float) -> None:
 
 def student_clips(c: ml_collections.ConfigDict, model: ml_collections.ConfigDict, sampling_rate: int) -> None:
     """The clips ``model`` takes: its pathways, frames, and the frame stride of the recipe."""
-    c.data.update(arch=model.arch, alpha=model.alpha, num_frames=model.num_frames, sampling_rate=sampling_rate)
+    c.data.update(arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
+                  sampling_rate=sampling_rate)
 
 
 def kinetics_sampling(model: ml_collections.ConfigDict) -> int:

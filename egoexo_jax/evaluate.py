@@ -308,7 +308,8 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     mesh = mesh if mesh is not None else sharding.make_mesh()
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
-    source = config.evaluate.checkpoint or (workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
+    source = config.evaluate.checkpoint or (
+        workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
     if not source:
         raise config_schema.ConfigError(
             "mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "

@@ -2,8 +2,8 @@
 
 ``load_class_names("kinetics400")`` (400), ``"charades_ego"`` (157), ``"epic100_verb"`` (97) and
 ``"epic100_noun"`` (300) read the files bundled with the package in ``egoexo_jax/class_names/``
-(their sources are in ``egoexo_jax/class_names/SOURCES.md``); any other argument is taken as the path of a text file with one class
-name per line. Index ``i`` of the returned list is the name of label ``i``.
+(their sources are in ``egoexo_jax/class_names/SOURCES.md``); any other argument is taken as the
+path of a text file with one class name per line. Index ``i`` of the returned list is the name of label ``i``.
 """
 from __future__ import annotations
 

@@ -225,7 +225,8 @@ def _run_chunk(chunk: int, start: int, stop: int, source, view: TeacherView, tea
         batch.clear()
 
     lookahead = max(2 * batch_size, 4)
-    for item, (sample, reason) in zip(items, _bounded_map(executor, lambda it: _load(view, it), items, lookahead)):
+    loaded = _bounded_map(executor, lambda it: _load(view, it), items, lookahead)
+    for item, (sample, reason) in zip(items, loaded):
         if sample is None:
             bad.append((item.describe(), reason))
             bar.write(f"precompute_teachers: skipped {item.describe()}: {reason}", file=sys.stderr)
@@ -298,7 +299,8 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
 
     mine = chunks_of_process(num_chunks, process_index, process_count)
     todo = [c for c in mine if not os.path.exists(part_path(output, c))]
-    sizes = {c: _chunk_range(c, chunk_size, num_items)[1] - _chunk_range(c, chunk_size, num_items)[0] for c in mine}
+    sizes = {c: _chunk_range(c, chunk_size, num_items)[1] - _chunk_range(c, chunk_size, num_items)[0]
+             for c in mine}
     done_items = sum(sizes[c] for c in mine if c not in todo)
     computed = 0
     if todo and (max_chunks is None or max_chunks > 0):

@@ -81,7 +81,8 @@ def _define_flags(fv: flags.FlagValues, argv: List[str]) -> None:
                                     "(e.g. configs/pretrain.py:online).", flag_values=fv, lock_config=True,
                                     sys_argv=[PROG] + argv)
     flags.DEFINE_string("output", None, "Output folder.", flag_values=fv)
-    flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Which list of config.data.", flag_values=fv)
+    flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Which list of config.data.",
+                      flag_values=fv)
     flags.DEFINE_integer("chunk_size", 512, "List entries per part file (the unit of resumption).",
                          flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Clips per teacher call.", flag_values=fv)

@@ -154,7 +154,8 @@ def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weig
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
     def forward(variables, pathways):
-        return model.apply(variables, pathways, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+        return model.apply(variables, pathways, train=True, mutable=["batch_stats"],
+                           rngs={"dropout": dropout_rng})
 
     policy = ops.remat_policy(remat)
     if policy is not None:
@@ -174,7 +175,8 @@ def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weig
 
 def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any, *, model, tx,
                schedule: Callable, loss_weights: Dict[str, float], arch: str,
-               teacher_fn: Optional[Callable] = None, remat: str = "none") -> Tuple[TrainState, Dict[str, jax.Array]]:
+               teacher_fn: Optional[Callable] = None,
+               remat: str = "none") -> Tuple[TrainState, Dict[str, jax.Array]]:
     """One optimisation step (pure; jitted by :func:`make_train_step`).
 
     Args:

@@ -75,7 +75,8 @@ def _first_difference(saved: Any, current: Any, prefix: str = "") -> Optional[st
     """Dotted name of the first key whose value differs between two JSON-like dicts."""
     if isinstance(saved, dict) and isinstance(current, dict):
         for key in list(current) + [k for k in saved if k not in current]:
-            diff = _first_difference(saved.get(key, "<absent>"), current.get(key, "<absent>"), f"{prefix}{key}.")
+            diff = _first_difference(saved.get(key, "<absent>"), current.get(key, "<absent>"),
+                                     f"{prefix}{key}.")
             if diff is not None:
                 return diff
         return None

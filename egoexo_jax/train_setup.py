@@ -24,9 +24,9 @@ BAD_INPUTS = "bad_inputs.txt"  # in the workdir: one line per unreadable trainin
 class Run:
     """What the loop needs, built once from the config by :func:`setup`.
 
-    ``tx`` and ``schedule`` use the learning rates of :func:`egoexo_jax.batch_scaling.scaled_learning_rates`;
-    ``teacher_missing``: training items without an offline teacher entry, per signal (logged every
-    epoch when ``teachers.allow_missing``).
+    ``tx`` and ``schedule`` use the learning rates of
+    :func:`egoexo_jax.batch_scaling.scaled_learning_rates`; ``teacher_missing``: training items
+    without an offline teacher entry, per signal (logged every epoch when ``teachers.allow_missing``).
     """
     config: ml_collections.ConfigDict
     workdir: str

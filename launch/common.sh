@@ -42,7 +42,21 @@ run_overrides() {
     RUN_ARGS+=("--config.batch_from_devices=True")
   fi
   if [[ -n $DTYPE ]]; then
-    [[ $DTYPE == bfloat16 || $DTYPE == float32 ]] || die_usage "--dtype must be bfloat16 or float32, got '$DTYPE'"
+    [[ $DTYPE == bfloat16 || $DTYPE == float32 ]] \
+      || die_usage "--dtype must be bfloat16 or float32, got '$DTYPE'"
     RUN_ARGS+=("--config.dtype=$DTYPE")
   fi
+}
+
+# CHILD_RC: the exit status of the background process $1. A signal this script traps makes `wait`
+# return early with a status > 128 (the trap handler, which sets TRAPPED=1, runs right after), while
+# the process may still be running or may just have exited: wait again for its own status.
+TRAPPED=0
+wait_child() {
+  while :; do
+    TRAPPED=0
+    CHILD_RC=0
+    wait "$1" || CHILD_RC=$?
+    ((TRAPPED && CHILD_RC > 128)) || return 0
+  done
 }

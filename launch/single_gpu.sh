@@ -89,7 +89,8 @@ missing=()
 ((${#missing[@]} == 0)) || die_usage "missing required argument(s): ${missing[*]}"
 [[ -n $DTYPE ]] || die_usage "--dtype must be bfloat16 or float32, got ''"
 run_overrides
-[[ $MAX_RESTARTS =~ ^[0-9]+$ ]] || die_usage "--max-restarts must be a non-negative integer, got '$MAX_RESTARTS'"
+[[ $MAX_RESTARTS =~ ^[0-9]+$ ]] \
+  || die_usage "--max-restarts must be a non-negative integer, got '$MAX_RESTARTS'"
 
 CMD=("${PYTHON:-python}" -m egoexo_jax.main "--config=$CONFIG" "--workdir=$WORKDIR" "${RUN_ARGS[@]}"
      ${EXTRA[@]+"${EXTRA[@]}"})
@@ -97,18 +98,14 @@ printf '+ %s\n' "$(render "${CMD[@]}")"
 ((DRY_RUN)) && exit 0
 
 CHILD="" STOP=0
-forward() { STOP=1; [[ -z $CHILD ]] || kill -TERM "$CHILD" 2>/dev/null || true; }
+forward() { TRAPPED=1 STOP=1; [[ -z $CHILD ]] || kill -TERM "$CHILD" 2>/dev/null || true; }
 trap forward TERM INT
 restarts=0
 while :; do
   "${CMD[@]}" &
   CHILD=$!
-  rc=0
-  wait "$CHILD" || rc=$?
-  while kill -0 "$CHILD" 2>/dev/null; do  # a trapped signal interrupted wait: keep waiting
-    rc=0
-    wait "$CHILD" || rc=$?
-  done
+  wait_child "$CHILD"
+  rc=$CHILD_RC
   CHILD=""
   if ((rc == PREEMPTED && !STOP && restarts < MAX_RESTARTS)); then
     restarts=$((restarts + 1))
