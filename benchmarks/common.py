@@ -6,14 +6,11 @@ import dataclasses
 import os
 import platform
 import resource
-import sys
 import threading
 import time
 from typing import Optional
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "configs"))
 
 MODELS = ("slowfast_r50", "slow_r50", "mvit_v2_s")
 SIZES = ("reduced", "full", "dry")
@@ -137,17 +134,23 @@ class PeakRSS:
         return self.peak_mb - self.start_mb
 
 
+def recipe_config(name: str, variant: str = ""):
+    """The config of ``configs/<name>.py[:variant]`` (recipe files load by path)."""
+    from egoexo_jax import recipe  # noqa: PLC0415
+
+    path = os.path.join(REPO, "configs", f"{name}.py")
+    return recipe.load_config(f"{path}:{variant}" if variant else path)
+
+
 def experiment_config(model: str, size: str, *, heads: bool, dtype: str = "float32",
                       batch: Optional[int] = None, device: str = "cpu"):
     """The recipe config of ``configs/pretrain.py`` (Ego-Exo heads and losses) at a benchmark size;
     ``heads=False`` drops the three Ego-Exo heads and trains on the task CE alone (the baseline)."""
-    import pretrain  # noqa: PLC0415  (configs/pretrain.py)
-
     from egoexo_jax.models import mvit_config as mvit_lib  # noqa: PLC0415
     from egoexo_jax.models import presets  # noqa: PLC0415
 
     shape = SHAPES[(model, size)]
-    c = pretrain.get_config(model)
+    c = recipe_config("pretrain", model)
     if "depth" in shape:  # dry: a tiny ResNet of the same family
         fresh = (presets.slowfast if model.startswith("slowfast") else presets.slow)(shape["depth"])
         fresh = presets.egoexo_pretrain_heads(fresh)

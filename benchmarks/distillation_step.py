@@ -13,10 +13,7 @@ import argparse
 import functools
 import json
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from absl import flags  # noqa: E402
 
@@ -29,10 +26,10 @@ import numpy as np  # noqa: E402
 from egoexo_jax import config_schema, hostenv, models, optim, sharding, teacher_loading, train  # noqa: E402
 from egoexo_jax.models import teachers as teachers_lib  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs"))
-import demo as demo_config  # noqa: E402  pylint: disable=wrong-import-position
+from egoexo_jax import demo, recipe  # noqa: E402
 
-from egoexo_jax import demo  # noqa: E402  pylint: disable=wrong-import-position
+demo_config = recipe.load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
+                                             "demo.py"))
 
 
 def _time(step, state, batch, teacher_vars, steps):

@@ -5,7 +5,7 @@ the benchmark assembles PySlowFast's test views with the repo's own transforms -
 ``transforms.kinetics_clip_indices`` (10 temporal clips), ``transforms.test_spatial`` (3 crops
 along the long side at the test scale), ``transforms.spatial_transform`` (resize + crop +
 normalise) and ``transforms.pack_pathways`` -- runs them through the jitted
-``train.make_eval_step`` in batches of ``--views-per-batch`` views, and sum-ensembles the
+``evaluate.make_eval_step`` in batches of ``--views-per-batch`` views, and sum-ensembles the
 per-view probabilities per video (as ``evaluate.collect_view_scores`` does). View assembly of the
 next batch overlaps with the device computing the current one (JAX dispatch is asynchronous).
 
@@ -20,13 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-from egoexo_jax import hostenv  # noqa: E402
+import common
+from egoexo_jax import hostenv
 
 # Decoded-video geometry per size: frames, height, width (short side = the test scale), test crop.
 VIDEOS = {"full": dict(frames=300, height=256, width=340, crop=256),
@@ -84,7 +81,7 @@ def main(argv=None) -> dict:
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    from egoexo_jax import models, sharding, train  # noqa: PLC0415
+    from egoexo_jax import evaluate, models, sharding, train  # noqa: PLC0415
 
     size = args.size
     cfg = common.experiment_config(args.model, size, heads=args.heads == "on", dtype=args.dtype,
@@ -99,7 +96,7 @@ def main(argv=None) -> dict:
     mesh = sharding.make_mesh(1)
     model = models.build(train.model_config(cfg))
     variables = sharding.replicate(train.init_variables(model, cfg, 0), mesh)
-    eval_fn = train.make_eval_step(mesh, model=model, arch=cfg.model.arch)
+    eval_fn = evaluate.make_eval_step(mesh, model=model, arch=cfg.model.arch)
 
     rng = np.random.default_rng(0)
     n = args.videos + 1  # + 1 warm-up video

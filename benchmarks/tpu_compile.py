@@ -2,7 +2,7 @@
 
 libtpu compiles for a TPU topology on any host (``jax.experimental.topologies``): this script
 builds the real, sharded, state-donating train step (``train.make_train_step``: Ego-Exo heads and
-losses, SGD / AdamW, bfloat16 compute) and the multi-view eval step (``train.make_eval_step``) of
+losses, SGD / AdamW, bfloat16 compute) and the multi-view eval step (``evaluate.make_eval_step``) of
 each model on a ``Mesh`` over the slice's chips, lowers them with abstract state and batch, compiles
 them, and reports per chip and per step:
 
@@ -35,12 +35,9 @@ import json
 import math
 import os
 import re
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
+import common
 
 # The compiler is all this needs: JAX itself computes on the host CPU (also on a TPU VM, whose chips
 # stay free), and libtpu's one-process lock is not needed without a device.
@@ -231,9 +228,7 @@ def row_config(model: str, size: str, kernels: str, dtype: str, batch: int, rema
     c.model.remat = remat
     c.model.precision = "default"  # the platform default, what auto picks on TPU
     if size == "full":  # the recipe's test crop (common sets it to the training crop)
-        import pretrain  # noqa: PLC0415  (configs/pretrain.py)
-
-        c.data.test_crop_size = pretrain.get_config(model).data.test_crop_size
+        c.data.test_crop_size = common.recipe_config("pretrain", model).data.test_crop_size
     return c
 
 
@@ -290,7 +285,7 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     """Compiles the train or eval step of ``cfg`` on ``mesh``; returns ``(compiled, seconds)``."""
     import jax  # noqa: PLC0415
 
-    from egoexo_jax import models, optim, train  # noqa: PLC0415
+    from egoexo_jax import evaluate, models, optim, train  # noqa: PLC0415
 
     chips = mesh.devices.size
     model = models.build(train.model_config(cfg))
@@ -304,7 +299,7 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
                                      remat=cfg.model.remat)
         lowered = step.lower(state, batch, {})
     else:
-        step = train.make_eval_step(mesh, model=model, arch=cfg.model.arch)
+        step = evaluate.make_eval_step(mesh, model=model, arch=cfg.model.arch)
         lowered = step.lower(*_abstract_eval_args(cfg, state, mesh, per_chip * chips))
     compiled = lowered.compile(compiler_options or None)
     return compiled, time.perf_counter() - t0

@@ -34,13 +34,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import common  # noqa: E402
-from egoexo_jax import hostenv  # noqa: E402
+import common
+from egoexo_jax import hostenv
 
 
 def parse_args(argv=None):

@@ -25,7 +25,7 @@ both views) through the Kinetics reader, which takes any ``relative/path label``
 lists from the official annotations (``CharadesEgo_v1_{train,test}.csv``; label = the
 ``egocentric`` column)::
 
-    PYTHONPATH=. python configs/ego_teacher.py make_lists data/charades_ego/CharadesEgo \
+    python configs/ego_teacher.py make_lists data/charades_ego/CharadesEgo \
         data/charades_ego/ego_exo
 
 which writes ``train.csv`` and ``test.csv`` (``005BUEGO.mp4 1``). Set
@@ -38,18 +38,19 @@ students that consume the teacher, so no ``teachers.ego.input_*`` override is ne
 Run time (an estimate, not a measurement): on 8 GPUs, ~6k training videos at batch 64 are ~95
 steps per epoch, ~5.7k steps in all: a few hours for Slow R50, somewhat more for SlowFast R50.
 
-Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
-clips and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
-``--config.optimizer.base_lr=0.25*B/64`` (no warm-up to scale), e.g. B=16:
-``--config.batch_size=16 --config.optimizer.base_lr=0.0625``.
+Other batch sizes: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
+clips. With another ``--config.batch_size=B`` the trainer scales it by B/64 (and prints it), e.g.
+B=16: 0.0625; ``--config.batch_from_devices=True`` (the launchers' default) sets B to 8 clips per
+device.
 """
 import csv
 import os
 import sys
 
-from egoexo_jax import config_schema
+from egoexo_jax import config_schema, recipe
 from egoexo_jax.models import presets
 
+common = recipe.load_module(os.path.join(os.path.dirname(__file__), "common.py"))
 DEFAULT = "slow_r50"
 MODELS = {"slow_r50": lambda: presets.slow(50), "slowfast_r50": lambda: presets.slowfast(50)}
 
@@ -63,13 +64,12 @@ def get_config(arg=None):
     c.model = MODELS[variant]()
     c.model.update(num_classes=(2,), head_name="head", dropout_rate=0.5)
     c.data.update(path_to_data_dir="data/charades_ego/ego_exo", path_prefix="data/charades_ego/videos",
-                  train_list="train.csv", val_list="test.csv", test_list="test.csv", num_classes=2,
-                  arch=c.model.arch, alpha=c.model.alpha, num_frames=c.model.num_frames,
-                  sampling_rate=2 if c.model.arch == "slowfast" else 8)
+                  train_list="train.csv", val_list="test.csv", test_list="test.csv", num_classes=2)
+    common.student_clips(c, c.model, common.kinetics_sampling(c.model))
     c.loss.multi_label = False
-    c.batch_size = c.eval_batch_size = 64  # 8 GPUs x 8 clips
+    common.global_batch(c, per_device=8, devices=8)
     c.num_epochs = 60.0
-    c.optimizer.update(name="sgd", base_lr=0.25, reference_batch_size=64, weight_decay=1e-4)
+    common.sgd(c, base_lr=0.25)
     c.schedule.update(policy="cosine", warmup_epochs=0.0, cosine_end_lr=0.0)
     c.precise_bn.enabled = False
     c.eval_every_epochs = 2.0

@@ -12,7 +12,7 @@ Command::
         --workdir=WORKDIR --config.init_from=CONVERTED_K400_CHECKPOINT
 
 ``init_from`` is empty by default: pass the K400 Ego-Exo checkpoint (e.g.
-``python -m egoexo_jax.convert --input Ego_Exo_SLOWFAST_8x8_R50.pyth --output DIR``, or the
+``python -m egoexo_jax.convert --input=Ego_Exo_SLOWFAST_8x8_R50.pyth --output=DIR``, or the
 workdir of ``configs/pretrain.py``); the 157-way head is re-initialised, the Ego-Score /
 Object-Score heads are dropped, and the Interaction-Map head is transferred for Ego-Exo*.
 
@@ -40,51 +40,38 @@ Run time (an estimate, not a measurement): the original used 8 GPUs; ~3.1k train
 batch 64 are ~48 steps per epoch, ~2.9k steps in all: a few hours for R50 including the per-epoch
 validation and the 30-view test, about twice that for R101.
 
-Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
-clips and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
-``--config.optimizer.base_lr=0.25*B/64`` (there is no warm-up to scale), e.g. B=16:
-``--config.batch_size=16 --config.optimizer.base_lr=0.0625``; for ``mvit_v2_s`` 4e-4*B/64.
+Other batch sizes: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
+clips. With another ``--config.batch_size=B`` the trainer scales it by B/64 (and prints it), e.g.
+B=16: 0.0625 (``mvit_v2_s``: 4e-4 x B/64); ``--config.batch_from_devices=True`` (the launchers'
+default) sets B to 8 clips per device.
 """
-from egoexo_jax import config_schema
-from egoexo_jax.data.config import default_data_config
+import os
+
+from egoexo_jax import recipe
 from egoexo_jax.models import mvit_config, presets
 
+common = recipe.load_module(os.path.join(os.path.dirname(__file__), "common.py"))
 DEFAULT = "slowfast_r50"
 
 
 def charades(model, star=False):
-    c = config_schema.base_config()
-    c.model = presets.charades_ego_heads(model, star=star)
-    c.data = default_data_config("charades_ego")
-    c.data.update(path_to_data_dir="data/charades_ego", path_prefix="data/charades_ego/rgb",
-                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
-                  sampling_rate=2 if model.arch == "slowfast" else 8)  # 32x2 | 8x8 raw frames
+    c = common.finetune_recipe(presets.charades_ego_heads(model, star=star), "charades_ego",
+                               data_dir="data/charades_ego", frames_dir="data/charades_ego/rgb",
+                               sampling_rate=common.kinetics_sampling(model),  # 32x2 | 8x8 raw frames
+                               devices=8, num_epochs=60.0, base_lr=0.25, checkpoint_every=10.0,
+                               ensemble="max")
     c.loss.multi_label = True
-    c.batch_size = c.eval_batch_size = 64  # 8 GPUs x 8 clips
-    c.num_epochs = 60.0
-    c.optimizer.update(name="sgd", base_lr=0.25, reference_batch_size=64, weight_decay=1e-4)
     c.schedule.update(policy="cosine", warmup_epochs=0.0, cosine_end_lr=0.0)
-    c.model.dropout_rate = 0.5
-    c.precise_bn.enabled = False
-    c.eval_every_epochs = 2.0
-    c.checkpoint.every_epochs = 10.0
-    c.evaluate.ensemble = "max"
     c.evaluate.labels = "charades_ego"
-    c.init_from = ""  # the converted K400 (Ego-Exo) checkpoint; see the module docstring
     if star:
-        c.loss.update(hand=0.1, object_map=0.1)
-        c.teachers.interaction.update(source="file", detections="data/charades_ego/handobj",
-                                      mode="soft")
+        common.star(c, 0.1, "data/charades_ego/handobj")
     return c
 
 
 def mvit_v2_s():
     c = charades(mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=157)))
-    c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
-                  test_crop_size=224)
-    c.optimizer.update(name="adamw", base_lr=4e-4, weight_decay=0.05, no_decay="1d",
-                       grad_clip_norm=1.0)
-    c.schedule.update(warmup_epochs=5.0, warmup_start_lr=1e-6, cosine_end_lr=1e-6)
+    common.mvit_clips(c)
+    common.mvit_adamw(c, base_lr=4e-4, warmup_epochs=5.0)
     return c
 
 

@@ -43,53 +43,42 @@ Run time (an estimate, not a measurement): the original used 2 nodes x 8 GPUs; ~
 segments at batch 128 are ~525 steps per epoch, ~16k steps in all: roughly 6-10 hours for R50
 including validation, precise BN and the ~290k-view test, about twice that for R101.
 
-Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (128)
-clips and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
-``--config.optimizer.base_lr=0.02*B/128`` (no warm-up to scale), e.g. one 8-GPU node, B=64:
-``--config.batch_size=64 --config.optimizer.base_lr=0.01``.
+Other batch sizes: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (128)
+clips. With another ``--config.batch_size=B`` the trainer scales it by B/128 (and prints it), e.g.
+one 8-GPU node, B=64: 0.01; ``--config.batch_from_devices=True`` (the launchers' default) sets B
+to 8 clips per device.
 """
-from egoexo_jax import config_schema
-from egoexo_jax.data.config import default_data_config
+import os
+
+from egoexo_jax import recipe
 from egoexo_jax.models import mvit_config, presets
 
+common = recipe.load_module(os.path.join(os.path.dirname(__file__), "common.py"))
 DEFAULT = "slowfast_r50"
 
 
 def epic(model, star=False):
-    c = config_schema.base_config()
-    c.model = presets.epic100_heads(model, star=star)
-    c.data = default_data_config("epic100")
-    c.data.update(path_to_data_dir="data/epic100/annotations", path_prefix="data/epic100/frames",
-                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
-                  sampling_rate=2, epic_val_random=star)  # 32x2 raw frames
-    c.batch_size = c.eval_batch_size = 128  # 2 nodes x 8 GPUs x 8 clips
-    c.num_epochs = 30.0
-    c.optimizer.update(name="sgd", base_lr=0.02, reference_batch_size=128, weight_decay=1e-4)
+    c = common.finetune_recipe(presets.epic100_heads(model, star=star), "epic100",
+                               data_dir="data/epic100/annotations", frames_dir="data/epic100/frames",
+                               sampling_rate=2,  # 32x2 raw frames
+                               devices=16, num_epochs=30.0, base_lr=0.02, checkpoint_every=5.0,
+                               ensemble="sum")  # 2 nodes x 8 GPUs
+    c.data.epic_val_random = star
     c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01),
                       warmup_epochs=0.0)
-    c.model.dropout_rate = 0.5
     c.precise_bn.update(enabled=not star, num_batches=200)
-    c.eval_every_epochs = 2.0
-    c.checkpoint.every_epochs = 5.0
-    c.evaluate.ensemble = "sum"
     c.evaluate.epic_tail_classes = ""  # "EPIC_100_tail_verbs.csv,EPIC_100_tail_nouns.csv" paths
     c.evaluate.epic_unseen_participants = ""  # EPIC_100_unseen_participant_ids_validation.csv
-    c.init_from = ""  # the converted K400 (Ego-Exo) checkpoint; see the module docstring
     if star:
-        c.loss.update(hand=3.0, object_map=3.0)
-        c.teachers.interaction.update(source="file", detections="data/epic100/handobj", mode="soft")
+        common.star(c, 3.0, "data/epic100/handobj")
     return c
 
 
 def mvit_v2_s():
     c = epic(mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=97)))
-    c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
-                  test_crop_size=224)
+    common.mvit_clips(c)
     c.precise_bn.enabled = False  # no BatchNorm
-    c.optimizer.update(name="adamw", base_lr=8e-4, weight_decay=0.05, no_decay="1d",
-                       grad_clip_norm=1.0)
-    c.schedule.update(policy="cosine", warmup_epochs=3.0, warmup_start_lr=1e-6, cosine_end_lr=1e-6,
-                      steps=(0,), lrs=(1.0,))
+    common.mvit_adamw(c, base_lr=8e-4, warmup_epochs=3.0)
     return c
 
 

@@ -48,53 +48,41 @@ segments of the EPIC-55 training set, most of them in the train part of the spli
 steps per epoch at batch 64, ~12k steps in all: roughly 6-10 hours for R50 including validation,
 precise BN and the 30-view test of the val part, about twice that for R101.
 
-Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
-clips and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
-``--config.optimizer.base_lr=0.01*B/64`` (no warm-up to scale), e.g. B=16:
-``--config.batch_size=16 --config.optimizer.base_lr=0.0025``. BatchNorm statistics stay per 8
-clips (``model.bn_group_size``) whatever B is.
+Other batch sizes: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (64)
+clips. With another ``--config.batch_size=B`` the trainer scales it by B/64 (and prints it), e.g.
+B=16: 0.0025; ``--config.batch_from_devices=True`` (the launchers' default) sets B to 8 clips per
+device. BatchNorm statistics stay per 8 clips (``model.bn_group_size``) whatever B is.
 """
-from egoexo_jax import config_schema
-from egoexo_jax.data.config import default_data_config
+import os
+
+from egoexo_jax import recipe
 from egoexo_jax.models import mvit_config, presets
 
+common = recipe.load_module(os.path.join(os.path.dirname(__file__), "common.py"))
 DEFAULT = "slowfast_r50"
 
 
 def epic55(model, star=False):
-    c = config_schema.base_config()
-    c.model = presets.epic55_heads(model, star=star)
-    c.data = default_data_config("epic55")
-    c.data.update(path_to_data_dir="data/epic55/annotations", path_prefix="data/epic55/frames",
-                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
-                  sampling_rate=2, epic_val_random=star,  # 32x2 raw frames
+    c = common.finetune_recipe(presets.epic55_heads(model, star=star), "epic55",
+                               data_dir="data/epic55/annotations", frames_dir="data/epic55/frames",
+                               sampling_rate=2,  # 32x2 raw frames
+                               devices=8, num_epochs=30.0, base_lr=0.01, checkpoint_every=5.0,
+                               ensemble="sum")
+    c.data.update(epic_val_random=star,
                   path_label_separator="\t")  # DATA.PATH_LABEL_SEPARATOR of the YAML (unused by EPIC lists)
-    c.batch_size = c.eval_batch_size = 64  # 8 GPUs x 8 clips
-    c.num_epochs = 30.0
-    c.optimizer.update(name="sgd", base_lr=0.01, reference_batch_size=64, weight_decay=1e-4)
     c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01),
                       warmup_epochs=0.0)
-    c.model.dropout_rate = 0.5
     c.precise_bn.update(enabled=not star, num_batches=200)
-    c.eval_every_epochs = 2.0
-    c.checkpoint.every_epochs = 5.0
-    c.evaluate.ensemble = "sum"
-    c.init_from = ""  # the converted K400 (Ego-Exo) checkpoint; see the module docstring
     if star:
-        c.loss.update(hand=3.0, object_map=3.0)
-        c.teachers.interaction.update(source="file", detections="data/epic55/handobj", mode="soft")
+        common.star(c, 3.0, "data/epic55/handobj")
     return c
 
 
 def mvit_v2_s():
     c = epic55(mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=125)))
-    c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
-                  test_crop_size=224)
+    common.mvit_clips(c)
     c.precise_bn.enabled = False  # no BatchNorm
-    c.optimizer.update(name="adamw", base_lr=4e-4, weight_decay=0.05, no_decay="1d",
-                       grad_clip_norm=1.0)
-    c.schedule.update(policy="cosine", warmup_epochs=3.0, warmup_start_lr=1e-6, cosine_end_lr=1e-6,
-                      steps=(0,), lrs=(1.0,))
+    common.mvit_adamw(c, base_lr=4e-4, warmup_epochs=3.0)
     return c
 
 

@@ -58,42 +58,26 @@ Run time (an estimate, not a measurement): the original ran on 8 nodes x 8 GPUs 
 GPUs); ~94k steps of 512 clips, roughly 1-2 days for SlowFast R50 (the extra heads cost ~10%),
 about twice that for R101; MViTv2-S 16x4 (64 GFLOPs per view) is in the same range per epoch.
 
-Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` clips
-and is *not* rescaled automatically. With another ``--config.batch_size=B`` set
-``--config.optimizer.base_lr=base_lr*B/reference`` and scale ``schedule.warmup_start_lr`` the same
-way, e.g. SlowFast on one 8-GPU node, B=64: ``--config.batch_size=64
---config.optimizer.base_lr=0.1 --config.schedule.warmup_start_lr=0.01`` (0.8 x 64/512,
-0.08 x 64/512); MViT with B=32: base LR 8e-4 x 32/128 = 2e-4 (its warm-up start 1e-6 is an
-absolute floor, as in PySlowFast, and stays).
+Other batch sizes: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` clips
+(512; MViT 128). With another ``--config.batch_size=B`` the trainer scales the base LR and the
+warm-up start LR by B / reference and prints the rates it uses, e.g. SlowFast on one 8-GPU node,
+B=64: base LR 0.8 x 64/512 = 0.1 from 0.01; ``--config.batch_from_devices=True`` (what the
+launchers in ``launch/`` pass) sets B to the original's clips per device (8; MViT 2) times the
+devices of the run. ``--config.optimizer.scale_lr_with_batch=False`` keeps the recipe's rates.
 """
-from egoexo_jax import config_schema
+import os
+
+from egoexo_jax import recipe
 from egoexo_jax.models import mvit_config, presets
 
+common = recipe.load_module(os.path.join(os.path.dirname(__file__), "common.py"))
 DEFAULT = "slowfast_r50"
 AUX = "data/aux_predictions"
 
 
-def kinetics_recipe(model):
-    """The K400 recipe shared with ``pretrain_baseline.py`` (docs/method.md#recipes)."""
-    c = config_schema.base_config()
-    c.model = model
-    c.data.update(path_to_data_dir="data/kinetics", path_prefix="data/kinetics/videos",
-                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
-                  sampling_rate=2 if model.arch == "slowfast" else 8)  # 32x2 | 8x8
-    c.batch_size = c.eval_batch_size = 512  # 8 nodes x 8 GPUs x 8 clips
-    c.num_epochs = 200.0
-    c.optimizer.update(name="sgd", base_lr=0.8, reference_batch_size=512, weight_decay=1e-4)
-    c.schedule.update(policy="cosine", warmup_epochs=34.0, warmup_start_lr=0.08, cosine_end_lr=0.0)
-    c.eval_every_epochs = 10.0
-    c.checkpoint.every_epochs = 10.0
-    c.evaluate.ensemble = "sum"
-    c.evaluate.labels = "kinetics400"
-    return c
-
-
 def egoexo(model):
     """Ego-Exo heads, loss weights and the official teacher files (docs/method.md#total-loss)."""
-    c = kinetics_recipe(presets.egoexo_pretrain_heads(model))
+    c = common.kinetics_recipe(presets.egoexo_pretrain_heads(model))
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
     c.teachers.ego.update(source="file", file=f"{AUX}/k400_ego_predicts.pkl")
     c.teachers.object.update(source="file", file=f"{AUX}/k400_IN_predicts.pkl")
@@ -115,12 +99,10 @@ def mvit_v2_s():
     model = mvit_config.model_config_from_mvit_config(mvit_config.mvitv2_s_16x4(num_classes=400))
     c = egoexo(model)
     c.model.dropout_rate = 0.5  # the MViT recipe's head dropout
-    c.data.update(arch="mvit", num_frames=16, sampling_rate=4, train_crop_size=224,
-                  test_crop_size=224, num_spatial_crops=1, num_ensemble_views=5)
-    c.batch_size = c.eval_batch_size = 128  # 16 clips per 8-GPU node x 8 nodes
-    c.optimizer.update(name="adamw", base_lr=8e-4, reference_batch_size=128, weight_decay=0.05,
-                       no_decay="1d", grad_clip_norm=1.0)
-    c.schedule.update(policy="cosine", warmup_epochs=30.0, warmup_start_lr=1e-6, cosine_end_lr=1e-6)
+    common.mvit_clips(c)
+    c.data.update(num_spatial_crops=1, num_ensemble_views=5)
+    common.global_batch(c, per_device=2, devices=64)  # 16 clips per 8-GPU node x 8 nodes
+    common.mvit_adamw(c, base_lr=8e-4, warmup_epochs=30.0)
     return c
 
 

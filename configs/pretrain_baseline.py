@@ -25,16 +25,18 @@ Run time (an estimate, not a measurement): the original ran on 8 nodes x 8 GPUs 
 GPUs). 200 epochs of ~240k videos at batch 512 are ~94k steps; expect roughly 1-2 days for R50
 (video decoding usually dominates) and about twice that for R101.
 
-Linear LR scaling: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (512)
-clips; it is *not* rescaled automatically. With another ``--config.batch_size=B`` set
-``--config.optimizer.base_lr=0.8*B/512`` and ``--config.schedule.warmup_start_lr=0.08*B/512``,
-e.g. B=64 (one 8-GPU node): ``--config.batch_size=64 --config.optimizer.base_lr=0.1
---config.schedule.warmup_start_lr=0.01``. BatchNorm statistics stay per 8 clips
-(``model.bn_group_size``) whatever B is.
+Other batch sizes: ``optimizer.base_lr`` is the LR for ``optimizer.reference_batch_size`` (512)
+clips. With another ``--config.batch_size=B`` the trainer scales the base LR and the warm-up start
+LR by B/512 and prints them, e.g. B=64 (one 8-GPU node): 0.1 from 0.01;
+``--config.batch_from_devices=True`` (the launchers' default) sets B to 8 clips per device.
+BatchNorm statistics stay per 8 clips (``model.bn_group_size``) whatever B is.
 """
-from egoexo_jax import config_schema
+import os
+
+from egoexo_jax import recipe
 from egoexo_jax.models import presets
 
+common = recipe.load_module(os.path.join(os.path.dirname(__file__), "common.py"))
 DEFAULT = "slowfast_r50"
 MODELS = {
     "slowfast_r50": lambda: presets.slowfast(50),
@@ -43,30 +45,12 @@ MODELS = {
 }
 
 
-def kinetics_recipe(model):
-    """The K400 recipe shared by the baseline and the Ego-Exo pre-training (docs/method.md#recipes)."""
-    c = config_schema.base_config()
-    c.model = model
-    c.data.update(path_to_data_dir="data/kinetics", path_prefix="data/kinetics/videos",
-                  arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
-                  sampling_rate=2 if model.arch == "slowfast" else 8)  # 32x2 | 8x8
-    c.batch_size = c.eval_batch_size = 512  # 8 nodes x 8 GPUs x 8 clips
-    c.num_epochs = 200.0
-    c.optimizer.update(name="sgd", base_lr=0.8, reference_batch_size=512, weight_decay=1e-4)
-    c.schedule.update(policy="cosine", warmup_epochs=34.0, warmup_start_lr=0.08, cosine_end_lr=0.0)
-    c.eval_every_epochs = 10.0
-    c.checkpoint.every_epochs = 10.0
-    c.evaluate.ensemble = "sum"
-    c.evaluate.labels = "kinetics400"
-    return c
-
-
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in MODELS:
         raise ValueError(f"unknown variant {variant!r} of configs/pretrain_baseline.py; "
                          f"expected one of {sorted(MODELS)}")
-    c = kinetics_recipe(MODELS[variant]())
+    c = common.kinetics_recipe(MODELS[variant]())
     c.model.dropout_rate = 0.5
     c.precise_bn.update(enabled=True, num_batches=200)
     return c

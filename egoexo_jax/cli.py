@@ -7,6 +7,9 @@ names its file. :func:`report` prints it as ``error: <what>, <where>, <what was 
 stderr and the entry point exits with :data:`EXIT_USER_ERROR`; ``--debug`` adds the traceback.
 Any other exception is a bug and keeps its traceback.
 
+Every entry point takes absl flags (``--name=value``); :func:`run_command` is the command-line
+frame of those besides ``main`` (flags of their own, ``--help``, ``--debug``, the error lines).
+
 Exit codes of every entry point: 0 done, :data:`EXIT_USER_ERROR` (2) a user's mistake (fix it,
 do not retry), :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``) training stopped by SIGTERM after
 saving a checkpoint: preempted, resumable (run the same command again; the launchers in
@@ -19,7 +22,9 @@ import logging
 import os
 import sys
 import traceback
-from typing import Optional
+from typing import Callable, List, Optional, Sequence
+
+from absl import flags
 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 75
@@ -126,3 +131,44 @@ def quiet_disk_error_tracebacks(logger_name: str = "absl") -> None:
     logger = logging.getLogger(logger_name)
     if not any(isinstance(f, DiskErrorTracebackFilter) for f in logger.filters):
         logger.addFilter(DiskErrorTracebackFilter())
+
+
+def run_command(prog: str, doc: str, define_flags: Callable[[flags.FlagValues, List[str]], None],
+                body: Callable[[flags.FlagValues], int], argv: Optional[Sequence[str]] = None, *,
+                required: Sequence[str] = (), check_argv: Optional[Callable[[List[str]], None]] = None,
+                where_flag: str = "") -> int:
+    """Runs the command ``prog`` on ``argv`` (default ``sys.argv[1:]``); returns its exit status.
+
+    ``define_flags(flag_values, argv)`` defines the command's absl flags in a ``FlagValues`` of its
+    own (several commands can then run in one process, e.g. in tests); ``--debug`` and ``--help``
+    (prints ``doc`` and the flags) are added. ``check_argv`` may reject ``argv`` with a
+    :class:`UserError` before the flags are parsed. A flag error, a missing ``required`` flag or a
+    user error raised by ``body(flag_values)`` is one ``error:`` line and exit status 2 (the file
+    an ``OSError`` does not name is the value of ``where_flag``); a bug keeps its traceback.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    fv = flags.FlagValues()
+    try:
+        define_flags(fv, argv)
+        flags.DEFINE_bool("debug", False, "Print the traceback of user errors too (bugs always show it).",
+                          flag_values=fv)
+        flags.DEFINE_bool("help", False, "Show this help.", short_name="h", flag_values=fv)
+        if "--help" in argv or "-h" in argv:
+            print(f"{doc.strip()}\n\nflags of {prog}:\n{fv.get_help(include_special_flags=False)}")
+            return 0
+        if check_argv is not None:
+            check_argv(argv)
+        for name in required:
+            flags.mark_flag_as_required(name, flag_values=fv)
+        rest = fv([prog] + argv)
+        if len(rest) > 1:
+            raise InputError(f"unexpected arguments {rest[1:]}, expected only --flags (see {prog} --help)")
+    except (flags.Error, UserError) as e:
+        print(f"error: {message(e)}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    try:
+        return body(fv)
+    except Exception as e:  # pylint: disable=broad-except
+        if not handles(e):
+            raise  # a bug: keep the traceback
+        return report(e, debug=fv.debug, where=fv[where_flag].value if where_flag else "")

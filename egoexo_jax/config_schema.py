@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.batch_size = 64  # global training clips per step (all hosts); PySlowFast TRAIN.BATCH_SIZE x shards
     c.eval_batch_size = 64  # global evaluation views per step
+    c.per_device_batch_size = 8  # clips per device in the recipe's original run (TRAIN.BATCH_SIZE / NUM_GPUS)
+    c.batch_from_devices = False  # True: both batches = per_device_batch_size x this run's devices
     c.num_epochs = 200.0  # SOLVER.MAX_EPOCH; steps = num_epochs * (train videos // batch_size)
     c.total_steps = 0  # > 0: stop after this many steps (the LR schedule still follows num_epochs)
 
@@ -43,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.optimizer.name = "sgd"  # sgd (PySlowFast: momentum, Nesterov, coupled L2) | adamw (MViT)
     c.optimizer.base_lr = 0.1  # SOLVER.BASE_LR at reference_batch_size
     c.optimizer.reference_batch_size = 64  # batch the base LR was tuned for (linear scaling rule)
+    # True: base_lr and schedule.warmup_start_lr are scaled by batch_size / reference_batch_size
+    # when the two differ (egoexo_jax.batch_scaling); False: used as they are.
+    c.optimizer.scale_lr_with_batch = True
     c.optimizer.momentum = 0.9
     c.optimizer.nesterov = True
     c.optimizer.weight_decay = 1e-4  # sgd: coupled L2 added to the gradient; adamw: decoupled
@@ -178,6 +183,7 @@ def _check_choice(value, allowed, key: str) -> None:
 _RANGES = {
     "batch_size": "int >= 1",
     "eval_batch_size": "int >= 1",
+    "per_device_batch_size": "int >= 1",
     "num_epochs": "> 0",
     "total_steps": "int >= 0",
     "optimizer.base_lr": "> 0",

@@ -133,7 +133,7 @@ def results_table(results: Dict[str, Dict[str, float]], chance: Dict[str, float]
 
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[str, float]]:
     """Generates the data (once), runs the four stages (each resumable) and prints the table."""
-    from egoexo_jax import metric_log, train  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import metric_log, train_loop  # pylint: disable=import-outside-toplevel
     start = time.time()
     demo = config.demo
     workdir = os.path.abspath(workdir)
@@ -152,7 +152,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[
     results: Dict[str, Dict[str, float]] = {}
     for name in STAGES:
         print(f"[demo] stage {name} ({time.time() - start:.0f} s so far)", flush=True)
-        results[name] = train.train_and_evaluate(configs[name], os.path.join(workdir, name))
+        results[name] = train_loop.train_and_evaluate(configs[name], os.path.join(workdir, name))
     from egoexo_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
     labels = eval_lib.video_labels(configs["finetune_baseline"].data, "test")["label"]
     chance = {"top1": 100.0 / paths.num_pretrain_classes, "top5": 500.0 / paths.num_pretrain_classes,

@@ -13,6 +13,10 @@ EPIC-100 and EPIC-55 verb/noun/action top-1/top-5 with the official action defin
 also the tail-class and unseen-participant variants when their csvs are configured). EPIC lists
 without labels (the test timestamps) give result files only.
 
+The eval step (:func:`eval_step`, jitted by :func:`make_eval_step`) runs one batch of views;
+an :class:`Evaluator` holds it compiled for one model. :func:`evaluate_only` is
+``config.mode=evaluate``: it loads a checkpoint and runs the final test.
+
 The final test (:func:`evaluate_final`) runs on ``data.test_list``; for EPIC-55 with
 ``evaluate.epic55_s1`` / ``epic55_s2`` set, on the seen (S1) and unseen (S2) test lists instead,
 tagged ``test_s1`` / ``test_s2``.
@@ -28,25 +32,64 @@ file).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import pickle
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
+from egoexo_jax import batch_scaling, config_schema, metric_log, models, sharding
 from egoexo_jax import metrics as metrics_lib
-from egoexo_jax import sharding
+from egoexo_jax.checkpoint import pretrained
+from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import eval_pipeline
 from egoexo_jax.data.sources import build_source
+from egoexo_jax.train import pathways_of
 
 EPIC_SUBMISSION_VERSION = "0.2"
 EPIC55_SUBMISSION_VERSION = "0.1"
 EPIC55_TEST_SPLITS = (("s1", "epic55_s1"), ("s2", "epic55_s2"))  # (tag suffix, evaluate key)
 BAD_INPUTS = "bad_inputs.txt"  # in the workdir, shared with training (one line per unreadable file)
+
+
+def eval_step(variables: dict, batch: Dict[str, Any], *, model, arch: str) -> Dict[str, Any]:
+    """Test-time outputs of one batch of views: ``probs`` (activation per position, then mean;
+    a tuple for multi-task heads) and the view bookkeeping fields passed through (labels come from
+    the split's index, ``evaluate.video_labels``)."""
+    outputs = model.apply(variables, pathways_of(batch, arch), train=False)
+    out = {"probs": outputs["probs"]}
+    for k in ("video_index", "view_index", "mask"):
+        if k in batch:
+            out[k] = batch[k]
+    return out
+
+
+def make_eval_step(mesh, **kwargs):
+    """:func:`eval_step` with ``kwargs`` bound, jitted over ``mesh`` (variables replicated, the
+    views split on ``data``)."""
+    step = functools.partial(eval_step, **kwargs)
+    rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
+    return jax.jit(step, in_shardings=(rep, data), out_shardings=rep)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+    """What evaluating one model needs besides its variables: the mesh, the jitted eval step
+    (compiled on first use, then reused by every evaluation of the run) and the workdir that
+    ``results/`` and ``bad_inputs.txt`` go to."""
+    mesh: Any
+    workdir: str
+    eval_fn: Callable
+
+    @classmethod
+    def create(cls, config, model, mesh, workdir: str) -> "Evaluator":
+        return cls(mesh, workdir, make_eval_step(mesh, model=model, arch=config.model.arch))
 
 
 def video_labels(data_cfg, split: str) -> Dict[str, Any]:
@@ -199,21 +242,16 @@ def write_results(results_dir: str, tag: str, dataset: str, scores: Sequence[np.
         f.write(table + "\n")
 
 
-def evaluate_split(config, run, variables, split: str, step: int, logger=None, *,
+def evaluate_split(config, evaluator: Evaluator, variables, split: str, step: int, logger=None, *,
                    final: bool = False, data_cfg=None, tag: str = "") -> Dict[str, float]:
     """Evaluates ``variables`` on ``split`` ('val' one view, 'test' multi-view), logs
     ``{tag}/<metric>`` at ``step`` (``tag`` defaults to the split), writes result files (process
     0) and prints the table. ``data_cfg`` replaces ``config.data`` (another test list)."""
-    from egoexo_jax import train as train_lib  # pylint: disable=import-outside-toplevel
     data_cfg = config.data if data_cfg is None else data_cfg
     tag = tag or split
-    eval_fn = getattr(run, "_eval_fn", None)
-    if eval_fn is None:
-        eval_fn = train_lib.make_eval_step(run.mesh, model=run.model, arch=config.model.arch)
-        run._eval_fn = eval_fn  # pylint: disable=protected-access
-    collected = collect_view_scores(eval_fn, variables, data_cfg, split, config.eval_batch_size,
-                                    run.mesh, config.evaluate.ensemble,
-                                    bad_input_log=data_cfg.bad_input_log or os.path.join(run.workdir, BAD_INPUTS))
+    bad_input_log = data_cfg.bad_input_log or os.path.join(evaluator.workdir, BAD_INPUTS)
+    collected = collect_view_scores(evaluator.eval_fn, variables, data_cfg, split, config.eval_batch_size,
+                                    evaluator.mesh, config.evaluate.ensemble, bad_input_log=bad_input_log)
     truth = video_labels(data_cfg, split)
     values = compute_metrics(data_cfg.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))
@@ -225,7 +263,7 @@ def evaluate_split(config, run, variables, split: str, step: int, logger=None, *
              f"views, step {step}")
     table = format_table(title, values)
     if jax.process_index() == 0:
-        write_results(os.path.join(run.workdir, "results"), f"{tag}_step{step}", data_cfg.dataset,
+        write_results(os.path.join(evaluator.workdir, "results"), f"{tag}_step{step}", data_cfg.dataset,
                       collected["scores"], truth, table)
         print(table, flush=True)
     if logger is not None:
@@ -247,16 +285,54 @@ def epic55_test_lists(config) -> List[tuple]:
     return out
 
 
-def evaluate_final(config, run, variables, split: str, step: int, logger=None) -> Dict[str, float]:
+def evaluate_final(config, evaluator: Evaluator, variables, split: str, step: int,
+                   logger=None) -> Dict[str, float]:
     """The end-of-run / ``mode=evaluate`` evaluation: ``split`` of the data config, or for the EPIC-55
     test with S1 / S2 lists configured each of them (metrics prefixed ``test_s1_`` / ``test_s2_``
     in the returned dict)."""
     lists = epic55_test_lists(config) if split == "test" else []
     if not lists:
-        return evaluate_split(config, run, variables, split, step, logger, final=True)
+        return evaluate_split(config, evaluator, variables, split, step, logger, final=True)
     out: Dict[str, float] = {}
     for tag, data_cfg in lists:
-        values = evaluate_split(config, run, variables, split, step, logger, final=True,
+        values = evaluate_split(config, evaluator, variables, split, step, logger, final=True,
                                 data_cfg=data_cfg, tag=tag)
         out.update({f"{tag}_{k}": v for k, v in values.items()})
     return out
+
+
+def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None) -> Dict[str, float]:
+    """``mode=evaluate``: multi-view evaluation of ``config.evaluate.checkpoint`` (a workdir,
+    converted directory or ``.pyth``; ``best``: the best-validation checkpoint of ``workdir``),
+    else the newest checkpoint in ``workdir``, else ``config.init_from``."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = mesh if mesh is not None else sharding.make_mesh()
+    config = batch_scaling.resolve_batch(config, mesh.devices.size)
+    config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
+    source = config.evaluate.checkpoint or (
+        workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
+    if not source:
+        raise config_schema.ConfigError(
+            "mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
+            f"or point --workdir at a training workdir (none in {workdir})")
+    step = 0  # converted checkpoints and .pyth files carry no training step
+    if source == "best":
+        src_cfg, variables, step = ckpt_lib.load_workdir_variables(workdir, best=True)
+        what = f"best-validation checkpoint of {workdir} (step {step})"
+    elif os.path.isdir(source) and ckpt_lib.is_training_workdir(source):
+        src_cfg, variables, step = ckpt_lib.load_workdir_variables(source)
+        what = f"training workdir {source} (step {step})"
+    else:
+        src_cfg, variables, what = pretrained.load_pretrained(
+            source, flag="config.evaluate.checkpoint" if config.evaluate.checkpoint else "config.init_from")
+    src_cfg.dtype = config.dtype
+    for field in models.RUNTIME_FIELDS:
+        src_cfg[field] = config.model[field]
+    model = models.build(src_cfg)
+    print(f"evaluating {what}", flush=True)
+    logger = metric_log.MetricLogger(workdir)
+    try:
+        return evaluate_final(config, Evaluator.create(config, model, mesh, workdir),
+                              sharding.replicate(variables, mesh), config.evaluate.split, step, logger)
+    finally:
+        logger.flush()

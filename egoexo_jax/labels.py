@@ -1,9 +1,9 @@
 """Class names of the datasets, in label-index order.
 
 ``load_class_names("kinetics400")`` (400), ``"charades_ego"`` (157), ``"epic100_verb"`` (97) and
-``"epic100_noun"`` (300) read the bundled files in the repository's ``data/`` folder (their sources are
-in ``data/CLASSES_SOURCES.md``); any other argument is taken as the path of a text file with one class
-name per line. Index ``i`` of the returned list is the name of label ``i``.
+``"epic100_noun"`` (300) read the files bundled with the package in ``egoexo_jax/class_names/``
+(their sources are in ``egoexo_jax/class_names/SOURCES.md``); any other argument is taken as the
+path of a text file with one class name per line. Index ``i`` of the returned list is the name of label ``i``.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from egoexo_jax.cli import InputError, MissingFileError
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+DATA_DIR = Path(__file__).resolve().parent / "class_names"  # package data: installed with the code
 
 # name -> (file in DATA_DIR, number of classes)
 BUILTIN = {
@@ -75,8 +75,8 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
         path = DATA_DIR / filename
         if not path.is_file():
             raise MissingFileError(
-                f"class-name file for {key!r} not found: {path} (it ships in the repository's data/ folder; "
-                f"egoexo_jax looks for data/ next to the package, in {DATA_DIR})")
+                f"class-name file for {key!r} not found: {path} (it ships with the package, in "
+                f"egoexo_jax/class_names/; expected an installation that includes it)")
         names = _read_lines(path)
         if len(names) != expected:
             raise InputError(f"{path}: {len(names)} class names, expected {expected} for {key!r}")

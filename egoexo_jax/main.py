@@ -1,4 +1,5 @@
-"""Entry point: ``python -m egoexo_jax.main --config=configs/<recipe>.py[:variant] --workdir=DIR``.
+"""Entry point: ``python -m egoexo_jax.main --config=configs/<recipe>.py[:variant] --workdir=DIR``
+(``egoexo-train`` once the package is installed).
 
 ``config.mode``: ``train`` (resumes from the newest checkpoint in DIR), ``evaluate`` (multi-view
 test of a checkpoint) or ``demo`` (the bundled synthetic demo, ``configs/demo.py``). Overrides
@@ -14,14 +15,13 @@ traceback); a SIGTERM-stopped training run exits 75 (preempted, resumable). See 
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from egoexo_jax import cli, config_schema
+from egoexo_jax import cli, config_schema, hostenv, recipe
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant.",
                                           lock_config=True)
@@ -32,52 +32,6 @@ _DEBUG = flags.DEFINE_bool("debug", False, "Print the traceback of user errors t
 def _fail(text: str) -> None:
     print(f"error: {text}", file=sys.stderr, flush=True)
     sys.exit(cli.EXIT_USER_ERROR)
-
-
-def _config_spec(argv):
-    """The value of ``--config=...`` / ``--config ...`` in ``argv`` (None if absent)."""
-    for i, arg in enumerate(argv):
-        if arg.startswith("--config="):
-            return arg.split("=", 1)[1]
-        if arg == "--config" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
-
-
-def check_config_file(argv) -> None:
-    """A ``--config`` file that does not exist is one line, not two chained tracebacks."""
-    spec = _config_spec(argv)
-    if spec is None:
-        return
-    path = spec.split(":", 1)[0]
-    if not os.path.isfile(path):
-        _fail(f"config file not found, --config={spec}, expected a recipe file such as "
-              f"configs/pretrain.py[:variant]")
-
-
-def _load_config_file(spec: str):
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("_egoexo_recipe", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
-
-
-def check_overrides(argv) -> None:
-    """Fails early, with a suggestion, on ``--config.<key>`` overrides naming no existing key."""
-    spec = _config_spec(argv)
-    if spec is None:
-        return
-    keys = None
-    for arg in argv:
-        if not arg.startswith("--config.") or arg.startswith("--config=" ):
-            continue
-        name = arg[len("--config."):].split("=", 1)[0]
-        if keys is None:
-            config = _load_config_file(spec)
-            keys = set(config_schema.all_keys(config))
-        if name not in keys:
-            _fail(f"--config.{name}: {config_schema.unknown_key_message(name, config)}")
 
 
 def main(argv):
@@ -99,17 +53,18 @@ def main(argv):
 
 def _run(config, workdir: str) -> None:
     import jax  # pylint: disable=import-outside-toplevel
-    from egoexo_jax import sharding  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import batch_scaling, sharding  # pylint: disable=import-outside-toplevel
     sharding.maybe_initialize_distributed()
     cli.quiet_disk_error_tracebacks()
+    config = batch_scaling.resolve_batch(config, jax.device_count())
     config_schema.validate(config, num_devices=jax.device_count(), num_processes=jax.process_count())
     logging.info("config:\n%s", config)
     if config.mode == "train":
-        from egoexo_jax import train  # pylint: disable=import-outside-toplevel
-        train.train_and_evaluate(config, workdir)
+        from egoexo_jax import train_loop  # pylint: disable=import-outside-toplevel
+        train_loop.train_and_evaluate(config, workdir)
     elif config.mode == "evaluate":
-        from egoexo_jax import train  # pylint: disable=import-outside-toplevel
-        train.evaluate_only(config, workdir)
+        from egoexo_jax import evaluate  # pylint: disable=import-outside-toplevel
+        evaluate.evaluate_only(config, workdir)
     else:
         from egoexo_jax import demo  # pylint: disable=import-outside-toplevel
         demo.run_demo(config, workdir)
@@ -124,15 +79,21 @@ def _parse_flags(argv):
 
 
 def run():
+    """``egoexo-train`` and ``python -m egoexo_jax.main``: host set-up, the recipe checks, then absl."""
+    hostenv.prepare_process()
     argv = sys.argv
-    check_config_file(argv[1:])
-    check_overrides(argv[1:])
+    if "--help" in argv[1:] or "-h" in argv[1:]:  # the same help as the other entry points, exit 0
+        module = flags.FLAGS.find_module_defining_flag(_WORKDIR.name)
+        print(f"{__doc__.strip()}\n\nflags of python -m egoexo_jax.main:\n{flags.FLAGS.module_help(module)}\n"
+              "(--helpfull: every flag, also absl's)")
+        sys.exit(0)
+    try:
+        recipe.check_argv(argv[1:])
+    except cli.UserError as e:
+        _fail(cli.message(e))
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-    from egoexo_jax import hostenv
-
-    hostenv.prepare_process()
     run()

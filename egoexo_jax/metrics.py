@@ -19,7 +19,7 @@ from __future__ import annotations
 import csv
 import os
 import warnings
-from typing import Dict, Iterable, Mapping, Optional, Sequence
+from typing import Dict, Iterable, Mapping, Sequence
 
 import numpy as np
 

@@ -1,29 +1,33 @@
 """``python -m egoexo_jax.predict``: one video in, top-k classes (and interaction maps) out.
 
-    python -m egoexo_jax.predict --checkpoint CKPT --video clip.mp4 [--top-k 5]
-        [--labels kinetics400|charades_ego|epic100_verb|epic100_noun|FILE] [--save-maps maps.png]
+    python -m egoexo_jax.predict --checkpoint=CKPT --video=clip.mp4 [--top_k=5]
+        [--labels=kinetics400|charades_ego|epic100_verb|epic100_noun|FILE] [--save_maps=maps.png]
+
+(``egoexo-predict`` takes the same flags once the package is installed.)
 
 ``CKPT``: a training workdir (its newest checkpoint), a converted checkpoint directory or an
-official ``.pyth``. The video is scored with multi-view testing (``--temporal-views`` clips x
-``--spatial-crops`` crops, PySlowFast's Kinetics placement), views combined by the mean of the
+official ``.pyth``. The video is scored with multi-view testing (``--temporal_views`` clips x
+``--spatial_crops`` crops, PySlowFast's Kinetics placement), views combined by the mean of the
 head's test-time scores (softmax) or their max (sigmoid heads). For Ego-Exo students
-``--save-maps`` writes a PNG: every frame of the middle view's clip (one column each, with its
+``--save_maps`` writes a PNG: every frame of the middle view's clip (one column each, with its
 time in seconds) and, below it, the predicted hand (red) and object (blue) probabilities of the
 map time step that frame falls in. Errors are one line on stderr, exit status 2 (``--debug`` adds
 the traceback).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+from absl import flags
 
-from egoexo_jax import cli
+from egoexo_jax import cli, hostenv
 from egoexo_jax.cli import InputError, MissingFileError
+
+PROG = "python -m egoexo_jax.predict"
 
 DEFAULT_SAMPLING = {"slowfast": 2, "slow": 8, "mvit": 4}
 
@@ -50,12 +54,12 @@ def load_views(video: str, data_cfg):
     import av  # pylint: disable=import-outside-toplevel
 
     if not os.path.isfile(video):
-        raise MissingFileError(f"video not found, --video {video}, expected a video file")
+        raise MissingFileError(f"video not found, --video={video}, expected a video file")
     try:
         with av.open(video) as container:
             fps = float(container.streams.video[0].average_rate or data_cfg.target_fps)
     except (av.error.FFmpegError, IndexError) as e:
-        raise InputError(f"not a readable video ({e}), --video {video}, expected a video file "
+        raise InputError(f"not a readable video ({e}), --video={video}, expected a video file "
                          "PyAV can decode") from None
     opts = samples.SampleOptions.from_config(data_cfg)
     item = Item(dataset="kinetics", key=os.path.basename(video), video_id=os.path.splitext(os.path.basename(video))[0],
@@ -72,7 +76,7 @@ def load_views(video: str, data_cfg):
             views.append(samples.make_sample(item, samples.view_of(v, opts), np.random.default_rng(v), opts, split="test",
                                              video_level_labels=True, aux_fn=keep))
         except DecodeError as e:
-            raise InputError(f"{e}, --video {video}, expected a decodable video") from None
+            raise InputError(f"{e}, --video={video}, expected a decodable video") from None
     stacked = {k: np.stack([s[k] for s in views]) for k in views[0] if k.startswith("pathway")}
     return stacked, metas[middle], middle, fps
 
@@ -83,7 +87,7 @@ def class_names(labels: Optional[str], num_classes: int) -> List[str]:
     from egoexo_jax.labels import load_class_names  # pylint: disable=import-outside-toplevel
     names = load_class_names(labels)
     if len(names) != num_classes:
-        raise InputError(f"{len(names)} class names, --labels {labels}, expected {num_classes} (one per class "
+        raise InputError(f"{len(names)} class names, --labels={labels}, expected {num_classes} (one per class "
                          "of the model)")
     return names
 
@@ -151,8 +155,8 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
 
     model_cfg, variables, what = pretrained.load_pretrained(checkpoint, flag="--checkpoint")
     if save_maps and not model_cfg.interaction_head:  # before scoring any view
-        raise InputError(f"{what} has no interaction-map head, --save-maps {save_maps}, expected an Ego-Exo "
-                         "student checkpoint (or no --save-maps)")
+        raise InputError(f"{what} has no interaction-map head, --save_maps={save_maps}, expected an Ego-Exo "
+                         "student checkpoint (or no --save_maps)")
     model = models.build(model_cfg)
     data_cfg = default_data_config("kinetics")
     data_cfg.update(num_frames=_num_frames(model_cfg), arch=model_cfg.arch, alpha=int(model_cfg.alpha),
@@ -180,29 +184,28 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
     return result
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m egoexo_jax.predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--checkpoint", required=True, help="training workdir, converted directory or .pyth")
-    parser.add_argument("--video", required=True)
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--labels", default=None, help="kinetics400 | charades_ego | epic100_verb | epic100_noun | FILE")
-    parser.add_argument("--save-maps", default=None, help="PNG path for the interaction maps (Ego-Exo students)")
-    parser.add_argument("--temporal-views", type=int, default=10)
-    parser.add_argument("--spatial-crops", type=int, default=3)
-    parser.add_argument("--sampling-rate", type=int, default=None)
-    parser.add_argument("--crop", type=int, default=None, help="test crop (default: the model's crop size)")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
-    args = parser.parse_args(argv)
-    try:
-        res = predict(args.checkpoint, args.video, top_k=args.top_k, labels=args.labels,
-                      temporal_views=args.temporal_views, spatial_crops=args.spatial_crops,
-                      sampling_rate=args.sampling_rate, crop=args.crop, save_maps=args.save_maps)
-    except Exception as e:  # pylint: disable=broad-except
-        if not cli.handles(e):
-            raise  # a bug: keep the traceback
-        return cli.report(e, debug=args.debug)
+def _define_flags(fv: flags.FlagValues, argv: List[str]) -> None:  # pylint: disable=unused-argument
+    flags.DEFINE_string("checkpoint", None, "Training workdir, converted directory or .pyth.", flag_values=fv)
+    flags.DEFINE_string("video", None, "The video to classify.", flag_values=fv)
+    flags.DEFINE_integer("top_k", 5, "Classes in the table.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_string("labels", None, "Class names: kinetics400 | charades_ego | epic100_verb | "
+                        "epic100_noun | a file with one name per line.", flag_values=fv)
+    flags.DEFINE_string("save_maps", None, "PNG path for the interaction maps (Ego-Exo students).",
+                        flag_values=fv)
+    flags.DEFINE_integer("temporal_views", 10, "Clips along the video.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("spatial_crops", 3, "Crops per clip.", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("sampling_rate", None, "Frame stride (default: the checkpoint's config, else the "
+                         "architecture's recipe).", lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("crop", None, "Test crop (default: the model's crop size).", lower_bound=1,
+                         flag_values=fv)
+
+
+def _predict(fv: flags.FlagValues) -> int:
+    res = predict(fv.checkpoint, fv.video, top_k=fv.top_k, labels=fv.labels, temporal_views=fv.temporal_views,
+                  spatial_crops=fv.spatial_crops, sampling_rate=fv.sampling_rate, crop=fv.crop,
+                  save_maps=fv.save_maps)
     width = max(len(n) for n, _ in res["top"]) + 2
-    print(f"{res['checkpoint']}: {args.video}, {res['num_views']} views")
+    print(f"{res['checkpoint']}: {fv.video}, {res['num_views']} views")
     print(f"{'rank':>4}  {'class'.ljust(width)}score")
     for rank, (name, score) in enumerate(res["top"], 1):
         print(f"{rank:>4}  {name.ljust(width)}{score:.4f}")
@@ -211,8 +214,16 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from egoexo_jax import hostenv
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.run_command(PROG, __doc__, _define_flags, _predict, argv, required=("checkpoint", "video"))
 
+
+def run() -> None:
+    """``egoexo-predict`` and ``python -m egoexo_jax.predict``."""
     hostenv.prepare_process()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -6,17 +6,21 @@
 # coordinator address is needed. All hosts must see the same workdir: it has to be a gs:// path.
 # On every worker the training command is restarted when it exits 75 (SIGTERM, checkpoint saved:
 # preempted, resumable), up to --max-restarts times; it resumes from the newest checkpoint.
+# The global batch is the recipe's clips per device times the chips of the slice unless --batch sets
+# it; the trainer scales the recipe's learning rates to it.
 set -euo pipefail
 
 PROG=$(basename "$0")
+HELP="$PROG --help"
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$REPO_ROOT/launch/common.sh"
 
 synopsis() {
   cat <<EOF
 Usage: $PROG --tpu NAME --zone ZONE --config CFG --workdir gs://BUCKET/PATH
             [--project P] [--accelerator v4-32] [--version tpu-ubuntu2204-base] [--create]
             [--repo URL [--ref REF]] [--skip-setup] [--background]
-            [--batch B --base-lr LR --reference-batch RB] [--dtype bfloat16|float32]
+            [--batch B] [--dtype bfloat16|float32]
             [--max-restarts N] [--dry-run] [-- extra args for egoexo_jax.main]
 EOF
 }
@@ -49,40 +53,15 @@ Steps (each printed as '+ command' before it runs):
   --skip-setup          skip steps 2-3 (code and environment already on the workers)
   --background          start training with nohup on each worker (log: ~/egoexo_jax/train.log) and
                         return, instead of streaming all hosts' output until training ends
-  --batch B --base-lr LR --reference-batch RB
-                        set the global batch and the linearly scaled LR = LR * B / RB
-                        (all three together; RB = the recipe's config.optimizer.reference_batch_size)
+  --batch B             global training batch (default: the recipe's clips per device,
+                        config.per_device_batch_size, times the chips); the trainer scales the
+                        recipe's LR to it (lr = base_lr * B / config.optimizer.reference_batch_size)
   --dtype D             set config.dtype (bfloat16 or float32); default: the recipe's
   --max-restarts N      restarts of training after exit status 75 (default 10)
   --dry-run             print every command, run nothing
   -h, --help            this help
   -- ARGS...            passed unchanged to egoexo_jax.main (e.g. --config.num_epochs=10)
 EOF
-}
-
-die_usage() {
-  echo "$PROG: error: $*" >&2
-  synopsis >&2
-  echo "Try '$PROG --help' for more." >&2
-  exit 2
-}
-
-# Shell-quotes one word only when it needs it, so printed commands can be pasted back.
-quote() {
-  local s=$1
-  if [[ -n $s && $s =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-    printf '%s' "$s"
-  else
-    printf "'%s'" "${s//\'/\'\\\'\'}"
-  fi
-}
-
-render() {
-  local out="" word
-  for word in "$@"; do
-    out+="${out:+ }$(quote "$word")"
-  done
-  printf '%s' "$out"
 }
 
 DRY_RUN=0
@@ -92,7 +71,7 @@ run() {
 }
 
 TPU="" ZONE="" CONFIG="" WORKDIR="" PROJECT="" ACCELERATOR="v4-32" VERSION="tpu-ubuntu2204-base"
-CREATE=0 REPO="" REF="" SKIP_SETUP=0 BACKGROUND=0 BATCH="" BASE_LR="" REF_BATCH="" DTYPE="" MAX_RESTARTS=10
+CREATE=0 REPO="" REF="" SKIP_SETUP=0 BACKGROUND=0 BATCH="" DTYPE="" MAX_RESTARTS=10
 EXTRA=()
 while (($#)); do
   case $1 in
@@ -101,7 +80,7 @@ while (($#)); do
     --create) CREATE=1; shift ;;
     --skip-setup) SKIP_SETUP=1; shift ;;
     --background) BACKGROUND=1; shift ;;
-    --tpu|--zone|--config|--workdir|--project|--accelerator|--version|--repo|--ref|--batch|--base-lr|--reference-batch|--dtype|--max-restarts)
+    --tpu|--zone|--config|--workdir|--project|--accelerator|--version|--repo|--ref|--batch|--dtype|--max-restarts)
       (($# >= 2)) && [[ $2 != --* ]] || die_usage "$1 needs a value"
       flag=$1 value=$2
       shift 2 ;&
@@ -118,8 +97,6 @@ while (($#)); do
         --repo) REPO=$value ;;
         --ref) REF=$value ;;
         --batch) BATCH=$value ;;
-        --base-lr) BASE_LR=$value ;;
-        --reference-batch) REF_BATCH=$value ;;
         --dtype) DTYPE=$value ;;
         --max-restarts) MAX_RESTARTS=$value ;;
         *) die_usage "unknown argument '$flag=$value' (arguments for egoexo_jax.main go after --)" ;;
@@ -141,23 +118,8 @@ missing=()
 [[ $TPU =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]] \
   || die_usage "--tpu must be a TPU name (lower-case letters, digits, '-'), got '$TPU'"
 [[ -z $REF || -n $REPO ]] || die_usage "--ref needs --repo"
-[[ -z $DTYPE || $DTYPE == bfloat16 || $DTYPE == float32 ]] \
-  || die_usage "--dtype must be bfloat16 or float32, got '$DTYPE'"
+run_overrides
 [[ $MAX_RESTARTS =~ ^[0-9]+$ ]] || die_usage "--max-restarts must be a non-negative integer, got '$MAX_RESTARTS'"
-
-SCALE=()
-if [[ -n $BATCH$BASE_LR$REF_BATCH ]]; then
-  [[ -n $BATCH && -n $BASE_LR && -n $REF_BATCH ]] \
-    || die_usage "--batch, --base-lr and --reference-batch go together (linear LR scaling)"
-  [[ $BATCH =~ ^[1-9][0-9]*$ ]] || die_usage "--batch must be a positive integer, got '$BATCH'"
-  [[ $REF_BATCH =~ ^[1-9][0-9]*$ ]] || die_usage "--reference-batch must be a positive integer, got '$REF_BATCH'"
-  [[ $BASE_LR =~ ^([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$ ]] \
-    || die_usage "--base-lr must be a non-negative number, got '$BASE_LR'"
-  LR=$(LC_ALL=C awk -v lr="$BASE_LR" -v b="$BATCH" -v rb="$REF_BATCH" 'BEGIN { printf "%.12g", lr * b / rb }')
-  echo "# linear scaling rule: lr = base_lr * batch / reference_batch = $BASE_LR * $BATCH / $REF_BATCH = $LR"
-  SCALE=("--config.batch_size=$BATCH" "--config.optimizer.base_lr=$LR")
-fi
-[[ -z $DTYPE ]] || SCALE+=("--config.dtype=$DTYPE")
 
 GCLOUD_LOC=("--zone=$ZONE")
 [[ -z $PROJECT ]] || GCLOUD_LOC+=("--project=$PROJECT")
@@ -198,7 +160,7 @@ fi
 # 4. Training: the same command on every host, started again after exit status 75 (preempted,
 # resumable), at most MAX_RESTARTS times.
 TRAIN=(.venv/bin/python -m egoexo_jax.main "--config=$CONFIG" "--workdir=$WORKDIR"
-       ${SCALE[@]+"${SCALE[@]}"} ${EXTRA[@]+"${EXTRA[@]}"})
+       "${RUN_ARGS[@]}" ${EXTRA[@]+"${EXTRA[@]}"})
 LOOP="n=0; while :; do $(render "${TRAIN[@]}"); rc=\$?; { [ \$rc -eq 75 ] && [ \$n -lt $MAX_RESTARTS ]; } || exit \$rc; n=\$((n + 1)); echo \"# exit 75 (preempted, resumable): restart \$n of $MAX_RESTARTS\"; done"
 if ((BACKGROUND)); then
   on_all_workers "cd $REMOTE_DIR && nohup bash -c $(quote "$LOOP") > train.log 2>&1 < /dev/null &"

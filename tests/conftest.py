@@ -32,6 +32,7 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 import jax  # noqa: E402
+from demo_checkpoint import quick_demo_root  # noqa: E402,F401  (a session fixture of several test files)
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

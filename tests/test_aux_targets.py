@@ -12,7 +12,6 @@ import pytest
 
 from egoexo_jax import models
 from egoexo_jax.data import aux_targets as at
-from egoexo_jax.data import interaction_maps as im
 from egoexo_jax.data import eval_pipeline, handobj, samples, sources, teacher_scores, train_pipeline
 from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data.errors import TeacherFileError

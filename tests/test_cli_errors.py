@@ -15,9 +15,8 @@ from egoexo_jax.data import sources
 from egoexo_jax.data.config import default_data_config
 from egoexo_jax.data.errors import AnnotationError
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import fake_media  # noqa: E402  pylint: disable=wrong-import-position
-import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+import fake_media
+import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

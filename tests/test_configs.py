@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from egoexo_jax import config_schema, models, train
+from egoexo_jax import config_schema, models, train, train_loop_utils
 from egoexo_jax.data import kinetics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -236,9 +236,9 @@ def test_epic55_values_match_the_official_yamls():
         assert tuple(map(tuple, r101.model.num_block_temp_kernel)) == ((3, 3), (4, 4), (23, 23), (3, 3))
         assert (r101.optimizer.base_lr, r101.batch_size, tuple(r101.model.num_classes)) == (0.01, 64, (125, 352))
     # Best checkpoint by the joint action top-1 (the original's EPIC validation meter).
-    assert (c.checkpoint.keep_best, train.best_metric_name(c)) == (True, "action_top1")
-    assert train.best_metric_name(config("finetune_charades_ego")) == "mAP"
-    assert train.best_metric_name(config("pretrain")) == "top1"
+    assert (c.checkpoint.keep_best, train_loop_utils.best_metric_name(c)) == (True, "action_top1")
+    assert train_loop_utils.best_metric_name(config("finetune_charades_ego")) == "mAP"
+    assert train_loop_utils.best_metric_name(config("pretrain")) == "top1"
 
 
 def test_ego_teacher_lists(tmp_path):

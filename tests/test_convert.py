@@ -3,7 +3,6 @@ import json
 import os
 import pathlib
 import pickle
-import shutil
 import subprocess
 import sys
 import zipfile

@@ -2,7 +2,6 @@
 (`source='tfds'`) give the same samples as the raw files."""
 
 import numpy as np
-import pytest
 
 from egoexo_jax.data import eval_pipeline, tfds_builders, train_pipeline
 from egoexo_jax.data.config import default_data_config

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from egoexo_jax import config_schema, losses, models, optim, sharding, teacher_loading, train
+from egoexo_jax import config_schema, losses, models, optim, sharding, teacher_loading, train, train_loop
 from egoexo_jax.convert import load_pyslowfast
 from egoexo_jax.data import aux_targets, handobj, teacher_scores
 from egoexo_jax.demo_data import demo_sets
@@ -197,7 +197,7 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     c.total_steps, c.log_every_steps, c.test_at_end, c.eval_every_epochs = 3, 1, False, 0.0
     config_schema.validate(c)
     offline = str(tmp_path / "offline")
-    train.train_and_evaluate(c, offline)
+    train_loop.train_and_evaluate(c, offline)
     import json  # pylint: disable=import-outside-toplevel
     rows = [json.loads(line) for line in open(os.path.join(offline, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [1, 2, 3]
@@ -217,14 +217,14 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     c.teachers.ego.file = partial
     strict = str(tmp_path / "strict")
     with pytest.raises(aux_targets.MissingTeacherEntriesError) as err:
-        train.train_and_evaluate(c, strict)
+        train_loop.train_and_evaluate(c, strict)
     assert f"1 of {len(train_keys)} training items have no Ego-Score entries" in str(err.value)
     assert repr(dropped) in str(err.value) and "allow_missing" in str(err.value)
     assert not os.path.exists(os.path.join(strict, "checkpoints"))
     assert not os.path.exists(os.path.join(strict, "metrics.jsonl"))
     c.teachers.allow_missing = True
     masked = str(tmp_path / "masked")
-    train.train_and_evaluate(c, masked)
+    train_loop.train_and_evaluate(c, masked)
     rows = [json.loads(line) for line in open(os.path.join(masked, "metrics.jsonl"))]
     spe = len(train_keys) // c.batch_size
     assert [r["step"] for r in rows if "teachers/missing_ego" in r] == [spe]  # epoch 1 of 3 steps
@@ -244,12 +244,12 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     ego_cfg.data.num_classes = 2
     _write_two_class_lists(paths.kinetics_dir, tmp_path / "ego_lists")
     ego_cfg.data.path_to_data_dir = str(tmp_path / "ego_lists")
-    train.train_and_evaluate(ego_cfg, str(tmp_path / "ego_teacher"))
+    train_loop.train_and_evaluate(ego_cfg, str(tmp_path / "ego_teacher"))
     c.teachers.ego.update(source="online", checkpoint=str(tmp_path / "ego_teacher"))
     c.teachers.object.update(source="online", weights="", depth=18, width=8, num_frames=2)
     config_schema.validate(c)
     online = str(tmp_path / "online")
-    train.train_and_evaluate(c, online)
+    train_loop.train_and_evaluate(c, online)
     rows = [json.loads(line) for line in open(os.path.join(online, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(np.isfinite(r["loss_ego"]) and np.isfinite(r["loss_object"]) for r in rows)

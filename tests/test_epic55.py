@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import config_schema, train
+from egoexo_jax import config_schema, evaluate, precise_bn, train_loop, train_setup
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import epic_kitchens, sources, train_pipeline
 from egoexo_jax.demo_data.epic55 import (EPIC55_LABEL_COLUMNS, EPIC55_NOUNS, EPIC55_VERBS,
@@ -105,9 +105,9 @@ def test_pickle_split_files_without_pandas_say_what_to_do(tmp_path, monkeypatch)
 
 def test_star_batches_carry_interaction_targets(epic55):
     c = tiny(epic55, "star")
-    aux = train.offline_aux_fn(c)
+    aux = train_setup.offline_aux_fn(c)
     assert aux.repeated_frames == "last" and not aux.allow_missing
-    assert train.check_teacher_files(c, aux) == {"interaction": 0}
+    assert train_setup.check_teacher_files(c, aux) == {"interaction": 0}
     with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0, process_index=0,
                                       process_count=1, aux_fn=aux) as it:
         batch = next(it)
@@ -117,7 +117,7 @@ def test_star_batches_carry_interaction_targets(epic55):
     os.rename(os.path.join(epic55.detections, "P01_01.npy"), os.path.join(epic55.detections, "x.npy"))
     try:
         with pytest.raises(Exception, match=r"training items have no hand-object detection files.*'0'"):
-            train.check_teacher_files(c, aux)
+            train_setup.check_teacher_files(c, aux)
     finally:
         os.rename(os.path.join(epic55.detections, "x.npy"), os.path.join(epic55.detections, "P01_01.npy"))
 
@@ -132,23 +132,23 @@ def test_finetune_trains_validates_keeps_best_and_tests_s1_s2(epic55, tmp_path, 
     # (best after epoch 1, worse after epoch 2) makes the best state differ from the last one.
     c.checkpoint.best_metric = "scripted"
     scripted = iter([30.0, 20.0])
-    real_eval = train.eval_lib.evaluate_split
+    real_eval = train_loop.eval_lib.evaluate_split
 
     def eval_with_script(config, run, variables, split, step, logger=None, **kw):
         values = real_eval(config, run, variables, split, step, logger, **kw)
         return {**values, "scripted": next(scripted)} if split == "val" else values
 
-    monkeypatch.setattr(train.eval_lib, "evaluate_split", eval_with_script)
+    monkeypatch.setattr(train_loop.eval_lib, "evaluate_split", eval_with_script)
     calls = []
-    real_bn = train.precise_bn_stats
+    real_bn = precise_bn.precise_bn_stats
 
     def spy(model, variables, batches, arch, num_groups, group_size, mesh, **kw):
         calls.append((num_groups, group_size, batches.get_state()["batches"], kw["stats_fn"]))
         return real_bn(model, variables, batches, arch, num_groups, group_size, mesh, **kw)
 
-    monkeypatch.setattr(train, "precise_bn_stats", spy)
+    monkeypatch.setattr(precise_bn, "precise_bn_stats", spy)
     workdir = tmp_path / "run"
-    final = train.train_and_evaluate(c, str(workdir))
+    final = train_loop.train_and_evaluate(c, str(workdir))
     assert len(sources.build_source(c.data, "train")) // 8 == 2  # steps per epoch
     # Precise BN after each epoch: min(3, 2 steps per epoch) groups of 4 clips, new clips each time.
     assert [call[:3] for call in calls] == [(2, 4, 0), (2, 4, 1)]
@@ -191,10 +191,10 @@ def test_finetune_trains_validates_keeps_best_and_tests_s1_s2(epic55, tmp_path, 
     assert (results / "val_step2.md").is_file() and (results / "val_step4_scores.npz").is_file()
     # The final test saw the best state: mode=evaluate of checkpoint=best gives the same numbers,
     # and of the last state (the workdir's newest checkpoint) other ones.
-    again = train.evaluate_only(c, str(workdir))
+    again = evaluate.evaluate_only(c, str(workdir))
     assert {k: again[k] for k in final} == final
     c.evaluate.checkpoint = ""
-    last = train.evaluate_only(c, str(workdir))
+    last = evaluate.evaluate_only(c, str(workdir))
     s1 = np.load(results / "test_s1_step4_scores.npz")["scores_0"]
     s1_best = np.load(results / "test_s1_step2_scores.npz")["scores_0"]
     assert not np.allclose(s1, s1_best) and set(last) == set(final)

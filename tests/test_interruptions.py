@@ -14,14 +14,13 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import cli, train
+from egoexo_jax import cli, evaluate, train_loop, train_loop_utils, train_resume, train_setup
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.models import presets
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import fake_media  # noqa: E402  pylint: disable=wrong-import-position
-import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+import fake_media
+import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -42,15 +41,15 @@ def saved_workdir(kin_root, tmp_path_factory):
     values in its shapes: nothing is compiled)."""
     workdir = str(tmp_path_factory.mktemp("saved") / "wd")
     c = tiny_config.get_config(kin_root)
-    run = train.setup(c, workdir)
-    abstract, _ = train._abstract_state(c, run)  # pylint: disable=protected-access
+    run = train_setup.setup(c, workdir)
+    abstract = train_resume.abstract_state(c, run)
     rng = np.random.default_rng(0)
     state = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.01).astype(s.dtype), abstract)
     cp = ckpt_lib.Checkpointer(workdir, async_save=False)
-    cp.save(2, state, train._meta(run, train._Accumulator()))  # pylint: disable=protected-access
+    cp.save(2, state, train_resume.checkpoint_meta(run, train_loop_utils.MetricAccumulator()))
     cp.close()
     run.train_iter.close()
-    train.write_config(c, workdir)
+    train_loop.write_config(c, workdir)
     return workdir
 
 
@@ -77,7 +76,7 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named(saved_workdir, kin_r
     parent, key, value = change
     (c[parent] if parent else c)[key] = value
     with pytest.raises(ckpt_lib.CheckpointMismatchError) as e:
-        train.train_and_evaluate(c, workdir)
+        train_loop.train_and_evaluate(c, workdir)
     assert words.format(ckpt=os.path.join(workdir, "checkpoints", "2")) in str(e.value)
     assert "\n" not in str(e.value) and isinstance(e.value, cli.UserError)
     assert open(os.path.join(workdir, "config.json"), encoding="utf-8").read() == before  # not overwritten
@@ -91,7 +90,7 @@ def test_init_from_of_another_architecture_is_a_user_error(saved_workdir, kin_ro
     c.data.arch = "slow"
     c.init_from = saved_workdir
     with pytest.raises(ckpt_lib.CheckpointMismatchError, match="holds a slowfast model but config.model.arch is slow"):
-        train.train_and_evaluate(c, str(tmp_path / "wd"))
+        train_loop.train_and_evaluate(c, str(tmp_path / "wd"))
     assert not os.path.exists(tmp_path / "wd" / "config.json")
 
 
@@ -100,7 +99,7 @@ def test_evaluate_mode_lists_bad_inputs_and_reports_the_checkpoint_step(saved_wo
     c.mode = "evaluate"
     c.evaluate.checkpoint = saved_workdir
     out = str(tmp_path / "eval")
-    values = train.evaluate_only(c, out)
+    values = evaluate.evaluate_only(c, out)
     assert values["unscored_videos"] == 1.0
     assert sorted(os.listdir(os.path.join(out, "results"))) == ["test_step2.md", "test_step2_scores.npz"]
     assert "views, step 2" in capsys.readouterr().out
@@ -115,7 +114,7 @@ def test_evaluate_mode_lists_bad_inputs_and_reports_the_checkpoint_step(saved_wo
 def test_damaged_newest_checkpoint_training_resumes_from_the_previous(kin_root, tmp_path, capsys):
     c = tiny_config.get_config(kin_root)  # checkpoints every 2 steps, the newest 2 kept
     workdir = str(tmp_path / "wd")
-    train.train_and_evaluate(c, workdir)
+    train_loop.train_and_evaluate(c, workdir)
     newest = os.path.join(workdir, "checkpoints", "4")
     for root, _, files in os.walk(os.path.join(newest, "state")):
         for f in files:
@@ -123,7 +122,7 @@ def test_damaged_newest_checkpoint_training_resumes_from_the_previous(kin_root, 
                 os.truncate(os.path.join(root, f), 8)
     c.num_epochs = 5.0
     capsys.readouterr()
-    train.train_and_evaluate(c, workdir)
+    train_loop.train_and_evaluate(c, workdir)
     out = capsys.readouterr().out
     assert f"checkpoint {newest} cannot be read (" in out and "trying the previous one" in out
     assert "resumed from step 2" in out
@@ -138,7 +137,7 @@ def test_padded_clips_are_counted_per_epoch(kin_root, tmp_path, capsys):
     c.num_epochs = 2.0
     c.data.sampling_rate = 6  # 8 frames every 6: 48 frames, more than the 40 each video has
     workdir = str(tmp_path / "wd")
-    train.train_and_evaluate(c, workdir)
+    train_loop.train_and_evaluate(c, workdir)
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f]
     assert [(r["step"], r["padded_clips_epoch"]) for r in records] == [(1, 8.0), (2, 8.0)]  # 1 step per epoch

@@ -8,7 +8,6 @@ import pathlib
 import re
 import shlex
 import signal
-import stat
 import subprocess
 import time
 
@@ -97,39 +96,57 @@ def test_help(script, sandbox):
 
 # ----------------------------------------------------------------------------------- single_gpu.sh
 
-SINGLE_ARGS = ["--config", "configs/charades_ego.py", "--workdir", "/tmp/ce run",
-               "--batch", "16", "--base-lr", "0.25", "--reference-batch", "64"]
+SINGLE_ARGS = ["--config", "configs/finetune_charades_ego.py", "--workdir", "/tmp/ce run", "--batch", "16"]
 
 
 def test_single_gpu_dry_run_exact(sandbox):
     proc = run(SINGLE, *SINGLE_ARGS, "--dry-run", "--", "--config.num_epochs=10", "--config.note=it's",
                env=sandbox["env"])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [
-        "# linear scaling rule: lr = base_lr * batch / reference_batch = 0.25 * 16 / 64 = 0.0625",
-        "+ python -m egoexo_jax.main --config=configs/charades_ego.py '--workdir=/tmp/ce run' "
-        "--config.batch_size=16 --config.optimizer.base_lr=0.0625 --config.dtype=bfloat16 "
+    assert proc.stdout.splitlines() == [  # the trainer scales the LR to the batch itself
+        "+ python -m egoexo_jax.main --config=configs/finetune_charades_ego.py '--workdir=/tmp/ce run' "
+        "--config.batch_size=16 --config.dtype=bfloat16 "
         "--config.num_epochs=10 '--config.note=it'\\''s'",
     ]
     assert sandbox["calls"]() == []
 
 
-@pytest.mark.parametrize("base_lr,batch,ref,expected", [
-    ("0.8", "64", "512", "0.1"),        # K400 pre-training recipe, 64 clips
-    ("0.8", "1024", "512", "1.6"),
-    ("0.02", "32", "128", "0.005"),     # EPIC-100
-    ("0.25", "64", "64", "0.25"),       # Charades-Ego at its reference batch
-    ("1e-1", "3", "4", "0.075"),
-    (".5", "1", "3", "0.166666666667"),
+@pytest.mark.parametrize("args,expected", [
+    ((), "--config.batch_from_devices=True --config.dtype=bfloat16"),  # the recipe's per-device batch
+    (("--batch", "64"), "--config.batch_size=64 --config.dtype=bfloat16"),
+    (("--batch=3", "--dtype", "float32"), "--config.batch_size=3 --config.dtype=float32"),
 ])
-def test_single_gpu_lr_scaling(sandbox, base_lr, batch, ref, expected):
-    proc = run(SINGLE, "--config=c.py", "--workdir=w", f"--batch={batch}", f"--base-lr={base_lr}",
-               f"--reference-batch={ref}", "--dtype", "float32", "--dry-run", env=sandbox["env"])
+def test_single_gpu_needs_only_config_and_workdir(sandbox, args, expected):
+    proc = run(SINGLE, "--config", "configs/pretrain.py", "--workdir", "W", *args, "--dry-run", env=sandbox["env"])
     assert proc.returncode == 0, proc.stderr
-    assert plus_lines(proc.stdout) == [
-        f"python -m egoexo_jax.main --config=c.py --workdir=w --config.batch_size={batch} "
-        f"--config.optimizer.base_lr={expected} --config.dtype=float32"]
-    assert f"= {expected}\n" in proc.stdout
+    assert proc.stdout.splitlines() == [
+        f"+ python -m egoexo_jax.main --config=configs/pretrain.py --workdir=W {expected}"]
+
+
+def test_single_gpu_dry_run_prints_a_runnable_command(sandbox, tmp_path):
+    """The printed command's flags parse, its overrides name existing keys, and its config (the
+    recipe at 8 clips on one device, LR scaled by the trainer) validates for one device."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+    from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+
+    from egoexo_jax import batch_scaling, config_schema, recipe  # pylint: disable=import-outside-toplevel
+    proc = run(SINGLE, "--config", "configs/pretrain.py", "--workdir", str(tmp_path), "--dry-run",
+               env=sandbox["env"])
+    [line] = plus_lines(proc.stdout)
+    words = shlex.split(line)
+    assert words[:3] == ["python", "-m", "egoexo_jax.main"]
+    argv = [f"{REPO}/{w[len('--config='):]}" if w.startswith("--config=") else w for w in words[3:]]
+    argv = [f"--config={a}" if not a.startswith("--") else a for a in argv]
+    recipe.check_argv(argv)
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=["main"] + argv)
+    flags.DEFINE_string("workdir", None, "", flag_values=fv)
+    fv(["main"] + argv)
+    assert fv.workdir == str(tmp_path)
+    c = batch_scaling.resolve_batch(fv.config, num_devices=1)
+    config_schema.validate(c, num_devices=1)
+    assert (c.batch_size, c.dtype) == (8, "bfloat16")
+    assert batch_scaling.lr_scale(c) == 8 / 512
 
 
 def test_single_gpu_real_run_passes_arguments_unchanged(sandbox):
@@ -139,23 +156,20 @@ def test_single_gpu_real_run_passes_arguments_unchanged(sandbox):
     assert plus_lines(proc.stdout)[0].startswith("fakepython -m egoexo_jax.main ")
     [(prog, cwd, _, args)] = sandbox["calls"]()
     assert prog == "fakepython" and cwd == str(REPO)
-    assert args == ["-m", "egoexo_jax.main", "--config=configs/charades_ego.py", "--workdir=/tmp/ce run",
-                    "--config.batch_size=16", "--config.optimizer.base_lr=0.0625", "--config.dtype=bfloat16",
-                    "--config.x=a b"]
+    assert args == ["-m", "egoexo_jax.main", "--config=configs/finetune_charades_ego.py", "--workdir=/tmp/ce run",
+                    "--config.batch_size=16", "--config.dtype=bfloat16", "--config.x=a b"]
 
 
 @pytest.mark.parametrize("args,fragment", [
-    ([], "missing required argument(s): --config --workdir --batch --base-lr --reference-batch"),
+    ([], "missing required argument(s): --config --workdir"),
     (SINGLE_ARGS[2:], "missing required argument(s): --config"),
     (SINGLE_ARGS + ["--bogus"], "unknown argument '--bogus'"),
+    (SINGLE_ARGS + ["--base-lr", "0.1"], "unknown argument '--base-lr'"),  # the trainer scales the LR
     (SINGLE_ARGS + ["--config.num_epochs=3"], "unknown argument '--config.num_epochs=3'"),
-    (SINGLE_ARGS[:-1], "--reference-batch needs a value"),
+    (SINGLE_ARGS[:-1], "--batch needs a value"),
     (["--config", "--workdir", "w"], "--config needs a value"),
     (SINGLE_ARGS + ["--batch", "0"], "--batch must be a positive integer"),
     (SINGLE_ARGS + ["--batch", "8.5"], "--batch must be a positive integer"),
-    (SINGLE_ARGS + ["--reference-batch", "x"], "--reference-batch must be a positive integer"),
-    (SINGLE_ARGS + ["--base-lr", "-0.1"], "--base-lr must be a non-negative number"),
-    (SINGLE_ARGS + ["--base-lr", "abc"], "--base-lr must be a non-negative number"),
     (SINGLE_ARGS + ["--dtype", "float16"], "--dtype must be bfloat16 or float32"),
 ])
 def test_single_gpu_bad_arguments(sandbox, args, fragment):
@@ -195,17 +209,14 @@ def restart_loop(train, max_restarts=10):
 
 def test_tpu_dry_run_exact_copy_mode(sandbox):
     proc = run(TPU, *TPU_ARGS, "--project", "my-proj", "--create", "--dry-run",
-               "--batch", "1024", "--base-lr", "0.8", "--reference-batch", "512", "--dtype", "bfloat16",
-               "--", "--config.num_epochs=100", env=sandbox["env"])
+               "--batch", "1024", "--dtype", "bfloat16", "--", "--config.num_epochs=100", env=sandbox["env"])
     assert proc.returncode == 0, proc.stderr
     loc = "--zone=us-central2-b --project=my-proj"
     tarball = f"{sandbox['tmp']}/egoexo_jax-src.tar.gz"
     train = ("cd egoexo_jax && { " + restart_loop(
         ".venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
-        "--workdir=gs://my-bucket/runs/k400 --config.batch_size=1024 --config.optimizer.base_lr=1.6 "
+        "--workdir=gs://my-bucket/runs/k400 --config.batch_size=1024 "
         "--config.dtype=bfloat16 --config.num_epochs=100") + "; }")
-    assert proc.stdout.splitlines()[0] == (
-        "# linear scaling rule: lr = base_lr * batch / reference_batch = 0.8 * 1024 / 512 = 1.6")
     assert plus_lines(proc.stdout) == [
         f"gcloud compute tpus tpu-vm create egoexo-v4 {loc} --accelerator-type=v4-32 --version=tpu-ubuntu2204-base",
         f"tar -czf {q(tarball)} -C {q(str(REPO))} --exclude=./.git --exclude=./.venv --exclude=./workdirs "
@@ -231,9 +242,9 @@ def test_tpu_dry_run_git_mode_background_and_defaults(sandbox):
         ssh_all(loc, INSTALL),
         ssh_all(loc, "cd egoexo_jax && nohup bash -c " + q(restart_loop(
             ".venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
-            "--workdir=gs://my-bucket/runs/k400")) + " > train.log 2>&1 < /dev/null &"),
-    ]
-    assert not proc.stdout.startswith("# linear")  # no scaling asked for: the recipe's batch and LR
+            "--workdir=gs://my-bucket/runs/k400 --config.batch_from_devices=True")) +
+            " > train.log 2>&1 < /dev/null &"),
+    ]  # no --batch: the recipe's clips per chip on every chip of the slice
 
 
 def test_tpu_skip_setup_runs_only_training_on_all_workers(sandbox):
@@ -243,7 +254,7 @@ def test_tpu_skip_setup_runs_only_training_on_all_workers(sandbox):
         "--zone=us-central2-b",
         "cd egoexo_jax && { " + restart_loop(
             ".venv/bin/python -m egoexo_jax.main --config=configs/k400_egoexo.py "
-            "--workdir=gs://my-bucket/runs/k400 '--config.x=a b'") + "; }")]
+            "--workdir=gs://my-bucket/runs/k400 --config.batch_from_devices=True '--config.x=a b'") + "; }")]
 
 
 def test_tpu_remote_commands_are_valid_bash(sandbox):
@@ -278,8 +289,8 @@ def test_tpu_real_run_calls_what_the_dry_run_prints(sandbox):
     (TPU_ARGS + ["--worker=all"], "unknown argument '--worker=all'"),
     (TPU_ARGS + ["extra"], "unknown argument 'extra'"),
     (TPU_ARGS + ["--ref", "main"], "--ref needs --repo"),
-    (TPU_ARGS + ["--batch", "64"], "--batch, --base-lr and --reference-batch go together"),
-    (TPU_ARGS + ["--batch", "6x", "--base-lr", "1", "--reference-batch", "8"], "--batch must be a positive"),
+    (TPU_ARGS + ["--base-lr", "1"], "unknown argument '--base-lr'"),
+    (TPU_ARGS + ["--batch", "6x"], "--batch must be a positive"),
     (TPU_ARGS + ["--tpu", "Bad_Name"], "--tpu must be a TPU name"),
     (TPU_ARGS + ["--dtype", "half"], "--dtype must be bfloat16 or float32"),
 ])
@@ -304,18 +315,17 @@ def test_slurm_headers_one_process_per_gpu():
 def test_slurm_dry_run_outside_a_job_uses_the_headers(sandbox):
     headers = sbatch_headers()
     proc = run(SLURM, "--dry-run", "--config", "configs/k400_egoexo.py", "--workdir", "/shared/k400",
-               "--batch", "512", "--base-lr", "0.8", "--reference-batch", "512", "--dtype", "bfloat16",
-               "--", "--config.num_epochs=100", env=sandbox["env"], via_bash=True)
+               "--batch", "512", "--dtype", "bfloat16", "--", "--config.num_epochs=100", env=sandbox["env"],
+               via_bash=True)
     assert proc.returncode == 0, proc.stderr
     n, g, c = headers["nodes"], headers["gpus-per-node"], headers["cpus-per-task"]
     assert proc.stdout.splitlines() == [
-        "# linear scaling rule: lr = base_lr * batch / reference_batch = 0.8 * 512 / 512 = 0.8",
         f"# {n} node(s) x {g} GPU(s) = {int(n) * int(g)} processes, one per GPU",
         f"+ cd {q(str(REPO))}",
         "+ export 'JAX_COORDINATOR_ADDRESS=<first node of SLURM_JOB_NODELIST>:<61440 + SLURM_JOB_ID % 4096>'",
         f"+ srun --nodes={n} --ntasks-per-node={g} --gpu-bind=none --kill-on-bad-exit=1 --cpus-per-task={c} "
         "python -m egoexo_jax.main --config=configs/k400_egoexo.py --workdir=/shared/k400 "
-        "--config.batch_size=512 --config.optimizer.base_lr=0.8 --config.dtype=bfloat16 --config.num_epochs=100",
+        "--config.batch_size=512 --config.dtype=bfloat16 --config.num_epochs=100",
     ]
     assert sandbox["calls"]() == []
 
@@ -331,7 +341,7 @@ def test_slurm_dry_run_allocation_flags_and_env_arguments(sandbox):
         "export 'JAX_COORDINATOR_ADDRESS=<first node of SLURM_JOB_NODELIST>:12345'",
         "srun --nodes=4 --ntasks-per-node=2 --gpu-bind=none --kill-on-bad-exit=1 --cpus-per-task=8 "
         ".venv/bin/python -m egoexo_jax.main --config=configs/epic100.py --workdir=/shared/epic "
-        "--config.a=1 --config.b=2",
+        "--config.batch_from_devices=True --config.a=1 --config.b=2",
     ]
     assert "# 4 node(s) x 2 GPU(s) = 8 processes, one per GPU" in proc.stdout
 
@@ -359,7 +369,7 @@ def test_slurm_dry_run_inside_a_job(sandbox, nodelist, first):
         f"cd {q(str(sandbox['path']))}",
         f"export JAX_COORDINATOR_ADDRESS={first}:61497",
         "srun --nodes=2 --ntasks-per-node=4 --gpu-bind=none --kill-on-bad-exit=1 --cpus-per-task=16 "
-        "python -m egoexo_jax.main --config=c.py --workdir=/w",
+        "python -m egoexo_jax.main --config=c.py --workdir=/w --config.batch_from_devices=True",
     ]
     assert sandbox["calls"]() == []
 
@@ -373,7 +383,7 @@ def test_slurm_real_run_inside_a_job(sandbox):
     assert (prog, cwd, coordinator) == ("srun", str(sandbox["path"]), "gpu007:61497")
     assert args == ["--nodes=2", "--ntasks-per-node=4", "--gpu-bind=none", "--kill-on-bad-exit=1",
                     "--cpus-per-task=16", "fakepython", "-m", "egoexo_jax.main", "--config=c.py", "--workdir=/w",
-                    "--config.x=a b"]
+                    "--config.batch_from_devices=True", "--config.x=a b"]
 
 
 @pytest.mark.parametrize("args,extra_env,fragment", [
@@ -382,7 +392,8 @@ def test_slurm_real_run_inside_a_job(sandbox):
     (["--dry-run"], {}, "missing required argument(s): --config --workdir"),
     (["--dry-run", "--config", "c", "--workdir", "w", "--gpus", "8"], {}, "unknown argument '--gpus'"),
     (["--dry-run", "--config", "c", "--workdir", "w", "--nodes", "0"], {}, "--nodes must be a positive integer"),
-    (["--dry-run", "--config", "c", "--workdir", "w", "--base-lr", "1"], {}, "go together"),
+    (["--dry-run", "--config", "c", "--workdir", "w", "--base-lr", "1"], {}, "unknown argument '--base-lr'"),
+    (["--dry-run", "--config", "c", "--workdir", "w", "--batch", "0"], {}, "--batch must be a positive integer"),
     (["--dry-run", "--config", "c", "--workdir"], {}, "--workdir needs a value"),
     (["--config", "c", "--workdir", "w"], "job:SLURM_NTASKS_PER_NODE=1",
      "--ntasks-per-node (1) must equal the GPUs per node (4)"),
@@ -426,8 +437,9 @@ def test_single_gpu_sigterm_to_the_launcher_stops_without_restart(sandbox):
     """SIGTERM to the launcher reaches training (which saves and exits 75); nothing restarts."""
     fake = sandbox["path"] / "bin" / "slowpython"
     started = sandbox["path"] / "started"
-    fake.write_text(f"#!/usr/bin/env bash\necho run >> {shlex.quote(str(started))}\n"
-                    "trap 'exit 75' TERM\nsleep 30 &\nwait\n")
+    # ready for SIGTERM before it says it started; on it, stop the sleep (which holds the pipes)
+    fake.write_text("#!/usr/bin/env bash\ntrap 'kill $!; exit 75' TERM\nsleep 30 &\n"
+                    f"echo run >> {shlex.quote(str(started))}\nwait\n")
     fake.chmod(0o755)
     proc = subprocess.Popen([str(SINGLE), *SINGLE_ARGS], env=dict(sandbox["env"], PYTHON="slowpython"), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -475,3 +487,19 @@ def test_tpu_worker_loop_restarts_training_after_exit_75(sandbox):
                               text=True, timeout=60)
         assert done.returncode == want_rc, done.stderr
         assert (home / "calls.log").read_text().count("---\n") == want_calls
+
+
+def test_slurm_copy_in_the_spool_folder_finds_the_shared_helpers(sandbox):
+    """sbatch runs a copy of the script from its spool folder: the helpers come from the
+    repository the job was submitted from."""
+    spool = sandbox["path"] / "spool"
+    spool.mkdir()
+    copy = spool / "slurm_script"
+    copy.write_text(SLURM.read_text())
+    proc = run(copy, "--config", "c.py", "--workdir", "/w", env=sandbox["env"], via_bash=True,
+               extra_env=job_env(sandbox, SLURM_SUBMIT_DIR=str(REPO), PYTHON="fakepython"))
+    assert proc.returncode == 0, proc.stderr
+    assert [c[0] for c in sandbox["calls"]()] == ["srun"]
+    proc = run(copy, "--config", "c.py", "--workdir", "/w", env=sandbox["env"], via_bash=True,
+               extra_env=job_env(sandbox, PYTHON="fakepython"))  # submitted from elsewhere
+    assert proc.returncode == 2 and "launch/common.sh not found" in proc.stderr

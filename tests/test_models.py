@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from egoexo_jax import models
 from egoexo_jax.models import presets

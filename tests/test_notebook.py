@@ -2,14 +2,11 @@
 root) and shows the interaction-map PNG."""
 import base64
 import io
-import pathlib
-import sys
 
 import pytest
 from PIL import Image
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from demo_checkpoint import QUICK_STEPS, REPO, one_device_env, quick_demo_root  # noqa: E402,F401
+from demo_checkpoint import QUICK_STEPS, REPO, one_device_env
 
 NOTEBOOK = REPO / "launch" / "colab_demo.ipynb"
 

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from egoexo_jax import config_schema, models, precompute_teachers as pt
+from egoexo_jax import config_schema, models, precompute_parts, precompute_run, precompute_teachers
 from egoexo_jax import teacher_loading
 from egoexo_jax.checkpoint.converted import save_converted
 from egoexo_jax.convert import pyslowfast
@@ -60,7 +60,7 @@ def setup(tmp_path_factory):
 
 
 def _run(c, out, **kw):
-    return pt.precompute(c, str(out), chunk_size=2, batch_size=2, allow_random_object_teacher=True, **kw)
+    return precompute_run.precompute(c, str(out), chunk_size=2, batch_size=2, allow_random_object_teacher=True, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +75,24 @@ def test_output_loads_through_the_offline_reader_keyed_by_csv_paths(setup, full_
     root, c, names = setup
     out, result = full_run
     assert result.complete and result.num_chunks == 3  # 6 list entries, chunks of 2
-    ego = teacher_scores.TeacherScores(str(out / pt.EGO_FILE), num_classes=2)
-    obj = teacher_scores.TeacherScores(str(out / pt.OBJECT_FILE), num_classes=1000)
+    ego = teacher_scores.TeacherScores(str(out / precompute_parts.EGO_FILE), num_classes=2)
+    obj = teacher_scores.TeacherScores(str(out / precompute_parts.OBJECT_FILE), num_classes=1000)
     assert list(ego.keys()) == names == list(obj.keys())  # list order, corrupt video left out
     assert np.all(np.isfinite(ego.values)) and np.all(np.isfinite(obj.values))
     assert np.std(ego.values[:, 1] - ego.values[:, 0]) > 0  # per-video values, not constant
-    with open(out / pt.EGO_FILE, "rb") as f:
+    with open(out / precompute_parts.EGO_FILE, "rb") as f:
         raw = pickle.load(f)
     assert type(raw) is dict and all(v.dtype == np.float32 and v.shape == (2,) for v in raw.values())
 
     # The values are the online teachers' targets on the centre clip (the documented view).
     from egoexo_jax.data import sources
     fn, tvars = teacher_loading.from_config(c, c.model)
-    view = pt.TeacherView.from_config(c.data)
+    view = precompute_run.TeacherView.from_config(c.data)
     item = sources.build_source(c.data, "train").item(3)  # names[2]
     p = view.pathways(item)
     assert p["pathway0"].shape == (2, 32, 32, 3) and p["pathway1"].shape == (8, 32, 32, 3)
     two = [np.stack([p[k], np.zeros_like(p[k])]) for k in ("pathway0", "pathway1")]  # the run's batch shape
-    want = pt.teacher_function(fn)(tvars, two)
+    want = precompute_run.teacher_function(fn)(tvars, two)
     np.testing.assert_allclose(ego[names[2]], np.asarray(want["ego_target"][0]), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(obj[names[2]], np.asarray(want["object_target"][0]), rtol=1e-5, atol=1e-5)
 
@@ -100,7 +100,7 @@ def test_output_loads_through_the_offline_reader_keyed_by_csv_paths(setup, full_
 def test_corrupt_video_is_listed_not_fatal(setup, full_run):
     root, _, _ = setup
     out, _ = full_run
-    lines = (out / pt.BAD_INPUTS).read_text().splitlines()
+    lines = (out / precompute_parts.BAD_INPUTS).read_text().splitlines()
     assert len(lines) == 1
     path, reason = lines[0].split("\t")
     assert path == str(root / "kinetics" / CORRUPT) and reason
@@ -112,56 +112,56 @@ def test_interrupted_and_restarted_run_is_byte_identical(setup, full_run):
     resumed = root / "resumed"
     first = _run(c, resumed, max_chunks=1)  # "killed" after the first part file
     assert not first.complete and first.chunks_done == 1
-    assert sorted(os.listdir(resumed / pt.PARTS)) == ["manifest.json", "part-000000.npz"]
-    assert not (resumed / pt.EGO_FILE).exists()
-    (resumed / pt.PARTS / ".tmp-x-part-000001.npz").write_bytes(b"half-written")  # a killed write
-    part0 = (resumed / pt.PARTS / "part-000000.npz").stat().st_mtime_ns
+    assert sorted(os.listdir(resumed / precompute_parts.PARTS)) == ["manifest.json", "part-000000.npz"]
+    assert not (resumed / precompute_parts.EGO_FILE).exists()
+    (resumed / precompute_parts.PARTS / ".tmp-x-part-000001.npz").write_bytes(b"half-written")  # a killed write
+    part0 = (resumed / precompute_parts.PARTS / "part-000000.npz").stat().st_mtime_ns
     second = _run(c, resumed)
     assert second.complete and second.chunks_done == 2  # chunk 0 skipped
-    assert (resumed / pt.PARTS / "part-000000.npz").stat().st_mtime_ns == part0
-    for name in (pt.EGO_FILE, pt.OBJECT_FILE, pt.BAD_INPUTS):
+    assert (resumed / precompute_parts.PARTS / "part-000000.npz").stat().st_mtime_ns == part0
+    for name in (precompute_parts.EGO_FILE, precompute_parts.OBJECT_FILE, precompute_parts.BAD_INPUTS):
         assert (resumed / name).read_bytes() == (out / name).read_bytes(), name
 
     # Two "hosts": each computes its own chunks; the merge step (process 0 / --merge) joins them.
     hosts = root / "hosts"
     r1 = _run(c, hosts, process_index=1, process_count=2)
-    assert not r1.complete and sorted(os.listdir(hosts / pt.PARTS)) == ["manifest.json", "part-000001.npz"]
-    with pytest.raises(pt.PrecomputeError, match=r"2 of 3 chunks missing \(0, 2\)"):
+    assert not r1.complete and sorted(os.listdir(hosts / precompute_parts.PARTS)) == ["manifest.json", "part-000001.npz"]
+    with pytest.raises(precompute_parts.PrecomputeError, match=r"2 of 3 chunks missing \(0, 2\)"):
         _run(c, hosts, merge_only=True)
     r0 = _run(c, hosts, process_index=0, process_count=2)
     assert r0.complete and r0.chunks_done == 2
-    assert (hosts / pt.OBJECT_FILE).read_bytes() == (out / pt.OBJECT_FILE).read_bytes()
+    assert (hosts / precompute_parts.OBJECT_FILE).read_bytes() == (out / precompute_parts.OBJECT_FILE).read_bytes()
 
     # Other settings on the same parts folder are refused, naming what differs.
-    with pytest.raises(pt.PrecomputeError, match="chunk_size"):
-        pt.precompute(c, str(resumed), chunk_size=3, batch_size=2, allow_random_object_teacher=True)
+    with pytest.raises(precompute_parts.PrecomputeError, match="chunk_size"):
+        precompute_run.precompute(c, str(resumed), chunk_size=3, batch_size=2, allow_random_object_teacher=True)
 
 
 def test_errors_name_the_key_or_file(setup, tmp_path, capsys):
     _, c, _ = setup
     bad = c.copy_and_resolve_references()
     del bad.teachers.object["num_frames"]
-    with pytest.raises(pt.PrecomputeError, match=r"missing key 'teachers.object.num_frames'"):
-        pt.precompute(bad, str(tmp_path / "a"))
+    with pytest.raises(precompute_parts.PrecomputeError, match=r"missing key 'teachers.object.num_frames'"):
+        precompute_run.precompute(bad, str(tmp_path / "a"))
     bad = c.copy_and_resolve_references()
     bad.teachers.ego.checkpoint = str(tmp_path / "no_teacher")
-    with pytest.raises(pt.PrecomputeError, match=r"teachers.ego.checkpoint=.*no_teacher: no such file"):
-        pt.precompute(bad, str(tmp_path / "a"))
+    with pytest.raises(precompute_parts.PrecomputeError, match=r"teachers.ego.checkpoint=.*no_teacher: no such file"):
+        precompute_run.precompute(bad, str(tmp_path / "a"))
     bad = c.copy_and_resolve_references()
     bad.teachers.object.weights = str(tmp_path / "resnet50.pth")
-    with pytest.raises(pt.PrecomputeError, match=r"teachers.object.weights=.*resnet50.pth: no such file"):
-        pt.precompute(bad, str(tmp_path / "a"))
-    with pytest.raises(pt.PrecomputeError, match="weights is empty"):
-        pt.precompute(c, str(tmp_path / "a"))
+    with pytest.raises(precompute_parts.PrecomputeError, match=r"teachers.object.weights=.*resnet50.pth: no such file"):
+        precompute_run.precompute(bad, str(tmp_path / "a"))
+    with pytest.raises(precompute_parts.PrecomputeError, match="weights is empty"):
+        precompute_run.precompute(c, str(tmp_path / "a"))
     bad = c.copy_and_resolve_references()
     bad.teachers.ego.source = bad.teachers.object.source = "file"
-    with pytest.raises(pt.PrecomputeError, match="at least one must be 'online'"):
-        pt.precompute(bad, str(tmp_path / "a"))
+    with pytest.raises(precompute_parts.PrecomputeError, match="at least one must be 'online'"):
+        precompute_run.precompute(bad, str(tmp_path / "a"))
     # The command line: a missing ego teacher is one line on stderr, exit status 2.
-    rc = pt.main(["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}",
+    rc = precompute_teachers.main(["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}",
                   f"--config.teachers.ego.checkpoint={tmp_path / 'missing_ego'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "teachers.ego.checkpoint" in err and "missing_ego" in err
-    rc = pt.main(["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}",
+    rc = precompute_teachers.main(["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}",
                   "--config.teachers.ego.chekpoint=x"])
     assert rc == 2 and "did you mean 'teachers.ego.checkpoint'" in capsys.readouterr().err

@@ -1,8 +1,6 @@
 """predict CLI: top-k table and the interaction-map picture, on the converted Ego-Exo fixture and on
 a demo student trained for 2 steps (a video whose first half shows a hand and second half does not)."""
 import dataclasses
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -23,8 +21,8 @@ def test_predict_prints_table_and_writes_maps(fixtures_dir, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"action_{i}" for i in range(10)) + "\n")
     png = tmp_path / "maps.png"
-    rc = predict.main(["--checkpoint", ckpt, "--video", str(video), "--labels", str(labels), "--top-k", "3",
-                       "--temporal-views", "2", "--spatial-crops", "1", "--save-maps", str(png)])
+    rc = predict.main(["--checkpoint", ckpt, "--video", str(video), "--labels", str(labels), "--top_k", "3",
+                       "--temporal_views", "2", "--spatial_crops", "1", "--save_maps", str(png)])
     out = capsys.readouterr().out
     assert rc == 0
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
@@ -81,13 +79,13 @@ def test_save_maps_without_a_map_head_fails_before_scoring(fixtures_dir, tmp_pat
     fake_media.write_video(video, 30, height=64, width=80)
 
     def must_not_score(*args, **kwargs):
-        raise AssertionError("views were decoded and scored before the --save-maps check")
+        raise AssertionError("views were decoded and scored before the --save_maps check")
 
     monkeypatch.setattr(predict, "load_views", must_not_score)
-    rc = predict.main(["--checkpoint", ckpt, "--video", str(video), "--save-maps", str(tmp_path / "m.png")])
+    rc = predict.main(["--checkpoint", ckpt, "--video", str(video), "--save_maps", str(tmp_path / "m.png")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
-    assert err[0].startswith("error: ") and "no interaction-map head" in err[0] and "--save-maps" in err[0]
+    assert err[0].startswith("error: ") and "no interaction-map head" in err[0] and "--save_maps" in err[0]
 
 
 def test_checkpoint_folder_of_stage_workdirs_names_them(tmp_path, capsys):
@@ -103,10 +101,8 @@ def test_checkpoint_folder_of_stage_workdirs_names_them(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------------------------
-# A trained demo checkpoint (the Ego-Exo pre-training stage of the demo, 2 steps, tiny).
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from demo_checkpoint import quick_demo_root  # noqa: E402,F401  pylint: disable=wrong-import-position
+# A trained demo checkpoint (the Ego-Exo pre-training stage of the demo, 2 steps, tiny:
+# the quick_demo_root fixture of tests/demo_checkpoint.py).
 
 
 def _hand_then_no_hand_video(path, num_frames=32, height=48, width=64):
@@ -131,7 +127,7 @@ def test_predict_cli_on_a_trained_demo_checkpoint(quick_demo_root, tmp_path, cap
     png = tmp_path / "maps.png"
     labels = quick_demo_root / "data" / "classes_pretrain.txt"
     rc = predict.main(["--checkpoint", str(workdir), "--video", str(video), "--labels", str(labels),
-                       "--temporal-views", "1", "--spatial-crops", "1", "--save-maps", str(png)])
+                       "--temporal_views", "1", "--spatial_crops", "1", "--save_maps", str(png)])
     out = capsys.readouterr().out
     assert rc == 0 and "training workdir" in out and "interaction maps:" in out
     assert sum(line.strip()[:1].isdigit() for line in out.splitlines()) == 5  # top-5 of the 8 classes

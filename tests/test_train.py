@@ -16,14 +16,14 @@ import numpy as np
 import optax
 import pytest
 
-from egoexo_jax import config_schema, optim, sharding, train
+from egoexo_jax import config_schema, optim, precise_bn, sharding, train, train_loop, train_loop_utils
+from egoexo_jax import train_setup
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import train_pipeline
 from egoexo_jax.models import norm
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-import fake_media  # noqa: E402  pylint: disable=wrong-import-position
-import tiny_config  # noqa: E402  pylint: disable=wrong-import-position
+import fake_media
+import tiny_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_sgd_equals_pytorch_nesterov_with_coupled_l2_and_bn_excluded():
 
 
 def _steps(config, mesh, batches, workdir):
-    run = train.setup(config, workdir, mesh)
+    run = train_setup.setup(config, workdir, mesh)
     run.train_iter.close()
     state, _ = train.create_train_state(config, run.model, run.tx, mesh)
     step = train.make_train_step(mesh, model=run.model, tx=run.tx, schedule=run.schedule,
@@ -182,8 +182,8 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_ro
 
     monkeypatch.setattr(train_pipeline.TrainIterator, "__next__", poisoned)
     workdir = str(tmp_path / "run")
-    with pytest.raises(train.NonFiniteLossError, match=r"step 6: .*loss_ce=nan"):
-        train.train_and_evaluate(c, workdir)
+    with pytest.raises(train_loop_utils.NonFiniteLossError, match=r"step 6: .*loss_ce=nan"):
+        train_loop.train_and_evaluate(c, workdir)
     step, _ = ckpt_lib.read_meta(workdir)
     assert step == 4
     _, variables, _ = ckpt_lib.load_workdir_variables(workdir)
@@ -238,7 +238,7 @@ def test_precise_bn_is_the_mean_of_per_group_statistics_on_any_mesh():
     want = jax.tree.map(lambda *g: np.mean(np.stack(g), 0), *per_group[:3])  # 3 of the 4 groups
     for n in (8, 1):
         mesh = sharding.make_mesh(n)
-        got = train.precise_bn_stats(model, sharding.replicate(variables, mesh), iter(batches), "slow",
+        got = precise_bn.precise_bn_stats(model, sharding.replicate(variables, mesh), iter(batches), "slow",
                                      num_groups=3, group_size=4, mesh=mesh)
         assert jax.tree.structure(got) == jax.tree.structure(want)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
@@ -247,12 +247,12 @@ def test_precise_bn_is_the_mean_of_per_group_statistics_on_any_mesh():
 
 def test_best_tracker_and_best_checkpoints_survive_pruning_and_resume(tmp_path):
     # PySlowFast's rule: a new best must be strictly higher, starting from 0.
-    best = train._BestTracker("top1")
+    best = train_loop_utils.BestTracker("top1")
     assert not best.update(1, {"top1": 0.0}) and best.state() is None
     assert best.update(2, {"top1": 12.5}) and not best.update(3, {"top1": 12.5})
     assert not best.update(4, {"mAP": 99.0})  # the metric is absent: no best (warned once)
     assert best.update(5, {"top1": 25.0}) and best.state() == {"metric": "top1", "value": 25.0, "step": 5}
-    assert train._BestTracker("top1", best.state()).state() == best.state()
+    assert train_loop_utils.BestTracker("top1", best.state()).state() == best.state()
 
     workdir = str(tmp_path)
     periodic = ckpt_lib.Checkpointer(workdir, keep=1, async_save=False)
@@ -409,15 +409,15 @@ def test_missing_teacher_entry_stops_the_run_before_the_first_step(kin_root, tmp
     workdir = tmp_path / "run"
     with pytest.raises(aux_targets.MissingTeacherEntriesError,
                        match=r"1 of 8 training items have no Ego-Score entries in .*ego\.pkl: 'v3\.mp4'"):
-        train.train_and_evaluate(c, str(workdir))
+        train_loop.train_and_evaluate(c, str(workdir))
     assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
     os.remove(tmp_path / "dets" / "v5.npy")
     os.remove(tmp_path / "dets" / "v6.npy")
     with pytest.raises(aux_targets.MissingTeacherEntriesError,
                        match=r"'v3\.mp4'.*2 of 8 training items have no hand-object detection files .*'v5\.mp4', 'v6\.mp4'"):
-        train.check_teacher_files(c, train.offline_aux_fn(c))
+        train_setup.check_teacher_files(c, train_setup.offline_aux_fn(c))
     c.teachers.allow_missing = True
-    assert train.check_teacher_files(c, train.offline_aux_fn(c)) == {"ego": 1, "object": 0, "interaction": 2}
+    assert train_setup.check_teacher_files(c, train_setup.offline_aux_fn(c)) == {"ego": 1, "object": 0, "interaction": 2}
 
 
 def test_config_validation_names_the_key():

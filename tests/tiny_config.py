@@ -20,6 +20,7 @@ def get_config(data_root: str = ""):
                   prefetch=1)
     c.batch_size = 8
     c.eval_batch_size = 8
+    c.optimizer.reference_batch_size = 8  # the LRs below are for batch 8: no linear scaling
     c.num_epochs = 4.0
     c.optimizer.base_lr = 0.05
     c.schedule.warmup_epochs = 1.0

@@ -1,4 +1,5 @@
-"""``python -m egoexo_jax.convert --input CKPT.pyth --output DIR`` (no torch needed).
+"""``python -m egoexo_jax.convert --input=CKPT.pyth --output=DIR`` (no torch needed; ``egoexo-convert``
+takes the same flags once the package is installed).
 
 Reads a PySlowFast / Ego-Exo checkpoint, rebuilds its architecture from the stored
 config, maps every weight and writes an orbax checkpoint directory that
@@ -7,47 +8,55 @@ the traceback).
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import List, Optional, Sequence
+
+from absl import flags
+
+from egoexo_jax import cli, hostenv
+
+PROG = "python -m egoexo_jax.convert"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m egoexo_jax.convert", description=__doc__.splitlines()[0])
-    parser.add_argument("--input", required=True, help="PySlowFast .pyth checkpoint")
-    parser.add_argument("--output", required=True, help="directory to write (must not hold variables/)")
-    parser.add_argument("--debug", action="store_true", help="print the traceback of user errors too")
-    args = parser.parse_args(argv)
+def _define_flags(fv: flags.FlagValues, argv: List[str]) -> None:  # pylint: disable=unused-argument
+    flags.DEFINE_string("input", None, "PySlowFast .pyth checkpoint.", flag_values=fv)
+    flags.DEFINE_string("output", None, "Directory to write (must not hold variables/).", flag_values=fv)
 
-    from tqdm import tqdm
 
-    from egoexo_jax import cli
-    from egoexo_jax.checkpoint.converted import save_converted
-    from egoexo_jax.convert.pyslowfast import convert_checkpoint
+def _convert(fv: flags.FlagValues) -> int:
+    # Imported here: --help and flag errors answer without loading JAX and the models.
+    from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+    from egoexo_jax.checkpoint.converted import save_converted  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.convert.pyslowfast import convert_checkpoint  # pylint: disable=import-outside-toplevel
 
     steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr, leave=False,
                  disable=None)  # no bar when stderr is not a terminal (logs, pipes)
     try:
-        conversion = convert_checkpoint(args.input)
+        conversion = convert_checkpoint(fv.input)
         steps.update()
-        summary = save_converted(conversion, args.output, args.input)
+        summary = save_converted(conversion, fv.output, fv.input)
         steps.update()
     except FileExistsError as e:  # an --output that holds a conversion already
+        raise cli.InputError(str(e)) from None
+    finally:
         steps.close()
-        print(f"error: {e}", file=sys.stderr)
-        return cli.EXIT_USER_ERROR
-    except Exception as e:  # pylint: disable=broad-except
-        steps.close()
-        if not cli.handles(e):
-            raise  # a bug: keep the traceback
-        return cli.report(e, debug=args.debug, where=args.output)
-    steps.close()
     print(f"converted {summary['model_name']} ({summary['arch']}, {summary['num_params']:,} parameters, "
-          f"{summary['num_mapped_keys']} keys) -> {args.output}")
+          f"{summary['num_mapped_keys']} keys) -> {fv.output}")
     return 0
 
 
-if __name__ == "__main__":
-    from egoexo_jax import hostenv
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return cli.run_command(PROG, __doc__, _define_flags, _convert, argv, required=("input", "output"),
+                           where_flag="output")
 
+
+def run() -> None:
+    """``egoexo-convert`` and ``python -m egoexo_jax.convert``."""
     hostenv.prepare_process()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -150,7 +150,7 @@ class TfdsSource:
     def _open(self):
         if self._source is None:
             import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-            from egoexo_jax.data import tfds_builders  # pylint: disable=g-import-not-at-top,unused-import
+            from egoexo_jax.data import tfds_builders  # noqa: F401  (registers the builders with TFDS)
             builder = tfds.builder(self.name, data_dir=self.data_dir)
             self._source = builder.as_data_source(split=self.tfds_split)
         return self._source

@@ -1,0 +1,143 @@
+"""The output folder of ``precompute_teachers``: one part file per chunk of the list, the manifest
+of the settings they were made with, and the merge of the parts into the official pickles.
+
+``OUTPUT/parts/part-NNNNNN.npz`` holds chunk ``N``'s keys, scores per online signal and unreadable
+videos, written atomically (a temporary file, then a rename), so a part that exists is complete.
+``OUTPUT/parts/manifest.json`` records the run's settings; parts made with other settings are
+refused, never mixed. :func:`merge` joins the parts in list order, so a resumed run writes the
+same bytes as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+from egoexo_jax.atomic_write import atomic_write
+from egoexo_jax.cli import UserError
+from egoexo_jax.data import teacher_scores
+
+EGO_FILE = "k400_ego_predicts.pkl"
+OBJECT_FILE = "k400_IN_predicts.pkl"
+BAD_INPUTS = "bad_inputs.txt"
+PARTS = "parts"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+SIGNALS = ("ego", "object")
+OUTPUT_FILES = {"ego": EGO_FILE, "object": OBJECT_FILE}
+
+
+class PrecomputeError(UserError, ValueError):
+    """A config, teacher or output folder this run cannot use (the message names it)."""
+
+
+
+def part_path(output: str, chunk: int) -> str:
+    """``OUTPUT/parts/part-NNNNNN.npz`` of ``chunk``."""
+    return os.path.join(output, PARTS, f"part-{chunk:06d}.npz")
+
+
+def write_part(path: str, *, chunk: int, start: int, stop: int, keys: Sequence[str],
+               scores: Dict[str, np.ndarray], bad: Sequence[Tuple[str, str]]) -> None:
+    """One chunk's results, atomically: ``keys [k] str``, ``{signal} [k, C] float32`` per online
+    signal, ``bad_paths`` / ``bad_reasons [m] str`` and the chunk's ``[chunk, start, stop]``."""
+    arrays = {"chunk": np.asarray([chunk, start, stop], np.int64),
+              "keys": np.asarray(list(keys), dtype=str),
+              "bad_paths": np.asarray([p for p, _ in bad], dtype=str),
+              "bad_reasons": np.asarray([r for _, r in bad], dtype=str)}
+    for signal, values in scores.items():
+        arrays[signal] = np.asarray(values, np.float32)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def read_part(path: str, chunk: int, signals: Sequence[str]) -> Dict[str, np.ndarray]:
+    """The arrays of ``write_part``; ``PrecomputeError`` naming the file when it is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as e:
+        raise PrecomputeError(f"{path}: unreadable part file ({e}); delete it and run again") from None
+    missing = [k for k in ("chunk", "keys", "bad_paths", "bad_reasons", *signals) if k not in data]
+    if missing or int(data["chunk"][0]) != chunk:
+        raise PrecomputeError(f"{path}: not the part of chunk {chunk} with {list(signals)} "
+                              f"(missing {missing}); delete it and run again")
+    for s in signals:
+        if data[s].shape[0] != len(data["keys"]):
+            raise PrecomputeError(f"{path}: {len(data['keys'])} keys but {data[s].shape[0]} {s} rows")
+    return data
+
+
+def manifest(config, split: str, source, online: Sequence[str], chunk_size: int, batch_size: int,
+             view) -> dict:
+    """The settings a part depends on: the list (its keys' hash), chunking, teachers, the clip
+    (``view``: a :class:`egoexo_jax.precompute_run.TeacherView`), dtype and seed."""
+    keys = [source.item(i).key for i in range(len(source))]
+    tcfg = config.teachers
+    teachers = {}
+    if "ego" in online:
+        teachers["ego"] = {"checkpoint": os.path.abspath(tcfg.ego.checkpoint),
+                           **{k: tcfg.ego.get(k) for k in ("input_mean", "input_std", "input_bgr")}}
+    if "object" in online:
+        teachers["object"] = {"weights": os.path.abspath(tcfg.object.weights) if tcfg.object.weights else "",
+                              "depth": int(tcfg.object.depth), "width": int(tcfg.object.width),
+                              "num_frames": int(tcfg.object.num_frames),
+                              "classes": int(config.model.object_classes) or 1000}
+    clip = dataclasses.asdict(view.opts)
+    clip.update(scale=view.scale, crop=view.crop)
+    return json.loads(json.dumps({
+        "format": FORMAT_VERSION, "split": split, "num_items": len(keys),
+        "keys_sha256": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest(),
+        "chunk_size": int(chunk_size), "batch_size": int(batch_size), "signals": list(online),
+        "dtype": str(config.model.dtype), "seed": int(config.seed), "teachers": teachers, "clip": clip,
+    }))
+
+
+def check_or_write_manifest(output: str, settings: dict) -> None:
+    """Writes ``settings`` into a new parts folder; raises :class:`PrecomputeError` naming the
+    differing settings when the folder was started with others."""
+    path = os.path.join(output, PARTS, MANIFEST)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            try:
+                old = json.load(f)
+            except ValueError:
+                old = None
+        if old != settings:
+            diff = ([k for k in sorted(set(settings) | set(old)) if old.get(k) != settings.get(k)]
+                    if isinstance(old, dict) else ["(unreadable)"])
+            raise PrecomputeError(
+                f"{path}: the parts in {os.path.dirname(path)} were made with other settings "
+                f"(differing: {', '.join(diff)}); use another --output or delete that folder")
+        return
+    atomic_write(path, lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True).encode("utf-8")))
+
+
+
+def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, str]:
+    """Merges ``parts/part-*.npz`` (chunk order) into the final pickles and ``bad_inputs.txt``.
+
+    Returns ``{signal: pickle path}``. Raises ``PrecomputeError`` naming missing chunks.
+    """
+    missing = [c for c in range(num_chunks) if not os.path.exists(part_path(output, c))]
+    if missing:
+        shown = ", ".join(str(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise PrecomputeError(f"{os.path.join(output, PARTS)}: {len(missing)} of {num_chunks} chunks missing "
+                              f"({shown}); run the remaining hosts (or copy their parts/ here) first")
+    scores: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in signals}
+    bad_lines = []
+    for c in range(num_chunks):
+        data = read_part(part_path(output, c), c, signals)
+        for i, key in enumerate(data["keys"].tolist()):
+            for s in signals:
+                scores[s][key] = data[s][i]
+        bad_lines += [f"{p}\t{r}\n" for p, r in zip(data["bad_paths"].tolist(), data["bad_reasons"].tolist())]
+    written = {}
+    for s in signals:
+        written[s] = os.path.join(output, OUTPUT_FILES[s])
+        teacher_scores.write_score_pickle(written[s], scores[s])
+    atomic_write(os.path.join(output, BAD_INPUTS), lambda f: f.write("".join(bad_lines).encode("utf-8")))
+    return written
