@@ -1,5 +1,6 @@
 """Helpers shared by the benchmark scripts: recipe configs at benchmark sizes, synthetic batches,
 memory probes, machine description and the optional torch import."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,9 +16,11 @@ REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 MODELS = ("slowfast_r50", "slow_r50", "mvit_v2_s")
 SIZES = ("reduced", "full", "dry")
 
-TORCH_SKIP_MESSAGE = ("torch is not installed: skipping the PyTorch reference, reporting JAX numbers "
-                      "only (benchmarks only: pip install torch==2.13.0; torch is not a dependency "
-                      "of egoexo_jax)")
+TORCH_SKIP_MESSAGE = (
+    "torch is not installed: skipping the PyTorch reference, reporting JAX numbers "
+    "only (benchmarks only: pip install torch==2.13.0; torch is not a dependency "
+    "of egoexo_jax)"
+)
 
 # Input sizes per (model, size): frames of the (fast) pathway, crop, default CPU / GPU batch and
 # architecture overrides. "full" is the recipe (configs/pretrain.py); "reduced" keeps the full
@@ -79,13 +82,19 @@ def machine(torch=None) -> dict:
     import jax  # noqa: PLC0415
     import jaxlib  # noqa: PLC0415
 
-    out = {"nproc": num_cpus(), "cpu": cpu_model(), "jax_device": jax.devices()[0].device_kind,
-           "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-           "torch": torch.__version__ if torch is not None else None,
-           "loadavg_start": loadavg(),
-           # Both sides run in this process, so both get the same host allocator (egoexo_jax.hostenv).
-           "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-           "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    out = {
+        "nproc": num_cpus(),
+        "cpu": cpu_model(),
+        "jax_device": jax.devices()[0].device_kind,
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "loadavg_start": loadavg(),
+        # Both sides run in this process, so both get the same host allocator (egoexo_jax.hostenv).
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
     return out
 
 
@@ -142,8 +151,9 @@ def recipe_config(name: str, variant: str = ""):
     return recipe.load_config(f"{path}:{variant}" if variant else path)
 
 
-def experiment_config(model: str, size: str, *, heads: bool, dtype: str = "float32",
-                      batch: Optional[int] = None, device: str = "cpu"):
+def experiment_config(
+    model: str, size: str, *, heads: bool, dtype: str = "float32", batch: Optional[int] = None, device: str = "cpu"
+):
     """The recipe config of ``configs/pretrain.py`` (Ego-Exo heads and losses) at a benchmark size;
     ``heads=False`` drops the three Ego-Exo heads and trains on the task CE alone (the baseline)."""
     from egoexo_jax.models import mvit_config as mvit_lib  # noqa: PLC0415
@@ -162,9 +172,15 @@ def experiment_config(model: str, size: str, *, heads: bool, dtype: str = "float
         m = mvit_lib.mvit_config_from_model_config(c.model)
         d = shape["mvit_depth"]
         m = dataclasses.replace(
-            m, depth=d, embed_dim=shape["embed_dim"], dim_mul=((1, 2.0),), head_mul=((1, 2.0),),
+            m,
+            depth=d,
+            embed_dim=shape["embed_dim"],
+            dim_mul=((1, 2.0),),
+            head_mul=((1, 2.0),),
             pool_q_stride=tuple((i, 1, 2, 2) if i == 1 else (i, 1, 1, 1) for i in range(d)),
-            interaction_conv_dim=16, object_classes=10)
+            interaction_conv_dim=16,
+            object_classes=10,
+        )
         dropout = c.model.dropout_rate
         c.model = mvit_lib.model_config_from_mvit_config(m)
         c.model.dropout_rate = dropout

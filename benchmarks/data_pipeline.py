@@ -43,192 +43,221 @@ NUM_FRAMES, SAMPLING_RATE, ALPHA = 32, 2, 4
 
 
 def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarray:
-  """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
-  y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-  t = index / 30.0
-  r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
-  g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
-  b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
-  noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
-  return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
+    """`[H, W, 3] uint8` moving smooth pattern with some detail (compresses like camera footage)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = index / 30.0
+    r = 128 + 100 * np.sin(0.045 * x + 1.7 * t) * np.cos(0.03 * y - 0.9 * t)
+    g = 128 + 90 * np.sin(0.02 * (x + y) + 2.3 * t)
+    b = 128 + 80 * np.cos(0.05 * y + 0.013 * x * np.sin(t))
+    noise = np.random.default_rng(index).integers(-3, 4, size=(height, width, 1))
+    return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
 
 
 def write_videos(folder: str, count: int, keyint: int | None) -> list[str]:
-  """x264 defaults when keyint is None (keyint 250 plus scene-cut keyframes), else exactly one
-  keyframe every `keyint` frames (scene-cut detection off)."""
-  paths = []
-  for i in range(count):
-    path = os.path.join(folder, f"video{i}.mp4")
-    media.write_mp4(path, (textured_frame(k + 1000 * i) for k in range(300)), fps=30, crf=23,
-                    preset="medium", gop=keyint, x264_params="scenecut=0" if keyint else None)
-    paths.append(path)
-  return paths
+    """x264 defaults when keyint is None (keyint 250 plus scene-cut keyframes), else exactly one
+    keyframe every `keyint` frames (scene-cut detection off)."""
+    paths = []
+    for i in range(count):
+        path = os.path.join(folder, f"video{i}.mp4")
+        media.write_mp4(
+            path,
+            (textured_frame(k + 1000 * i) for k in range(300)),
+            fps=30,
+            crf=23,
+            preset="medium",
+            gop=keyint,
+            x264_params="scenecut=0" if keyint else None,
+        )
+        paths.append(path)
+    return paths
 
 
 def keyframes_per_video(paths: list[str]) -> float:
-  counts = []
-  for path in paths:
-    with av.open(path) as container:
-      stream = container.streams.video[0]
-      counts.append(sum(packet.is_keyframe for packet in container.demux(stream)))
-  return float(np.mean(counts))
+    counts = []
+    for path in paths:
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            counts.append(sum(packet.is_keyframe for packet in container.demux(stream)))
+    return float(np.mean(counts))
 
 
 # --- baseline: PySlowFast-style ---------------------------------------------------------------
 
 
 def baseline_decode(path: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
-  """Decode from the start to the clip's end, keep all frames as RGB, then select."""
-  container = av.open(path)
-  stream = container.streams.video[0]
-  num_video_frames = stream.frames
-  fps = float(stream.average_rate)
-  indices = transforms.kinetics_clip_indices(num_video_frames, num_frames=NUM_FRAMES,
-                                             sampling_rate=SAMPLING_RATE, fps=fps, rng=rng)
-  last = int(indices[-1])
-  frames = []
-  for frame in container.decode(stream):
-    frames.append(frame.to_rgb().to_ndarray())
-    if len(frames) > last:
-      break
-  container.close()
-  frames = np.stack(frames)
-  return frames[np.clip(indices, 0, len(frames) - 1)], num_video_frames
+    """Decode from the start to the clip's end, keep all frames as RGB, then select."""
+    container = av.open(path)
+    stream = container.streams.video[0]
+    num_video_frames = stream.frames
+    fps = float(stream.average_rate)
+    indices = transforms.kinetics_clip_indices(
+        num_video_frames, num_frames=NUM_FRAMES, sampling_rate=SAMPLING_RATE, fps=fps, rng=rng
+    )
+    last = int(indices[-1])
+    frames = []
+    for frame in container.decode(stream):
+        frames.append(frame.to_rgb().to_ndarray())
+        if len(frames) > last:
+            break
+    container.close()
+    frames = np.stack(frames)
+    return frames[np.clip(indices, 0, len(frames) - 1)], num_video_frames
 
 
 def resize_whole_frames(x: np.ndarray, new_h: int, new_w: int) -> np.ndarray:
-  """`[T, H, W, C] float32` -> `[T, new_h, new_w, C]`, bilinear align_corners=False, frame by frame
-  with the same separable kernel our loader uses (rows, then columns)."""
-  t, h, w, c = x.shape
-  y0, y1, wy = transforms._bilinear_taps(new_h, h, new_h, 0, False)  # pylint: disable=protected-access
-  x0, x1, wx = transforms._bilinear_taps(new_w, w, new_w, 0, False)  # pylint: disable=protected-access
-  cols0 = (x0[:, None] * c + np.arange(c)).ravel()
-  cols1 = (x1[:, None] * c + np.arange(c)).ravel()
-  wx_flat, wy_col = np.repeat(wx, c), wy[:, None]
-  rows_of = x.reshape(t, h, w * c)
-  out = np.empty((t, new_h, new_w * c), np.float32)
-  for k in range(t):
-    top = rows_of[k][y0]
-    bottom = rows_of[k][y1] - top
-    bottom *= wy_col
-    top += bottom
-    left = top[:, cols0]
-    right = top[:, cols1] - left
-    right *= wx_flat
-    left += right
-    out[k] = left
-  return out.reshape(t, new_h, new_w, c)
+    """`[T, H, W, C] float32` -> `[T, new_h, new_w, C]`, bilinear align_corners=False, frame by frame
+    with the same separable kernel our loader uses (rows, then columns)."""
+    t, h, w, c = x.shape
+    y0, y1, wy = transforms._bilinear_taps(new_h, h, new_h, 0, False)  # pylint: disable=protected-access
+    x0, x1, wx = transforms._bilinear_taps(new_w, w, new_w, 0, False)  # pylint: disable=protected-access
+    cols0 = (x0[:, None] * c + np.arange(c)).ravel()
+    cols1 = (x1[:, None] * c + np.arange(c)).ravel()
+    wx_flat, wy_col = np.repeat(wx, c), wy[:, None]
+    rows_of = x.reshape(t, h, w * c)
+    out = np.empty((t, new_h, new_w * c), np.float32)
+    for k in range(t):
+        top = rows_of[k][y0]
+        bottom = rows_of[k][y1] - top
+        bottom *= wy_col
+        top += bottom
+        left = top[:, cols0]
+        right = top[:, cols1] - left
+        right *= wx_flat
+        left += right
+        out[k] = left
+    return out.reshape(t, new_h, new_w, c)
 
 
 def baseline_transform(clip: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-  """Normalise whole frames, resize whole frames, crop, flip, pack."""
-  _, h, w, _ = clip.shape
-  x = transforms.normalize(clip)
-  size = int(round(rng.uniform(256, 320)))
-  new_h, new_w = transforms.short_side_resize_shape(h, w, size)
-  full = resize_whole_frames(x, new_h, new_w)
-  cy = int(rng.integers(0, new_h - 224)) if new_h > 224 else 0
-  cx = int(rng.integers(0, new_w - 224)) if new_w > 224 else 0
-  out = full[:, cy:cy + 224, cx:cx + 224]
-  if rng.uniform() < 0.5:
-    out = out[:, :, ::-1]
-  return transforms.pack_pathways(np.ascontiguousarray(out), arch="slowfast", alpha=ALPHA)
+    """Normalise whole frames, resize whole frames, crop, flip, pack."""
+    _, h, w, _ = clip.shape
+    x = transforms.normalize(clip)
+    size = int(round(rng.uniform(256, 320)))
+    new_h, new_w = transforms.short_side_resize_shape(h, w, size)
+    full = resize_whole_frames(x, new_h, new_w)
+    cy = int(rng.integers(0, new_h - 224)) if new_h > 224 else 0
+    cx = int(rng.integers(0, new_w - 224)) if new_w > 224 else 0
+    out = full[:, cy : cy + 224, cx : cx + 224]
+    if rng.uniform() < 0.5:
+        out = out[:, :, ::-1]
+    return transforms.pack_pathways(np.ascontiguousarray(out), arch="slowfast", alpha=ALPHA)
 
 
 # --- ours -------------------------------------------------------------------------------------
 
 
-OPTS = samples.SampleOptions(dataset="kinetics", num_frames=NUM_FRAMES,
-                             sampling_rate=SAMPLING_RATE, alpha=ALPHA, arch="slowfast")
+OPTS = samples.SampleOptions(
+    dataset="kinetics", num_frames=NUM_FRAMES, sampling_rate=SAMPLING_RATE, alpha=ALPHA, arch="slowfast"
+)
 
 
 def ours_sample(path: str, rng: np.random.Generator) -> dict:
-  item = Item("kinetics", os.path.basename(path), "v", path, label=0)
-  return samples.make_sample(item, samples.View("train"), rng, OPTS, split="train",
-                             video_level_labels=False)
+    item = Item("kinetics", os.path.basename(path), "v", path, label=0)
+    return samples.make_sample(item, samples.View("train"), rng, OPTS, split="train", video_level_labels=False)
 
 
 def ours_decode(path: str, rng: np.random.Generator) -> np.ndarray:
-  item = Item("kinetics", os.path.basename(path), "v", path, label=0)
-  return samples.decode_clip(item, samples.View("train"), rng, OPTS).frames
+    item = Item("kinetics", os.path.basename(path), "v", path, label=0)
+    return samples.decode_clip(item, samples.View("train"), rng, OPTS).frames
 
 
 def ours_two_clips(path: str, rng: np.random.Generator) -> list[dict]:
-  """One open + one pass over the union of two random clips' frames, two samples out."""
-  item = Item("kinetics", os.path.basename(path), "v", path, label=0)
-  with VideoReader(path) as reader:
-    clips_idx = [transforms.kinetics_clip_indices(
-        reader.num_frames, num_frames=NUM_FRAMES, sampling_rate=SAMPLING_RATE, fps=reader.fps,
-        rng=rng) for _ in range(2)]
-    decoded = reader.read_clips(clips_idx)
-  out = []
-  for idx, frames in zip(clips_idx, decoded):
-    clip = samples.Clip(frames, idx, idx, reader.num_frames)
-    out.append(samples.make_sample(item, samples.View("train"), rng, OPTS, split="train",
-                                   video_level_labels=False, clip=clip))
-  return out
+    """One open + one pass over the union of two random clips' frames, two samples out."""
+    item = Item("kinetics", os.path.basename(path), "v", path, label=0)
+    with VideoReader(path) as reader:
+        clips_idx = [
+            transforms.kinetics_clip_indices(
+                reader.num_frames, num_frames=NUM_FRAMES, sampling_rate=SAMPLING_RATE, fps=reader.fps, rng=rng
+            )
+            for _ in range(2)
+        ]
+        decoded = reader.read_clips(clips_idx)
+    out = []
+    for idx, frames in zip(clips_idx, decoded):
+        clip = samples.Clip(frames, idx, idx, reader.num_frames)
+        out.append(
+            samples.make_sample(
+                item, samples.View("train"), rng, OPTS, split="train", video_level_labels=False, clip=clip
+            )
+        )
+    return out
 
 
 def measure(name: str, fn, paths: list[str], clips: int, clips_per_call: int = 1) -> dict:
-  rng = np.random.default_rng(0)
-  fn(paths[0], rng)  # warm-up
-  calls = max(clips // clips_per_call, 1)
-  cpu0, wall0 = time.process_time(), time.perf_counter()
-  for i in range(calls):
-    fn(paths[i % len(paths)], rng)
-  cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-  done = calls * clips_per_call
-  result = {"clips": done, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-            "clips_per_s_per_core": round(done / cpu, 3), "clips_per_s_wall": round(done / wall, 3)}
-  print(f"{name:>22}: {json.dumps(result)}", flush=True)
-  return result
+    rng = np.random.default_rng(0)
+    fn(paths[0], rng)  # warm-up
+    calls = max(clips // clips_per_call, 1)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for i in range(calls):
+        fn(paths[i % len(paths)], rng)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    done = calls * clips_per_call
+    result = {
+        "clips": done,
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "clips_per_s_per_core": round(done / cpu, 3),
+        "clips_per_s_wall": round(done / wall, 3),
+    }
+    print(f"{name:>22}: {json.dumps(result)}", flush=True)
+    return result
 
 
 def run(clips: int, num_videos: int, keyint: int | None) -> dict:
-  with tempfile.TemporaryDirectory() as folder:
-    t = time.perf_counter()
-    paths = write_videos(folder, num_videos, keyint)
-    size_kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
-    keyframes = keyframes_per_video(paths)
-    print(f"wrote {num_videos} videos (mean {size_kb:.0f} KB, {keyframes:.1f} keyframes each) in "
-          f"{time.perf_counter() - t:.1f} s", flush=True)
-    base = measure("baseline", lambda p, r: baseline_transform(baseline_decode(p, r)[0], r),
-                   paths, clips)
-    ours = measure("ours", ours_sample, paths, clips)
-    ours2 = measure("ours NUM_SAMPLE=2", ours_two_clips, paths, clips, clips_per_call=2)
-    base_dec = measure("baseline decode only", baseline_decode, paths, clips)
-    ours_dec = measure("ours decode only", ours_decode, paths, clips)
-  return {
-      "ours_clips_per_s_per_core": ours["clips_per_s_per_core"],
-      "baseline_clips_per_s_per_core": base["clips_per_s_per_core"],
-      "speedup": round(ours["clips_per_s_per_core"] / base["clips_per_s_per_core"], 2),
-      "ours_num_sample2_clips_per_s_per_core": ours2["clips_per_s_per_core"],
-      "num_sample2_speedup": round(
-          ours2["clips_per_s_per_core"] / base["clips_per_s_per_core"], 2),
-      "ours_decode_only_clips_per_s_per_core": ours_dec["clips_per_s_per_core"],
-      "baseline_decode_only_clips_per_s_per_core": base_dec["clips_per_s_per_core"],
-      "decode_only_speedup": round(
-          ours_dec["clips_per_s_per_core"] / base_dec["clips_per_s_per_core"], 2),
-      "ours_clips_per_s_wall": ours["clips_per_s_wall"],
-      "baseline_clips_per_s_wall": base["clips_per_s_wall"],
-      "video": {"seconds": 10, "size": "340x256", "fps": 30, "codec": "libx264 crf23 medium",
-                "x264_keyint": keyint or "default (250 + scene cuts)",
-                "keyframes_per_video": keyframes, "mean_kb": round(float(size_kb))},
-      "clip": "SlowFast 32x2 train sampling, 224 crop of jitter 256-320, flip, normalise",
-      "cpu_count": os.cpu_count(),
-  }
+    with tempfile.TemporaryDirectory() as folder:
+        t = time.perf_counter()
+        paths = write_videos(folder, num_videos, keyint)
+        size_kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
+        keyframes = keyframes_per_video(paths)
+        print(
+            f"wrote {num_videos} videos (mean {size_kb:.0f} KB, {keyframes:.1f} keyframes each) in "
+            f"{time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
+        base = measure("baseline", lambda p, r: baseline_transform(baseline_decode(p, r)[0], r), paths, clips)
+        ours = measure("ours", ours_sample, paths, clips)
+        ours2 = measure("ours NUM_SAMPLE=2", ours_two_clips, paths, clips, clips_per_call=2)
+        base_dec = measure("baseline decode only", baseline_decode, paths, clips)
+        ours_dec = measure("ours decode only", ours_decode, paths, clips)
+    return {
+        "ours_clips_per_s_per_core": ours["clips_per_s_per_core"],
+        "baseline_clips_per_s_per_core": base["clips_per_s_per_core"],
+        "speedup": round(ours["clips_per_s_per_core"] / base["clips_per_s_per_core"], 2),
+        "ours_num_sample2_clips_per_s_per_core": ours2["clips_per_s_per_core"],
+        "num_sample2_speedup": round(ours2["clips_per_s_per_core"] / base["clips_per_s_per_core"], 2),
+        "ours_decode_only_clips_per_s_per_core": ours_dec["clips_per_s_per_core"],
+        "baseline_decode_only_clips_per_s_per_core": base_dec["clips_per_s_per_core"],
+        "decode_only_speedup": round(ours_dec["clips_per_s_per_core"] / base_dec["clips_per_s_per_core"], 2),
+        "ours_clips_per_s_wall": ours["clips_per_s_wall"],
+        "baseline_clips_per_s_wall": base["clips_per_s_wall"],
+        "video": {
+            "seconds": 10,
+            "size": "340x256",
+            "fps": 30,
+            "codec": "libx264 crf23 medium",
+            "x264_keyint": keyint or "default (250 + scene cuts)",
+            "keyframes_per_video": keyframes,
+            "mean_kb": round(float(size_kb)),
+        },
+        "clip": "SlowFast 32x2 train sampling, 224 crop of jitter 256-320, flip, normalise",
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--clips", type=int, default=40, help="clips per measurement")
-  parser.add_argument("--videos", type=int, default=4, help="generated videos")
-  parser.add_argument("--keyint", type=int, default=0,
-                      help="fixed keyframe interval without scene cuts (0 = x264 defaults); "
-                           "300 = one keyframe per video, the worst case for seeking")
-  args = parser.parse_args()
-  print(json.dumps(run(args.clips, args.videos, args.keyint or None)))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--clips", type=int, default=40, help="clips per measurement")
+    parser.add_argument("--videos", type=int, default=4, help="generated videos")
+    parser.add_argument(
+        "--keyint",
+        type=int,
+        default=0,
+        help="fixed keyframe interval without scene cuts (0 = x264 defaults); "
+        "300 = one keyframe per video, the worst case for seeking",
+    )
+    args = parser.parse_args()
+    print(json.dumps(run(args.clips, args.videos, args.keyint or None)))
 
 
 if __name__ == "__main__":
-  main()
+    main()

@@ -7,6 +7,7 @@ step on ``--object-frames`` frames. Same batch, same student, same device.
 
     python benchmarks/distillation_step.py [--batch 8] [--steps 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from egoexo_jax import config_schema, hostenv, models, optim, sharding, teacher_loading, train  # noqa: E402
+from egoexo_jax import config_schema, demo, hostenv, models, optim, recipe, sharding, teacher_loading, train  # noqa: E402  # noqa: E402
 from egoexo_jax.models import teachers as teachers_lib  # noqa: E402
 
-from egoexo_jax import demo, recipe  # noqa: E402
-
-demo_config = recipe.load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs",
-                                             "demo.py"))
+demo_config = recipe.load_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", "demo.py"))
 
 
 def _time(step, state, batch, teacher_vars, steps):
@@ -64,15 +62,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     b, t, s = args.batch, d.num_frames, d.crop
     grid = s // model.feature_stride
-    batch = {"pathway0": rng.normal(size=(b, t // 4, s, s, 3)).astype(np.float32),
-             "pathway1": rng.normal(size=(b, t, s, s, 3)).astype(np.float32),
-             "label": rng.integers(0, 8, b).astype(np.int32),
-             "interaction_target": rng.uniform(size=(b, t // 4, grid, grid, 2)).astype(np.float32)}
-    offline = dict(batch, ego_target=rng.normal(size=(b, 2)).astype(np.float32),
-                   object_target=rng.normal(size=(b, 1000)).astype(np.float32))
+    batch = {
+        "pathway0": rng.normal(size=(b, t // 4, s, s, 3)).astype(np.float32),
+        "pathway1": rng.normal(size=(b, t, s, s, 3)).astype(np.float32),
+        "label": rng.integers(0, 8, b).astype(np.int32),
+        "interaction_target": rng.uniform(size=(b, t // 4, grid, grid, 2)).astype(np.float32),
+    }
+    offline = dict(
+        batch,
+        ego_target=rng.normal(size=(b, 2)).astype(np.float32),
+        object_target=rng.normal(size=(b, 1000)).astype(np.float32),
+    )
     weights = {"ce": 0.5, "ego": 0.1, "object": 0.5, "hand": 1.0, "object_map": 1.0}
-    common = dict(model=model, tx=tx, schedule=optim.make_schedule(c, 100), loss_weights=weights,
-                  arch="slowfast")
+    common = dict(model=model, tx=tx, schedule=optim.make_schedule(c, 100), loss_weights=weights, arch="slowfast")
     copy = lambda x: jax.tree.map(jnp.copy, x)  # noqa: E731
 
     step_off = train.make_train_step(mesh, **common)
@@ -83,19 +85,37 @@ def main() -> None:
     ego_cfg.data.update(num_frames=d.num_frames, train_crop_size=d.crop)
     ego_module = models.build(ego_cfg.model)
     ego_vars = train.init_variables(ego_module, ego_cfg, 1)
-    obj_module, obj_vars = teacher_loading.load_object_teacher("", depth=args.object_depth,
-                                                             width=args.object_width, seed=2)
-    online = teachers_lib.OnlineTeachers(ego=teachers_lib.EgoTeacher.from_module(ego_module),
-                                         object=teachers_lib.ObjectTeacher(obj_module, num_frames=args.object_frames))
-    step_on = train.make_train_step(mesh, teacher_fn=functools.partial(teachers_lib.online_teacher_targets, online),
-                                    **common)
-    t_on = _time(step_on, copy(state), sharding.global_batch(batch, mesh),
-                 sharding.replicate({"ego": ego_vars, "object": obj_vars}, mesh), args.steps)
-    print(json.dumps({
-        "device": jax.devices()[0].device_kind, "batch": b, "frames": t, "crop": s,
-        "object_teacher": f"resnet{args.object_depth} width {args.object_width} on {args.object_frames} frames",
-        "offline_step_s": round(t_off, 4), "online_step_s": round(t_on, 4),
-        "online_over_offline": round(t_on / t_off, 3)}))
+    obj_module, obj_vars = teacher_loading.load_object_teacher(
+        "", depth=args.object_depth, width=args.object_width, seed=2
+    )
+    online = teachers_lib.OnlineTeachers(
+        ego=teachers_lib.EgoTeacher.from_module(ego_module),
+        object=teachers_lib.ObjectTeacher(obj_module, num_frames=args.object_frames),
+    )
+    step_on = train.make_train_step(
+        mesh, teacher_fn=functools.partial(teachers_lib.online_teacher_targets, online), **common
+    )
+    t_on = _time(
+        step_on,
+        copy(state),
+        sharding.global_batch(batch, mesh),
+        sharding.replicate({"ego": ego_vars, "object": obj_vars}, mesh),
+        args.steps,
+    )
+    print(
+        json.dumps(
+            {
+                "device": jax.devices()[0].device_kind,
+                "batch": b,
+                "frames": t,
+                "crop": s,
+                "object_teacher": f"resnet{args.object_depth} width {args.object_width} on {args.object_frames} frames",
+                "offline_step_s": round(t_off, 4),
+                "online_step_s": round(t_on, 4),
+                "online_over_offline": round(t_on / t_off, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ the eval step and the share of host time spent assembling views.
     python benchmarks/evaluate.py --model slowfast_r50 --size reduced --videos 6
     python benchmarks/evaluate.py --dry-run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,16 @@ import json
 import os
 import time
 
-import common
 from egoexo_jax import hostenv
 
+import common
+
 # Decoded-video geometry per size: frames, height, width (short side = the test scale), test crop.
-VIDEOS = {"full": dict(frames=300, height=256, width=340, crop=256),
-          "reduced": dict(frames=150, height=112, width=149, crop=96),
-          "dry": dict(frames=40, height=36, width=48, crop=32)}
+VIDEOS = {
+    "full": dict(frames=300, height=256, width=340, crop=256),
+    "reduced": dict(frames=150, height=112, width=149, crop=96),
+    "dry": dict(frames=40, height=36, width=48, crop=32),
+}
 
 
 def parse_args(argv=None):
@@ -36,8 +40,12 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--model", default="slowfast_r50", choices=common.MODELS)
     p.add_argument("--size", default="reduced", choices=("reduced", "full"))
-    p.add_argument("--heads", choices=("on", "off"), default="off",
-                   help="Ego-Exo heads in the evaluated model (off: a fine-tuned classifier)")
+    p.add_argument(
+        "--heads",
+        choices=("on", "off"),
+        default="off",
+        help="Ego-Exo heads in the evaluated model (off: a fine-tuned classifier)",
+    )
     p.add_argument("--videos", type=int, default=4)
     p.add_argument("--temporal", type=int, default=10, help="temporal clips per video")
     p.add_argument("--spatial", type=int, default=3, help="spatial crops per clip")
@@ -62,8 +70,14 @@ def assemble(video, cfg, clip_spatial):
     paths = None
     arch = cfg.model.arch if cfg.model.arch != "mvit" else "mvit"
     for k, s in clip_spatial:
-        idx = transforms.kinetics_clip_indices(t, num_frames=d.num_frames, sampling_rate=d.sampling_rate,
-                                               fps=30.0, clip_idx=k, num_clips=d.num_ensemble_views)
+        idx = transforms.kinetics_clip_indices(
+            t,
+            num_frames=d.num_frames,
+            sampling_rate=d.sampling_rate,
+            fps=30.0,
+            clip_idx=k,
+            num_clips=d.num_ensemble_views,
+        )
         params = transforms.test_spatial(h, w, spatial_idx=s, scale=crop, crop_size=crop)
         frames = transforms.spatial_transform(video[idx], params, mean=d.mean, std=d.std)
         packed = transforms.pack_pathways(frames, arch=arch, alpha=cfg.model.alpha)
@@ -84,13 +98,11 @@ def main(argv=None) -> dict:
     from egoexo_jax import evaluate, models, sharding, train  # noqa: PLC0415
 
     size = args.size
-    cfg = common.experiment_config(args.model, size, heads=args.heads == "on", dtype=args.dtype,
-                                   device=args.device)
+    cfg = common.experiment_config(args.model, size, heads=args.heads == "on", dtype=args.dtype, device=args.device)
     geo = VIDEOS[size]
     if args.model == "mvit_v2_s":
         geo = dict(geo, crop=cfg.data.train_crop_size)  # MViT tests at its training crop
-    cfg.data.update(test_crop_size=geo["crop"], num_ensemble_views=args.temporal,
-                    num_spatial_crops=args.spatial)
+    cfg.data.update(test_crop_size=geo["crop"], num_ensemble_views=args.temporal, num_spatial_crops=args.spatial)
     views = args.temporal * args.spatial
     per_batch = args.views_per_batch or views
     mesh = sharding.make_mesh(1)
@@ -100,10 +112,9 @@ def main(argv=None) -> dict:
 
     rng = np.random.default_rng(0)
     n = args.videos + 1  # + 1 warm-up video
-    videos = [rng.integers(0, 256, (geo["frames"], geo["height"], geo["width"], 3), dtype=np.uint8)
-              for _ in range(n)]
+    videos = [rng.integers(0, 256, (geo["frames"], geo["height"], geo["width"], 3), dtype=np.uint8) for _ in range(n)]
     order = [(v, k, s) for v in range(n) for k in range(args.temporal) for s in range(args.spatial)]
-    batches = [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+    batches = [order[i : i + per_batch] for i in range(0, len(order), per_batch)]
 
     def host_batch(items):
         pathways = None
@@ -121,8 +132,11 @@ def main(argv=None) -> dict:
             vid += [0] * pad
             view += [0] * pad
         out = {f"pathway{i}": x for i, x in enumerate(pathways)}
-        out.update(video_index=np.asarray(vid, np.int32), view_index=np.asarray(view, np.int32),
-                   mask=np.asarray([1.0] * real + [0.0] * pad, np.float32))
+        out.update(
+            video_index=np.asarray(vid, np.int32),
+            view_index=np.asarray(view, np.int32),
+            mask=np.asarray([1.0] * real + [0.0] * pad, np.float32),
+        )
         return out
 
     # Compile (and warm up) on the first video's batch.
@@ -158,23 +172,37 @@ def main(argv=None) -> dict:
     total = time.perf_counter() - start
     timed_videos = args.videos
     result = {
-        "benchmark": "evaluate", "device": args.device, "dtype": args.dtype, "model": args.model,
-        "size": size, "heads": args.heads, "videos": timed_videos, "views_per_video": views,
-        "views_per_batch": per_batch, "frames": cfg.data.num_frames, "test_crop": geo["crop"],
+        "benchmark": "evaluate",
+        "device": args.device,
+        "dtype": args.dtype,
+        "model": args.model,
+        "size": size,
+        "heads": args.heads,
+        "videos": timed_videos,
+        "views_per_video": views,
+        "views_per_batch": per_batch,
+        "frames": cfg.data.num_frames,
+        "test_crop": geo["crop"],
         "video_shape": [geo["frames"], geo["height"], geo["width"], 3],
-        "compile_s": compile_s, "total_s": total, "assemble_s": assemble_s,
+        "compile_s": compile_s,
+        "total_s": total,
+        "assemble_s": assemble_s,
         "assemble_share": assemble_s / total if total else None,
-        "videos_per_s": timed_videos / total, "views_per_s": timed_videos * views / total,
+        "videos_per_s": timed_videos / total,
+        "views_per_s": timed_videos * views / total,
         "ensembled_sum_check": float(scores[0][1:].sum() / max(timed_videos, 1)) if scores else None,
-        "peak_rss_mb": common.rss_mb(), "machine": common.machine(None),
+        "peak_rss_mb": common.rss_mb(),
+        "machine": common.machine(None),
     }
     result["machine"]["loadavg_end"] = common.loadavg()
     if args.device == "gpu":
         stats = jax.local_devices()[0].memory_stats() or {}
         result["device_peak_mb"] = stats.get("peak_bytes_in_use", 0) / 2**20
-    print(f"{args.model} {size}: {result['videos_per_s']:.3f} videos/s ({result['views_per_s']:.2f} views/s), "
-          f"compile {compile_s:.1f} s, view assembly {100 * result['assemble_share']:.0f}% of the time",
-          flush=True)
+    print(
+        f"{args.model} {size}: {result['videos_per_s']:.3f} videos/s ({result['views_per_s']:.2f} views/s), "
+        f"compile {compile_s:.1f} s, view assembly {100 * result['assemble_share']:.0f}% of the time",
+        flush=True,
+    )
     print(json.dumps(result, default=float))
     return result
 

@@ -19,6 +19,7 @@ closure doing forward + loss (CE, and the Ego-Exo KL / BCE terms when their weig
 backward + optimizer step (SGD momentum/Nesterov with coupled weight decay, or AdamW with
 gradient clipping for MViT), optionally under ``torch.autocast`` bf16.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-TEMPORAL_KERNELS = {"slowfast": ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3)),
-                    "slow": ((1,), (1,), (1,), (3,), (3,))}
+TEMPORAL_KERNELS = {"slowfast": ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3)), "slow": ((1,), (1,), (1,), (3,), (3,))}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,8 +39,7 @@ TEMPORAL_KERNELS = {"slowfast": ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3)),
 
 
 def _conv(cin, cout, kernel, stride=(1, 1, 1), bias=False, groups=1):
-    return nn.Conv3d(cin, cout, kernel, stride=stride, padding=tuple(k // 2 for k in kernel),
-                     bias=bias, groups=groups)
+    return nn.Conv3d(cin, cout, kernel, stride=stride, padding=tuple(k // 2 for k in kernel), bias=bias, groups=groups)
 
 
 class Stem(nn.Module):
@@ -79,8 +78,9 @@ class Bottleneck(nn.Module):
 class FuseFastToSlow(nn.Module):
     def __init__(self, cin, cout, kernel, alpha):
         super().__init__()
-        self.conv_f2s = nn.Conv3d(cin, cout, (kernel, 1, 1), stride=(alpha, 1, 1),
-                                  padding=(kernel // 2, 0, 0), bias=False)
+        self.conv_f2s = nn.Conv3d(
+            cin, cout, (kernel, 1, 1), stride=(alpha, 1, 1), padding=(kernel // 2, 0, 0), bias=False
+        )
         self.bn = nn.BatchNorm3d(cout)
 
     def forward(self, xs):
@@ -127,7 +127,7 @@ class ResNetVideo(nn.Module):
         blocks = STAGE_BLOCKS[cfg.depth]
         self.stages = nn.ModuleList()
         for si in range(4):
-            mult = 2 ** si
+            mult = 2**si
             out = [w * 4 * mult, w * 4 * mult // beta][:n]
             inn = [inner * mult, inner * mult // beta][:n]
             paths = nn.ModuleList()
@@ -136,8 +136,9 @@ class ResNetVideo(nn.Module):
                 temps = [kernels[si + 1][p]] * nt + [1] * (blocks[si] - nt)
                 layers, cin = [], chans[p]
                 for i, kt in enumerate(temps):
-                    layers.append(Bottleneck(cin, out[p], inn[p], kt,
-                                             cfg.spatial_strides[si] if i == 0 else 1, cfg.num_groups))
+                    layers.append(
+                        Bottleneck(cin, out[p], inn[p], kt, cfg.spatial_strides[si] if i == 0 else 1, cfg.num_groups)
+                    )
                     cin = out[p]
                 paths.append(nn.Sequential(*layers))
                 chans[p] = out[p]
@@ -149,15 +150,17 @@ class ResNetVideo(nn.Module):
         s = cfg.crop_size // stride
         t_slow = cfg.num_frames // cfg.alpha if n == 2 else cfg.num_frames
         self.pool_sizes = [(t_slow, s, s), (cfg.num_frames, s, s)][:n]
-        self.num_classes = tuple(cfg.num_classes) if isinstance(cfg.num_classes, (tuple, list)) \
-            else (cfg.num_classes,)
+        self.num_classes = tuple(cfg.num_classes) if isinstance(cfg.num_classes, (tuple, list)) else (cfg.num_classes,)
         self.extra = tuple(c for c in (cfg.ego_classes, cfg.object_classes) if c)
         self.ego_classes, self.object_classes = cfg.ego_classes, cfg.object_classes
         feat = sum(chans)
         self.dropout = nn.Dropout(cfg.dropout_rate)
         self.projections = nn.ModuleList([nn.Linear(feat, k) for k in self.num_classes + self.extra])
-        self.interaction = (InteractionHead(chans[0], cfg.interaction_conv_dim, cfg.interaction_num_convs)
-                            if cfg.interaction_head else None)
+        self.interaction = (
+            InteractionHead(chans[0], cfg.interaction_conv_dim, cfg.interaction_num_convs)
+            if cfg.interaction_head
+            else None
+        )
 
     def forward(self, xs):
         xs = [stem(x) for stem, x in zip(self.stems, xs)]
@@ -174,8 +177,13 @@ class ResNetVideo(nn.Module):
         x = torch.cat(pooled, 1).permute(0, 2, 3, 4, 1)  # [B, T', H', W', C]
         x = self.dropout(x)
         logits = [proj(x).float().mean(dim=(1, 2, 3)) for proj in self.projections]
-        return _outputs(logits, len(self.num_classes), self.ego_classes, self.object_classes,
-                        None if self.interaction is None else self.interaction(xs[0]))
+        return _outputs(
+            logits,
+            len(self.num_classes),
+            self.ego_classes,
+            self.object_classes,
+            None if self.interaction is None else self.interaction(xs[0]),
+        )
 
 
 def _outputs(logits, k, ego, obj, interaction):
@@ -198,8 +206,9 @@ def _outputs(logits, k, ego, obj, interaction):
 def _rel_index(q_len: int, k_len: int) -> torch.Tensor:
     q_ratio = max(k_len / q_len, 1.0)
     k_ratio = max(q_len / k_len, 1.0)
-    dist = (np.arange(q_len, dtype=np.float32)[:, None] * np.float32(q_ratio)
-            - np.arange(k_len, dtype=np.float32)[None, :] * np.float32(k_ratio))
+    dist = np.arange(q_len, dtype=np.float32)[:, None] * np.float32(q_ratio) - np.arange(k_len, dtype=np.float32)[
+        None, :
+    ] * np.float32(k_ratio)
     dist = dist + np.float32((k_len - 1) * k_ratio)
     return torch.from_numpy(dist.astype(np.int64))
 
@@ -223,13 +232,17 @@ class MultiScaleAttention(nn.Module):
         self.proj = nn.Linear(att_dim, att_dim)
         self.pools = nn.ModuleDict()
         self.norms = nn.ModuleDict()
-        for name, kern, strd in (("q", spec.kernel_q, spec.stride_q), ("k", spec.kernel_kv, spec.stride_kv),
-                                 ("v", spec.kernel_kv, spec.stride_kv)):
+        for name, kern, strd in (
+            ("q", spec.kernel_q, spec.stride_q),
+            ("k", spec.kernel_kv, spec.stride_kv),
+            ("v", spec.kernel_kv, spec.stride_kv),
+        ):
             if len(kern) == 0 or (np.prod(kern) == 1 and np.prod(strd) == 1):
                 continue
             strd = tuple(strd) if len(strd) > 0 else (1, 1, 1)
-            self.pools[name] = nn.Conv3d(hd, hd, tuple(kern), stride=strd,
-                                         padding=tuple(k // 2 for k in kern), groups=hd, bias=False)
+            self.pools[name] = nn.Conv3d(
+                hd, hd, tuple(kern), stride=strd, padding=tuple(k // 2 for k in kern), groups=hd, bias=False
+            )
             self.norms[name] = nn.LayerNorm(hd, eps=1e-6)
         self.rel_spatial, self.rel_temporal = cfg.rel_pos_spatial, cfg.rel_pos_temporal
         if self.rel_spatial:
@@ -286,7 +299,7 @@ class MultiScaleAttention(nn.Module):
         q, q_thw = self._pool(q, thw, "q")
         k, k_thw = self._pool(k, thw, "k")
         v, _ = self._pool(v, thw, "v")
-        attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
+        attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
         if self.rel_spatial or self.rel_temporal:
             attn = self._rel_pos(attn, q, q_thw, k_thw)
         attn = attn.softmax(dim=-1)
@@ -309,8 +322,7 @@ class DropPath(nn.Module):
         if not self.training or self.rate <= 0:
             return x
         keep = 1 - self.rate
-        mask = torch.floor(keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype,
-                                             device=x.device))
+        mask = torch.floor(keep + torch.rand((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device))
         return x / keep * mask
 
 
@@ -361,8 +373,9 @@ class MViT(nn.Module):
 
         self.cfg = mcfg
         c = mcfg.embed_dim
-        self.patch_embed = nn.Conv3d(mcfg.in_chans, c, tuple(mcfg.patch_kernel), tuple(mcfg.patch_stride),
-                                     tuple(mcfg.patch_padding))
+        self.patch_embed = nn.Conv3d(
+            mcfg.in_chans, c, tuple(mcfg.patch_kernel), tuple(mcfg.patch_stride), tuple(mcfg.patch_padding)
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c)) if mcfg.cls_embed_on else None
         if mcfg.use_abs_pos:
             t, h, w = mcfg.patch_dims
@@ -377,8 +390,11 @@ class MViT(nn.Module):
         self.num_classes = mcfg.task_classes
         self.extra = tuple(k for k in (mcfg.ego_classes, mcfg.object_classes) if k)
         self.projections = nn.ModuleList([nn.Linear(dim, k) for k in self.num_classes + self.extra])
-        self.interaction = (InteractionHead(dim, mcfg.interaction_conv_dim, mcfg.interaction_num_convs)
-                            if mcfg.interaction_head else None)
+        self.interaction = (
+            InteractionHead(dim, mcfg.interaction_conv_dim, mcfg.interaction_num_convs)
+            if mcfg.interaction_head
+            else None
+        )
 
     def forward(self, xs):
         x = self.patch_embed(xs[0])
@@ -409,8 +425,7 @@ class MViT(nn.Module):
 
 def _kd(student, teacher, temperature=1.0):
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1),
-                    reduction="batchmean") * (t * t)
+    return F.kl_div(F.log_softmax(student / t, -1), F.softmax(teacher / t, -1), reduction="batchmean") * (t * t)
 
 
 def egoexo_loss(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], weights) -> torch.Tensor:
@@ -419,16 +434,19 @@ def egoexo_loss(out: Dict[str, torch.Tensor], batch: Dict[str, torch.Tensor], we
     if weights.get("ego", 0.0):
         loss = loss + weights["ego"] * _kd(out["ego_logits"], batch["ego_target"], weights.get("ego_temperature", 1.0))
     if weights.get("object", 0.0):
-        loss = loss + weights["object"] * _kd(out["object_logits"], batch["object_target"],
-                                              weights.get("object_temperature", 1.0))
+        loss = loss + weights["object"] * _kd(
+            out["object_logits"], batch["object_target"], weights.get("object_temperature", 1.0)
+        )
     if weights.get("hand", 0.0) or weights.get("object_map", 0.0):
         logits = out["interaction_logits"]  # [B, 2, T, h, w]
         target = batch["interaction_target"]
         pw = torch.as_tensor(weights.get("pos_weight", 1.0), dtype=logits.dtype, device=logits.device)
         loss = loss + weights.get("hand", 0.0) * F.binary_cross_entropy_with_logits(
-            logits[:, 0], target[:, 0], pos_weight=pw)
+            logits[:, 0], target[:, 0], pos_weight=pw
+        )
         loss = loss + weights.get("object_map", 0.0) * F.binary_cross_entropy_with_logits(
-            logits[:, 1], target[:, 1], pos_weight=pw)
+            logits[:, 1], target[:, 1], pos_weight=pw
+        )
     return loss
 
 
@@ -450,8 +468,7 @@ def make_optimizer(model: nn.Module, opt_cfg, lr: float):
         else:
             skip = p.ndim <= 1
         (no_decay if skip else decay).append(p)
-    groups = [{"params": decay, "weight_decay": opt_cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": opt_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if opt_cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=opt_cfg.momentum, nesterov=opt_cfg.nesterov)
     return torch.optim.AdamW(groups, lr=lr, betas=(opt_cfg.beta1, opt_cfg.beta2), eps=opt_cfg.eps)
@@ -461,8 +478,9 @@ def _owner(model: nn.Module, param_name: str) -> nn.Module:
     return model.get_submodule(param_name.rpartition(".")[0]) if "." in param_name else model
 
 
-def make_train_step(model: nn.Module, opt, weights, *, grad_clip: float = 0.0, autocast_dtype=None,
-                    device: str = "cpu"):
+def make_train_step(
+    model: nn.Module, opt, weights, *, grad_clip: float = 0.0, autocast_dtype=None, device: str = "cpu"
+):
     """``step(inputs, batch) -> loss tensor``: forward, loss, backward, (clip,) optimizer step."""
     model.train()
 
@@ -487,15 +505,15 @@ def make_train_step(model: nn.Module, opt, weights, *, grad_clip: float = 0.0, a
 def to_torch_batch(np_batch: Dict[str, np.ndarray], arch: str, device: str = "cpu") -> tuple:
     """JAX-layout numpy batch -> (NCTHW inputs, torch loss targets) on ``device``."""
     keys = ["pathway0", "pathway1"] if arch == "slowfast" else ["pathway0"]
-    inputs = [torch.from_numpy(np.ascontiguousarray(np_batch[k].transpose(0, 4, 1, 2, 3))).to(device)
-              for k in keys]
+    inputs = [torch.from_numpy(np.ascontiguousarray(np_batch[k].transpose(0, 4, 1, 2, 3))).to(device) for k in keys]
     batch = {"label": torch.from_numpy(np_batch["label"].astype(np.int64)).to(device)}
     for k in ("ego_target", "object_target"):
         if k in np_batch:
             batch[k] = torch.from_numpy(np_batch[k]).to(device)
     if "interaction_target" in np_batch:  # [B, T, h, w, 2] -> [B, 2, T, h, w]
         batch["interaction_target"] = torch.from_numpy(
-            np.ascontiguousarray(np_batch["interaction_target"].transpose(0, 4, 1, 2, 3))).to(device)
+            np.ascontiguousarray(np_batch["interaction_target"].transpose(0, 4, 1, 2, 3))
+        ).to(device)
     return inputs, batch
 
 
@@ -503,5 +521,13 @@ def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__: Sequence[str] = ("ResNetVideo", "MViT", "build_model", "make_optimizer", "make_train_step",
-                          "to_torch_batch", "egoexo_loss", "num_params")
+__all__: Sequence[str] = (
+    "ResNetVideo",
+    "MViT",
+    "build_model",
+    "make_optimizer",
+    "make_train_step",
+    "to_torch_batch",
+    "egoexo_loss",
+    "num_params",
+)

@@ -28,6 +28,7 @@ The last line of output is one JSON object (``rows``: one per model, size, kerne
 Compiling for TPU is slow on a small host (minutes per row on 2 cores); ``--out FILE`` appends each
 row as it finishes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,11 +69,18 @@ def parse_args(argv=None):
     p.add_argument("--batch-per-chip", type=int, default=0, help="override the recipe's per-chip batch")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     p.add_argument("--top-ops", type=int, default=0, help="list the N instructions moving the most HBM bytes")
-    p.add_argument("--max-batch", action="store_true",
-                   help="largest per-chip batch fitting the chip's HBM (train step, first --kernels value)")
+    p.add_argument(
+        "--max-batch",
+        action="store_true",
+        help="largest per-chip batch fitting the chip's HBM (train step, first --kernels value)",
+    )
     p.add_argument("--remat", default="none", help="model.remat for the train step (none, dots)")
-    p.add_argument("--xla-flag", action="append", default=[],
-                   help="extra TPU compiler option NAME=VALUE (repeatable), for experiments")
+    p.add_argument(
+        "--xla-flag",
+        action="append",
+        default=[],
+        help="extra TPU compiler option NAME=VALUE (repeatable), for experiments",
+    )
     p.add_argument("--out", default="", help="append each finished row as a JSON line to this file")
     p.add_argument("--dump-hlo", default="", help="write each row's optimized HLO text into this folder")
     p.add_argument("--dry-run", action="store_true", help="tiny networks, both kernel sets: checks the path")
@@ -100,10 +108,11 @@ def tpu_mesh(topology: str):
     try:
         desc = topologies.get_topology_desc(topology, "tpu")
     except Exception as e:  # noqa: BLE001
-        raise SystemExit(f"error: cannot describe TPU topology {topology!r} ({e}); is libtpu installed? "
-                         "pip install -r benchmarks/requirements-tpu.txt") from None
-    return jax.sharding.Mesh(np.asarray(desc.devices), (sharding.DATA_AXIS,),
-                             axis_types=(jax.sharding.AxisType.Auto,))
+        raise SystemExit(
+            f"error: cannot describe TPU topology {topology!r} ({e}); is libtpu installed? "
+            "pip install -r benchmarks/requirements-tpu.txt"
+        ) from None
+    return jax.sharding.Mesh(np.asarray(desc.devices), (sharding.DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,7 +164,8 @@ def model_forward_flops_per_clip(cfg, crop: int) -> float:
     shapes = train.input_shapes(cfg, 1, crop)
     variables = jax.eval_shape(lambda: train.init_variables(model, cfg, 0))
     jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(
-        variables, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
+        variables, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes]
+    )
     return forward_flops(jaxpr.jaxpr)
 
 
@@ -163,8 +173,22 @@ def model_forward_flops_per_clip(cfg, crop: int) -> float:
 # HBM bytes per instruction of the optimized HLO.
 
 _SHAPE = re.compile(r"\b(pred|s8|u8|s16|u16|s32|u32|s64|u64|bf16|f16|f32|f64|c64)\[([0-9,]*)\](\{[^}]*\})?")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
-          "s64": 8, "u64": 8, "f64": 8, "c64": 8}
+_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "s16": 2,
+    "u16": 2,
+    "bf16": 2,
+    "f16": 2,
+    "s32": 4,
+    "u32": 4,
+    "f32": 4,
+    "s64": 8,
+    "u64": 8,
+    "f64": 8,
+    "c64": 8,
+}
 
 
 def padded_bytes(dtype: str, dims: str, layout: str | None) -> int:
@@ -193,8 +217,8 @@ def padded_bytes(dtype: str, dims: str, layout: str | None) -> int:
 def top_hbm_instructions(hlo_text: str, n: int) -> list:
     """The ``n`` instructions of the entry computation whose operands + result take the most bytes
     (a proxy for their HBM traffic: fusions read their operands and write their result once)."""
-    entry = hlo_text[hlo_text.index("\nENTRY"):]
-    entry = entry[:entry.index("\n}")]
+    entry = hlo_text[hlo_text.index("\nENTRY") :]
+    entry = entry[: entry.index("\n}")]
     sizes, rows = {}, []
     for line in entry.splitlines()[1:]:
         line = line.strip()
@@ -210,9 +234,15 @@ def top_hbm_instructions(hlo_text: str, n: int) -> list:
         read = sum(sizes.get(o, 0) for o in operands)
         kind = re.search(r"kind=(\w+)", rest)
         calls = re.search(r"calls=%?([\w.\-]+)", rest)
-        rows.append({"name": name, "op": op + (f"/{kind.group(1)}" if kind else ""),
-                     "calls": calls.group(1) if calls else "", "result": result[:80],
-                     "bytes": read + out})
+        rows.append(
+            {
+                "name": name,
+                "op": op + (f"/{kind.group(1)}" if kind else ""),
+                "calls": calls.group(1) if calls else "",
+                "result": result[:80],
+                "bytes": read + out,
+            }
+        )
     rows.sort(key=lambda r: -r["bytes"])
     return rows[:n]
 
@@ -243,8 +273,9 @@ def _abstract_train_args(cfg, model, tx, mesh, batch: int):
 
     def fresh():
         v = train.init_variables(model, cfg, 0)
-        return train.TrainState(jnp.zeros((), jnp.int32), v["params"], v.get("batch_stats", {}),
-                                tx.init(v["params"]), jax.random.PRNGKey(0))
+        return train.TrainState(
+            jnp.zeros((), jnp.int32), v["params"], v.get("batch_stats", {}), tx.init(v["params"]), jax.random.PRNGKey(0)
+        )
 
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), jax.eval_shape(fresh))
     shapes = train.input_shapes(cfg, batch, cfg.data.train_crop_size)
@@ -257,8 +288,11 @@ def _abstract_train_args(cfg, model, tx, mesh, batch: int):
     if m.object_classes:
         out["object_target"] = leaf((batch, m.object_classes), np.float32)
     if m.interaction_head:
-        outs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), {"params": state.params,
-                              "batch_stats": state.batch_stats}, [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
+        outs = jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=False),
+            {"params": state.params, "batch_stats": state.batch_stats},
+            [jax.ShapeDtypeStruct(s, np.float32) for s in shapes],
+        )
         out["interaction_target"] = leaf(outs["interaction_logits"].shape, np.float32)
     return state, out
 
@@ -275,9 +309,11 @@ def _abstract_eval_args(cfg, state, mesh, batch: int):
         variables["batch_stats"] = state.batch_stats
     shapes = train.input_shapes(cfg, batch, cfg.data.test_crop_size)
     views = {f"pathway{i}": jax.ShapeDtypeStruct(s, np.float32, sharding=data) for i, s in enumerate(shapes)}
-    views.update(video_index=jax.ShapeDtypeStruct((batch,), np.int32, sharding=data),
-                 view_index=jax.ShapeDtypeStruct((batch,), np.int32, sharding=data),
-                 mask=jax.ShapeDtypeStruct((batch,), np.float32, sharding=data))
+    views.update(
+        video_index=jax.ShapeDtypeStruct((batch,), np.int32, sharding=data),
+        view_index=jax.ShapeDtypeStruct((batch,), np.int32, sharding=data),
+        mask=jax.ShapeDtypeStruct((batch,), np.float32, sharding=data),
+    )
     return variables, views
 
 
@@ -294,9 +330,15 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     state, batch = _abstract_train_args(cfg, model, tx, mesh, per_chip * chips)
     t0 = time.perf_counter()
     if which == "train":
-        step = train.make_train_step(mesh, model=model, tx=tx, schedule=optim.make_schedule(cfg, 100),
-                                     loss_weights=train.loss_weights(cfg), arch=cfg.model.arch,
-                                     remat=cfg.model.remat)
+        step = train.make_train_step(
+            mesh,
+            model=model,
+            tx=tx,
+            schedule=optim.make_schedule(cfg, 100),
+            loss_weights=train.loss_weights(cfg),
+            arch=cfg.model.arch,
+            remat=cfg.model.remat,
+        )
         lowered = step.lower(state, batch, {})
     else:
         step = evaluate.make_eval_step(mesh, model=model, arch=cfg.model.arch)
@@ -314,15 +356,22 @@ def measure(compiled, chip: dict, clips_per_chip: int) -> dict:
     compute_s = flops / (chip["peak_tflops"] * 1e12)
     memory_s = hbm / (chip["hbm_gbps"] * 1e9)
     bound = max(compute_s, memory_s)
-    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-            + mem.temp_size_in_bytes)
-    return {"xla_flops": flops, "hbm_bytes": hbm, "argument_bytes": mem.argument_size_in_bytes,
-            "output_bytes": mem.output_size_in_bytes, "alias_bytes": mem.alias_size_in_bytes,
-            "temp_bytes": mem.temp_size_in_bytes, "peak_bytes": peak,
-            "fits_hbm": peak <= chip["hbm_gib"] * 2**30,
-            "compute_s": compute_s, "memory_s": memory_s, "bound_s": bound,
-            "compute_share": compute_s / bound if bound else 0.0,
-            "bound_clips_per_s": clips_per_chip / bound if bound else 0.0}
+    peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+    return {
+        "xla_flops": flops,
+        "hbm_bytes": hbm,
+        "argument_bytes": mem.argument_size_in_bytes,
+        "output_bytes": mem.output_size_in_bytes,
+        "alias_bytes": mem.alias_size_in_bytes,
+        "temp_bytes": mem.temp_size_in_bytes,
+        "peak_bytes": peak,
+        "fits_hbm": peak <= chip["hbm_gib"] * 2**30,
+        "compute_s": compute_s,
+        "memory_s": memory_s,
+        "bound_s": bound,
+        "compute_share": compute_s / bound if bound else 0.0,
+        "bound_clips_per_s": clips_per_chip / bound if bound else 0.0,
+    }
 
 
 def max_batch(cfg_of, mesh, chip: dict, per_chip: int, group: int, compiler_options: dict) -> dict:
@@ -356,10 +405,21 @@ def run(args) -> dict:
     options = dict(f.split("=", 1) for f in args.xla_flag)
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
     which_steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    result = {"benchmark": "tpu_compile", "topology": args.topology, "chips": chips, "chip": chip,
-              "dtype": args.dtype, "compiler_options": options, "machine": common.machine(), "rows": []}
-    print(f"compiling for {args.topology}: {chips} x {jax.devices()[0].platform} host -> "
-          f"{mesh.devices.flat[0].device_kind}", flush=True)
+    result = {
+        "benchmark": "tpu_compile",
+        "topology": args.topology,
+        "chips": chips,
+        "chip": chip,
+        "dtype": args.dtype,
+        "compiler_options": options,
+        "machine": common.machine(),
+        "rows": [],
+    }
+    print(
+        f"compiling for {args.topology}: {chips} x {jax.devices()[0].platform} host -> "
+        f"{mesh.devices.flat[0].device_kind}",
+        flush=True,
+    )
     for model in [m.strip() for m in args.models.split(",") if m.strip()]:
         if model not in common.MODELS:
             raise SystemExit(f"error: unknown model {model!r}; expected one of {common.MODELS}")
@@ -371,9 +431,18 @@ def run(args) -> dict:
                     cfg = row_config(model, size, k, args.dtype, b * chips, args.remat)
                     crop = cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size
                     compiled, seconds = compile_step(cfg, mesh, which, b, options)
-                    row = {"model": model, "size": size, "kernels": k, "remat": cfg.model.remat, "step": which,
-                           "batch_per_chip": b, "frames": cfg.data.num_frames, "crop": crop,
-                           "compile_s": round(seconds, 1), **measure(compiled, chip, b)}
+                    row = {
+                        "model": model,
+                        "size": size,
+                        "kernels": k,
+                        "remat": cfg.model.remat,
+                        "step": which,
+                        "batch_per_chip": b,
+                        "frames": cfg.data.num_frames,
+                        "crop": crop,
+                        "compile_s": round(seconds, 1),
+                        **measure(compiled, chip, b),
+                    }
                     passes = 3 if which == "train" else 1
                     row["model_flops"] = passes * b * model_forward_flops_per_clip(cfg, crop)
                     row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
@@ -391,22 +460,36 @@ def run(args) -> dict:
                             f.write(json.dumps(row) + "\n")
             if args.max_batch:
                 group = int(row_config(model, size, kernels[0], args.dtype, per_chip).model.bn_group_size or 1)
-                mb = max_batch(lambda b: row_config(model, size, kernels[0], args.dtype, b * chips, args.remat), mesh, chip,
-                               per_chip, max(group, 1) if model != "mvit_v2_s" else 1, options)
+                mb = max_batch(
+                    lambda b, model=model, size=size: row_config(
+                        model, size, kernels[0], args.dtype, b * chips, args.remat
+                    ),
+                    mesh,
+                    chip,
+                    per_chip,
+                    max(group, 1) if model != "mvit_v2_s" else 1,
+                    options,
+                )
                 mb.update(model=model, size=size, kernels=kernels[0])
-                print(f"  largest per-chip batch in {chip['hbm_gib']:g} GiB: {mb['max_batch_per_chip']} "
-                      f"({mb['bytes_per_clip'] / 2**20:.0f} MiB per clip)", flush=True)
+                print(
+                    f"  largest per-chip batch in {chip['hbm_gib']:g} GiB: {mb['max_batch_per_chip']} "
+                    f"({mb['bytes_per_clip'] / 2**20:.0f} MiB per clip)",
+                    flush=True,
+                )
                 result.setdefault("max_batch", []).append(mb)
     return result
 
 
 def _report(row: dict, chip: dict) -> None:
     gib = 2**30
-    print(f"[{row['model']} {row['size']} kernels={row['kernels']} {row['step']}] {row['batch_per_chip']} clips/chip, "
-          f"compile {row['compile_s']:.0f} s: {row['xla_flops'] / 1e12:.3f} TFLOP, {row['hbm_bytes'] / 1e9:.2f} GB HBM, "
-          f"args {row['argument_bytes'] / gib:.2f} GiB + temp {row['temp_bytes'] / gib:.2f} GiB "
-          f"(peak {row['peak_bytes'] / gib:.2f} of {chip['hbm_gib']:g} GiB); bound {row['bound_s'] * 1e3:.1f} ms "
-          f"= {row['bound_clips_per_s']:.0f} clips/s/chip, compute share {row['compute_share']:.2f}", flush=True)
+    print(
+        f"[{row['model']} {row['size']} kernels={row['kernels']} {row['step']}] {row['batch_per_chip']} clips/chip, "
+        f"compile {row['compile_s']:.0f} s: {row['xla_flops'] / 1e12:.3f} TFLOP, {row['hbm_bytes'] / 1e9:.2f} GB HBM, "
+        f"args {row['argument_bytes'] / gib:.2f} GiB + temp {row['temp_bytes'] / gib:.2f} GiB "
+        f"(peak {row['peak_bytes'] / gib:.2f} of {chip['hbm_gib']:g} GiB); bound {row['bound_s'] * 1e3:.1f} ms "
+        f"= {row['bound_clips_per_s']:.0f} clips/s/chip, compute share {row['compute_share']:.2f}",
+        flush=True,
+    )
     for r in row.get("top_hbm_instructions", []):
         print(f"    {r['bytes'] / 1e6:9.1f} MB  {r['op']:<22} {r['name']:<40} {r['result']}", flush=True)
 

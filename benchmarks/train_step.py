@@ -16,9 +16,10 @@ times ``--steps`` steps per side (``block_until_ready`` / ``.item()``) in blocks
 consecutive steps, the sides taking turns, so both see the same machine load (alternating every
 single step, ``--block 1``, slows both sides: BENCHMARKS.md). ``--kernels`` runs the JAX side with
 each ``model.kernels`` setting (``auto`` picks the XLA:CPU routes on CPU, plain XLA on GPU).
-Reports clips/s (median step time), ``speedup`` = JAX clips/s / torch clips/s, peak memory (host RSS rise while building + compiling + warming up each side; on
-GPU the devices' peak allocations), counted FLOPs of the JAX step (XLA ``cost_analysis``) and the
-model FLOPs utilisation against ``--peak-tflops``.
+Reports clips/s (median step time), ``speedup`` = JAX clips/s / torch clips/s, peak memory (host
+RSS rise while building + compiling + warming up each side; on GPU the devices' peak allocations),
+counted FLOPs of the JAX step (XLA ``cost_analysis``) and the model FLOPs utilisation against
+``--peak-tflops``.
 
 The last line of output is one JSON object; ``<model>_speedup`` is the first size given in
 ``--sizes`` with the Ego-Exo heads on; every run is also under ``runs`` and
@@ -28,6 +29,7 @@ The last line of output is one JSON object; ``<model>_speedup`` is the first siz
     python benchmarks/train_step.py --models slowfast_r50 --sizes full --steps 2 --heads on
     python benchmarks/train_step.py --dry-run            # tiny sizes, 2 steps, the whole path
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +38,9 @@ import os
 import statistics
 import time
 
-import common
 from egoexo_jax import hostenv
+
+import common
 
 
 def parse_args(argv=None):
@@ -46,22 +49,33 @@ def parse_args(argv=None):
     p.add_argument("--models", default=",".join(common.MODELS))
     p.add_argument("--sizes", default="reduced", help="comma list of reduced, full (dry: --dry-run)")
     p.add_argument("--heads", default="on,off", help="Ego-Exo heads + losses: on, off or on,off")
-    p.add_argument("--kernels", default="auto",
-                   help="model.kernels settings, comma list of auto, xla, cpu (egoexo_jax.ops); the torch "
-                        "reference runs with the first and its clips/s is reused for the others")
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        help="model.kernels settings, comma list of auto, xla, cpu (egoexo_jax.ops); the torch "
+        "reference runs with the first and its clips/s is reused for the others",
+    )
     p.add_argument("--steps", type=int, default=6, help="timed steps per side")
-    p.add_argument("--block", type=int, default=3,
-                   help="consecutive timed steps of one side before the other side's turn (1: alternate "
-                        "every step, which slows both sides, JAX more: BENCHMARKS.md)")
+    p.add_argument(
+        "--block",
+        type=int,
+        default=3,
+        help="consecutive timed steps of one side before the other side's turn (1: alternate "
+        "every step, which slows both sides, JAX more: BENCHMARKS.md)",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per side after the first")
     p.add_argument("--batch", type=int, default=0, help="override the per-size default batch")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
-    p.add_argument("--peak-tflops", type=float, default=0.0,
-                   help="device peak (dense, the --dtype) for MFU; default 989 on gpu (H100/H200 "
-                        "SXM bf16), none on cpu")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0.0,
+        help="device peak (dense, the --dtype) for MFU; default 989 on gpu (H100/H200 SXM bf16), none on cpu",
+    )
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
-    p.add_argument("--compile-only", action="store_true",
-                   help="JAX init + compile time and memory only (no steps, no torch)")
+    p.add_argument(
+        "--compile-only", action="store_true", help="JAX init + compile time and memory only (no steps, no torch)"
+    )
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, 2 steps: checks the path")
     args = p.parse_args(argv)
     if args.block < 1:
@@ -97,8 +111,11 @@ def synthetic_batch(model, cfg, batch: int, rng):
         out["object_target"] = rng.normal(size=(batch, cfg.model.object_classes)).astype(np.float32)
     if cfg.model.interaction_head:
         variables = jax.eval_shape(lambda: train.init_variables(model, cfg, 0))
-        outs = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables,
-                              [jax.ShapeDtypeStruct(s, np.float32) for s in shapes])
+        outs = jax.eval_shape(
+            lambda v, x: model.apply(v, x, train=False),
+            variables,
+            [jax.ShapeDtypeStruct(s, np.float32) for s in shapes],
+        )
         out["interaction_target"] = rng.uniform(size=outs["interaction_logits"].shape).astype(np.float32)
     return out
 
@@ -119,8 +136,14 @@ def jax_side(cfg, np_batch, device: str, compile_only: bool = False):
         state, _ = train.create_train_state(cfg, model, tx, mesh)
         jax.block_until_ready(state)
         info["init_s"] = time.perf_counter() - t0
-        step = train.make_train_step(mesh, model=model, tx=tx, schedule=optim.make_schedule(cfg, 100),
-                                     loss_weights=train.loss_weights(cfg), arch=cfg.model.arch)
+        step = train.make_train_step(
+            mesh,
+            model=model,
+            tx=tx,
+            schedule=optim.make_schedule(cfg, 100),
+            loss_weights=train.loss_weights(cfg),
+            arch=cfg.model.arch,
+        )
         batch = sharding.global_batch(np_batch, mesh)
         t0 = time.perf_counter()
         compiled = step.lower(state, batch, {}).compile()
@@ -151,8 +174,7 @@ def torch_side(torch, cfg, np_batch, device: str, dtype: str):
         opt = ref.make_optimizer(model, o, lr=o.base_lr * cfg.batch_size / o.reference_batch_size)
         weights = {k: float(v) for k, v in cfg.loss.items()}
         autocast = torch.bfloat16 if dtype == "bfloat16" else None
-        step = ref.make_train_step(model, opt, weights, grad_clip=o.grad_clip_norm, autocast_dtype=autocast,
-                                   device=dev)
+        step = ref.make_train_step(model, opt, weights, grad_clip=o.grad_clip_norm, autocast_dtype=autocast, device=dev)
         inputs, batch = ref.to_torch_batch(np_batch, cfg.model.arch, dev)
         t0 = time.perf_counter()
         loss = step(inputs, batch)
@@ -169,15 +191,17 @@ def _sync_torch(torch, device):
         torch.cuda.synchronize()
 
 
-def run_one(name: str, size: str, heads: bool, args, torch, kernels: str = "auto",
-            torch_reference: dict | None = None) -> dict:
+def run_one(
+    name: str, size: str, heads: bool, args, torch, kernels: str = "auto", torch_reference: dict | None = None
+) -> dict:
     """One row; ``torch_reference``: the torch record of the same model, size and heads measured in
     an earlier row (another kernel setting), reused instead of timing torch again."""
     import jax  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
-    cfg = common.experiment_config(name, size, heads=heads, dtype=args.dtype, batch=args.batch or None,
-                                   device=args.device)
+    cfg = common.experiment_config(
+        name, size, heads=heads, dtype=args.dtype, batch=args.batch or None, device=args.device
+    )
     cfg.model.kernels = kernels
     if torch_reference is not None:
         torch = None
@@ -188,10 +212,21 @@ def run_one(name: str, size: str, heads: bool, args, torch, kernels: str = "auto
     np_batch = synthetic_batch(models.build(train.model_config(cfg)), cfg, b, rng)
     from egoexo_jax import ops  # noqa: PLC0415
 
-    rec = {"model": name, "size": size, "heads": heads, "kernels": ops.resolve_kernels(kernels), "batch": b,
-           "frames": cfg.data.num_frames, "crop": cfg.data.train_crop_size, "dtype": args.dtype}
-    print(f"[{name} {size} heads={'on' if heads else 'off'} kernels={rec['kernels']}] batch {b}, "
-          f"{cfg.data.num_frames} frames, crop {cfg.data.train_crop_size}", flush=True)
+    rec = {
+        "model": name,
+        "size": size,
+        "heads": heads,
+        "kernels": ops.resolve_kernels(kernels),
+        "batch": b,
+        "frames": cfg.data.num_frames,
+        "crop": cfg.data.train_crop_size,
+        "dtype": args.dtype,
+    }
+    print(
+        f"[{name} {size} heads={'on' if heads else 'off'} kernels={rec['kernels']}] batch {b}, "
+        f"{cfg.data.num_frames} frames, crop {cfg.data.train_crop_size}",
+        flush=True,
+    )
 
     if args.device == "gpu":
         for d in jax.local_devices():
@@ -201,9 +236,12 @@ def run_one(name: str, size: str, heads: bool, args, torch, kernels: str = "auto
                 pass
     jstep, state, jbatch, jinfo = jax_side(cfg, np_batch, args.device, args.compile_only)
     rec["jax"] = jinfo
-    print(f"  jax: init {jinfo['init_s']:.1f} s, compile {jinfo['compile_s']:.1f} s, first step "
-          f"{jinfo.get('first_step_s', float('nan')):.2f} s, rss peak {jinfo['host_rss_peak_mb']:.0f} MB "
-          f"(+{jinfo['host_rss_delta_mb']:.0f} MB)", flush=True)
+    print(
+        f"  jax: init {jinfo['init_s']:.1f} s, compile {jinfo['compile_s']:.1f} s, first step "
+        f"{jinfo.get('first_step_s', float('nan')):.2f} s, rss peak {jinfo['host_rss_peak_mb']:.0f} MB "
+        f"(+{jinfo['host_rss_delta_mb']:.0f} MB)",
+        flush=True,
+    )
     if args.device == "gpu":
         stats = jax.local_devices()[0].memory_stats() or {}
         jinfo["device_peak_mb"] = stats.get("peak_bytes_in_use", 0) / 2**20
@@ -218,8 +256,9 @@ def run_one(name: str, size: str, heads: bool, args, torch, kernels: str = "auto
             torch.cuda.reset_peak_memory_stats()
         tstep, tin, tbatch, tinfo = torch_side(torch, cfg, np_batch, args.device, args.dtype)
         rec["torch"] = tinfo
-        print(f"  torch: first step {tinfo['first_step_s']:.2f} s, rss +{tinfo['host_rss_delta_mb']:.0f} MB",
-              flush=True)
+        print(
+            f"  torch: first step {tinfo['first_step_s']:.2f} s, rss +{tinfo['host_rss_delta_mb']:.0f} MB", flush=True
+        )
 
     # Warm-up (untimed), then blocks of --block timed steps per side, the sides taking turns.
     for _ in range(args.warmup):
@@ -264,13 +303,18 @@ def run_one(name: str, size: str, heads: bool, args, torch, kernels: str = "auto
             # Same model FLOPs (XLA's count of the JAX step) over torch's step time.
             tinfo["mfu"] = jinfo["flops_per_step"] / tinfo["median_step_s"] / 1e12 / args.peak_tflops
         rec["speedup"] = jinfo["clips_per_s"] / tinfo["clips_per_s"]
-        print(f"  clips/s jax {jinfo['clips_per_s']:.2f} torch {tinfo['clips_per_s']:.2f} "
-              f"speedup {rec['speedup']:.2f}", flush=True)
+        print(
+            f"  clips/s jax {jinfo['clips_per_s']:.2f} torch {tinfo['clips_per_s']:.2f} speedup {rec['speedup']:.2f}",
+            flush=True,
+        )
     elif torch_reference is not None:
         rec["torch"] = dict(torch_reference, reused_from_kernels=torch_reference.get("kernels"))
         rec["speedup"] = jinfo["clips_per_s"] / torch_reference["clips_per_s"]
-        print(f"  clips/s jax {jinfo['clips_per_s']:.2f} torch {torch_reference['clips_per_s']:.2f} (measured with "
-              f"kernels={torch_reference.get('kernels')}) speedup {rec['speedup']:.2f}", flush=True)
+        print(
+            f"  clips/s jax {jinfo['clips_per_s']:.2f} torch {torch_reference['clips_per_s']:.2f} (measured with "
+            f"kernels={torch_reference.get('kernels')}) speedup {rec['speedup']:.2f}",
+            flush=True,
+        )
     else:
         rec["speedup"] = None
         print(f"  clips/s jax {jinfo['clips_per_s']:.2f} (no torch reference)", flush=True)
@@ -293,10 +337,17 @@ def main(argv=None) -> dict:
 
     import jax  # noqa: F401,PLC0415
 
-    result = {"benchmark": "train_step", "device": args.device, "dtype": args.dtype,
-              "steps": args.steps, "block": args.block, "peak_tflops": args.peak_tflops or None,
-              "machine": common.machine(torch), "torch_threads": torch.get_num_threads() if torch else None,
-              "runs": []}
+    result = {
+        "benchmark": "train_step",
+        "device": args.device,
+        "dtype": args.dtype,
+        "steps": args.steps,
+        "block": args.block,
+        "peak_tflops": args.peak_tflops or None,
+        "machine": common.machine(torch),
+        "torch_threads": torch.get_num_threads() if torch else None,
+        "runs": [],
+    }
     heads = [h.strip() == "on" for h in args.heads.split(",") if h.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]

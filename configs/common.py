@@ -10,6 +10,7 @@
   (training, evaluation, and the reference batch of the linear LR rule).
 - :func:`mvit_clips`, :func:`mvit_adamw`: our MViTv2-S 16x4 student and its AdamW recipe.
 """
+
 import ml_collections
 
 from egoexo_jax import config_schema
@@ -32,8 +33,7 @@ def sgd(c: ml_collections.ConfigDict, base_lr: float) -> None:
 
 def student_clips(c: ml_collections.ConfigDict, model: ml_collections.ConfigDict, sampling_rate: int) -> None:
     """The clips ``model`` takes: its pathways, frames, and the frame stride of the recipe."""
-    c.data.update(arch=model.arch, alpha=model.alpha, num_frames=model.num_frames,
-                  sampling_rate=sampling_rate)
+    c.data.update(arch=model.arch, alpha=model.alpha, num_frames=model.num_frames, sampling_rate=sampling_rate)
 
 
 def kinetics_sampling(model: ml_collections.ConfigDict) -> int:
@@ -58,9 +58,19 @@ def kinetics_recipe(model: ml_collections.ConfigDict) -> ml_collections.ConfigDi
     return c
 
 
-def finetune_recipe(model: ml_collections.ConfigDict, dataset: str, *, data_dir: str, frames_dir: str,
-                    sampling_rate: int, devices: int, num_epochs: float, base_lr: float,
-                    checkpoint_every: float, ensemble: str) -> ml_collections.ConfigDict:
+def finetune_recipe(
+    model: ml_collections.ConfigDict,
+    dataset: str,
+    *,
+    data_dir: str,
+    frames_dir: str,
+    sampling_rate: int,
+    devices: int,
+    num_epochs: float,
+    base_lr: float,
+    checkpoint_every: float,
+    ensemble: str,
+) -> ml_collections.ConfigDict:
     """A fine-tuning recipe for ``model`` (with its dataset heads) on ``dataset``: 8 clips per
     device on ``devices`` devices, SGD at ``base_lr`` (the schedule is the caller's), head dropout
     0.5, validation every 2 epochs, precise BN off (the caller turns it on)."""
@@ -97,5 +107,6 @@ def mvit_adamw(c: ml_collections.ConfigDict, base_lr: float, warmup_epochs: floa
     """The MViT recipe: AdamW at ``base_lr``, weight decay 0.05 without decay on 1-D parameters,
     gradient clipping at L2 norm 1.0, ``warmup_epochs`` from 1e-6, cosine to 1e-6."""
     c.optimizer.update(name="adamw", base_lr=base_lr, weight_decay=0.05, no_decay="1d", grad_clip_norm=1.0)
-    c.schedule.update(policy="cosine", warmup_epochs=warmup_epochs, warmup_start_lr=1e-6, cosine_end_lr=1e-6,
-                      steps=(0,), lrs=(1.0,))
+    c.schedule.update(
+        policy="cosine", warmup_epochs=warmup_epochs, warmup_start_lr=1e-6, cosine_end_lr=1e-6, steps=(0,), lrs=(1.0,)
+    )

@@ -15,6 +15,7 @@ variable ``EGOEXO_DEMO_DATA``, default ``/tmp/egoexo_demo/data``): ``pretrain`` 
 pre-training), ``pretrain_baseline``, ``finetune`` (needs ``--config.init_from=<pre-training
 workdir>``).
 """
+
 import os
 
 import ml_collections
@@ -68,6 +69,7 @@ def get_config(variant: str = ""):
     # Single stages: the same configs the demo runs, on an existing data folder.
     from egoexo_jax import demo  # pylint: disable=import-outside-toplevel
     from egoexo_jax.demo_data import demo_sets  # pylint: disable=import-outside-toplevel
+
     root = os.environ.get("EGOEXO_DEMO_DATA", "/tmp/egoexo_demo/data")
     paths = demo_sets.demo_paths(root)
     if variant == "finetune":

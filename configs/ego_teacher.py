@@ -43,6 +43,7 @@ clips. With another ``--config.batch_size=B`` the trainer scales it by B/64 (and
 B=16: 0.0625; ``--config.batch_from_devices=True`` (the launchers' default) sets B to 8 clips per
 device.
 """
+
 import csv
 import os
 import sys
@@ -58,13 +59,18 @@ MODELS = {"slow_r50": lambda: presets.slow(50), "slowfast_r50": lambda: presets.
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in MODELS:
-        raise ValueError(f"unknown variant {variant!r} of configs/ego_teacher.py; "
-                         f"expected one of {sorted(MODELS)}")
+        raise ValueError(f"unknown variant {variant!r} of configs/ego_teacher.py; expected one of {sorted(MODELS)}")
     c = config_schema.base_config()
     c.model = MODELS[variant]()
     c.model.update(num_classes=(2,), head_name="head", dropout_rate=0.5)
-    c.data.update(path_to_data_dir="data/charades_ego/ego_exo", path_prefix="data/charades_ego/videos",
-                  train_list="train.csv", val_list="test.csv", test_list="test.csv", num_classes=2)
+    c.data.update(
+        path_to_data_dir="data/charades_ego/ego_exo",
+        path_prefix="data/charades_ego/videos",
+        train_list="train.csv",
+        val_list="test.csv",
+        test_list="test.csv",
+        num_classes=2,
+    )
     common.student_clips(c, c.model, common.kinetics_sampling(c.model))
     c.loss.multi_label = False
     common.global_batch(c, per_device=8, devices=8)
@@ -83,8 +89,7 @@ def make_lists(annotations_dir: str, out_dir: str) -> None:
     """``CharadesEgo_v1_{train,test}.csv`` -> ``out_dir/{train,test}.csv`` of ``{id}.mp4 {0|1}``."""
     os.makedirs(out_dir, exist_ok=True)
     for split in ("train", "test"):
-        with open(os.path.join(annotations_dir, f"CharadesEgo_v1_{split}.csv"), newline="",
-                  encoding="utf-8") as f:
+        with open(os.path.join(annotations_dir, f"CharadesEgo_v1_{split}.csv"), newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         if rows and not {"id", "egocentric"} <= set(rows[0]):
             raise ValueError(f"CharadesEgo_v1_{split}.csv needs the columns 'id' and 'egocentric'")

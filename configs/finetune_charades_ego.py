@@ -45,6 +45,7 @@ clips. With another ``--config.batch_size=B`` the trainer scales it by B/64 (and
 B=16: 0.0625 (``mvit_v2_s``: 4e-4 x B/64); ``--config.batch_from_devices=True`` (the launchers'
 default) sets B to 8 clips per device.
 """
+
 import os
 
 from egoexo_jax import recipe
@@ -55,11 +56,18 @@ DEFAULT = "slowfast_r50"
 
 
 def charades(model, star=False):
-    c = common.finetune_recipe(presets.charades_ego_heads(model, star=star), "charades_ego",
-                               data_dir="data/charades_ego", frames_dir="data/charades_ego/rgb",
-                               sampling_rate=common.kinetics_sampling(model),  # 32x2 | 8x8 raw frames
-                               devices=8, num_epochs=60.0, base_lr=0.25, checkpoint_every=10.0,
-                               ensemble="max")
+    c = common.finetune_recipe(
+        presets.charades_ego_heads(model, star=star),
+        "charades_ego",
+        data_dir="data/charades_ego",
+        frames_dir="data/charades_ego/rgb",
+        sampling_rate=common.kinetics_sampling(model),  # 32x2 | 8x8 raw frames
+        devices=8,
+        num_epochs=60.0,
+        base_lr=0.25,
+        checkpoint_every=10.0,
+        ensemble="max",
+    )
     c.loss.multi_label = True
     c.schedule.update(policy="cosine", warmup_epochs=0.0, cosine_end_lr=0.0)
     c.evaluate.labels = "charades_ego"
@@ -88,6 +96,7 @@ VARIANTS = {
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of configs/finetune_charades_ego.py; "
-                         f"expected one of {sorted(VARIANTS)}")
+        raise ValueError(
+            f"unknown variant {variant!r} of configs/finetune_charades_ego.py; expected one of {sorted(VARIANTS)}"
+        )
     return VARIANTS[variant]()

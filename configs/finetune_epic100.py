@@ -48,6 +48,7 @@ clips. With another ``--config.batch_size=B`` the trainer scales it by B/128 (an
 one 8-GPU node, B=64: 0.01; ``--config.batch_from_devices=True`` (the launchers' default) sets B
 to 8 clips per device.
 """
+
 import os
 
 from egoexo_jax import recipe
@@ -58,14 +59,20 @@ DEFAULT = "slowfast_r50"
 
 
 def epic(model, star=False):
-    c = common.finetune_recipe(presets.epic100_heads(model, star=star), "epic100",
-                               data_dir="data/epic100/annotations", frames_dir="data/epic100/frames",
-                               sampling_rate=2,  # 32x2 raw frames
-                               devices=16, num_epochs=30.0, base_lr=0.02, checkpoint_every=5.0,
-                               ensemble="sum")  # 2 nodes x 8 GPUs
+    c = common.finetune_recipe(
+        presets.epic100_heads(model, star=star),
+        "epic100",
+        data_dir="data/epic100/annotations",
+        frames_dir="data/epic100/frames",
+        sampling_rate=2,  # 32x2 raw frames
+        devices=16,
+        num_epochs=30.0,
+        base_lr=0.02,
+        checkpoint_every=5.0,
+        ensemble="sum",
+    )  # 2 nodes x 8 GPUs
     c.data.epic_val_random = star
-    c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01),
-                      warmup_epochs=0.0)
+    c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01), warmup_epochs=0.0)
     c.precise_bn.update(enabled=not star, num_batches=200)
     c.evaluate.epic_tail_classes = ""  # "EPIC_100_tail_verbs.csv,EPIC_100_tail_nouns.csv" paths
     c.evaluate.epic_unseen_participants = ""  # EPIC_100_unseen_participant_ids_validation.csv
@@ -94,6 +101,7 @@ VARIANTS = {
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of configs/finetune_epic100.py; "
-                         f"expected one of {sorted(VARIANTS)}")
+        raise ValueError(
+            f"unknown variant {variant!r} of configs/finetune_epic100.py; expected one of {sorted(VARIANTS)}"
+        )
     return VARIANTS[variant]()

@@ -53,6 +53,7 @@ clips. With another ``--config.batch_size=B`` the trainer scales it by B/64 (and
 B=16: 0.0025; ``--config.batch_from_devices=True`` (the launchers' default) sets B to 8 clips per
 device. BatchNorm statistics stay per 8 clips (``model.bn_group_size``) whatever B is.
 """
+
 import os
 
 from egoexo_jax import recipe
@@ -63,15 +64,22 @@ DEFAULT = "slowfast_r50"
 
 
 def epic55(model, star=False):
-    c = common.finetune_recipe(presets.epic55_heads(model, star=star), "epic55",
-                               data_dir="data/epic55/annotations", frames_dir="data/epic55/frames",
-                               sampling_rate=2,  # 32x2 raw frames
-                               devices=8, num_epochs=30.0, base_lr=0.01, checkpoint_every=5.0,
-                               ensemble="sum")
-    c.data.update(epic_val_random=star,
-                  path_label_separator="\t")  # DATA.PATH_LABEL_SEPARATOR of the YAML (unused by EPIC lists)
-    c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01),
-                      warmup_epochs=0.0)
+    c = common.finetune_recipe(
+        presets.epic55_heads(model, star=star),
+        "epic55",
+        data_dir="data/epic55/annotations",
+        frames_dir="data/epic55/frames",
+        sampling_rate=2,  # 32x2 raw frames
+        devices=8,
+        num_epochs=30.0,
+        base_lr=0.01,
+        checkpoint_every=5.0,
+        ensemble="sum",
+    )
+    c.data.update(
+        epic_val_random=star, path_label_separator="\t"
+    )  # DATA.PATH_LABEL_SEPARATOR of the YAML (unused by EPIC lists)
+    c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01), warmup_epochs=0.0)
     c.precise_bn.update(enabled=not star, num_batches=200)
     if star:
         common.star(c, 3.0, "data/epic55/handobj")
@@ -98,6 +106,7 @@ VARIANTS = {
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of configs/finetune_epic55.py; "
-                         f"expected one of {sorted(VARIANTS)}")
+        raise ValueError(
+            f"unknown variant {variant!r} of configs/finetune_epic55.py; expected one of {sorted(VARIANTS)}"
+        )
     return VARIANTS[variant]()

@@ -65,6 +65,7 @@ B=64: base LR 0.8 x 64/512 = 0.1 from 0.01; ``--config.batch_from_devices=True``
 launchers in ``launch/`` pass) sets B to the original's clips per device (8; MViT 2) times the
 devices of the run. ``--config.optimizer.scale_lr_with_batch=False`` keeps the recipe's rates.
 """
+
 import os
 
 from egoexo_jax import recipe
@@ -81,8 +82,7 @@ def egoexo(model):
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
     c.teachers.ego.update(source="file", file=f"{AUX}/k400_ego_predicts.pkl")
     c.teachers.object.update(source="file", file=f"{AUX}/k400_IN_predicts.pkl")
-    c.teachers.interaction.update(source="file", detections=f"{AUX}/k400_handobj_predicts",
-                                  mode="soft")
+    c.teachers.interaction.update(source="file", detections=f"{AUX}/k400_handobj_predicts", mode="soft")
     c.precise_bn.enabled = False
     return c
 
@@ -90,8 +90,7 @@ def egoexo(model):
 def online():
     c = egoexo(presets.slowfast(50))
     c.teachers.ego.update(source="online", file="", checkpoint="workdirs/ego_teacher")
-    c.teachers.object.update(source="online", file="", weights=f"{AUX}/resnet50-0676ba61.pth",
-                             depth=50, num_frames=8)
+    c.teachers.object.update(source="online", file="", weights=f"{AUX}/resnet50-0676ba61.pth", depth=50, num_frames=8)
     return c
 
 
@@ -118,6 +117,5 @@ VARIANTS = {
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of configs/pretrain.py; "
-                         f"expected one of {sorted(VARIANTS)}")
+        raise ValueError(f"unknown variant {variant!r} of configs/pretrain.py; expected one of {sorted(VARIANTS)}")
     return VARIANTS[variant]()

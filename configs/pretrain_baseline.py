@@ -31,6 +31,7 @@ LR by B/512 and prints them, e.g. B=64 (one 8-GPU node): 0.1 from 0.01;
 ``--config.batch_from_devices=True`` (the launchers' default) sets B to 8 clips per device.
 BatchNorm statistics stay per 8 clips (``model.bn_group_size``) whatever B is.
 """
+
 import os
 
 from egoexo_jax import recipe
@@ -48,8 +49,9 @@ MODELS = {
 def get_config(arg=None):
     variant = arg or DEFAULT
     if variant not in MODELS:
-        raise ValueError(f"unknown variant {variant!r} of configs/pretrain_baseline.py; "
-                         f"expected one of {sorted(MODELS)}")
+        raise ValueError(
+            f"unknown variant {variant!r} of configs/pretrain_baseline.py; expected one of {sorted(MODELS)}"
+        )
     c = common.kinetics_recipe(MODELS[variant]())
     c.model.dropout_rate = 0.5
     c.precise_bn.update(enabled=True, num_batches=200)

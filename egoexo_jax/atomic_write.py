@@ -3,6 +3,7 @@
 A base module (standard library only) so that the data readers / writers and the entry points
 share one implementation.
 """
+
 from __future__ import annotations
 
 import os

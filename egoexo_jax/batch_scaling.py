@@ -13,6 +13,7 @@ PySlowFast's configs apply by hand; :func:`scaled_learning_rates`), so the warm-
 ``schedule.cosine_end_lr`` is an absolute floor and stays. ``optimizer.scale_lr_with_batch=False``
 keeps the recipe's rates as they are.
 """
+
 from __future__ import annotations
 
 import jax
@@ -47,11 +48,13 @@ def scaled_learning_rates(config: ml_collections.ConfigDict) -> ml_collections.C
     out = config.copy_and_resolve_references()
     out.optimizer.base_lr = config.optimizer.base_lr * scale
     out.schedule.warmup_start_lr = config.schedule.warmup_start_lr * scale
-    line = (f"linear LR scaling (batch {config.batch_size} vs the recipe's reference batch "
-            f"{config.optimizer.reference_batch_size}): base_lr {config.optimizer.base_lr:g} -> "
-            f"{out.optimizer.base_lr:g}, warmup_start_lr {config.schedule.warmup_start_lr:g} -> "
-            f"{out.schedule.warmup_start_lr:g} (config.optimizer.scale_lr_with_batch=False keeps the "
-            "recipe's)")
+    line = (
+        f"linear LR scaling (batch {config.batch_size} vs the recipe's reference batch "
+        f"{config.optimizer.reference_batch_size}): base_lr {config.optimizer.base_lr:g} -> "
+        f"{out.optimizer.base_lr:g}, warmup_start_lr {config.schedule.warmup_start_lr:g} -> "
+        f"{out.schedule.warmup_start_lr:g} (config.optimizer.scale_lr_with_batch=False keeps the "
+        "recipe's)"
+    )
     logging.info("%s", line)
     if jax.process_index() == 0:
         print(line, flush=True)

@@ -15,6 +15,7 @@ do not retry), :data:`EXIT_PREEMPTED` (75, ``EX_TEMPFAIL``) training stopped by 
 saving a checkpoint: preempted, resumable (run the same command again; the launchers in
 ``launch/`` requeue on it), 1 an internal error (traceback).
 """
+
 from __future__ import annotations
 
 import errno
@@ -95,8 +96,7 @@ def report(exc: BaseException, debug: bool = False, where: str = "", file=None) 
     :data:`EXIT_USER_ERROR` for a user error, :data:`EXIT_PREEMPTED` for :class:`Preempted`."""
     file = file or sys.stderr
     if isinstance(exc, Preempted):
-        print(f"preempted: {exc} (exit {EXIT_PREEMPTED}: resumable, run the same command again)",
-              file=file, flush=True)
+        print(f"preempted: {exc} (exit {EXIT_PREEMPTED}: resumable, run the same command again)", file=file, flush=True)
         return EXIT_PREEMPTED
     if debug:
         traceback.print_exception(exc, file=file)
@@ -110,8 +110,14 @@ def handles(exc: BaseException) -> bool:
     return isinstance(exc, Preempted) or is_user_error(exc) or disk_error(exc) is not None
 
 
-_DISK_WORDS = ("No space left on device", "Disk quota exceeded", "Read-only file system",
-               "os_error_code='28'", "os_error_code='122'", "os_error_code='30'")
+_DISK_WORDS = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "os_error_code='28'",
+    "os_error_code='122'",
+    "os_error_code='30'",
+)
 
 
 class DiskErrorTracebackFilter(logging.Filter):
@@ -133,10 +139,17 @@ def quiet_disk_error_tracebacks(logger_name: str = "absl") -> None:
         logger.addFilter(DiskErrorTracebackFilter())
 
 
-def run_command(prog: str, doc: str, define_flags: Callable[[flags.FlagValues, List[str]], None],
-                body: Callable[[flags.FlagValues], int], argv: Optional[Sequence[str]] = None, *,
-                required: Sequence[str] = (), check_argv: Optional[Callable[[List[str]], None]] = None,
-                where_flag: str = "") -> int:
+def run_command(
+    prog: str,
+    doc: str,
+    define_flags: Callable[[flags.FlagValues, List[str]], None],
+    body: Callable[[flags.FlagValues], int],
+    argv: Optional[Sequence[str]] = None,
+    *,
+    required: Sequence[str] = (),
+    check_argv: Optional[Callable[[List[str]], None]] = None,
+    where_flag: str = "",
+) -> int:
     """Runs the command ``prog`` on ``argv`` (default ``sys.argv[1:]``); returns its exit status.
 
     ``define_flags(flag_values, argv)`` defines the command's absl flags in a ``FlagValues`` of its
@@ -150,8 +163,9 @@ def run_command(prog: str, doc: str, define_flags: Callable[[flags.FlagValues, L
     fv = flags.FlagValues()
     try:
         define_flags(fv, argv)
-        flags.DEFINE_bool("debug", False, "Print the traceback of user errors too (bugs always show it).",
-                          flag_values=fv)
+        flags.DEFINE_bool(
+            "debug", False, "Print the traceback of user errors too (bugs always show it).", flag_values=fv
+        )
         flags.DEFINE_bool("help", False, "Show this help.", short_name="h", flag_values=fv)
         if "--help" in argv or "-h" in argv:
             print(f"{doc.strip()}\n\nflags of {prog}:\n{fv.get_help(include_special_flags=False)}")

@@ -6,6 +6,7 @@ with :func:`base_config` and changes what its recipe changes. ``main.py`` loads 
 overrides and calls :func:`validate`. Field meanings are documented inline below; times are in
 epochs (as PySlowFast counts them) and converted to steps with the training set's size.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -21,8 +22,11 @@ from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
 
 MODES = ("train", "evaluate", "demo")
-SIGNAL_SOURCES = {"ego": ("none", "file", "online"), "object": ("none", "file", "online"),
-                  "interaction": ("none", "file")}
+SIGNAL_SOURCES = {
+    "ego": ("none", "file", "online"),
+    "object": ("none", "file", "online"),
+    "interaction": ("none", "file"),
+}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -82,15 +86,23 @@ def base_config() -> ml_collections.ConfigDict:
     # or training workdir); ego.input_*: its input normalisation when it differs from the student's
     # (e.g. a Charades-Ego teacher trained on BGR frames); None = the student's.
     c.teachers.ego = ml_collections.ConfigDict(
-        {"source": "none", "file": "", "checkpoint": "",
-         "input_mean": config_dict.placeholder(float), "input_std": config_dict.placeholder(float),
-         "input_bgr": config_dict.placeholder(bool)})
+        {
+            "source": "none",
+            "file": "",
+            "checkpoint": "",
+            "input_mean": config_dict.placeholder(float),
+            "input_std": config_dict.placeholder(float),
+            "input_bgr": config_dict.placeholder(bool),
+        }
+    )
     c.teachers.object = ml_collections.ConfigDict(
-        {"source": "none", "file": "", "weights": "", "depth": 50, "width": 64, "num_frames": 8})
+        {"source": "none", "file": "", "weights": "", "depth": 50, "width": 64, "num_frames": 8}
+    )
     # interaction.detections: hand-object detection folder; repeated_frames: "last" (official: a
     # video frame used at several clip positions keeps its boxes at the last one) | "all".
     c.teachers.interaction = ml_collections.ConfigDict(
-        {"source": "none", "detections": "", "mode": "soft", "repeated_frames": "last"})
+        {"source": "none", "detections": "", "mode": "soft", "repeated_frames": "last"}
+    )
     # False: a run whose training items lack a score entry or detection file stops before the
     # first step (as the official loaders fail); True: mask them out of that term (count logged).
     c.teachers.allow_missing = False
@@ -266,23 +278,27 @@ def _check_ranges(config: ml_collections.ConfigDict) -> None:
         _check_range(rel, f"schedule.lrs[{i}]", ">= 0")
     starts = list(config.schedule.steps)
     if any(not isinstance(e, (int, float)) or e < 0 for e in starts) or starts != sorted(starts):
-        raise ConfigError(f"config.schedule.steps={tuple(starts)}; expected non-negative epochs in "
-                          "increasing order")
+        raise ConfigError(f"config.schedule.steps={tuple(starts)}; expected non-negative epochs in increasing order")
     scales = tuple(config.data.train_jitter_scales)
     if len(scales) != 2 or not all(isinstance(x, int) and x > 0 for x in scales) or scales[0] > scales[1]:
-        raise ConfigError(f"config.data.train_jitter_scales={scales}; expected (min, max) short sides, "
-                          "positive integers with min <= max")
+        raise ConfigError(
+            f"config.data.train_jitter_scales={scales}; expected (min, max) short sides, "
+            "positive integers with min <= max"
+        )
     if config.data.train_crop_size > scales[0]:
-        raise ConfigError(f"config.data.train_crop_size={config.data.train_crop_size} is larger than the "
-                          f"smallest training scale config.data.train_jitter_scales[0]={scales[0]}; "
-                          "expected a crop that fits inside the rescaled frame")
+        raise ConfigError(
+            f"config.data.train_crop_size={config.data.train_crop_size} is larger than the "
+            f"smallest training scale config.data.train_jitter_scales[0]={scales[0]}; "
+            "expected a crop that fits inside the rescaled frame"
+        )
     stds = config.data.std if isinstance(config.data.std, (list, tuple)) else (config.data.std,)
     if any(not isinstance(x, (int, float)) or not x > 0 for x in stds):
         raise ConfigError(f"config.data.std={config.data.std!r}; expected positive numbers")
 
 
-def check_batch_layout(config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1, *,
-                       training: bool = True) -> None:
+def check_batch_layout(
+    config: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1, *, training: bool = True
+) -> None:
     """The global batches split evenly over ``num_devices`` devices and ``num_processes`` hosts,
     and the training batch into whole BatchNorm groups of ``model.bn_group_size`` clips (a batch
     smaller than the group is one group). ``training=False``: only ``eval_batch_size``."""
@@ -291,17 +307,18 @@ def check_batch_layout(config: ml_collections.ConfigDict, num_devices: int, num_
         batch = int(config[key])
         for count, what in ((num_devices, "devices"), (num_processes, "processes")):
             if batch % count:
-                raise ConfigError(f"config.{key}={batch} does not split over the {count} {what}; "
-                                  f"expected a multiple of {count}")
+                raise ConfigError(
+                    f"config.{key}={batch} does not split over the {count} {what}; expected a multiple of {count}"
+                )
     group = int(config.model.bn_group_size)
-    if training and config.model.arch != "mvit" and 0 < group < config.batch_size \
-            and config.batch_size % group:
-        raise ConfigError(f"config.batch_size={config.batch_size} does not split into BatchNorm groups of "
-                          f"config.model.bn_group_size={group} clips; expected a multiple of {group}")
+    if training and config.model.arch != "mvit" and 0 < group < config.batch_size and config.batch_size % group:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} does not split into BatchNorm groups of "
+            f"config.model.bn_group_size={group} clips; expected a multiple of {group}"
+        )
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None,
-             num_processes: int = 1) -> None:
+def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None, num_processes: int = 1) -> None:
     """Raises :class:`ConfigError` (a ``ValueError``) naming the key for values that cannot work.
 
     With ``num_devices``, also checks that the batches split over the devices, processes and
@@ -317,36 +334,51 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     _check_choice(config.schedule.policy, ("cosine", "steps_with_relative_lrs", "constant"), "schedule.policy")
     _check_choice(config.evaluate.ensemble, ("sum", "max"), "evaluate.ensemble")
     _check_choice(config.teachers.interaction.mode, ("soft", "hard"), "teachers.interaction.mode")
-    _check_choice(config.teachers.interaction.repeated_frames, ("last", "all"),
-                  "teachers.interaction.repeated_frames")
+    _check_choice(config.teachers.interaction.repeated_frames, ("last", "all"), "teachers.interaction.repeated_frames")
     for signal, allowed in SIGNAL_SOURCES.items():
         _check_choice(config.teachers[signal].source, allowed, f"teachers.{signal}.source")
     _check_ranges(config)
     if len(config.schedule.steps) != len(config.schedule.lrs):
-        raise ConfigError(f"config.schedule.steps {tuple(config.schedule.steps)} and schedule.lrs "
-                         f"{tuple(config.schedule.lrs)} must have the same length")
+        raise ConfigError(
+            f"config.schedule.steps {tuple(config.schedule.steps)} and schedule.lrs "
+            f"{tuple(config.schedule.lrs)} must have the same length"
+        )
     if (config.evaluate.epic55_s1 or config.evaluate.epic55_s2) and config.data.dataset != "epic55":
-        raise ValueError(f"config.evaluate.epic55_s1 / epic55_s2 name EPIC-55 test lists but "
-                         f"config.data.dataset is {config.data.dataset!r}")
+        raise ValueError(
+            f"config.evaluate.epic55_s1 / epic55_s2 name EPIC-55 test lists but "
+            f"config.data.dataset is {config.data.dataset!r}"
+        )
     if config.data.arch != config.model.arch and config.model.arch != "mvit":
-        raise ConfigError(f"config.data.arch={config.data.arch!r} but config.model.arch="
-                         f"{config.model.arch!r}: the pathways the data packs must match the model")
+        raise ConfigError(
+            f"config.data.arch={config.data.arch!r} but config.model.arch="
+            f"{config.model.arch!r}: the pathways the data packs must match the model"
+        )
     if config.model.arch == "slowfast" and config.data.alpha != config.model.alpha:
         raise ConfigError(f"config.data.alpha={config.data.alpha} != config.model.alpha={config.model.alpha}")
     if config.model.arch != "mvit" and config.data.num_frames != config.model.num_frames:
-        raise ConfigError(f"config.data.num_frames={config.data.num_frames} != "
-                         f"config.model.num_frames={config.model.num_frames}")
-    needs = {"ego": config.loss.ego, "object": config.loss.object,
-             "interaction": config.loss.hand or config.loss.object_map}
-    heads = {"ego": config.model.ego_classes, "object": config.model.object_classes,
-             "interaction": config.model.interaction_head}
+        raise ConfigError(
+            f"config.data.num_frames={config.data.num_frames} != config.model.num_frames={config.model.num_frames}"
+        )
+    needs = {
+        "ego": config.loss.ego,
+        "object": config.loss.object,
+        "interaction": config.loss.hand or config.loss.object_map,
+    }
+    heads = {
+        "ego": config.model.ego_classes,
+        "object": config.model.object_classes,
+        "interaction": config.model.interaction_head,
+    }
     for signal, weight in needs.items():
         source = config.teachers[signal].source
         if weight and source == "none":
-            raise ConfigError(f"config.loss weight for the {signal} signal is {weight} but "
-                             f"config.teachers.{signal}.source is 'none'")
+            raise ConfigError(
+                f"config.loss weight for the {signal} signal is {weight} but config.teachers.{signal}.source is 'none'"
+            )
         if weight and not heads[signal]:
-            raise ConfigError(f"config.loss uses the {signal} signal but the model has no {signal} head "
-                             f"(config.model.{'interaction_head' if signal == 'interaction' else signal + '_classes'})")
+            raise ConfigError(
+                f"config.loss uses the {signal} signal but the model has no {signal} head "
+                f"(config.model.{'interaction_head' if signal == 'interaction' else signal + '_classes'})"
+            )
     if num_devices is not None and config.mode != "demo":
         check_batch_layout(config, num_devices, num_processes, training=config.mode == "train")

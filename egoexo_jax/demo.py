@@ -16,6 +16,7 @@ its own and leaves its checkpoints, ``metrics.jsonl``, TensorBoard events and re
 The demo ends with a table (printed, ``results.md``, and ``metrics.jsonl`` / TensorBoard at the
 top of the workdir) comparing the two students with chance.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,10 +38,17 @@ STAGES = ("pretrain_baseline", "pretrain_egoexo", "finetune_baseline", "finetune
 def student(num_classes: int, *, egoexo: bool, demo: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The demo's small SlowFast: R18 layout, width 8, 8 fast / 2 slow frames, 32 px crops; res5
     keeps stride 16 so the interaction map is 2 x 2."""
-    m = presets.slowfast(18, width_per_group=demo.width, num_frames=demo.num_frames,
-                         crop_size=demo.crop, num_classes=(num_classes,), spatial_strides=(1, 2, 2, 1),
-                         bn_group_size=demo.bn_group_size, dropout_rate=0.0 if egoexo else 0.5,
-                         interaction_conv_dim=64)
+    m = presets.slowfast(
+        18,
+        width_per_group=demo.width,
+        num_frames=demo.num_frames,
+        crop_size=demo.crop,
+        num_classes=(num_classes,),
+        spatial_strides=(1, 2, 2, 1),
+        bn_group_size=demo.bn_group_size,
+        dropout_rate=0.0 if egoexo else 0.5,
+        interaction_conv_dim=64,
+    )
     if egoexo:
         presets.egoexo_pretrain_heads(m)
     return m
@@ -50,11 +58,19 @@ def _common(c: ml_collections.ConfigDict, demo: ml_collections.ConfigDict) -> No
     c.seed = demo.seed
     c.batch_size = demo.batch_size
     c.eval_batch_size = demo.eval_batch_size
-    c.data.update(num_frames=demo.num_frames, sampling_rate=demo.sampling_rate, alpha=4,
-                  train_jitter_scales=(demo.crop, demo.crop * 9 // 8), train_crop_size=demo.crop,
-                  test_crop_size=demo.crop, num_ensemble_views=demo.temporal_views,
-                  num_spatial_crops=demo.spatial_crops, num_threads=2, prefetch=2,
-                  flip_prob=0.0)  # the demo's classes have a direction: a flip turns left into right
+    c.data.update(
+        num_frames=demo.num_frames,
+        sampling_rate=demo.sampling_rate,
+        alpha=4,
+        train_jitter_scales=(demo.crop, demo.crop * 9 // 8),
+        train_crop_size=demo.crop,
+        test_crop_size=demo.crop,
+        num_ensemble_views=demo.temporal_views,
+        num_spatial_crops=demo.spatial_crops,
+        num_threads=2,
+        prefetch=2,
+        flip_prob=0.0,
+    )  # the demo's classes have a direction: a flip turns left into right
     c.log_every_steps = 10
     c.eval_every_epochs = 0.0
     c.checkpoint.every_epochs = 2.0
@@ -64,8 +80,9 @@ def _common(c: ml_collections.ConfigDict, demo: ml_collections.ConfigDict) -> No
 
 def pretrain_config(paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict, *, egoexo: bool):
     c = config_schema.base_config()
-    c.data.update(path_to_data_dir=paths.kinetics_dir, path_prefix=paths.kinetics_prefix,
-                  num_classes=paths.num_pretrain_classes)
+    c.data.update(
+        path_to_data_dir=paths.kinetics_dir, path_prefix=paths.kinetics_prefix, num_classes=paths.num_pretrain_classes
+    )
     _common(c, demo)
     c.model = student(paths.num_pretrain_classes, egoexo=egoexo, demo=demo)
     c.num_epochs = demo.pretrain_epochs
@@ -100,9 +117,13 @@ def finetune_config(paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict,
     return c
 
 
-def stage_configs(paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict, workdir: str) -> Dict[str, ml_collections.ConfigDict]:
-    out = {"pretrain_baseline": pretrain_config(paths, demo, egoexo=False),
-           "pretrain_egoexo": pretrain_config(paths, demo, egoexo=True)}
+def stage_configs(
+    paths: demo_sets.DemoPaths, demo: ml_collections.ConfigDict, workdir: str
+) -> Dict[str, ml_collections.ConfigDict]:
+    out = {
+        "pretrain_baseline": pretrain_config(paths, demo, egoexo=False),
+        "pretrain_egoexo": pretrain_config(paths, demo, egoexo=True),
+    }
     for kind in ("baseline", "egoexo"):
         out[f"finetune_{kind}"] = finetune_config(paths, demo, os.path.join(workdir, f"pretrain_{kind}"))
     for c in out.values():
@@ -118,11 +139,12 @@ def chance_map(label_matrix: np.ndarray) -> float:
 
 
 def results_table(results: Dict[str, Dict[str, float]], chance: Dict[str, float], minutes: float) -> str:
-    rows = [("pre-train top-1 (synthetic Kinetics test, 8 classes)", "top1", "pretrain"),
-            ("pre-train top-5", "top5", "pretrain"),
-            ("fine-tune mAP (egocentric test)", "mAP", "finetune")]
-    lines = ["## egoexo-jax demo results", "",
-             "| metric | chance | baseline | Ego-Exo |", "|---|---:|---:|---:|"]
+    rows = [
+        ("pre-train top-1 (synthetic Kinetics test, 8 classes)", "top1", "pretrain"),
+        ("pre-train top-5", "top5", "pretrain"),
+        ("fine-tune mAP (egocentric test)", "mAP", "finetune"),
+    ]
+    lines = ["## egoexo-jax demo results", "", "| metric | chance | baseline | Ego-Exo |", "|---|---:|---:|---:|"]
     for title, key, stage in rows:
         base = results.get(f"{stage}_baseline", {}).get(key, float("nan"))
         ego = results.get(f"{stage}_egoexo", {}).get(key, float("nan"))
@@ -134,6 +156,7 @@ def results_table(results: Dict[str, Dict[str, float]], chance: Dict[str, float]
 def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[str, float]]:
     """Generates the data (once), runs the four stages (each resumable) and prints the table."""
     from egoexo_jax import metric_log, train_loop  # pylint: disable=import-outside-toplevel
+
     start = time.time()
     demo = config.demo
     workdir = os.path.abspath(workdir)
@@ -145,18 +168,28 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[
     data_root = demo.data_root or os.path.join(workdir, "data")
     print(f"[demo] writing the synthetic datasets to {data_root} ...", flush=True)
     paths = demo_sets.write_demo_data(
-        data_root, seed=demo.seed, num_pretrain_videos=demo.pretrain_videos,
-        num_finetune_videos=demo.finetune_videos, height=demo.height, width=demo.width_px,
-        num_frames=demo.video_frames, finetune_frames=demo.finetune_video_frames)
+        data_root,
+        seed=demo.seed,
+        num_pretrain_videos=demo.pretrain_videos,
+        num_finetune_videos=demo.finetune_videos,
+        height=demo.height,
+        width=demo.width_px,
+        num_frames=demo.video_frames,
+        finetune_frames=demo.finetune_video_frames,
+    )
     configs = stage_configs(paths, demo, workdir)
     results: Dict[str, Dict[str, float]] = {}
     for name in STAGES:
         print(f"[demo] stage {name} ({time.time() - start:.0f} s so far)", flush=True)
         results[name] = train_loop.train_and_evaluate(configs[name], os.path.join(workdir, name))
     from egoexo_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
+
     labels = eval_lib.video_labels(configs["finetune_baseline"].data, "test")["label"]
-    chance = {"top1": 100.0 / paths.num_pretrain_classes, "top5": 500.0 / paths.num_pretrain_classes,
-              "mAP": chance_map(labels)}
+    chance = {
+        "top1": 100.0 / paths.num_pretrain_classes,
+        "top5": 500.0 / paths.num_pretrain_classes,
+        "mAP": chance_map(labels),
+    }
     minutes = (time.time() - start) / 60
     table = results_table(results, chance, minutes)
     if jax.process_index() == 0:

@@ -30,6 +30,7 @@ are the leaderboard's ``seen.json`` / ``unseen.json``). Unreadable
 videos are listed in ``workdir/bad_inputs.txt`` (unless ``config.data.bad_input_log`` names another
 file).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -83,6 +84,7 @@ class Evaluator:
     """What evaluating one model needs besides its variables: the mesh, the jitted eval step
     (compiled on first use, then reused by every evaluation of the run) and the workdir that
     ``results/`` and ``bad_inputs.txt`` go to."""
+
     mesh: Any
     workdir: str
     eval_fn: Callable
@@ -103,6 +105,7 @@ def video_labels(data_cfg, split: str) -> Dict[str, Any]:
         out["label"] = np.asarray([it.label for it in items], np.int64)
     elif data_cfg.dataset == "charades_ego":
         from egoexo_jax.data.charades_ego import NUM_CLASSES  # pylint: disable=import-outside-toplevel
+
         num = int(data_cfg.get("num_classes_charades", NUM_CLASSES))
         hot = np.zeros((len(items), num), np.float32)
         for i, it in enumerate(items):
@@ -115,30 +118,43 @@ def video_labels(data_cfg, split: str) -> Dict[str, Any]:
     return out
 
 
-def collect_view_scores(eval_fn, variables, data_cfg, split: str, global_batch: int, mesh,
-                        ensemble: str, progress: bool = True,
-                        bad_input_log: Optional[str] = None) -> Dict[str, Any]:
+def collect_view_scores(
+    eval_fn,
+    variables,
+    data_cfg,
+    split: str,
+    global_batch: int,
+    mesh,
+    ensemble: str,
+    progress: bool = True,
+    bad_input_log: Optional[str] = None,
+) -> Dict[str, Any]:
     """Runs every view through ``eval_fn`` and ensembles per video; unreadable videos are listed
     in ``bad_input_log`` (default ``data_cfg.bad_input_log``).
 
     Returns ``scores``: list over tasks of ``[N, C] float32`` ensembled scores, ``views_seen [N]``,
     ``num_views``.
     """
-    it, num_videos, num_views = eval_pipeline.make_eval_iterator(data_cfg, split=split,
-                                                            global_batch_size=global_batch,
-                                                            bad_input_log=bad_input_log)
+    it, num_videos, num_views = eval_pipeline.make_eval_iterator(
+        data_cfg, split=split, global_batch_size=global_batch, bad_input_log=bad_input_log
+    )
     neutral = 0.0 if ensemble == "sum" else -1e10
     scores: Optional[List[np.ndarray]] = None
     seen = np.zeros((num_videos, num_views), bool)
     bar = None
     if progress and jax.process_index() == 0:
         from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-        bar = tqdm(total=len(it), desc=f"evaluate {split} ({num_videos} videos x {num_views} views)",
-                   unit="batch", leave=False)
+
+        bar = tqdm(
+            total=len(it), desc=f"evaluate {split} ({num_videos} videos x {num_views} views)", unit="batch", leave=False
+        )
     try:
         for host_batch in it:
-            host_batch = {k: v for k, v in host_batch.items()
-                          if k.startswith("pathway") or k in ("video_index", "view_index", "mask")}
+            host_batch = {
+                k: v
+                for k, v in host_batch.items()
+                if k.startswith("pathway") or k in ("video_index", "view_index", "mask")
+            }
             out = sharding.to_host(eval_fn(variables, sharding.global_batch(host_batch, mesh)))
             probs = out["probs"] if isinstance(out["probs"], (tuple, list)) else (out["probs"],)
             if scores is None:
@@ -163,8 +179,9 @@ def collect_view_scores(eval_fn, variables, data_cfg, split: str, global_batch: 
     return {"scores": scores, "views_seen": seen.sum(1), "num_views": num_views}
 
 
-def compute_metrics(dataset: str, scores: Sequence[np.ndarray], truth: Dict[str, Any],
-                    eval_cfg: ml_collections.ConfigDict) -> Dict[str, float]:
+def compute_metrics(
+    dataset: str, scores: Sequence[np.ndarray], truth: Dict[str, Any], eval_cfg: ml_collections.ConfigDict
+) -> Dict[str, float]:
     """Dataset metrics (percent) from ensembled scores and :func:`video_labels`."""
     if dataset == "kinetics":
         k = min(5, scores[0].shape[1])
@@ -183,8 +200,11 @@ def compute_metrics(dataset: str, scores: Sequence[np.ndarray], truth: Dict[str,
             verbs_csv, nouns_csv = eval_cfg.epic_tail_classes.split(",")
             tail_v = metrics_lib.read_epic_tail_classes(verbs_csv)
             tail_n = metrics_lib.read_epic_tail_classes(nouns_csv)
-        unseen = (metrics_lib.read_epic_unseen_participants(eval_cfg.epic_unseen_participants)
-                  if eval_cfg.epic_unseen_participants else [])
+        unseen = (
+            metrics_lib.read_epic_unseen_participants(eval_cfg.epic_unseen_participants)
+            if eval_cfg.epic_unseen_participants
+            else []
+        )
         subsets = metrics_lib.epic_accuracy_subsets(*args, truth["participant"][labelled], tail_v, tail_n, unseen)
         for group in ("tail", "unseen"):
             for name, value in subsets.get(group, {}).items():
@@ -197,10 +217,16 @@ def epic_submission(verb: np.ndarray, noun: np.ndarray, narration_ids: Sequence[
     return {
         "version": EPIC_SUBMISSION_VERSION,
         "challenge": "action_recognition",
-        "sls_pt": -1, "sls_tl": -1, "sls_td": -1,  # fill in your supervision levels before submitting
-        "results": {str(n): {"verb": {str(i): float(x) for i, x in enumerate(v)},
-                             "noun": {str(i): float(x) for i, x in enumerate(o)}}
-                    for n, v, o in zip(narration_ids, verb, noun)},
+        "sls_pt": -1,
+        "sls_tl": -1,
+        "sls_td": -1,  # fill in your supervision levels before submitting
+        "results": {
+            str(n): {
+                "verb": {str(i): float(x) for i, x in enumerate(v)},
+                "noun": {str(i): float(x) for i, x in enumerate(o)},
+            }
+            for n, v, o in zip(narration_ids, verb, noun)
+        },
     }
 
 
@@ -210,9 +236,13 @@ def epic55_submission(verb: np.ndarray, noun: np.ndarray, uids: Sequence[str]) -
     return {
         "version": EPIC55_SUBMISSION_VERSION,
         "challenge": "action_recognition",
-        "results": {str(u): {"verb": {str(i): float(x) for i, x in enumerate(v)},
-                             "noun": {str(i): float(x) for i, x in enumerate(o)}}
-                    for u, v, o in zip(uids, verb, noun)},
+        "results": {
+            str(u): {
+                "verb": {str(i): float(x) for i, x in enumerate(v)},
+                "noun": {str(i): float(x) for i, x in enumerate(o)},
+            }
+            for u, v, o in zip(uids, verb, noun)
+        },
     }
 
 
@@ -223,16 +253,23 @@ def format_table(title: str, values: Dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results_dir: str, tag: str, dataset: str, scores: Sequence[np.ndarray],
-                  truth: Dict[str, Any], table: str) -> None:
+def write_results(
+    results_dir: str, tag: str, dataset: str, scores: Sequence[np.ndarray], truth: Dict[str, Any], table: str
+) -> None:
     os.makedirs(results_dir, exist_ok=True)
     arrays = {f"scores_{i}": s for i, s in enumerate(scores)}
     arrays.update({k: np.asarray(v).astype(str) if v.dtype == object else v for k, v in truth.items()})
     np.savez_compressed(os.path.join(results_dir, f"{tag}_scores.npz"), **arrays)
     if dataset == "epic100":
         with open(os.path.join(results_dir, f"{tag}_epic.pkl"), "wb") as f:
-            pickle.dump({"verb_output": scores[0], "noun_output": scores[1],
-                         "narration_id": np.asarray(truth["keys"]).astype(str)}, f)
+            pickle.dump(
+                {
+                    "verb_output": scores[0],
+                    "noun_output": scores[1],
+                    "narration_id": np.asarray(truth["keys"]).astype(str),
+                },
+                f,
+            )
         with open(os.path.join(results_dir, f"{tag}_submission.json"), "w", encoding="utf-8") as f:
             json.dump(epic_submission(scores[0], scores[1], truth["keys"]), f)
     if dataset == "epic55":
@@ -242,29 +279,51 @@ def write_results(results_dir: str, tag: str, dataset: str, scores: Sequence[np.
         f.write(table + "\n")
 
 
-def evaluate_split(config, evaluator: Evaluator, variables, split: str, step: int, logger=None, *,
-                   final: bool = False, data_cfg=None, tag: str = "") -> Dict[str, float]:
+def evaluate_split(
+    config,
+    evaluator: Evaluator,
+    variables,
+    split: str,
+    step: int,
+    logger=None,
+    *,
+    final: bool = False,
+    data_cfg=None,
+    tag: str = "",
+) -> Dict[str, float]:
     """Evaluates ``variables`` on ``split`` ('val' one view, 'test' multi-view), logs
     ``{tag}/<metric>`` at ``step`` (``tag`` defaults to the split), writes result files (process
     0) and prints the table. ``data_cfg`` replaces ``config.data`` (another test list)."""
     data_cfg = config.data if data_cfg is None else data_cfg
     tag = tag or split
     bad_input_log = data_cfg.bad_input_log or os.path.join(evaluator.workdir, BAD_INPUTS)
-    collected = collect_view_scores(evaluator.eval_fn, variables, data_cfg, split, config.eval_batch_size,
-                                    evaluator.mesh, config.evaluate.ensemble, bad_input_log=bad_input_log)
+    collected = collect_view_scores(
+        evaluator.eval_fn,
+        variables,
+        data_cfg,
+        split,
+        config.eval_batch_size,
+        evaluator.mesh,
+        config.evaluate.ensemble,
+        bad_input_log=bad_input_log,
+    )
     truth = video_labels(data_cfg, split)
     values = compute_metrics(data_cfg.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))
     values["unscored_videos"] = float(unscored)
     if unscored:
-        logging.warning("%d of %d %s videos could not be read and count as misses", unscored,
-                        len(truth["keys"]), split)
-    title = (f"{data_cfg.dataset} {tag}: {len(truth['keys'])} videos x {collected['num_views']} "
-             f"views, step {step}")
+        logging.warning("%d of %d %s videos could not be read and count as misses", unscored, len(truth["keys"]), split)
+    title = f"{data_cfg.dataset} {tag}: {len(truth['keys'])} videos x {collected['num_views']} views, step {step}"
     table = format_table(title, values)
     if jax.process_index() == 0:
-        write_results(os.path.join(evaluator.workdir, "results"), f"{tag}_step{step}", data_cfg.dataset,
-                      collected["scores"], truth, table)
+        write_results(
+            os.path.join(evaluator.workdir, "results"),
+            f"{tag}_step{step}",
+            data_cfg.dataset,
+            collected["scores"],
+            truth,
+            table,
+        )
         print(table, flush=True)
     if logger is not None:
         logger.write(step, {f"{tag}/{k}": v for k, v in values.items()})
@@ -285,8 +344,7 @@ def epic55_test_lists(config) -> List[tuple]:
     return out
 
 
-def evaluate_final(config, evaluator: Evaluator, variables, split: str, step: int,
-                   logger=None) -> Dict[str, float]:
+def evaluate_final(config, evaluator: Evaluator, variables, split: str, step: int, logger=None) -> Dict[str, float]:
     """The end-of-run / ``mode=evaluate`` evaluation: ``split`` of the data config, or for the EPIC-55
     test with S1 / S2 lists configured each of them (metrics prefixed ``test_s1_`` / ``test_s2_``
     in the returned dict)."""
@@ -295,8 +353,9 @@ def evaluate_final(config, evaluator: Evaluator, variables, split: str, step: in
         return evaluate_split(config, evaluator, variables, split, step, logger, final=True)
     out: Dict[str, float] = {}
     for tag, data_cfg in lists:
-        values = evaluate_split(config, evaluator, variables, split, step, logger, final=True,
-                                data_cfg=data_cfg, tag=tag)
+        values = evaluate_split(
+            config, evaluator, variables, split, step, logger, final=True, data_cfg=data_cfg, tag=tag
+        )
         out.update({f"{tag}_{k}": v for k, v in values.items()})
     return out
 
@@ -309,12 +368,12 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     mesh = mesh if mesh is not None else sharding.make_mesh()
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
-    source = config.evaluate.checkpoint or (
-        workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
+    source = config.evaluate.checkpoint or (workdir if ckpt_lib.is_training_workdir(workdir) else config.init_from)
     if not source:
         raise config_schema.ConfigError(
             "mode=evaluate needs weights: set config.evaluate.checkpoint or config.init_from, "
-            f"or point --workdir at a training workdir (none in {workdir})")
+            f"or point --workdir at a training workdir (none in {workdir})"
+        )
     step = 0  # converted checkpoints and .pyth files carry no training step
     if source == "best":
         src_cfg, variables, step = ckpt_lib.load_workdir_variables(workdir, best=True)
@@ -324,7 +383,8 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
         what = f"training workdir {source} (step {step})"
     else:
         src_cfg, variables, what = pretrained.load_pretrained(
-            source, flag="config.evaluate.checkpoint" if config.evaluate.checkpoint else "config.init_from")
+            source, flag="config.evaluate.checkpoint" if config.evaluate.checkpoint else "config.init_from"
+        )
     src_cfg.dtype = config.dtype
     for field in models.RUNTIME_FIELDS:
         src_cfg[field] = config.model[field]
@@ -332,7 +392,13 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     print(f"evaluating {what}", flush=True)
     logger = metric_log.MetricLogger(workdir)
     try:
-        return evaluate_final(config, Evaluator.create(config, model, mesh, workdir),
-                              sharding.replicate(variables, mesh), config.evaluate.split, step, logger)
+        return evaluate_final(
+            config,
+            Evaluator.create(config, model, mesh, workdir),
+            sharding.replicate(variables, mesh),
+            config.evaluate.split,
+            step,
+            logger,
+        )
     finally:
         logger.flush()

@@ -20,6 +20,7 @@ Both settings are for the CPU backend only. :func:`prepare_process`, which every
 anything else, applies them only when :func:`cpu_backend` says this process computes on the CPU;
 TPU and GPU hosts start untouched. Importing a module never changes anything.
 """
+
 from __future__ import annotations
 
 import glob
@@ -58,7 +59,7 @@ def thp_mode(path: str = THP_MODE_FILE) -> str:
     except OSError:
         return ""
     start, end = text.find("["), text.find("]")
-    return text[start + 1:end] if 0 <= start < end else ""
+    return text[start + 1 : end] if 0 <= start < end else ""
 
 
 def glibc_version() -> Optional[tuple]:

@@ -5,6 +5,7 @@
 (their sources are in ``egoexo_jax/class_names/SOURCES.md``); any other argument is taken as the
 path of a text file with one class name per line. Index ``i`` of the returned list is the name of label ``i``.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,7 +77,8 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
         if not path.is_file():
             raise MissingFileError(
                 f"class-name file for {key!r} not found: {path} (it ships with the package, in "
-                f"egoexo_jax/class_names/; expected an installation that includes it)")
+                f"egoexo_jax/class_names/; expected an installation that includes it)"
+            )
         names = _read_lines(path)
         if len(names) != expected:
             raise InputError(f"{path}: {len(names)} class names, expected {expected} for {key!r}")
@@ -88,5 +90,6 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
     if not path.is_file():
         raise MissingFileError(
             f"{key!r} is neither a known dataset ({', '.join(BUILTIN)}) nor an existing file "
-            f"({path.resolve()} not found)")
+            f"({path.resolve()} not found)"
+        )
     return _read_lines(path)

@@ -11,6 +11,7 @@ Every loss takes an optional per-example ``mask [B]`` (bool or float): masked-ou
 contribute nothing and the mean is over the valid ones (0 when none is valid, never NaN).  With
 ``mask=None`` the reductions are exactly PyTorch's (``reduction='mean'`` / ``'batchmean'``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -71,8 +72,13 @@ def multilabel_bce(logits: Array, targets: Array, mask: Optional[Array] = None) 
     return _masked_mean(loss, mask, elems_per_example=logits.shape[-1])
 
 
-def kd_loss(student_logits: Array, teacher_logits: Array, alpha: float = 1.0, temperature: float = 1.0,
-            mask: Optional[Array] = None) -> Array:
+def kd_loss(
+    student_logits: Array,
+    teacher_logits: Array,
+    alpha: float = 1.0,
+    temperature: float = 1.0,
+    mask: Optional[Array] = None,
+) -> Array:
     """Distillation loss ``alpha * T^2 * KL(softmax(t/T) || softmax(s/T))``.
 
     Matches ``nn.KLDivLoss(reduction='batchmean')(log_softmax(s/T), softmax(t/T)) * alpha*T*T``:
@@ -99,8 +105,9 @@ def kd_loss(student_logits: Array, teacher_logits: Array, alpha: float = 1.0, te
     return _masked_mean(per_example, mask) * (alpha * temperature * temperature)
 
 
-def interaction_map_bce(logits: Array, targets: Array, pos_weight: float = 1.0,
-                        mask: Optional[Array] = None) -> Tuple[Array, Array]:
+def interaction_map_bce(
+    logits: Array, targets: Array, pos_weight: float = 1.0, mask: Optional[Array] = None
+) -> Tuple[Array, Array]:
     """Interaction-Map loss, one BCE-with-logits per channel.
 
     Args:
@@ -124,8 +131,9 @@ def _get(weights: Any, name: str, default: Any) -> Any:
     return getattr(weights, name, default)
 
 
-def total(outputs: Mapping[str, Any], batch: Mapping[str, Any], weights: Any,
-          multi_label: Optional[bool] = None) -> Tuple[Array, Dict[str, Array]]:
+def total(
+    outputs: Mapping[str, Any], batch: Mapping[str, Any], weights: Any, multi_label: Optional[bool] = None
+) -> Tuple[Array, Dict[str, Array]]:
     """Weighted training objective and its parts.
 
     ``loss = ce * L_task + ego * KL_ego + object * KL_obj + hand * BCE_hand + object_map * BCE_obj``
@@ -174,8 +182,7 @@ def total(outputs: Mapping[str, Any], batch: Mapping[str, Any], weights: Any,
 
     def _mask_and_count(name: str, b: int):
         mask = batch.get(name)
-        count = (jnp.sum(jnp.asarray(mask, jnp.float32)) if mask is not None
-                 else jnp.asarray(b, jnp.float32))
+        count = jnp.sum(jnp.asarray(mask, jnp.float32)) if mask is not None else jnp.asarray(b, jnp.float32)
         return mask, count
 
     for kind, temp_name in (("ego", "ego_temperature"), ("object", "object_temperature")):

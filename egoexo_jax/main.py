@@ -13,6 +13,7 @@ before any data or model is built. A user's mistake ends with one line on stderr
 ``error: <what>, <where>, <what was expected>``, and exit status 2 (``--debug`` adds the
 traceback); a SIGTERM-stopped training run exits 75 (preempted, resumable). See ``egoexo_jax.cli``.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,7 @@ from ml_collections import config_flags
 
 from egoexo_jax import cli, config_schema, hostenv, recipe
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 _DEBUG = flags.DEFINE_bool("debug", False, "Print the traceback of user errors too (bugs always show it).")
 
@@ -53,7 +53,9 @@ def main(argv):
 
 def _run(config, workdir: str) -> None:
     import jax  # pylint: disable=import-outside-toplevel
+
     from egoexo_jax import batch_scaling, sharding  # pylint: disable=import-outside-toplevel
+
     sharding.maybe_initialize_distributed()
     cli.quiet_disk_error_tracebacks()
     config = batch_scaling.resolve_batch(config, jax.device_count())
@@ -61,12 +63,15 @@ def _run(config, workdir: str) -> None:
     logging.info("config:\n%s", config)
     if config.mode == "train":
         from egoexo_jax import train_loop  # pylint: disable=import-outside-toplevel
+
         train_loop.train_and_evaluate(config, workdir)
     elif config.mode == "evaluate":
         from egoexo_jax import evaluate  # pylint: disable=import-outside-toplevel
+
         evaluate.evaluate_only(config, workdir)
     else:
         from egoexo_jax import demo  # pylint: disable=import-outside-toplevel
+
         demo.run_demo(config, workdir)
 
 
@@ -84,8 +89,10 @@ def run():
     argv = sys.argv
     if "--help" in argv[1:] or "-h" in argv[1:]:  # the same help as the other entry points, exit 0
         module = flags.FLAGS.find_module_defining_flag(_WORKDIR.name)
-        print(f"{__doc__.strip()}\n\nflags of python -m egoexo_jax.main:\n{flags.FLAGS.module_help(module)}\n"
-              "(--helpfull: every flag, also absl's)")
+        print(
+            f"{__doc__.strip()}\n\nflags of python -m egoexo_jax.main:\n{flags.FLAGS.module_help(module)}\n"
+            "(--helpfull: every flag, also absl's)"
+        )
         sys.exit(0)
     try:
         recipe.check_argv(argv[1:])

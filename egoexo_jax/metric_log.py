@@ -5,6 +5,7 @@ process 0 writes. On start, lines with a step after the restored checkpoint (all
 run starts without one, e.g. after a kill before the first checkpoint) are dropped first, so a
 resumed run's file reads exactly like an uninterrupted one's.
 """
+
 from __future__ import annotations
 
 import json

@@ -14,6 +14,7 @@ Conventions (docs/method.md#metrics):
   (``epic-kitchens/C1-Action-Recognition``: ``evaluate.py``, ``utils/scoring.py``,
   ``utils/metrics.py``), see the function's docstring.
 """
+
 from __future__ import annotations
 
 import csv
@@ -131,8 +132,13 @@ def _top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     return order[:, :k]
 
 
-def epic_action_correct(verb_scores: np.ndarray, noun_scores: np.ndarray, verb_labels: np.ndarray,
-                        noun_labels: np.ndarray, ks: Sequence[int] = (1, 5)) -> Dict[int, np.ndarray]:
+def epic_action_correct(
+    verb_scores: np.ndarray,
+    noun_scores: np.ndarray,
+    verb_labels: np.ndarray,
+    noun_labels: np.ndarray,
+    ks: Sequence[int] = (1, 5),
+) -> Dict[int, np.ndarray]:
     """Per-segment action top-k hits of the official EPIC-100 scorer.
 
     Official definition (``utils/scoring.py: compute_action_scores`` + ``utils/metrics.py:
@@ -179,14 +185,20 @@ def epic_action_correct(verb_scores: np.ndarray, noun_scores: np.ndarray, verb_l
     true_id = verb_labels * num_nouns + noun_labels
     in_grid = np.any(pair_ids == true_id[:, None], axis=1)
     true_score = log_pv[np.arange(n), verb_labels] + log_pn[np.arange(n), noun_labels]
-    rank = (np.sum(pair_scores > true_score[:, None], axis=1)
-            + np.sum((pair_scores == true_score[:, None]) & (pair_ids < true_id[:, None]), axis=1))
+    rank = np.sum(pair_scores > true_score[:, None], axis=1) + np.sum(
+        (pair_scores == true_score[:, None]) & (pair_ids < true_id[:, None]), axis=1
+    )
     return {k: in_grid & (rank < k) for k in ks}
 
 
-def epic_accuracy(verb_scores: np.ndarray, noun_scores: np.ndarray, verb_labels: np.ndarray,
-                  noun_labels: np.ndarray, ks: Sequence[int] = (1, 5),
-                  action: str = "official") -> Dict[str, float]:
+def epic_accuracy(
+    verb_scores: np.ndarray,
+    noun_scores: np.ndarray,
+    verb_labels: np.ndarray,
+    noun_labels: np.ndarray,
+    ks: Sequence[int] = (1, 5),
+    action: str = "official",
+) -> Dict[str, float]:
     """EPIC-Kitchens verb / noun / action top-k accuracy in percent.
 
     Args:
@@ -229,11 +241,18 @@ def _epic_hits(verb_scores, noun_scores, verb_labels, noun_labels, ks, action) -
     return hits
 
 
-def epic_accuracy_subsets(verb_scores: np.ndarray, noun_scores: np.ndarray, verb_labels: np.ndarray,
-                          noun_labels: np.ndarray, participant_ids: Sequence[str],
-                          tail_verbs: Iterable[int], tail_nouns: Iterable[int],
-                          unseen_participants: Iterable[str], ks: Sequence[int] = (1, 5),
-                          subset_ks: Sequence[int] = (1,)) -> Dict[str, Dict[str, float]]:
+def epic_accuracy_subsets(
+    verb_scores: np.ndarray,
+    noun_scores: np.ndarray,
+    verb_labels: np.ndarray,
+    noun_labels: np.ndarray,
+    participant_ids: Sequence[str],
+    tail_verbs: Iterable[int],
+    tail_nouns: Iterable[int],
+    unseen_participants: Iterable[str],
+    ks: Sequence[int] = (1, 5),
+    subset_ks: Sequence[int] = (1,),
+) -> Dict[str, Dict[str, float]]:
     """The official EPIC-100 validation table: "all", "tail" and "unseen" accuracies (percent).
 
     Rules of the official ``compute_metrics`` (``utils/metrics.py``):
@@ -276,12 +295,14 @@ def epic_accuracy_subsets(verb_scores: np.ndarray, noun_scores: np.ndarray, verb
         return out
 
     everything = np.ones(len(verb_labels), bool)
-    result = {"all": table({"verb": everything, "noun": everything, "action": everything}, ks),
-              "tail": table({"verb": tail_v, "noun": tail_n, "action": tail_v | tail_n}, subset_ks)}
+    result = {
+        "all": table({"verb": everything, "noun": everything, "action": everything}, ks),
+        "tail": table({"verb": tail_v, "noun": tail_n, "action": tail_v | tail_n}, subset_ks),
+    }
     if np.any(unseen):
         result["unseen"] = table({"verb": unseen, "noun": unseen, "action": unseen}, subset_ks)
     else:
-        warnings.warn("There are no unseen segments to evaluate")
+        warnings.warn("There are no unseen segments to evaluate", stacklevel=2)
     return result
 
 

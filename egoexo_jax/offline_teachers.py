@@ -6,6 +6,7 @@ teacher files, with the interaction-map geometry the student model implies
 (:func:`map_stride`, the MViT map frame count). It sits above ``data/`` and ``models/``: it
 reads the model config the way the model builds it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,40 +62,50 @@ def from_config(teachers_cfg, data_cfg, model_cfg) -> Optional[aux_targets.Offli
       ValueError: ``source='file'`` with an empty path, unknown source or map mode.
     """
     sources = {}
-    for signal, allowed in (("ego", ("none", "file", "online")),
-                            ("object", ("none", "file", "online")),
-                            ("interaction", ("none", "file"))):
+    for signal, allowed in (
+        ("ego", ("none", "file", "online")),
+        ("object", ("none", "file", "online")),
+        ("interaction", ("none", "file")),
+    ):
         source = teachers_cfg[signal].source
         if source not in allowed:
-            raise ValueError(f"config.teachers.{signal}.source={source!r}; "
-                             f"expected one of {list(allowed)}")
+            raise ValueError(f"config.teachers.{signal}.source={source!r}; expected one of {list(allowed)}")
         sources[signal] = source
     if all(s != "file" for s in sources.values()):
         return None
-    ego = (_configured_path(teachers_cfg, "ego", "file", folder=False)
-           if sources["ego"] == "file" else "")
-    obj = (_configured_path(teachers_cfg, "object", "file", folder=False)
-           if sources["object"] == "file" else "")
-    dets = (_configured_path(teachers_cfg, "interaction", "detections", folder=True)
-            if sources["interaction"] == "file" else "")
+    ego = _configured_path(teachers_cfg, "ego", "file", folder=False) if sources["ego"] == "file" else ""
+    obj = _configured_path(teachers_cfg, "object", "file", folder=False) if sources["object"] == "file" else ""
+    dets = (
+        _configured_path(teachers_cfg, "interaction", "detections", folder=True)
+        if sources["interaction"] == "file"
+        else ""
+    )
     mode = str(teachers_cfg.interaction.mode)
     if mode not in aux_targets.MAP_MODES:
-        raise ValueError(f"config.teachers.interaction.mode={mode!r}; "
-                         f"expected one of {list(aux_targets.MAP_MODES)}")
+        raise ValueError(f"config.teachers.interaction.mode={mode!r}; expected one of {list(aux_targets.MAP_MODES)}")
     if (ego or obj) and data_cfg.dataset != "kinetics":
-        _LOG.warning("teacher score files are keyed by Kinetics csv paths but the dataset is %r",
-                     data_cfg.dataset)
+        _LOG.warning("teacher score files are keyed by Kinetics csv paths but the dataset is %r", data_cfg.dataset)
     repeated = str(teachers_cfg.interaction.get("repeated_frames", "last"))
     if repeated not in interaction_maps.REPEATED_FRAME_RULES:
-        raise ValueError(f"config.teachers.interaction.repeated_frames={repeated!r}; expected one "
-                         f"of {list(interaction_maps.REPEATED_FRAME_RULES)}")
+        raise ValueError(
+            f"config.teachers.interaction.repeated_frames={repeated!r}; expected one "
+            f"of {list(interaction_maps.REPEATED_FRAME_RULES)}"
+        )
     arch = str(model_cfg.arch)
     map_frames = _mvit_map_frames(data_cfg, model_cfg) if arch == "mvit" and dets else 0
     return aux_targets.OfflineTeacherTargets(
-        ego_scores=ego, object_scores=obj, detections=dets, map_mode=mode, arch=arch,
-        alpha=int(model_cfg.alpha), map_frames=map_frames, map_stride=map_stride(model_cfg),
-        object_classes=int(model_cfg.object_classes or 1000), repeated_frames=repeated,
-        allow_missing=bool(teachers_cfg.get("allow_missing", False)))
+        ego_scores=ego,
+        object_scores=obj,
+        detections=dets,
+        map_mode=mode,
+        arch=arch,
+        alpha=int(model_cfg.alpha),
+        map_frames=map_frames,
+        map_stride=map_stride(model_cfg),
+        object_classes=int(model_cfg.object_classes or 1000),
+        repeated_frames=repeated,
+        allow_missing=bool(teachers_cfg.get("allow_missing", False)),
+    )
 
 
 def map_stride(model_cfg) -> int:

@@ -12,6 +12,7 @@ step as PySlowFast does:
 SGD is PyTorch's: ``d = g + wd * p`` (coupled L2, masked), ``buf = m * buf + d``,
 Nesterov ``d = d + m * buf``, ``p -= lr * d``. AdamW (MViT) decouples the decay.
 """
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,13 @@ from flax import traverse_util
 from egoexo_jax.models.naming import flax_to_torch_key
 
 
-def lr_at_epoch(epoch, optimizer_cfg: ml_collections.ConfigDict, schedule_cfg: ml_collections.ConfigDict,
-                num_epochs: float, base_lr: float | None = None):
+def lr_at_epoch(
+    epoch,
+    optimizer_cfg: ml_collections.ConfigDict,
+    schedule_cfg: ml_collections.ConfigDict,
+    num_epochs: float,
+    base_lr: float | None = None,
+):
     """Learning rate at fractional ``epoch`` (python float or jnp scalar)."""
     base = optimizer_cfg.base_lr if base_lr is None else base_lr
     np_ = jnp if isinstance(epoch, jax.Array) else math
@@ -60,10 +66,11 @@ def lr_at_epoch(epoch, optimizer_cfg: ml_collections.ConfigDict, schedule_cfg: m
 
 def make_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
     """optax schedule ``step -> lr`` from a full experiment config."""
+
     def schedule(step):
         epoch = jnp.asarray(step, jnp.float32) / steps_per_epoch
-        return jnp.asarray(lr_at_epoch(epoch, config.optimizer, config.schedule, config.num_epochs),
-                           jnp.float32)
+        return jnp.asarray(lr_at_epoch(epoch, config.optimizer, config.schedule, config.num_epochs), jnp.float32)
+
     return schedule
 
 

@@ -1,6 +1,7 @@
 """PySlowFast's precise BN: BatchNorm running statistics recomputed from training clips after
 each epoch, as the plain mean over BN groups of each group's own statistics.
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,9 +25,11 @@ def make_precise_bn_step(model, arch: str, group_size: int, mesh) -> Callable:
     @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
     def stats(v, batch, weights):
         def one_group(pathways):
-            _, mutated = probe.apply(v, pathways, train=True, mutable=["batch_stats"],
-                                     rngs={"dropout": jax.random.PRNGKey(0)})
+            _, mutated = probe.apply(
+                v, pathways, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(0)}
+            )
             return mutated["batch_stats"]
+
         pathways = [p.reshape((-1, group_size) + p.shape[1:]) for p in pathways_of(batch, arch)]
         per_group = jax.vmap(one_group)(pathways)  # leaves [G, C]
         return jax.tree.map(lambda x: jnp.tensordot(weights, x, axes=1), per_group)
@@ -34,8 +37,16 @@ def make_precise_bn_step(model, arch: str, group_size: int, mesh) -> Callable:
     return stats
 
 
-def precise_bn_stats(model, variables: dict, batches, arch: str, num_groups: int, group_size: int,
-                     mesh, stats_fn: Optional[Callable] = None) -> dict:
+def precise_bn_stats(
+    model,
+    variables: dict,
+    batches,
+    arch: str,
+    num_groups: int,
+    group_size: int,
+    mesh,
+    stats_fn: Optional[Callable] = None,
+) -> dict:
     """PySlowFast's precise BN (fvcore ``update_bn_stats``): running statistics = the plain mean,
     over ``num_groups`` BN groups of ``group_size`` consecutive training clips, of each group's
     mean and unbiased variance (one PySlowFast per-GPU batch = one group).
@@ -83,18 +94,31 @@ class PreciseBN:
         config = self.config
         batches_per_epoch = -(-self.num_groups * self.group // config.batch_size)
         epoch = (step - 1) // self.steps_per_epoch
-        batches = train_pipeline.make_train_iterator(config.data, global_batch_size=config.batch_size,
-                                                     seed=config.seed + 1, aux_fn=None)
+        batches = train_pipeline.make_train_iterator(
+            config.data, global_batch_size=config.batch_size, seed=config.seed + 1, aux_fn=None
+        )
         position = batches.get_state()
         position["batches"] = epoch * batches_per_epoch
         batches.set_state(position)
         if self._stats_fn is None:
             self._stats_fn = make_precise_bn_step(self.model, config.model.arch, self.group, self.mesh)
         try:
-            stats = precise_bn_stats(self.model, state.variables, batches, config.model.arch,
-                                     self.num_groups, self.group, self.mesh, stats_fn=self._stats_fn)
+            stats = precise_bn_stats(
+                self.model,
+                state.variables,
+                batches,
+                config.model.arch,
+                self.num_groups,
+                self.group,
+                self.mesh,
+                stats_fn=self._stats_fn,
+            )
         finally:
             batches.close()
-        logging.info("precise BN after epoch %d: running statistics = mean of %d groups of %d clips",
-                     epoch + 1, self.num_groups, self.group)
+        logging.info(
+            "precise BN after epoch %d: running statistics = mean of %d groups of %d clips",
+            epoch + 1,
+            self.num_groups,
+            self.group,
+        )
         return state.replace(batch_stats=stats)

@@ -7,6 +7,7 @@ videos, written atomically (a temporary file, then a rename), so a part that exi
 refused, never mixed. :func:`merge` joins the parts in list order, so a resumed run writes the
 same bytes as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,20 +36,29 @@ class PrecomputeError(UserError, ValueError):
     """A config, teacher or output folder this run cannot use (the message names it)."""
 
 
-
 def part_path(output: str, chunk: int) -> str:
     """``OUTPUT/parts/part-NNNNNN.npz`` of ``chunk``."""
     return os.path.join(output, PARTS, f"part-{chunk:06d}.npz")
 
 
-def write_part(path: str, *, chunk: int, start: int, stop: int, keys: Sequence[str],
-               scores: Dict[str, np.ndarray], bad: Sequence[Tuple[str, str]]) -> None:
+def write_part(
+    path: str,
+    *,
+    chunk: int,
+    start: int,
+    stop: int,
+    keys: Sequence[str],
+    scores: Dict[str, np.ndarray],
+    bad: Sequence[Tuple[str, str]],
+) -> None:
     """One chunk's results, atomically: ``keys [k] str``, ``{signal} [k, C] float32`` per online
     signal, ``bad_paths`` / ``bad_reasons [m] str`` and the chunk's ``[chunk, start, stop]``."""
-    arrays = {"chunk": np.asarray([chunk, start, stop], np.int64),
-              "keys": np.asarray(list(keys), dtype=str),
-              "bad_paths": np.asarray([p for p, _ in bad], dtype=str),
-              "bad_reasons": np.asarray([r for _, r in bad], dtype=str)}
+    arrays = {
+        "chunk": np.asarray([chunk, start, stop], np.int64),
+        "keys": np.asarray(list(keys), dtype=str),
+        "bad_paths": np.asarray([p for p, _ in bad], dtype=str),
+        "bad_reasons": np.asarray([r for _, r in bad], dtype=str),
+    }
     for signal, values in scores.items():
         arrays[signal] = np.asarray(values, np.float32)
     atomic_write(path, lambda f: np.savez(f, **arrays))
@@ -63,37 +73,53 @@ def read_part(path: str, chunk: int, signals: Sequence[str]) -> Dict[str, np.nda
         raise PrecomputeError(f"{path}: unreadable part file ({e}); delete it and run again") from None
     missing = [k for k in ("chunk", "keys", "bad_paths", "bad_reasons", *signals) if k not in data]
     if missing or int(data["chunk"][0]) != chunk:
-        raise PrecomputeError(f"{path}: not the part of chunk {chunk} with {list(signals)} "
-                              f"(missing {missing}); delete it and run again")
+        raise PrecomputeError(
+            f"{path}: not the part of chunk {chunk} with {list(signals)} (missing {missing}); delete it and run again"
+        )
     for s in signals:
         if data[s].shape[0] != len(data["keys"]):
             raise PrecomputeError(f"{path}: {len(data['keys'])} keys but {data[s].shape[0]} {s} rows")
     return data
 
 
-def manifest(config, split: str, source, online: Sequence[str], chunk_size: int, batch_size: int,
-             view) -> dict:
+def manifest(config, split: str, source, online: Sequence[str], chunk_size: int, batch_size: int, view) -> dict:
     """The settings a part depends on: the list (its keys' hash), chunking, teachers, the clip
     (``view``: a :class:`egoexo_jax.precompute_run.TeacherView`), dtype and seed."""
     keys = [source.item(i).key for i in range(len(source))]
     tcfg = config.teachers
     teachers = {}
     if "ego" in online:
-        teachers["ego"] = {"checkpoint": os.path.abspath(tcfg.ego.checkpoint),
-                           **{k: tcfg.ego.get(k) for k in ("input_mean", "input_std", "input_bgr")}}
+        teachers["ego"] = {
+            "checkpoint": os.path.abspath(tcfg.ego.checkpoint),
+            **{k: tcfg.ego.get(k) for k in ("input_mean", "input_std", "input_bgr")},
+        }
     if "object" in online:
-        teachers["object"] = {"weights": os.path.abspath(tcfg.object.weights) if tcfg.object.weights else "",
-                              "depth": int(tcfg.object.depth), "width": int(tcfg.object.width),
-                              "num_frames": int(tcfg.object.num_frames),
-                              "classes": int(config.model.object_classes) or 1000}
+        teachers["object"] = {
+            "weights": os.path.abspath(tcfg.object.weights) if tcfg.object.weights else "",
+            "depth": int(tcfg.object.depth),
+            "width": int(tcfg.object.width),
+            "num_frames": int(tcfg.object.num_frames),
+            "classes": int(config.model.object_classes) or 1000,
+        }
     clip = dataclasses.asdict(view.opts)
     clip.update(scale=view.scale, crop=view.crop)
-    return json.loads(json.dumps({
-        "format": FORMAT_VERSION, "split": split, "num_items": len(keys),
-        "keys_sha256": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest(),
-        "chunk_size": int(chunk_size), "batch_size": int(batch_size), "signals": list(online),
-        "dtype": str(config.model.dtype), "seed": int(config.seed), "teachers": teachers, "clip": clip,
-    }))
+    return json.loads(
+        json.dumps(
+            {
+                "format": FORMAT_VERSION,
+                "split": split,
+                "num_items": len(keys),
+                "keys_sha256": hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest(),
+                "chunk_size": int(chunk_size),
+                "batch_size": int(batch_size),
+                "signals": list(online),
+                "dtype": str(config.model.dtype),
+                "seed": int(config.seed),
+                "teachers": teachers,
+                "clip": clip,
+            }
+        )
+    )
 
 
 def check_or_write_manifest(output: str, settings: dict) -> None:
@@ -107,14 +133,17 @@ def check_or_write_manifest(output: str, settings: dict) -> None:
             except ValueError:
                 old = None
         if old != settings:
-            diff = ([k for k in sorted(set(settings) | set(old)) if old.get(k) != settings.get(k)]
-                    if isinstance(old, dict) else ["(unreadable)"])
+            diff = (
+                [k for k in sorted(set(settings) | set(old)) if old.get(k) != settings.get(k)]
+                if isinstance(old, dict)
+                else ["(unreadable)"]
+            )
             raise PrecomputeError(
                 f"{path}: the parts in {os.path.dirname(path)} were made with other settings "
-                f"(differing: {', '.join(diff)}); use another --output or delete that folder")
+                f"(differing: {', '.join(diff)}); use another --output or delete that folder"
+            )
         return
     atomic_write(path, lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True).encode("utf-8")))
-
 
 
 def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, str]:
@@ -125,8 +154,10 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
     missing = [c for c in range(num_chunks) if not os.path.exists(part_path(output, c))]
     if missing:
         shown = ", ".join(str(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
-        raise PrecomputeError(f"{os.path.join(output, PARTS)}: {len(missing)} of {num_chunks} chunks missing "
-                              f"({shown}); run the remaining hosts (or copy their parts/ here) first")
+        raise PrecomputeError(
+            f"{os.path.join(output, PARTS)}: {len(missing)} of {num_chunks} chunks missing "
+            f"({shown}); run the remaining hosts (or copy their parts/ here) first"
+        )
     scores: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in signals}
     bad_lines = []
     for c in range(num_chunks):

@@ -3,6 +3,7 @@ the teachers' view of one video, chunks shared out over processes, a part file p
 merge. The command line, the output formats and the choice of clip are described in
 :mod:`egoexo_jax.precompute_teachers`.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -17,12 +18,11 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from egoexo_jax import teacher_loading
 from egoexo_jax.data import samples, sources, transforms
 from egoexo_jax.data.video import DecodeError
-from egoexo_jax import teacher_loading
 from egoexo_jax.models import teachers
-from egoexo_jax.precompute_parts import (PrecomputeError, check_or_write_manifest, manifest, merge, part_path,
-                                         write_part)
+from egoexo_jax.precompute_parts import PrecomputeError, check_or_write_manifest, manifest, merge, part_path, write_part
 
 SIGNALS = ("ego", "object")
 
@@ -41,15 +41,18 @@ REQUIRED_KEYS = {
     "data.target_fps": "frame rate the stride refers to",
     "data.train_jitter_scales": "(min, max) short side of training; the teachers see min",
     "data.train_crop_size": "crop size the teachers see",
-    "data.mean": "input normalisation mean", "data.std": "input normalisation std",
+    "data.mean": "input normalisation mean",
+    "data.std": "input normalisation std",
     "data.bgr": "channel order (None = dataset default)",
-    "data.arch": "pathway packing ('slowfast' | 'slow' | 'mvit')", "data.alpha": "slow/fast ratio",
+    "data.arch": "pathway packing ('slowfast' | 'slow' | 'mvit')",
+    "data.alpha": "slow/fast ratio",
     "data.num_threads": "decoding threads",
     "teachers.ego.source": "'none' | 'file' | 'online'",
     "teachers.ego.checkpoint": "2-way ego/exo classifier: workdir, converted dir or .pyth",
     "teachers.object.source": "'none' | 'file' | 'online'",
     "teachers.object.weights": "torchvision ImageNet ResNet .pth",
-    "teachers.object.depth": "ResNet depth", "teachers.object.width": "ResNet width",
+    "teachers.object.depth": "ResNet depth",
+    "teachers.object.width": "ResNet width",
     "teachers.object.num_frames": "frames per clip the object teacher averages",
 }
 
@@ -87,28 +90,36 @@ def check_config(config, where: str = "config", check_files: bool = True) -> Lis
         raise PrecomputeError(
             f"{where}: config.teachers.ego.source={config.teachers.ego.source!r} and "
             f"config.teachers.object.source={config.teachers.object.source!r}; at least one must be "
-            "'online' (e.g. --config=configs/pretrain.py:online)")
+            "'online' (e.g. --config=configs/pretrain.py:online)"
+        )
     if "ego" in online and check_files:
         path = config.teachers.ego.checkpoint
         if not path:
-            raise PrecomputeError(f"{where}: config.teachers.ego.checkpoint is empty; expected a 2-way "
-                                  "ego/exo classifier (training workdir, converted directory or .pyth)")
+            raise PrecomputeError(
+                f"{where}: config.teachers.ego.checkpoint is empty; expected a 2-way "
+                "ego/exo classifier (training workdir, converted directory or .pyth)"
+            )
         if not os.path.exists(path):
-            raise PrecomputeError(f"{where}: config.teachers.ego.checkpoint={path}: no such file or "
-                                  "directory (expected a training workdir, converted directory or .pyth)")
+            raise PrecomputeError(
+                f"{where}: config.teachers.ego.checkpoint={path}: no such file or "
+                "directory (expected a training workdir, converted directory or .pyth)"
+            )
     return online
 
 
 def _check_object_weights(config, where: str, allow_random: bool) -> None:
     weights = config.teachers.object.weights
     if weights and not os.path.isfile(weights):
-        raise PrecomputeError(f"{where}: config.teachers.object.weights={weights}: no such file "
-                              "(expected torchvision's ImageNet ResNet .pth, e.g. resnet50-0676ba61.pth)")
+        raise PrecomputeError(
+            f"{where}: config.teachers.object.weights={weights}: no such file "
+            "(expected torchvision's ImageNet ResNet .pth, e.g. resnet50-0676ba61.pth)"
+        )
     if not weights and not allow_random:
         raise PrecomputeError(
             f"{where}: config.teachers.object.weights is empty: the object teacher would be randomly "
             "initialised and its file meaningless; set it to torchvision's ImageNet ResNet .pth "
-            "(or pass --allow_random_object_teacher for a smoke test)")
+            "(or pass --allow_random_object_teacher for a smoke test)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -187,8 +198,9 @@ def _chunk_range(chunk: int, chunk_size: int, num_items: int) -> Tuple[int, int]
 
 @functools.lru_cache(maxsize=None)
 def _jitted_targets():
-    return jax.jit(teachers.online_teacher_targets, static_argnums=(0,),
-                   static_argnames=("input_mean", "input_std", "input_bgr"))
+    return jax.jit(
+        teachers.online_teacher_targets, static_argnums=(0,), static_argnames=("input_mean", "input_std", "input_bgr")
+    )
 
 
 def teacher_function(teacher_fn: functools.partial) -> Callable:
@@ -203,8 +215,19 @@ def teacher_function(teacher_fn: functools.partial) -> Callable:
     return lambda variables, pathways: _jitted_targets()(spec, variables, pathways, **norm)
 
 
-def _run_chunk(chunk: int, start: int, stop: int, source, view: TeacherView, teacher_fn, variables,
-               signals: Sequence[str], batch_size: int, executor, bar) -> Tuple[List[str], Dict, List]:
+def _run_chunk(
+    chunk: int,
+    start: int,
+    stop: int,
+    source,
+    view: TeacherView,
+    teacher_fn,
+    variables,
+    signals: Sequence[str],
+    batch_size: int,
+    executor,
+    bar,
+) -> Tuple[List[str], Dict, List]:
     keys: List[str] = []
     bad: List[Tuple[str, str]] = []
     scores: Dict[str, List[np.ndarray]] = {s: [] for s in signals}
@@ -222,7 +245,7 @@ def _run_chunk(chunk: int, start: int, stop: int, source, view: TeacherView, tea
             pathways.append(np.concatenate([x, pad]))
         out = teacher_fn(variables, pathways)
         for s in signals:
-            scores[s].append(np.asarray(out[f"{s}_target"], np.float32)[:len(batch)])
+            scores[s].append(np.asarray(out[f"{s}_target"], np.float32)[: len(batch)])
         batch.clear()
 
     lookahead = max(2 * batch_size, 4)
@@ -258,10 +281,20 @@ class Result:
     complete: bool
 
 
-def precompute(config, output: str, *, split: str = "train", chunk_size: int = 512, batch_size: int = 16,
-               merge_only: bool = False, allow_random_object_teacher: bool = False,
-               max_chunks: Optional[int] = None, process_index: Optional[int] = None,
-               process_count: Optional[int] = None, where: str = "config") -> Result:
+def precompute(
+    config,
+    output: str,
+    *,
+    split: str = "train",
+    chunk_size: int = 512,
+    batch_size: int = 16,
+    merge_only: bool = False,
+    allow_random_object_teacher: bool = False,
+    max_chunks: Optional[int] = None,
+    process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+    where: str = "config",
+) -> Result:
     """Runs the online teachers of ``config`` over ``split`` and writes the offline files to ``output``.
 
     Args:
@@ -300,8 +333,7 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
 
     mine = chunks_of_process(num_chunks, process_index, process_count)
     todo = [c for c in mine if not os.path.exists(part_path(output, c))]
-    sizes = {c: _chunk_range(c, chunk_size, num_items)[1] - _chunk_range(c, chunk_size, num_items)[0]
-             for c in mine}
+    sizes = {c: _chunk_range(c, chunk_size, num_items)[1] - _chunk_range(c, chunk_size, num_items)[0] for c in mine}
     done_items = sum(sizes[c] for c in mine if c not in todo)
     computed = 0
     if todo and (max_chunks is None or max_chunks > 0):
@@ -311,19 +343,24 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
             raise PrecomputeError(f"{where}: {e}") from None
         variables = jax.device_put(variables)
         fn = teacher_function(teacher_fn)
-        bar = tqdm(total=sum(sizes.values()), initial=done_items, unit="video", file=sys.stderr,
-                   desc=f"teachers {'+'.join(online)}" + (f" (process {process_index}/{process_count})"
-                                                          if process_count > 1 else ""))
+        bar = tqdm(
+            total=sum(sizes.values()),
+            initial=done_items,
+            unit="video",
+            file=sys.stderr,
+            desc=f"teachers {'+'.join(online)}"
+            + (f" (process {process_index}/{process_count})" if process_count > 1 else ""),
+        )
         threads = max(1, int(config.data.num_threads))
         with concurrent.futures.ThreadPoolExecutor(threads) as executor:
             for c in todo:
                 if max_chunks is not None and computed >= max_chunks:
                     break
                 start, stop = _chunk_range(c, chunk_size, num_items)
-                keys, scores, bad = _run_chunk(c, start, stop, source, view, fn, variables, online,
-                                               batch_size, executor, bar)
-                write_part(part_path(output, c), chunk=c, start=start, stop=stop, keys=keys,
-                           scores=scores, bad=bad)
+                keys, scores, bad = _run_chunk(
+                    c, start, stop, source, view, fn, variables, online, batch_size, executor, bar
+                )
+                write_part(part_path(output, c), chunk=c, start=start, stop=stop, keys=keys, scores=scores, bad=bad)
                 computed += 1
         bar.close()
     if max_chunks is not None and computed < len(todo):
@@ -335,4 +372,3 @@ def precompute(config, output: str, *, split: str = "train", chunk_size: int = 5
     if process_index != 0:
         return Result({}, computed, num_chunks, False)
     return Result(merge(output, num_chunks=num_chunks, signals=online), computed, num_chunks, True)
-

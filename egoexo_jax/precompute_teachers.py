@@ -61,6 +61,7 @@ do not exist, a manifest of another run) are one line on stderr, exit status 2 (
 the traceback). The work is done by :mod:`egoexo_jax.precompute_run`; the part files and the
 merge are :mod:`egoexo_jax.precompute_parts`.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,19 +78,25 @@ PROG = "python -m egoexo_jax.precompute_teachers"
 
 
 def _define_flags(fv: flags.FlagValues, argv: List[str]) -> None:
-    config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant "
-                                    "(e.g. configs/pretrain.py:online).", flag_values=fv, lock_config=True,
-                                    sys_argv=[PROG] + argv)
+    config_flags.DEFINE_config_file(
+        "config",
+        None,
+        "Recipe file, optionally file.py:variant (e.g. configs/pretrain.py:online).",
+        flag_values=fv,
+        lock_config=True,
+        sys_argv=[PROG] + argv,
+    )
     flags.DEFINE_string("output", None, "Output folder.", flag_values=fv)
-    flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Which list of config.data.",
-                      flag_values=fv)
-    flags.DEFINE_integer("chunk_size", 512, "List entries per part file (the unit of resumption).",
-                         flag_values=fv)
+    flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Which list of config.data.", flag_values=fv)
+    flags.DEFINE_integer("chunk_size", 512, "List entries per part file (the unit of resumption).", flag_values=fv)
     flags.DEFINE_integer("batch_size", 16, "Clips per teacher call.", flag_values=fv)
     flags.DEFINE_bool("merge", False, "Only merge OUTPUT/parts into the pickles.", flag_values=fv)
-    flags.DEFINE_bool("allow_random_object_teacher", False,
-                      "Accept an empty config.teachers.object.weights (random init: smoke tests only).",
-                      flag_values=fv)
+    flags.DEFINE_bool(
+        "allow_random_object_teacher",
+        False,
+        "Accept an empty config.teachers.object.weights (random init: smoke tests only).",
+        flag_values=fv,
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -102,9 +109,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         sharding.maybe_initialize_distributed()
         result = precompute_run.precompute(
-            fv.config, fv.output, split=fv.split, chunk_size=fv.chunk_size, batch_size=fv.batch_size,
-            merge_only=fv.merge, allow_random_object_teacher=fv.allow_random_object_teacher,
-            where=recipe.config_spec(argv) or "--config")
+            fv.config,
+            fv.output,
+            split=fv.split,
+            chunk_size=fv.chunk_size,
+            batch_size=fv.batch_size,
+            merge_only=fv.merge,
+            allow_random_object_teacher=fv.allow_random_object_teacher,
+            where=recipe.config_spec(argv) or "--config",
+        )
         if result.complete:
             bad = os.path.join(os.path.abspath(fv.output), BAD_INPUTS)
             with open(bad, encoding="utf-8") as f:
@@ -116,8 +129,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"computed {result.chunks_done} chunks; process 0 merges")
         return 0
 
-    return cli.run_command(PROG, __doc__, _define_flags, precompute, argv, required=("config", "output"),
-                           check_argv=recipe.check_argv, where_flag="output")
+    return cli.run_command(
+        PROG,
+        __doc__,
+        _define_flags,
+        precompute,
+        argv,
+        required=("config", "output"),
+        check_argv=recipe.check_argv,
+        where_flag="output",
+    )
 
 
 def run() -> None:

@@ -14,6 +14,7 @@ time in seconds) and, below it, the predicted hand (red) and object (blue) proba
 map time step that frame falls in. Errors are one line on stderr, exit status 2 (``--debug`` adds
 the traceback).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,10 +49,11 @@ def _num_frames(model_cfg) -> int:
 
 def load_views(video: str, data_cfg):
     """All test views of one video as stacked pathway arrays, plus the middle view's frame times."""
+    import av  # pylint: disable=import-outside-toplevel
+
     from egoexo_jax.data import samples  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.sources import Item  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.video import DecodeError  # pylint: disable=import-outside-toplevel
-    import av  # pylint: disable=import-outside-toplevel
 
     if not os.path.isfile(video):
         raise MissingFileError(f"video not found, --video={video}, expected a video file")
@@ -59,22 +61,38 @@ def load_views(video: str, data_cfg):
         with av.open(video) as container:
             fps = float(container.streams.video[0].average_rate or data_cfg.target_fps)
     except (av.error.FFmpegError, IndexError) as e:
-        raise InputError(f"not a readable video ({e}), --video={video}, expected a video file "
-                         "PyAV can decode") from None
+        raise InputError(
+            f"not a readable video ({e}), --video={video}, expected a video file PyAV can decode"
+        ) from None
     opts = samples.SampleOptions.from_config(data_cfg)
-    item = Item(dataset="kinetics", key=os.path.basename(video), video_id=os.path.splitext(os.path.basename(video))[0],
-                media=video)
+    item = Item(
+        dataset="kinetics",
+        key=os.path.basename(video),
+        video_id=os.path.splitext(os.path.basename(video))[0],
+        media=video,
+    )
     num_views = opts.num_ensemble_views * opts.num_spatial_crops
     middle = (opts.num_ensemble_views // 2) * opts.num_spatial_crops + min(1, opts.num_spatial_crops - 1)
     metas: Dict[int, dict] = {}
     views = []
     for v in range(num_views):
+
         def keep(meta, v=v):
             metas[v] = meta
             return {}
+
         try:
-            views.append(samples.make_sample(item, samples.view_of(v, opts), np.random.default_rng(v), opts, split="test",
-                                             video_level_labels=True, aux_fn=keep))
+            views.append(
+                samples.make_sample(
+                    item,
+                    samples.view_of(v, opts),
+                    np.random.default_rng(v),
+                    opts,
+                    split="test",
+                    video_level_labels=True,
+                    aux_fn=keep,
+                )
+            )
         except DecodeError as e:
             raise InputError(f"{e}, --video={video}, expected a decodable video") from None
     stacked = {k: np.stack([s[k] for s in views]) for k in views[0] if k.startswith("pathway")}
@@ -85,10 +103,12 @@ def class_names(labels: Optional[str], num_classes: int) -> List[str]:
     if not labels:
         return [f"class {i}" for i in range(num_classes)]
     from egoexo_jax.labels import load_class_names  # pylint: disable=import-outside-toplevel
+
     names = load_class_names(labels)
     if len(names) != num_classes:
-        raise InputError(f"{len(names)} class names, --labels={labels}, expected {num_classes} (one per class "
-                         "of the model)")
+        raise InputError(
+            f"{len(names)} class names, --labels={labels}, expected {num_classes} (one per class of the model)"
+        )
     return names
 
 
@@ -118,6 +138,7 @@ def maps_picture(frames: np.ndarray, maps: np.ndarray, times: np.ndarray, cell: 
       cell: column width in pixels (default: 160, narrower for long clips, at least 64).
     """
     from PIL import Image, ImageDraw  # pylint: disable=import-outside-toplevel
+
     t, t_map = frames.shape[0], maps.shape[0]
     cell = cell or max(64, min(160, 2400 // max(t, 1)))
     width = t * cell
@@ -129,14 +150,19 @@ def maps_picture(frames: np.ndarray, maps: np.ndarray, times: np.ndarray, cell: 
     for k, line in enumerate(title):
         draw.text((4, 4 + 14 * k), line, fill="black")
     for i in range(t):
-        base = np.asarray(Image.fromarray((np.clip(frames[i], 0, 1) * 255).astype(np.uint8)).resize((cell, cell)),
-                          np.float32) / 255
+        base = (
+            np.asarray(
+                Image.fromarray((np.clip(frames[i], 0, 1) * 255).astype(np.uint8)).resize((cell, cell)), np.float32
+            )
+            / 255
+        )
         m = i * t_map // t
         for row, (channel, colour) in enumerate(((None, None), (0, (1.0, 0.1, 0.1)), (1, (0.1, 0.3, 1.0)))):
             img = base
             if channel is not None:
-                prob = np.asarray(Image.fromarray(maps[m, ..., channel].astype(np.float32)).resize(
-                    (cell, cell), Image.NEAREST))[..., None]
+                prob = np.asarray(
+                    Image.fromarray(maps[m, ..., channel].astype(np.float32)).resize((cell, cell), Image.NEAREST)
+                )[..., None]
                 img = base * (1 - 0.7 * prob) + 0.7 * prob * np.asarray(colour, np.float32)
             canvas.paste(Image.fromarray((img * 255).astype(np.uint8)), (i * cell, header + row * cell))
         label = f"t = {times[i]:.2f} s" if cell >= 90 else f"{times[i]:.2f}s"
@@ -144,25 +170,42 @@ def maps_picture(frames: np.ndarray, maps: np.ndarray, times: np.ndarray, cell: 
     return canvas
 
 
-def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str] = None,
-            temporal_views: int = 10, spatial_crops: int = 3, sampling_rate: Optional[int] = None,
-            crop: Optional[int] = None, save_maps: Optional[str] = None) -> Dict[str, Any]:
+def predict(
+    checkpoint: str,
+    video: str,
+    *,
+    top_k: int = 5,
+    labels: Optional[str] = None,
+    temporal_views: int = 10,
+    spatial_crops: int = 3,
+    sampling_rate: Optional[int] = None,
+    crop: Optional[int] = None,
+    save_maps: Optional[str] = None,
+) -> Dict[str, Any]:
     """Scores one video; returns ``{"top": [(name, score)], "scores": [C], "maps_png": path|None}``."""
     import jax  # pylint: disable=import-outside-toplevel
-    from egoexo_jax.checkpoint import pretrained  # pylint: disable=import-outside-toplevel
+
     from egoexo_jax import models  # pylint: disable=import-outside-toplevel
+    from egoexo_jax.checkpoint import pretrained  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.config import default_data_config  # pylint: disable=import-outside-toplevel
 
     model_cfg, variables, what = pretrained.load_pretrained(checkpoint, flag="--checkpoint")
     if save_maps and not model_cfg.interaction_head:  # before scoring any view
-        raise InputError(f"{what} has no interaction-map head, --save_maps={save_maps}, expected an Ego-Exo "
-                         "student checkpoint (or no --save_maps)")
+        raise InputError(
+            f"{what} has no interaction-map head, --save_maps={save_maps}, expected an Ego-Exo "
+            "student checkpoint (or no --save_maps)"
+        )
     model = models.build(model_cfg)
     data_cfg = default_data_config("kinetics")
-    data_cfg.update(num_frames=_num_frames(model_cfg), arch=model_cfg.arch, alpha=int(model_cfg.alpha),
-                    sampling_rate=sampling_rate or _sampling_rate(checkpoint, model_cfg.arch),
-                    test_crop_size=crop or int(model_cfg.crop_size), num_ensemble_views=temporal_views,
-                    num_spatial_crops=spatial_crops)
+    data_cfg.update(
+        num_frames=_num_frames(model_cfg),
+        arch=model_cfg.arch,
+        alpha=int(model_cfg.alpha),
+        sampling_rate=sampling_rate or _sampling_rate(checkpoint, model_cfg.arch),
+        test_crop_size=crop or int(model_cfg.crop_size),
+        num_ensemble_views=temporal_views,
+        num_spatial_crops=spatial_crops,
+    )
     views, meta, middle, fps = load_views(video, data_cfg)
     pathways = [views[f"pathway{i}"] for i in range(len(views))]
     outputs = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, pathways)
@@ -171,8 +214,13 @@ def predict(checkpoint: str, video: str, *, top_k: int = 5, labels: Optional[str
     scores = probs.max(0) if model_cfg.head_act == "sigmoid" else probs.mean(0)
     names = class_names(labels, scores.shape[0])
     order = np.argsort(-scores)[:top_k]
-    result: Dict[str, Any] = {"checkpoint": what, "top": [(names[i], float(scores[i])) for i in order],
-                              "scores": scores, "num_views": probs.shape[0], "maps_png": None}
+    result: Dict[str, Any] = {
+        "checkpoint": what,
+        "top": [(names[i], float(scores[i])) for i in order],
+        "scores": scores,
+        "num_views": probs.shape[0],
+        "maps_png": None,
+    }
     if save_maps:
         maps = jax.nn.sigmoid(np.asarray(outputs["interaction_logits"][middle], np.float32))
         # Every frame of the clip: SlowFast's fast pathway holds them all, other models one pathway.
@@ -188,22 +236,37 @@ def _define_flags(fv: flags.FlagValues, argv: List[str]) -> None:  # pylint: dis
     flags.DEFINE_string("checkpoint", None, "Training workdir, converted directory or .pyth.", flag_values=fv)
     flags.DEFINE_string("video", None, "The video to classify.", flag_values=fv)
     flags.DEFINE_integer("top_k", 5, "Classes in the table.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_string("labels", None, "Class names: kinetics400 | charades_ego | epic100_verb | "
-                        "epic100_noun | a file with one name per line.", flag_values=fv)
-    flags.DEFINE_string("save_maps", None, "PNG path for the interaction maps (Ego-Exo students).",
-                        flag_values=fv)
+    flags.DEFINE_string(
+        "labels",
+        None,
+        "Class names: kinetics400 | charades_ego | epic100_verb | epic100_noun | a file with one name per line.",
+        flag_values=fv,
+    )
+    flags.DEFINE_string("save_maps", None, "PNG path for the interaction maps (Ego-Exo students).", flag_values=fv)
     flags.DEFINE_integer("temporal_views", 10, "Clips along the video.", lower_bound=1, flag_values=fv)
     flags.DEFINE_integer("spatial_crops", 3, "Crops per clip.", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("sampling_rate", None, "Frame stride (default: the checkpoint's config, else the "
-                         "architecture's recipe).", lower_bound=1, flag_values=fv)
-    flags.DEFINE_integer("crop", None, "Test crop (default: the model's crop size).", lower_bound=1,
-                         flag_values=fv)
+    flags.DEFINE_integer(
+        "sampling_rate",
+        None,
+        "Frame stride (default: the checkpoint's config, else the architecture's recipe).",
+        lower_bound=1,
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("crop", None, "Test crop (default: the model's crop size).", lower_bound=1, flag_values=fv)
 
 
 def _predict(fv: flags.FlagValues) -> int:
-    res = predict(fv.checkpoint, fv.video, top_k=fv.top_k, labels=fv.labels, temporal_views=fv.temporal_views,
-                  spatial_crops=fv.spatial_crops, sampling_rate=fv.sampling_rate, crop=fv.crop,
-                  save_maps=fv.save_maps)
+    res = predict(
+        fv.checkpoint,
+        fv.video,
+        top_k=fv.top_k,
+        labels=fv.labels,
+        temporal_views=fv.temporal_views,
+        spatial_crops=fv.spatial_crops,
+        sampling_rate=fv.sampling_rate,
+        crop=fv.crop,
+        save_maps=fv.save_maps,
+    )
     width = max(len(n) for n, _ in res["top"]) + 2
     print(f"{res['checkpoint']}: {fv.video}, {res['num_views']} views")
     print(f"{'rank':>4}  {'class'.ljust(width)}score")

@@ -7,6 +7,7 @@ works from any working directory and with the installed package. :func:`check_ar
 entry point reject a missing recipe, an unknown variant or a mistyped ``--config.<key>`` with
 one line before absl parses its flags.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -59,8 +60,9 @@ def check_argv(argv: Sequence[str]) -> None:
     if spec is None:
         return
     if not os.path.isfile(spec.split(":", 1)[0]):
-        raise MissingFileError(f"config file not found, --config={spec}, expected a recipe file such as "
-                               "configs/pretrain.py[:variant]")
+        raise MissingFileError(
+            f"config file not found, --config={spec}, expected a recipe file such as configs/pretrain.py[:variant]"
+        )
     try:
         config = load_config(spec)
     except ValueError as e:  # get_config's answer to an unknown variant
@@ -68,7 +70,6 @@ def check_argv(argv: Sequence[str]) -> None:
     keys = set(config_schema.all_keys(config))
     for arg in argv:
         if arg.startswith("--config.") and not arg.startswith("--config="):
-            name = arg[len("--config."):].split("=", 1)[0]
+            name = arg[len("--config.") :].split("=", 1)[0]
             if name not in keys:
-                raise config_schema.ConfigError(
-                    f"--config.{name}: {config_schema.unknown_key_message(name, config)}")
+                raise config_schema.ConfigError(f"--config.{name}: {config_schema.unknown_key_message(name, config)}")

@@ -5,6 +5,7 @@ process; parameters are replicated, batches are split on their leading axis. Eac
 own slice of the global batch (``pipeline`` gives host ``p`` the positions ``p, p+P, ...``) and
 :func:`global_batch` assembles the host-local numpy arrays into global ``jax.Array`` s.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,7 +14,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 
@@ -32,14 +34,20 @@ def maybe_initialize_distributed() -> None:
     if coordinator and env.get("JAX_NUM_PROCESSES"):
         if env.get("JAX_CPU_COLLECTIVES"):
             jax.config.update("jax_cpu_collectives_implementation", env["JAX_CPU_COLLECTIVES"])
-        jax.distributed.initialize(coordinator, num_processes=int(env["JAX_NUM_PROCESSES"]),
-                                   process_id=int(env["JAX_PROCESS_ID"]))
+        jax.distributed.initialize(
+            coordinator, num_processes=int(env["JAX_NUM_PROCESSES"]), process_id=int(env["JAX_PROCESS_ID"])
+        )
     elif len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1 or int(env.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
     else:
         return
-    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
-                 jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+    logging.info(
+        "jax.distributed: process %d of %d, %d local / %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -73,11 +81,14 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def to_host(tree: Any) -> Any:
     """Fully replicated (or fully addressable) arrays -> numpy on this host."""
+
     def fetch(x):
         if isinstance(x, jax.Array) and x.is_fully_replicated:
             return np.asarray(x.addressable_data(0))
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return np.asarray(x)
+
     return jax.tree.map(fetch, tree)

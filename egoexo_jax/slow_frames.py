@@ -4,6 +4,7 @@
 (``T_slow = T // alpha``), the slow-frame Interaction-Map targets and the frames the teachers
 see. One implementation for the data pipeline and the models alike (a base module: numpy only).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -8,6 +8,7 @@ calls (:func:`egoexo_jax.models.teachers.online_teacher_targets` with the teache
 student's input normalisation bound). This sits above ``models/`` because it reads checkpoints,
 converts weights and reads the data config.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,11 +26,15 @@ from egoexo_jax.convert.torchvision_resnet import load_torchvision_resnet
 from egoexo_jax.data.samples import DEFAULT_BGR
 from egoexo_jax.models.resnet2d import ResNet2D
 from egoexo_jax.models.teachers import (
-    EgoTeacher, ObjectTeacher, OnlineTeachers, TeacherError, frame_indices, online_teacher_targets,
+    EgoTeacher,
+    ObjectTeacher,
+    OnlineTeachers,
+    TeacherError,
+    frame_indices,
+    online_teacher_targets,
 )
 
-__all__ = ["ego_teacher_from_variables", "from_config", "load_ego_teacher", "load_object_teacher",
-           "student_norm"]
+__all__ = ["ego_teacher_from_variables", "from_config", "load_ego_teacher", "load_object_teacher", "student_norm"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,8 +45,9 @@ def _dtype_name(dtype) -> str:
     return jnp.dtype(dtype).name
 
 
-def load_object_teacher(weights: Optional[str], depth: int = 50, width: int = 64, num_classes: int = 1000,
-                        dtype=jnp.float32, seed: int = 0):
+def load_object_teacher(
+    weights: Optional[str], depth: int = 50, width: int = 64, num_classes: int = 1000, dtype=jnp.float32, seed: int = 0
+):
     """``(ResNet2D, variables)`` for the Object-Score teacher.
 
     Args:
@@ -58,12 +64,15 @@ def load_object_teacher(weights: Optional[str], depth: int = 50, width: int = 64
     if weights:
         module, variables = load_torchvision_resnet(weights, depth, dtype=dtype)
         if module.num_classes != num_classes:
-            raise TeacherError(f"object teacher {weights} has {module.num_classes} classes; "
-                               f"expected {num_classes}")
+            raise TeacherError(f"object teacher {weights} has {module.num_classes} classes; expected {num_classes}")
         return module, variables
-    logging.warning("object teacher: no weights given, using a RANDOMLY initialised ResNet-%d "
-                    "(width %d, %d classes); Object-Score targets are meaningless (demo/test only)",
-                    depth, width, num_classes)
+    logging.warning(
+        "object teacher: no weights given, using a RANDOMLY initialised ResNet-%d "
+        "(width %d, %d classes); Object-Score targets are meaningless (demo/test only)",
+        depth,
+        width,
+        num_classes,
+    )
     module = ResNet2D(depth=depth, width=width, num_classes=num_classes, dtype=dtype)
     variables = jax.jit(module.init)(jax.random.key(seed, impl="rbg"), jnp.zeros((1, 64, 64, 3), jnp.float32))
     return module, jax.tree.map(np.asarray, dict(variables))
@@ -77,8 +86,10 @@ def _first_head_classes(model_cfg) -> int:
 def _check_two_way(model_cfg, where: str) -> None:
     n = _first_head_classes(model_cfg)
     if n != 2:
-        raise TeacherError(f"{where}: an Ego-Score teacher must be a 2-way (non-ego / ego) classifier, "
-                           f"but its first head has {n} classes (model.num_classes={model_cfg.num_classes})")
+        raise TeacherError(
+            f"{where}: an Ego-Score teacher must be a 2-way (non-ego / ego) classifier, "
+            f"but its first head has {n} classes (model.num_classes={model_cfg.num_classes})"
+        )
 
 
 def ego_teacher_from_variables(model_cfg, variables, dtype=None, *, where: str = "ego teacher"):
@@ -99,10 +110,10 @@ def ego_teacher_from_variables(model_cfg, variables, dtype=None, *, where: str =
     module = models.build(cfg)
     shapes = [jnp.zeros(s, jnp.float32) for s in models.input_shapes(cfg)]
     target = jax.eval_shape(lambda: module.init(jax.random.key(0), shapes, train=False))
-    want = {jax.tree_util.keystr(p): tuple(x.shape)
-            for p, x in jax.tree_util.tree_flatten_with_path(dict(target))[0]}
-    have = {jax.tree_util.keystr(p): tuple(np.shape(x))
-            for p, x in jax.tree_util.tree_flatten_with_path(dict(variables))[0]}
+    want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(dict(target))[0]}
+    have = {
+        jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(dict(variables))[0]
+    }
     problems = [f"missing {k}" for k in sorted(set(want) - set(have))]
     problems += [f"unexpected {k}" for k in sorted(set(have) - set(want))]
     problems += [f"{k}: {have[k]} != {want[k]}" for k in sorted(set(want) & set(have)) if have[k] != want[k]]
@@ -127,8 +138,7 @@ def load_ego_teacher(path: str, dtype=None):
     path = str(path)
     if not os.path.exists(path):
         raise TeacherError(f"ego teacher {path}: no such file or directory")
-    cfg, variables, _ = pretrained.load_pretrained(path, flag="config.teachers.ego.checkpoint",
-                                                   check=_check_two_way)
+    cfg, variables, _ = pretrained.load_pretrained(path, flag="config.teachers.ego.checkpoint", check=_check_two_way)
     return ego_teacher_from_variables(cfg, variables, dtype, where=path)
 
 
@@ -145,8 +155,7 @@ def student_norm(data_cfg) -> dict:
     bgr = data_cfg.bgr
     if bgr is None:
         bgr = DEFAULT_BGR[data_cfg.dataset]
-    return {"input_mean": _norm_value(data_cfg.mean), "input_std": _norm_value(data_cfg.std),
-            "input_bgr": bool(bgr)}
+    return {"input_mean": _norm_value(data_cfg.mean), "input_std": _norm_value(data_cfg.std), "input_bgr": bool(bgr)}
 
 
 def from_config(config, model_cfg=None):
@@ -168,23 +177,35 @@ def from_config(config, model_cfg=None):
     tcfg = config.teachers
     if tcfg.ego.source == "online":
         if not tcfg.ego.checkpoint:
-            raise TeacherError("config.teachers.ego.source is 'online' but config.teachers.ego.checkpoint "
-                               "is empty")
+            raise TeacherError("config.teachers.ego.source is 'online' but config.teachers.ego.checkpoint is empty")
         module, variables["ego"] = load_ego_teacher(tcfg.ego.checkpoint, dtype)
-        extra = {k: (_norm_value(tcfg.ego[k]) if k != "input_bgr" else bool(tcfg.ego[k]))
-                 for k in ("input_mean", "input_std", "input_bgr") if tcfg.ego.get(k) is not None}
+        extra = {
+            k: (_norm_value(tcfg.ego[k]) if k != "input_bgr" else bool(tcfg.ego[k]))
+            for k in ("input_mean", "input_std", "input_bgr")
+            if tcfg.ego.get(k) is not None
+        }
         ego = EgoTeacher.from_module(module, **extra)
         logging.info("online ego teacher: %s (%s)", tcfg.ego.checkpoint, type(module).__name__)
     if tcfg.object.source == "online":
         num_classes = int(model_cfg.object_classes) or 1000
         module, variables["object"] = load_object_teacher(
-            tcfg.object.weights, depth=int(tcfg.object.depth), width=int(tcfg.object.width),
-            num_classes=num_classes, dtype=dtype, seed=int(config.get("seed", 0)))
+            tcfg.object.weights,
+            depth=int(tcfg.object.depth),
+            width=int(tcfg.object.width),
+            num_classes=num_classes,
+            dtype=dtype,
+            seed=int(config.get("seed", 0)),
+        )
         num_frames = int(tcfg.object.num_frames)
         frame_indices(int(config.data.num_frames), num_frames)  # fail now, not inside jit
         obj = ObjectTeacher(module, num_frames)
-        logging.info("online object teacher: ResNet-%d width %d, %d frames, weights %r",
-                     module.depth, module.width, num_frames, tcfg.object.weights)
+        logging.info(
+            "online object teacher: ResNet-%d width %d, %d frames, weights %r",
+            module.depth,
+            module.width,
+            num_frames,
+            tcfg.object.weights,
+        )
     if ego is None and obj is None:
         return None, {}
     fn = functools.partial(online_teacher_targets, OnlineTeachers(ego, obj), **student_norm(config.data))

@@ -10,6 +10,7 @@ of ``model.bn_group_size`` clips, so results do not depend on the device count.
 The loop around the step is :mod:`egoexo_jax.train_loop`; the eval step is in
 :mod:`egoexo_jax.evaluate`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,6 +35,7 @@ class TrainState:
 
     ``rng`` is a raw ``uint32[2]`` key; the step's dropout key is ``fold_in(rng, step)``.
     """
+
     step: jax.Array
     params: Any
     batch_stats: Any
@@ -41,8 +43,13 @@ class TrainState:
     rng: jax.Array
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "params": self.params, "batch_stats": self.batch_stats,
-                "opt_state": self.opt_state, "rng": self.rng}
+        return {
+            "step": self.step,
+            "params": self.params,
+            "batch_stats": self.batch_stats,
+            "opt_state": self.opt_state,
+            "rng": self.rng,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainState":
@@ -104,7 +111,8 @@ def create_train_state(config, model, tx, mesh) -> Tuple[TrainState, Optional[pr
         if src_cfg.arch != config.model.arch:
             raise ckpt_lib.CheckpointMismatchError(
                 f"config.init_from={config.init_from} holds a {src_cfg.arch} model but config.model.arch is "
-                f"{config.model.arch}; expected a checkpoint of the same architecture")
+                f"{config.model.arch}; expected a checkpoint of the same architecture"
+            )
     variables = init_variables(model, config, config.seed)
     if config.init_from:
         target = {k: jax.tree.map(np.asarray, v) for k, v in variables.items()}
@@ -112,8 +120,9 @@ def create_train_state(config, model, tx, mesh) -> Tuple[TrainState, Optional[pr
         print(f"init_from {what}:\n{report.summary()}", flush=True)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                       opt_state=tx.init(params), rng=state_rng)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats, opt_state=tx.init(params), rng=state_rng
+    )
     return sharding.replicate(state, mesh), report
 
 
@@ -137,15 +146,15 @@ def task_accuracy(outputs: Dict[str, Any], batch: Dict[str, Any], multi_label: b
     """Training top-1 accuracies (percent) of the task heads (none for multi-label)."""
     logits = outputs["logits"]
     if isinstance(logits, (tuple, list)):
-        return {"verb_top1": 100 * _top1(logits[0], batch["verb"]),
-                "noun_top1": 100 * _top1(logits[1], batch["noun"])}
+        return {"verb_top1": 100 * _top1(logits[0], batch["verb"]), "noun_top1": 100 * _top1(logits[1], batch["noun"])}
     if multi_label:
         return {}
     return {"top1": 100 * _top1(logits, batch["label"])}
 
 
-def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weights: Dict[str, float],
-                   arch: str, remat: str = "none"):
+def loss_and_grads(
+    state: TrainState, batch: Dict[str, Any], *, model, loss_weights: Dict[str, float], arch: str, remat: str = "none"
+):
     """The training loss of ``batch`` at ``state`` and its gradient with respect to the parameters;
     ``remat`` (``model.remat``) picks what the forward keeps for the backward (``ops.remat_policy``).
 
@@ -155,8 +164,7 @@ def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weig
     dropout_rng = jax.random.fold_in(state.rng, state.step)
 
     def forward(variables, pathways):
-        return model.apply(variables, pathways, train=True, mutable=["batch_stats"],
-                           rngs={"dropout": dropout_rng})
+        return model.apply(variables, pathways, train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
 
     policy = ops.remat_policy(remat)
     if policy is not None:
@@ -174,10 +182,19 @@ def loss_and_grads(state: TrainState, batch: Dict[str, Any], *, model, loss_weig
     return grads, terms, new_stats, outputs
 
 
-def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any, *, model, tx,
-               schedule: Callable, loss_weights: Dict[str, float], arch: str,
-               teacher_fn: Optional[Callable] = None,
-               remat: str = "none") -> Tuple[TrainState, Dict[str, jax.Array]]:
+def train_step(
+    state: TrainState,
+    batch: Dict[str, Any],
+    teacher_variables: Any,
+    *,
+    model,
+    tx,
+    schedule: Callable,
+    loss_weights: Dict[str, float],
+    arch: str,
+    teacher_fn: Optional[Callable] = None,
+    remat: str = "none",
+) -> Tuple[TrainState, Dict[str, jax.Array]]:
     """One optimisation step (pure; jitted by :func:`make_train_step`).
 
     Args:
@@ -193,8 +210,9 @@ def train_step(state: TrainState, batch: Dict[str, Any], teacher_variables: Any,
     """
     if teacher_fn is not None:
         batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways_of(batch, arch)))}
-    grads, terms, new_stats, outputs = loss_and_grads(state, batch, model=model, loss_weights=loss_weights,
-                                                      arch=arch, remat=remat)
+    grads, terms, new_stats, outputs = loss_and_grads(
+        state, batch, model=model, loss_weights=loss_weights, arch=arch, remat=remat
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = dict(terms)
@@ -215,4 +233,3 @@ def make_train_step(mesh, **kwargs):
     step = functools.partial(train_step, **kwargs)
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
-

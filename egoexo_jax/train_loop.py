@@ -6,6 +6,7 @@ means, precise BN after an epoch (:mod:`egoexo_jax.precise_bn`), validate and ke
 save a checkpoint, and on SIGTERM save and stop (:class:`egoexo_jax.cli.Preempted`). At the end the
 final multi-view test (:mod:`egoexo_jax.evaluate`).
 """
+
 from __future__ import annotations
 
 import os
@@ -21,14 +22,21 @@ from egoexo_jax import evaluate as eval_lib
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.precise_bn import PreciseBN
 from egoexo_jax.train import TrainState, loss_weights, make_train_step
-from egoexo_jax.train_loop_utils import (BestTracker, MetricAccumulator, Preemption, best_metric_name,
-                                         check_finite, every)
+from egoexo_jax.train_loop_utils import (
+    BestTracker,
+    MetricAccumulator,
+    Preemption,
+    best_metric_name,
+    check_finite,
+    every,
+)
 from egoexo_jax.train_resume import checkpoint_meta, start
 from egoexo_jax.train_setup import Run, log_teacher_missing, setup
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None,
-                       stop_after: Optional[int] = None) -> Dict[str, float]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, mesh=None, stop_after: Optional[int] = None
+) -> Dict[str, float]:
     """Trains (resuming from ``workdir`` when it has a checkpoint), evaluates, returns the final
     test metrics (or the last validation metrics when ``test_at_end`` is off).
 
@@ -43,8 +51,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     run = setup(config, workdir, mesh)
     logger = metric_log.MetricLogger(workdir)
-    checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.checkpoint.keep,
-                                         async_save=config.checkpoint.async_save)
+    checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     best_ckpts = ckpt_lib.BestCheckpoints(workdir) if config.checkpoint.keep_best else None
     try:
         state, acc, _, best_state = start(config, run, checkpointer, logger, best_ckpts)
@@ -57,22 +64,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
     best = BestTracker(best_metric_name(config), best_state)
     write_config(config, workdir)  # only now: the run has started cleanly
 
-    p_train = make_train_step(run.mesh, model=run.model, tx=run.tx, schedule=run.schedule,
-                              loss_weights=loss_weights(config), arch=config.model.arch,
-                              teacher_fn=run.teacher_fn, remat=config.model.remat)
+    p_train = make_train_step(
+        run.mesh,
+        model=run.model,
+        tx=run.tx,
+        schedule=run.schedule,
+        loss_weights=loss_weights(config),
+        arch=config.model.arch,
+        teacher_fn=run.teacher_fn,
+        remat=config.model.remat,
+    )
     first = int(jax.device_get(state.step))
-    ckpt_every = max(int(round(config.checkpoint.every_epochs * run.steps_per_epoch)), 0) \
-        if config.checkpoint.every_epochs > 0 else 0
-    eval_every = max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1) \
-        if config.eval_every_epochs > 0 else 0
+    ckpt_every = (
+        max(int(round(config.checkpoint.every_epochs * run.steps_per_epoch)), 0)
+        if config.checkpoint.every_epochs > 0
+        else 0
+    )
+    eval_every = (
+        max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1) if config.eval_every_epochs > 0 else 0
+    )
     evaluator = eval_lib.Evaluator.create(config, run.model, run.mesh, workdir)
-    precise_bn = (PreciseBN(config, run.model, run.mesh, run.steps_per_epoch)
-                  if config.precise_bn.enabled else None)
-    report_progress = periodic_actions.ReportProgress(num_train_steps=run.total_steps,
-                                                      writer=logger.writer, every_steps=config.log_every_steps)
+    precise_bn = PreciseBN(config, run.model, run.mesh, run.steps_per_epoch) if config.precise_bn.enabled else None
+    report_progress = periodic_actions.ReportProgress(
+        num_train_steps=run.total_steps, writer=logger.writer, every_steps=config.log_every_steps
+    )
     if jax.process_index() == 0:
-        print(f"training {run.total_steps} steps ({run.steps_per_epoch} per epoch, global batch "
-              f"{config.batch_size}, {jax.device_count()} devices) from step {first}", flush=True)
+        print(
+            f"training {run.total_steps} steps ({run.steps_per_epoch} per epoch, global batch "
+            f"{config.batch_size}, {jax.device_count()} devices) from step {first}",
+            flush=True,
+        )
 
     def save(step: int):
         checkpointer.save(step, state.as_dict(), checkpoint_meta(run, acc, best))
@@ -99,11 +120,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 pending = (step, metrics)
                 report_progress(step)
                 epoch_end = every(step, run.steps_per_epoch)
-                boundary = (step == end or epoch_end or every(step, config.log_every_steps)
-                            or every(step, ckpt_every) or every(step, config.checkpoint.every_steps)
-                            or every(step, eval_every))
-                stop = preempt.requested if jax.process_count() == 1 else (
-                    every(step, config.log_every_steps) and preempt.any_host())
+                boundary = (
+                    step == end
+                    or epoch_end
+                    or every(step, config.log_every_steps)
+                    or every(step, ckpt_every)
+                    or every(step, config.checkpoint.every_steps)
+                    or every(step, eval_every)
+                )
+                stop = (
+                    preempt.requested
+                    if jax.process_count() == 1
+                    else (every(step, config.log_every_steps) and preempt.any_host())
+                )
                 if not (boundary or stop):
                     continue
                 _consume(pending, acc)
@@ -118,21 +147,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 if epoch_end:
                     log_teacher_missing(run, logger, step)
                 if every(step, eval_every) or (eval_every and step == run.total_steps):
-                    last_eval = eval_lib.evaluate_split(config, evaluator, state.variables, config.eval_split,
-                                                        step, logger)
+                    last_eval = eval_lib.evaluate_split(
+                        config, evaluator, state.variables, config.eval_split, step, logger
+                    )
                     if best_ckpts is not None and best.update(step, last_eval):
                         save_best(step)
-                if (every(step, ckpt_every) or every(step, config.checkpoint.every_steps)
-                        or step == run.total_steps or stop):
+                if (
+                    every(step, ckpt_every)
+                    or every(step, config.checkpoint.every_steps)
+                    or step == run.total_steps
+                    or stop
+                ):
                     save(step)
                 if stop:
                     checkpointer.wait()
                     if jax.process_count() > 1:  # every process exits only once the save is complete
                         from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
                         multihost_utils.sync_global_devices("egoexo_preempted")
                     logging.warning("stopped after SIGTERM at step %d (checkpoint saved)", step)
-                    raise cli.Preempted(f"SIGTERM at step {step} of {run.total_steps}; checkpoint saved in "
-                                        f"{checkpointer.directory}/{step}")
+                    raise cli.Preempted(
+                        f"SIGTERM at step {step} of {run.total_steps}; checkpoint saved in "
+                        f"{checkpointer.directory}/{step}"
+                    )
             if pending is not None:
                 _consume(pending, acc)
             if step >= run.total_steps:
@@ -140,8 +177,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=
                 if best_ckpts is not None:
                     best_ckpts.prune(checkpointer.latest_step())
                 if config.test_at_end:
-                    last_eval = eval_lib.evaluate_final(config, evaluator, _test_variables(run, state),
-                                                        "test", step, logger)
+                    last_eval = eval_lib.evaluate_final(
+                        config, evaluator, _test_variables(run, state), "test", step, logger
+                    )
             else:
                 save(step)
             return last_eval
@@ -168,8 +206,11 @@ def _epoch_summary(epoch: int, acc: MetricAccumulator, run: Run, config) -> Dict
     stats = acc.pop_epoch()
     n = int(stats["padded_clips_epoch"])
     if n and jax.process_index() == 0:
-        print(f"epoch {epoch}: {n} of {run.steps_per_epoch * config.batch_size} training clips ran past "
-              "the end of their video (last frame repeated, as PySlowFast does)", flush=True)
+        print(
+            f"epoch {epoch}: {n} of {run.steps_per_epoch * config.batch_size} training clips ran past "
+            "the end of their video (last frame repeated, as PySlowFast does)",
+            flush=True,
+        )
     return stats
 
 

@@ -1,6 +1,7 @@
 """Small pieces of the training loop (:mod:`egoexo_jax.train_loop`): the SIGTERM handler, the
 host-side metric sums, the finite-loss check and the best-validation tracker.
 """
+
 from __future__ import annotations
 
 import signal
@@ -45,6 +46,7 @@ class Preemption:
         if jax.process_count() == 1:
             return self.requested
         from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
         flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
         return bool(np.any(flags))
 
@@ -82,13 +84,16 @@ class MetricAccumulator:
 def check_finite(step: int, metrics: Dict[str, np.ndarray]) -> None:
     """Raises :class:`NonFiniteLossError` naming the loss terms of ``step`` (host values) that are
     NaN or infinite."""
-    bad = sorted(k for k, v in metrics.items() if k.startswith(("loss", "weighted_", "grad_norm"))
-                 and not np.all(np.isfinite(v)))
+    bad = sorted(
+        k for k, v in metrics.items() if k.startswith(("loss", "weighted_", "grad_norm")) and not np.all(np.isfinite(v))
+    )
     if bad:
         values = ", ".join(f"{k}={float(metrics[k])}" for k in bad)
-        raise NonFiniteLossError(f"non-finite training loss at step {step}: {values}; the newest "
-                                 f"checkpoint on disk is from before this step; expected finite losses "
-                                 f"(lower config.optimizer.base_lr, or check the inputs)")
+        raise NonFiniteLossError(
+            f"non-finite training loss at step {step}: {values}; the newest "
+            f"checkpoint on disk is from before this step; expected finite losses "
+            f"(lower config.optimizer.base_lr, or check the inputs)"
+        )
 
 
 def every(step: int, period_steps: int) -> bool:
@@ -102,8 +107,7 @@ def best_metric_name(config) -> str:
     verb and noun both top-1, top-1 otherwise)."""
     if config.checkpoint.best_metric:
         return str(config.checkpoint.best_metric)
-    return {"charades_ego": "mAP", "epic100": "action_top1",
-            "epic55": "action_top1"}.get(config.data.dataset, "top1")
+    return {"charades_ego": "mAP", "epic100": "action_top1", "epic55": "action_top1"}.get(config.data.dataset, "top1")
 
 
 class BestTracker:
@@ -120,8 +124,9 @@ class BestTracker:
         """Records ``values`` of the evaluation at ``step``; True when it is a new best."""
         if self.metric not in values:
             if not self._warned:
-                logging.warning("best checkpoint: validation reported no %r (got %s); none kept",
-                                self.metric, sorted(values))
+                logging.warning(
+                    "best checkpoint: validation reported no %r (got %s); none kept", self.metric, sorted(values)
+                )
                 self._warned = True
             return False
         value = float(values[self.metric])
@@ -134,4 +139,3 @@ class BestTracker:
         if self.step is None:
             return None
         return {"metric": self.metric, "value": self.value, "step": self.step}
-

@@ -1,6 +1,7 @@
 """Setting up a training run: the model, optimiser and data iterator of a config (:func:`setup`),
 the online teachers, and the check of the offline teacher files before the first step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,6 +29,7 @@ class Run:
     :func:`egoexo_jax.batch_scaling.scaled_learning_rates`; ``teacher_missing``: training items
     without an offline teacher entry, per signal (logged every epoch when ``teachers.allow_missing``).
     """
+
     config: ml_collections.ConfigDict
     workdir: str
     mesh: Any
@@ -52,18 +54,35 @@ def setup(config, workdir: str, mesh=None) -> Run:
     aux_fn = offline_aux_fn(config)
     teacher_missing = check_teacher_files(config, aux_fn)
     train_iter = train_pipeline.make_train_iterator(
-        config.data, global_batch_size=config.batch_size, seed=config.seed,
-        bad_input_log=os.path.join(workdir, BAD_INPUTS), aux_fn=aux_fn)
-    spe = steps_per_epoch_of(train_iter.get_state()["num_items"], config.batch_size,
-                             f"config.data ({config.data.dataset} train list)")
+        config.data,
+        global_batch_size=config.batch_size,
+        seed=config.seed,
+        bad_input_log=os.path.join(workdir, BAD_INPUTS),
+        aux_fn=aux_fn,
+    )
+    spe = steps_per_epoch_of(
+        train_iter.get_state()["num_items"], config.batch_size, f"config.data ({config.data.dataset} train list)"
+    )
     total = int(config.total_steps) if config.total_steps > 0 else int(math.ceil(config.num_epochs * spe))
     lr_config = batch_scaling.scaled_learning_rates(config)
     schedule = optim.make_schedule(lr_config, spe)
     abstract_params = jax.eval_shape(lambda: init_variables(model, config, 0))["params"]
     tx = optim.make_optimizer(lr_config, spe, abstract_params)
     teacher_fn, teacher_vars = build_teachers(config, model_cfg)
-    return Run(config, workdir, mesh, model, tx, schedule, spe, total, train_iter, teacher_fn,
-               sharding.replicate(teacher_vars, mesh), teacher_missing=teacher_missing)
+    return Run(
+        config,
+        workdir,
+        mesh,
+        model,
+        tx,
+        schedule,
+        spe,
+        total,
+        train_iter,
+        teacher_fn,
+        sharding.replicate(teacher_vars, mesh),
+        teacher_missing=teacher_missing,
+    )
 
 
 def steps_per_epoch_of(num_items: int, batch_size: int, where: str) -> int:
@@ -72,7 +91,8 @@ def steps_per_epoch_of(num_items: int, batch_size: int, where: str) -> int:
     if n <= 0:
         raise config_schema.ConfigError(
             f"{where}: {num_items} training videos are fewer than config.batch_size={batch_size}; expected "
-            "at least one batch")
+            "at least one batch"
+        )
     return n
 
 
@@ -83,6 +103,7 @@ def build_teachers(config, model_cfg) -> Tuple[Optional[Callable], Any]:
         return None, {}
     from egoexo_jax import teacher_loading  # pylint: disable=import-outside-toplevel
     from egoexo_jax.models.teachers import TeacherError  # pylint: disable=import-outside-toplevel
+
     try:
         return teacher_loading.from_config(config, model_cfg)
     except TeacherError as e:  # a teacher checkpoint or setting the user must change
@@ -94,6 +115,7 @@ def offline_aux_fn(config, split: str = "train"):
     if all(config.teachers[s].source != "file" for s in ("ego", "object", "interaction")):
         return None
     from egoexo_jax import offline_teachers  # pylint: disable=import-outside-toplevel
+
     return offline_teachers.from_config(config.teachers, config.data, config.model)
 
 
@@ -109,8 +131,10 @@ def check_teacher_files(config, aux_fn) -> Dict[str, int]:
         return {}
     ids = build_source(config.data, "train").ids()
     if ids is None:
-        logging.info("teacher files: the %s source cannot list its keys; missing entries are "
-                     "checked per sample", config.data.source)
+        logging.info(
+            "teacher files: the %s source cannot list its keys; missing entries are checked per sample",
+            config.data.source,
+        )
         return {}
     missing = aux_targets.missing_entries(aux_fn, config.data.dataset, ids)
     counts = {signal: len(keys) for signal, keys in missing.items()}
@@ -119,7 +143,8 @@ def check_teacher_files(config, aux_fn) -> Dict[str, int]:
         if not config.teachers.allow_missing:
             raise aux_targets.MissingTeacherEntriesError(
                 f"{message}. The official loaders fail on such items; fix the files, or set "
-                f"config.teachers.allow_missing=True to mask these items out of those terms")
+                f"config.teachers.allow_missing=True to mask these items out of those terms"
+            )
         logging.warning("teacher files (allow_missing: masked out of those terms): %s", message)
     return counts
 
@@ -128,6 +153,7 @@ def log_teacher_missing(run: Run, logger, step: int) -> None:
     """Every epoch with ``teachers.allow_missing``: how many training items lack each signal."""
     counts = {f"teachers/missing_{k}": float(v) for k, v in run.teacher_missing.items() if v}
     if counts:
-        logging.warning("epoch %d: training items masked for missing teacher entries: %s",
-                        step // run.steps_per_epoch, counts)
+        logging.warning(
+            "epoch %d: training items masked for missing teacher entries: %s", step // run.steps_per_epoch, counts
+        )
         logger.write(step, counts)

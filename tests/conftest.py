@@ -4,6 +4,7 @@ XLA_FLAGS must be set before jax is imported anywhere, so it happens here at
 collection time. The collective time-out makes a hang in a sharded test fail
 fast instead of blocking the suite (docs/testing.md#collective-hang).
 """
+
 import os
 
 _flags = os.environ.get("XLA_FLAGS", "")
@@ -32,6 +33,7 @@ from absl import flags  # noqa: E402
 flags.FLAGS.mark_as_parsed()
 
 import jax  # noqa: E402
+
 from demo_checkpoint import quick_demo_root  # noqa: E402,F401  (a session fixture of several test files)
 
 jax.config.update("jax_default_matmul_precision", "highest")

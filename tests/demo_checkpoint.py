@@ -6,6 +6,7 @@ data generator at tiny size, then the demo's Ego-Exo pre-training stage
 notebook test points the notebook at the same folder, so its training command resumes at step 2
 instead of training again. Keep ``QUICK_DATA`` / ``QUICK_OVERRIDES`` equal to the notebook's.
 """
+
 import os
 import pathlib
 import re
@@ -15,10 +16,15 @@ import sys
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-QUICK_DATA = dict(seed=0, num_pretrain_videos=16, num_finetune_videos=4, height=48, width=64,
-                  num_frames=16, finetune_frames=8)
-QUICK_OVERRIDES = ("--config.total_steps=2", "--config.test_at_end=False",
-                   "--config.checkpoint.every_steps=2", "--config.log_every_steps=1")
+QUICK_DATA = dict(
+    seed=0, num_pretrain_videos=16, num_finetune_videos=4, height=48, width=64, num_frames=16, finetune_frames=8
+)
+QUICK_OVERRIDES = (
+    "--config.total_steps=2",
+    "--config.test_at_end=False",
+    "--config.checkpoint.every_steps=2",
+    "--config.log_every_steps=1",
+)
 QUICK_STEPS = 2
 
 
@@ -40,10 +46,17 @@ def train_quick_demo(root: pathlib.Path) -> pathlib.Path:
 
     paths = demo_sets.write_demo_data(root / "data", **QUICK_DATA)
     workdir = root / "pretrain_egoexo"
-    cmd = [sys.executable, "-m", "egoexo_jax.main", "--config=configs/demo.py:pretrain",
-           f"--workdir={workdir}", *QUICK_OVERRIDES]
-    proc = subprocess.run(cmd, env=one_device_env(EGOEXO_DEMO_DATA=paths.root), cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
+    cmd = [
+        sys.executable,
+        "-m",
+        "egoexo_jax.main",
+        "--config=configs/demo.py:pretrain",
+        f"--workdir={workdir}",
+        *QUICK_OVERRIDES,
+    ]
+    proc = subprocess.run(
+        cmd, env=one_device_env(EGOEXO_DEMO_DATA=paths.root), cwd=REPO, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir
 

@@ -1,4 +1,5 @@
 """egoexo_jax/atomic_write.py: the one atomic-write helper (teacher files, precompute parts)."""
+
 import os
 
 import pytest

@@ -1,6 +1,7 @@
 """Offline teacher targets as an aux_fn (egoexo_jax/data/aux_targets.py) on tiny generated datasets:
 batch fields through the grain pipelines, hand-worked interaction maps, per-dataset frame indexing,
 config validation, pickling."""
+
 import logging
 import math
 import pickle
@@ -63,7 +64,7 @@ def expected_target(i, frame_indices, transform, grid, keep):
     c0, r0, c1, r1 = ref_cells(LEFT_BOX, transform, grid)
     for t, k in enumerate(keep):
         out[t, :, :, 0] = np.float32(hand_score(i, int(frame_indices[k])))
-        out[t, r0:r1 + 1, c0:c1 + 1, 1] = np.float32(0.9)
+        out[t, r0 : r1 + 1, c0 : c1 + 1, 1] = np.float32(0.9)
     return out
 
 
@@ -78,8 +79,19 @@ class Recorder:
         t = meta["transform"]
         out["vid"] = np.int32(int(re.search(r"\d+", meta["key"]).group()))
         out["frame_indices"] = meta["frame_indices"].astype(np.int32)
-        out["xform"] = np.array([t["orig_h"], t["orig_w"], t["resized_h"], t["resized_w"],
-                                 t["crop_y"], t["crop_x"], t["crop_size"], int(t["flip"])], np.int32)
+        out["xform"] = np.array(
+            [
+                t["orig_h"],
+                t["orig_w"],
+                t["resized_h"],
+                t["resized_w"],
+                t["crop_y"],
+                t["crop_x"],
+                t["crop_size"],
+                int(t["flip"]),
+            ],
+            np.int32,
+        )
         return out
 
 
@@ -95,8 +107,9 @@ def kinetics(tmp_path_factory):
     root = tmp_path_factory.mktemp("k400")
     names = fm.write_kinetics_dataset(root, LENGTHS)
     teacher_scores.write_score_pickle(root / "ego.pkl", {names[i]: [float(i), -float(i)] for i in (0, 1)})
-    teacher_scores.write_score_pickle(root / "obj.pkl",
-                          {n: np.arange(1000, dtype=np.float32) + i for i, n in enumerate(names)})
+    teacher_scores.write_score_pickle(
+        root / "obj.pkl", {n: np.arange(1000, dtype=np.float32) + i for i, n in enumerate(names)}
+    )
     (root / "dets").mkdir()
     for i in (0, 1):
         write_video_dets(root / "dets" / f"v{i}.npy", i, LENGTHS[i])
@@ -117,9 +130,13 @@ def kcfg(root, **kw):
 
 def kaux(root, **kw):
     """The teacher targets of the `kinetics` fixture, masking its missing entries."""
-    return at.OfflineTeacherTargets(ego_scores=str(root / "ego.pkl"),
-                                    object_scores=str(root / "obj.pkl"),
-                                    detections=str(root / "dets"), allow_missing=True, **kw)
+    return at.OfflineTeacherTargets(
+        ego_scores=str(root / "ego.pkl"),
+        object_scores=str(root / "obj.pkl"),
+        detections=str(root / "dets"),
+        allow_missing=True,
+        **kw,
+    )
 
 
 # ---------------------------------------------------------------------------------- pipeline
@@ -127,8 +144,9 @@ def kaux(root, **kw):
 
 def test_train_batch_fields_masks_and_maps(kinetics, caplog):
     cfg = kcfg(kinetics)
-    it = train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=0, process_index=0,
-                                      process_count=1, aux_fn=Recorder(kaux(kinetics)))
+    it = train_pipeline.make_train_iterator(
+        cfg, global_batch_size=3, seed=0, process_index=0, process_count=1, aux_fn=Recorder(kaux(kinetics))
+    )
     with caplog.at_level(logging.WARNING, logger=at.__name__):
         batches = [next(it) for _ in range(3)]  # 9 samples: every video three times
     it.close()
@@ -136,8 +154,7 @@ def test_train_batch_fields_masks_and_maps(kinetics, caplog):
     assert b["ego_target"].shape == (3, 2) and b["ego_mask"].shape == (3,)
     assert b["object_target"].shape == (3, 1000) and b["object_mask"].shape == (3,)
     assert b["interaction_target"].shape == (3, 2, 2, 2, 2)  # [B, T_slow = 8 // 4, g, g, 2]
-    for k in ("ego_target", "ego_mask", "object_target", "object_mask", "interaction_target",
-              "interaction_mask"):
+    for k in ("ego_target", "ego_mask", "object_target", "object_mask", "interaction_target", "interaction_mask"):
         assert b[k].dtype == np.float32, k
     flips = set()
     for b in batches:
@@ -164,8 +181,9 @@ def test_train_batch_fields_masks_and_maps(kinetics, caplog):
 
 def test_eval_test_views_use_the_256_crop_grid(kinetics):
     cfg = kcfg(kinetics)
-    it, n, v = eval_pipeline.make_eval_iterator(cfg, split="test", global_batch_size=3, process_index=0,
-                                           process_count=1, aux_fn=Recorder(kaux(kinetics)))
+    it, n, v = eval_pipeline.make_eval_iterator(
+        cfg, split="test", global_batch_size=3, process_index=0, process_count=1, aux_fn=Recorder(kaux(kinetics))
+    )
     assert (n, v) == (3, 3)
     batches = list(it)
     assert len(batches) == 3
@@ -189,15 +207,31 @@ def test_eval_test_views_use_the_256_crop_grid(kinetics):
 
 
 def meta_for(dataset, key, video_id, frame_indices, transform, num_video_frames=100):
-    return {"dataset": dataset, "split": "train", "key": key, "video_id": video_id,
-            "frame_indices": np.asarray(frame_indices, np.int64),
-            "num_video_frames": num_video_frames, "transform": transform}
+    return {
+        "dataset": dataset,
+        "split": "train",
+        "key": key,
+        "video_id": video_id,
+        "frame_indices": np.asarray(frame_indices, np.int64),
+        "num_video_frames": num_video_frames,
+        "transform": transform,
+    }
 
 
 def known_transform(crop_x, flip):
     # 48 x 64 frame, short side 64 -> 64 x 85, boxes * 85 / 64; crop 64 at (crop_x, 0).
-    return {"orig_h": 48, "orig_w": 64, "resized_h": 64, "resized_w": 85, "crop_y": 0,
-            "crop_x": crop_x, "crop_size": 64, "flip": flip, "scale_y": 64 / 48, "scale_x": 85 / 64}
+    return {
+        "orig_h": 48,
+        "orig_w": 64,
+        "resized_h": 64,
+        "resized_w": 85,
+        "crop_y": 0,
+        "crop_x": crop_x,
+        "crop_size": 64,
+        "flip": flip,
+        "scale_y": 64 / 48,
+        "scale_x": 85 / 64,
+    }
 
 
 def test_hand_worked_cells_with_a_known_transform(tmp_path):
@@ -211,8 +245,7 @@ def test_hand_worked_cells_with_a_known_transform(tmp_path):
     hand = np.array([[20.0, 10.0, 40.0, 30.0, 0.5, 0]], np.float32)
     handobj.write_detections(tmp_path / "vid.npy", [(None, None), (obj, hand), (obj[:1], None)])
     aux = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16)
-    hard = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16,
-                                    map_mode="hard")
+    hard = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16, map_mode="hard")
     for flip, left_col in ((False, 0), (True, 3)):
         meta = meta_for("kinetics", "cls/vid.mp4", "vid", [0, 1, 2], known_transform(10, flip))
         out = aux(meta)
@@ -235,14 +268,19 @@ def test_slowfast_keeps_floor_linspace_frames_and_slow_keeps_all(kinetics):
     cfg.flip_prob = 0.0
     source = sources.build_source(cfg, "train")
     item = source.item(1)
-    for arch, alpha, keep in (("slowfast", 4, [0, 7]), ("slowfast", 2, [0, 2, 4, 7]),
-                              ("slow", 8, list(range(8)))):
+    for arch, alpha, keep in (("slowfast", 4, [0, 7]), ("slowfast", 2, [0, 2, 4, 7]), ("slow", 8, list(range(8)))):
         cfg.arch, cfg.alpha = arch, alpha
         opts = samples.SampleOptions.from_config(cfg)
         aux = kaux(kinetics, arch=arch, alpha=alpha)
-        sample = samples.make_sample(item, samples.View("train"), np.random.default_rng(7), opts,
-                                     split="train", video_level_labels=False,
-                                     aux_fn=Recorder(aux))
+        sample = samples.make_sample(
+            item,
+            samples.View("train"),
+            np.random.default_rng(7),
+            opts,
+            split="train",
+            video_level_labels=False,
+            aux_fn=Recorder(aux),
+        )
         transform = xform_dict(sample["xform"])
         assert transform["flip"] == 0
         want = expected_target(1, sample["frame_indices"], transform, 2, keep=keep)
@@ -276,15 +314,29 @@ def test_charades_ego_frame_list_positions_and_length_check(tmp_path):
     source = sources.build_source(cfg, "train")
     assert source.item(0).video_id == "C0EGO" == handobj.charades_ego_video_name(source.item(0).media[0])
     for seed in range(3):
-        s = samples.make_sample(source.item(0), samples.View("train"), np.random.default_rng(seed),
-                                opts, split="train", video_level_labels=False, aux_fn=aux)
+        s = samples.make_sample(
+            source.item(0),
+            samples.View("train"),
+            np.random.default_rng(seed),
+            opts,
+            split="train",
+            video_level_labels=False,
+            aux_fn=aux,
+        )
         assert s["interaction_mask"] == 1
         np.testing.assert_array_equal(
-            s["interaction_target"],
-            expected_target(0, s["frame_indices"], xform_dict(s["xform"]), 2, keep=range(4)))
+            s["interaction_target"], expected_target(0, s["frame_indices"], xform_dict(s["xform"]), 2, keep=range(4))
+        )
     with pytest.raises(TeacherFileError, match=r"C1EGO\.npy.*15 frames.*16"):
-        samples.make_sample(source.item(1), samples.View("train"), np.random.default_rng(0), opts,
-                            split="train", video_level_labels=False, aux_fn=aux)
+        samples.make_sample(
+            source.item(1),
+            samples.View("train"),
+            np.random.default_rng(0),
+            opts,
+            split="train",
+            video_level_labels=False,
+            aux_fn=aux,
+        )
 
 
 def epic_video_with_detections(tmp_path, segments, num_frames):
@@ -309,12 +361,20 @@ def test_epic_absolute_one_based_frame_numbers(tmp_path):
         item = source.item(k)
         clip = samples.decode_clip(item, samples.View("train"), np.random.default_rng(k), opts)
         assert [fm.read_code(f) for f in clip.frames] == clip.frame_indices.tolist()  # frame n
-        s = samples.make_sample(item, samples.View("train"), np.random.default_rng(k), opts,
-                                split="train", video_level_labels=False, aux_fn=aux, clip=clip)
+        s = samples.make_sample(
+            item,
+            samples.View("train"),
+            np.random.default_rng(k),
+            opts,
+            split="train",
+            video_level_labels=False,
+            aux_fn=aux,
+            clip=clip,
+        )
         assert start <= s["frame_indices"].min() and s["frame_indices"].max() <= stop
         np.testing.assert_array_equal(
-            s["interaction_target"],
-            expected_target(0, s["frame_indices"], xform_dict(s["xform"]), 2, keep=range(4)))
+            s["interaction_target"], expected_target(0, s["frame_indices"], xform_dict(s["xform"]), 2, keep=range(4))
+        )
     # A list without the placeholder is too short for frame 30 (no silent off-by-one).
     write_video_dets(tmp_path / "dets" / "P01_01.npy", 0, 30)
     fresh = at.OfflineTeacherTargets(detections=str(tmp_path / "dets"), arch="slow")
@@ -334,11 +394,18 @@ def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
     per_frame = [(None, None)] * 16
     per_frame[11] = (np.array([[0, 0, 15, 15, 0.9, 0]], np.float32), None)
     per_frame[13] = (np.array([[16, 16, 31, 31, 0.8, 0]], np.float32), None)
-    per_frame[15] = (np.array([[32, 32, 63, 47, 0.7, 0]], np.float32),
-                     np.array([[0, 48, 15, 63, 0.6, 0]], np.float32))
+    per_frame[15] = (np.array([[32, 32, 63, 47, 0.7, 0]], np.float32), np.array([[0, 48, 15, 63, 0.6, 0]], np.float32))
     handobj.write_detections(tmp_path / "P01_01.npy", per_frame)
-    identity = {"orig_h": 64, "orig_w": 64, "resized_h": 64, "resized_w": 64, "crop_y": 0, "crop_x": 0,
-                "crop_size": 64, "flip": False}
+    identity = {
+        "orig_h": 64,
+        "orig_w": 64,
+        "resized_h": 64,
+        "resized_w": 64,
+        "crop_y": 0,
+        "crop_x": 0,
+        "crop_size": 64,
+        "flip": False,
+    }
     meta = meta_for("epic55", "7", "P01_01", [11, 13, 15, 15], identity)
     frame15 = np.zeros((4, 4, 2), np.float32)
     frame15[2, 2:4, 1] = 0.7
@@ -351,13 +418,11 @@ def test_clamped_clip_indices_follow_the_official_repeated_frame_rule(tmp_path):
     assert official.repeated_frames == "last"
     np.testing.assert_array_equal(official(meta)["interaction_target"], want)
     want[2] = frame15  # ... "all": at every position showing it (the former behaviour)
-    every = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16,
-                                     repeated_frames="all")
+    every = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slow", map_stride=16, repeated_frames="all")
     np.testing.assert_array_equal(every(meta)["interaction_target"], want)
     # "all" is the plain rasterisation of the rows as read (t = the clip index).
     hands, objs = handobj.HandObjectDetections(str(tmp_path)).boxes_for_frames("P01_01", [11, 13, 15, 15])
-    plain = at.interaction_target(hands, objs, identity, num_frames=4, map_frames=4, map_stride=16,
-                                  mode="soft")
+    plain = at.interaction_target(hands, objs, identity, num_frames=4, map_frames=4, map_stride=16, mode="soft")
     np.testing.assert_array_equal(every(meta)["interaction_target"], plain)
     # SlowFast (T_map = 4 // 2 = 2 of 4 fast frames: floor(linspace(0, 3, 2)) = [0, 3]).
     sf = at.OfflineTeacherTargets(detections=str(tmp_path), arch="slowfast", alpha=2, map_stride=16)
@@ -376,10 +441,17 @@ def test_short_segments_through_the_pipeline_paint_only_the_last_repeat(tmp_path
     repeats = 0
     for k in range(2):
         for seed in range(3):
-            s = samples.make_sample(source.item(k), samples.View("train"), np.random.default_rng(seed),
-                                    opts, split="train", video_level_labels=False, aux_fn=aux)
+            s = samples.make_sample(
+                source.item(k),
+                samples.View("train"),
+                np.random.default_rng(seed),
+                opts,
+                split="train",
+                video_level_labels=False,
+                aux_fn=aux,
+            )
             frames = s["frame_indices"].tolist()
-            keep = [t for t in range(8) if frames[t] not in frames[t + 1:]]  # last occurrences
+            keep = [t for t in range(8) if frames[t] not in frames[t + 1 :]]  # last occurrences
             repeats += 8 - len(keep)
             want = expected_target(0, frames, xform_dict(s["xform"]), 2, keep=range(8))
             for t in set(range(8)) - set(keep):
@@ -389,9 +461,9 @@ def test_short_segments_through_the_pipeline_paint_only_the_last_repeat(tmp_path
 
 
 def test_strict_by_default_and_counting_missing_entries(kinetics):
-    strict = at.OfflineTeacherTargets(ego_scores=str(kinetics / "ego.pkl"),
-                                      object_scores=str(kinetics / "obj.pkl"),
-                                      detections=str(kinetics / "dets"))
+    strict = at.OfflineTeacherTargets(
+        ego_scores=str(kinetics / "ego.pkl"), object_scores=str(kinetics / "obj.pkl"), detections=str(kinetics / "dets")
+    )
     assert not strict.allow_missing
     with pytest.raises(at.MissingTeacherEntriesError, match=r"ego\.pkl.*'v2\.mp4'.*allow_missing"):
         strict(meta_for("kinetics", "v2.mp4", "v2", np.arange(8), known_transform(0, False)))
@@ -411,10 +483,13 @@ def test_strict_by_default_and_counting_missing_entries(kinetics):
 
 
 def teachers(**signals):
-    cfg = ml_collections.ConfigDict(dict(
-        ego=dict(source="none", file="", checkpoint=""),
-        object=dict(source="none", file="", weights="", depth=50, width=64, num_frames=8),
-        interaction=dict(source="none", detections="", mode="soft")))
+    cfg = ml_collections.ConfigDict(
+        dict(
+            ego=dict(source="none", file="", checkpoint=""),
+            object=dict(source="none", file="", weights="", depth=50, width=64, num_frames=8),
+            interaction=dict(source="none", detections="", mode="soft"),
+        )
+    )
     for signal, values in signals.items():
         cfg[signal].update(values)
     return cfg
@@ -425,15 +500,24 @@ def test_from_config(kinetics, tmp_path):
     model_cfg = models.default_model_config()
     model_cfg.object_classes = 1000
     assert from_config(teachers(), data_cfg, model_cfg) is None
-    assert from_config(teachers(ego=dict(source="online", checkpoint="x")), data_cfg,
-                       model_cfg) is None
-    aux = from_config(teachers(ego=dict(source="file", file=str(kinetics / "ego.pkl")),
-                               interaction=dict(source="file",
-                                                detections=str(kinetics / "dets"), mode="hard"),
-                               object=dict(source="online")), data_cfg, model_cfg)
-    assert aux == at.OfflineTeacherTargets(ego_scores=str(kinetics / "ego.pkl"),
-                                           detections=str(kinetics / "dets"), map_mode="hard",
-                                           arch="slowfast", alpha=4, object_classes=1000)
+    assert from_config(teachers(ego=dict(source="online", checkpoint="x")), data_cfg, model_cfg) is None
+    aux = from_config(
+        teachers(
+            ego=dict(source="file", file=str(kinetics / "ego.pkl")),
+            interaction=dict(source="file", detections=str(kinetics / "dets"), mode="hard"),
+            object=dict(source="online"),
+        ),
+        data_cfg,
+        model_cfg,
+    )
+    assert aux == at.OfflineTeacherTargets(
+        ego_scores=str(kinetics / "ego.pkl"),
+        detections=str(kinetics / "dets"),
+        map_mode="hard",
+        arch="slowfast",
+        alpha=4,
+        object_classes=1000,
+    )
     out = aux(meta_for("kinetics", "v0.mp4", "v0", np.arange(8), known_transform(0, False)))
     assert sorted(out) == ["ego_mask", "ego_target", "interaction_mask", "interaction_target"]
     missing = str(tmp_path / "nope.pkl")
@@ -442,15 +526,13 @@ def test_from_config(kinetics, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"teachers\.object\.file.*nope\.pkl"):
         from_config(teachers(object=dict(source="file", file=missing)), data_cfg, model_cfg)
     with pytest.raises(FileNotFoundError, match=r"teachers\.interaction\.detections.*nodir"):
-        from_config(teachers(interaction=dict(source="file", detections=str(tmp_path / "nodir"))),
-                    data_cfg, model_cfg)
+        from_config(teachers(interaction=dict(source="file", detections=str(tmp_path / "nodir"))), data_cfg, model_cfg)
     with pytest.raises(ValueError, match=r"teachers\.ego\.file.*empty"):
         from_config(teachers(ego=dict(source="file")), data_cfg, model_cfg)
     # MViT: T_map = T // temporal patch stride.
     model_cfg.arch = "mvit"
     model_cfg.mvit = ml_collections.ConfigDict({"patch_stride": (2, 4, 4)})
-    aux = from_config(teachers(interaction=dict(source="file", detections=str(kinetics / "dets"))),
-                      data_cfg, model_cfg)
+    aux = from_config(teachers(interaction=dict(source="file", detections=str(kinetics / "dets"))), data_cfg, model_cfg)
     assert aux.map_frames == 4 and aux.arch == "mvit"
 
 
@@ -473,8 +555,9 @@ def test_pickle_round_trip_drops_the_readers(kinetics):
 def test_worker_processes_give_the_in_process_batches(kinetics):
     """The aux_fn travels to grain worker processes and opens its files there."""
     cfg = kcfg(kinetics)
-    make = lambda: train_pipeline.make_train_iterator(cfg, global_batch_size=3, seed=4, process_index=0,
-                                                process_count=1, aux_fn=kaux(kinetics))
+    make = lambda: train_pipeline.make_train_iterator(
+        cfg, global_batch_size=3, seed=4, process_index=0, process_count=1, aux_fn=kaux(kinetics)
+    )
     with make() as it:
         reference = next(it)
     cfg.num_workers = 1

@@ -1,5 +1,6 @@
 """Running a recipe at another batch size: the batch from the devices at hand, and the linear
 LR-scaling rule the trainer applies itself (base LR and warm-up start LR, logged once)."""
+
 import json
 import os
 import subprocess
@@ -70,11 +71,23 @@ def test_a_run_with_another_batch_logs_and_uses_the_scaled_rates(kin_root, tmp_p
     LR of the first step (the warm-up start) in metrics.jsonl is the scaled one."""
     workdir = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "egoexo_jax.main", f"--config={REPO}/tests/tiny_config.py:{kin_root}",
-         f"--workdir={workdir}", "--config.optimizer.reference_batch_size=32", "--config.batch_size=8",
-         "--config.total_steps=2", "--config.checkpoint.every_steps=0"],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")))
+        [
+            sys.executable,
+            "-m",
+            "egoexo_jax.main",
+            f"--config={REPO}/tests/tiny_config.py:{kin_root}",
+            f"--workdir={workdir}",
+            "--config.optimizer.reference_batch_size=32",
+            "--config.batch_size=8",
+            "--config.total_steps=2",
+            "--config.checkpoint.every_steps=0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", "")),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("linear LR scaling")]
     assert len(lines) == 1 and SCALED in lines[0] and "batch 8 vs the recipe's reference batch 32" in lines[0]

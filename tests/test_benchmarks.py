@@ -4,6 +4,7 @@ CI has no torch, so the JAX side is what runs here; the torch-missing path is si
 ``sys.modules['torch'] = None`` entry (``import torch`` then raises ImportError) in a subprocess,
 and, where torch is installed, the reference is skipped with ``--no-torch`` in-process.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,24 +12,25 @@ import os
 import subprocess
 import sys
 
-import common  # benchmarks/common.py (pytest.ini puts benchmarks/ on the import path)
 import pytest
 
+import common  # benchmarks/common.py (pytest.ini puts benchmarks/ on the import path)
 from conftest import REPO
 
 BENCH = REPO / "benchmarks"
 
 
 def _last_json(text: str) -> dict:
-    lines = [l for l in text.strip().splitlines() if l.strip()]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     return json.loads(lines[-1])
 
 
 def test_train_step_dry_run_without_torch(capsys):
     import train_step  # pylint: disable=import-outside-toplevel
 
-    train_step.main(["--dry-run", "--models", "slow_r50", "--heads", "on", "--no-torch", "--steps", "1",
-                     "--kernels", "xla,cpu"])
+    train_step.main(
+        ["--dry-run", "--models", "slow_r50", "--heads", "on", "--no-torch", "--steps", "1", "--kernels", "xla,cpu"]
+    )
     out = capsys.readouterr().out
     result = _last_json(out)
     assert "disabled (--no-torch)" in out
@@ -58,10 +60,18 @@ def test_evaluate_dry_run(capsys):
 
 def test_missing_torch_prints_a_clear_skip_message():
     """``import torch`` fails (sys.modules entry None) -> the skip message, and no exception."""
-    code = ("import sys; sys.modules['torch'] = None; import common; "
-            "t = common.import_torch(); print('RESULT', t is None)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ), cwd=BENCH, check=True)  # -c imports from the cwd
+    code = (
+        "import sys; sys.modules['torch'] = None; import common; t = common.import_torch(); print('RESULT', t is None)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+        cwd=BENCH,
+        check=True,
+    )  # -c imports from the cwd
     assert "torch is not installed: skipping the PyTorch reference" in proc.stdout
     assert "RESULT True" in proc.stdout
 
@@ -96,9 +106,11 @@ def test_hlo_bytes_follow_the_tpu_tiled_layout():
     assert tpu_compile.padded_bytes("bf16", "8,8,16,16,1", "{4,0,3,2,1:T(8,128)(2,1)}") == 8 * 8 * 16 * 16 * 128 * 2
     assert tpu_compile.padded_bytes("f32", "3,200", "{1,0:T(8,128)}") == 8 * 256 * 4
     assert tpu_compile.padded_bytes("f32", "3,200", None) == 3 * 200 * 4
-    hlo = ("HloModule m\n\nENTRY %main (p: f32[4,256]) -> f32[4,256] {\n"
-           "  %p = f32[4,256]{1,0:T(8,128)} parameter(0)\n"
-           "  ROOT %f = f32[4,256]{1,0:T(8,128)} fusion(%p), kind=kLoop, calls=%fused\n}\n")
+    hlo = (
+        "HloModule m\n\nENTRY %main (p: f32[4,256]) -> f32[4,256] {\n"
+        "  %p = f32[4,256]{1,0:T(8,128)} parameter(0)\n"
+        "  ROOT %f = f32[4,256]{1,0:T(8,128)} fusion(%p), kind=kLoop, calls=%fused\n}\n"
+    )
     top = tpu_compile.top_hbm_instructions(hlo, 5)
     assert [(r["name"], r["op"], r["bytes"]) for r in top] == [("f", "fusion/kLoop", 2 * 8 * 256 * 4)]
 
@@ -106,6 +118,7 @@ def test_hlo_bytes_follow_the_tpu_tiled_layout():
 def test_model_flops_count_convolutions_and_matmuls():
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
     import tpu_compile  # pylint: disable=import-outside-toplevel
 
     def f(x, w, m):
@@ -126,8 +139,9 @@ def test_tpu_compile_dry_run():
     pytest.importorskip("libtpu", reason="pip install -r benchmarks/requirements-tpu.txt")
     import tpu_compile  # pylint: disable=import-outside-toplevel
 
-    result = tpu_compile.main(["--dry-run", "--models", "slowfast_r50", "--kernels", "xla", "--steps", "train",
-                               "--top-ops", "3"])
+    result = tpu_compile.main(
+        ["--dry-run", "--models", "slowfast_r50", "--kernels", "xla", "--steps", "train", "--top-ops", "3"]
+    )
     assert result["chips"] == 4 and result["chip"]["name"] == "v5e"
     (row,) = result["rows"]
     assert row["step"] == "train" and row["kernels"] == "xla" and row["batch_per_chip"] == 8

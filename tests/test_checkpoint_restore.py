@@ -1,6 +1,7 @@
 """Checkpoint restore on small trees: a damaged newest checkpoint is moved aside and the previous
 one restored, a mismatching one is named, a full disk is one OSError naming the folder, and
 metrics.jsonl drops the lines a restart repeats."""
+
 import collections
 import errno
 import glob
@@ -19,8 +20,10 @@ from egoexo_jax.models import presets
 
 
 def _state(value):
-    return {"step": np.int32(value), "params": {"w": np.full((4, 3), value, np.float32),
-                                                "b": np.arange(3, dtype=np.float32) + value}}
+    return {
+        "step": np.int32(value),
+        "params": {"w": np.full((4, 3), value, np.float32), "b": np.arange(3, dtype=np.float32) + value},
+    }
 
 
 def _meta(step):
@@ -39,8 +42,7 @@ def workdir(tmp_path):
 
 
 def _truncate_data(step_dir):
-    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True)
-             if os.path.isfile(f)]
+    files = [f for f in glob.glob(os.path.join(step_dir, "state", "**", "d", "*"), recursive=True) if os.path.isfile(f)]
     for f in files:
         with open(f, "r+b") as handle:
             handle.truncate(os.path.getsize(f) // 2)
@@ -122,8 +124,10 @@ def test_a_save_the_disk_cannot_hold_is_refused_with_the_folder(workdir, monkeyp
 
 
 def test_orbax_disk_failures_become_the_os_error():
-    text = ('RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database: Failed writing: '
-            '"/runs/wd/checkpoints/3.orbax-checkpoint-tmp/d/abc": No space left on device [os_error_code=\'28\']')
+    text = (
+        'RESOURCE_EXHAUSTED: Error writing "params.w/0" in OCDBT database: Failed writing: '
+        "\"/runs/wd/checkpoints/3.orbax-checkpoint-tmp/d/abc\": No space left on device [os_error_code='28']"
+    )
     with pytest.raises(OSError) as e:
         with ckpt_lib._disk_errors("/runs/wd/checkpoints"):  # pylint: disable=protected-access
             raise ValueError(text)

@@ -1,6 +1,7 @@
 """One error style for user mistakes in every entry point: ``error: ...`` on stderr, exit 2, no
 traceback (``--debug`` adds it); bugs keep their traceback. Config validation happens before
 anything is built."""
+
 import errno
 import os
 import pathlib
@@ -31,9 +32,14 @@ def kin_root(tmp_path_factory):
 def _main(tmp_path, *args, config=None):
     config = config or f"{REPO}/tests/tiny_config.py:{tmp_path}"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "egoexo_jax.main", f"--config={config}",
-                           f"--workdir={tmp_path / 'wd'}", *args], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "egoexo_jax.main", f"--config={config}", f"--workdir={tmp_path / 'wd'}", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _error_line(proc):
@@ -49,22 +55,25 @@ def _error_line(proc):
 # Config validation (in process).
 
 
-@pytest.mark.parametrize("key,value,words", [
-    ("optimizer.base_lr", -0.1, "config.optimizer.base_lr=-0.1; expected a finite number > 0"),
-    ("optimizer.base_lr", 0.0, "config.optimizer.base_lr=0.0; expected a finite number > 0"),
-    ("num_epochs", -1.0, "config.num_epochs=-1.0; expected a finite number > 0"),
-    ("total_steps", -5, "config.total_steps=-5; expected an integer >= 0"),
-    ("optimizer.weight_decay", -1e-4, "config.optimizer.weight_decay=-0.0001"),
-    ("optimizer.momentum", 1.0, "config.optimizer.momentum=1.0; expected a finite number in [0, 1)"),
-    ("loss.ce", float("nan"), "config.loss.ce=nan"),
-    ("loss.ego", -0.5, "config.loss.ego=-0.5; expected a finite number >= 0"),
-    ("loss.ego_temperature", 0.0, "config.loss.ego_temperature=0.0; expected a finite number > 0"),
-    ("data.train_crop_size", 0, "config.data.train_crop_size=0; expected an integer >= 1"),
-    ("data.train_crop_size", 96, "config.data.train_crop_size=96 is larger than the smallest training scale"),
-    ("data.flip_prob", 1.5, "config.data.flip_prob=1.5; expected a finite number in [0, 1]"),
-    ("schedule.lrs", (1.0, -0.1), "config.schedule.lrs[1]=-0.1"),
-    ("checkpoint.keep", 0, "config.checkpoint.keep=0; expected an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("optimizer.base_lr", -0.1, "config.optimizer.base_lr=-0.1; expected a finite number > 0"),
+        ("optimizer.base_lr", 0.0, "config.optimizer.base_lr=0.0; expected a finite number > 0"),
+        ("num_epochs", -1.0, "config.num_epochs=-1.0; expected a finite number > 0"),
+        ("total_steps", -5, "config.total_steps=-5; expected an integer >= 0"),
+        ("optimizer.weight_decay", -1e-4, "config.optimizer.weight_decay=-0.0001"),
+        ("optimizer.momentum", 1.0, "config.optimizer.momentum=1.0; expected a finite number in [0, 1)"),
+        ("loss.ce", float("nan"), "config.loss.ce=nan"),
+        ("loss.ego", -0.5, "config.loss.ego=-0.5; expected a finite number >= 0"),
+        ("loss.ego_temperature", 0.0, "config.loss.ego_temperature=0.0; expected a finite number > 0"),
+        ("data.train_crop_size", 0, "config.data.train_crop_size=0; expected an integer >= 1"),
+        ("data.train_crop_size", 96, "config.data.train_crop_size=96 is larger than the smallest training scale"),
+        ("data.flip_prob", 1.5, "config.data.flip_prob=1.5; expected a finite number in [0, 1]"),
+        ("schedule.lrs", (1.0, -0.1), "config.schedule.lrs[1]=-0.1"),
+        ("checkpoint.keep", 0, "config.checkpoint.keep=0; expected an integer >= 1"),
+    ],
+)
 def test_out_of_range_values_name_the_key(key, value, words):
     c = tiny_config.get_config("")
     parent, _, leaf = key.rpartition(".")
@@ -83,13 +92,16 @@ def test_every_recipe_default_is_in_range():
     config_schema.validate(tiny_config.get_config(""), num_devices=8)
 
 
-@pytest.mark.parametrize("batch,group,devices,words", [
-    (6, 4, 8, "config.batch_size=6 does not split over the 8 devices; expected a multiple of 8"),
-    (8, 3, 8, "does not split into BatchNorm groups of config.model.bn_group_size=3 clips"),
-    (8, 4, 8, None),  # two groups of 4 over 8 devices: fine
-    (8, 16, 8, None),  # a batch smaller than the group is one group
-    (16, 4, 3, "config.batch_size=16 does not split over the 3 devices"),
-])
+@pytest.mark.parametrize(
+    "batch,group,devices,words",
+    [
+        (6, 4, 8, "config.batch_size=6 does not split over the 8 devices; expected a multiple of 8"),
+        (8, 3, 8, "does not split into BatchNorm groups of config.model.bn_group_size=3 clips"),
+        (8, 4, 8, None),  # two groups of 4 over 8 devices: fine
+        (8, 16, 8, None),  # a batch smaller than the group is one group
+        (16, 4, 3, "config.batch_size=16 does not split over the 3 devices"),
+    ],
+)
 def test_batch_layout_is_checked_up_front(batch, group, devices, words):
     c = tiny_config.get_config("")
     c.batch_size, c.eval_batch_size, c.model.bn_group_size = batch, 8 if devices == 8 else 3, group
@@ -122,8 +134,7 @@ def test_report_formats_disk_errors_with_their_path(capsys):
     wrapped.__cause__ = full
     assert cli.handles(wrapped) and not cli.handles(ValueError("a bug"))
     assert cli.report(wrapped, where="/runs/wd") == 2
-    assert capsys.readouterr().err == ("error: No space left on device, /runs/wd, expected free space on "
-                                       "the device\n")
+    assert capsys.readouterr().err == ("error: No space left on device, /runs/wd, expected free space on the device\n")
     assert cli.report(cli.Preempted("SIGTERM at step 3")) == cli.EXIT_PREEMPTED
 
 
@@ -142,8 +153,10 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
 
 def test_main_config_errors_are_one_line(tmp_path, kin_root):
     proc = _main(tmp_path, config=str(tmp_path / "missing_recipe.py"))
-    assert _error_line(proc) == (f"error: config file not found, --config={tmp_path / 'missing_recipe.py'}, "
-                                 "expected a recipe file such as configs/pretrain.py[:variant]")
+    assert _error_line(proc) == (
+        f"error: config file not found, --config={tmp_path / 'missing_recipe.py'}, "
+        "expected a recipe file such as configs/pretrain.py[:variant]"
+    )
     assert len(proc.stderr.strip().splitlines()) == 1
     proc = _main(tmp_path, "--config.optimizer.base_lr=-0.1", config=f"{REPO}/tests/tiny_config.py:{kin_root}")
     assert _error_line(proc) == "error: config.optimizer.base_lr=-0.1; expected a finite number > 0"
@@ -163,4 +176,4 @@ def test_main_data_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, k
     want = f"error: {data / 'train.csv'}:{tiny_config.NUM_CLASSES + 1}: label 'not_a_label' is not an integer"
     assert _error_line(proc) == want
     proc = _main(tmp_path, "--debug", config=f"{REPO}/tests/tiny_config.py:{data}")
-    assert proc.returncode == 2 and "Traceback" in proc.stderr and proc.stderr.strip().endswith(want[len("error: "):])
+    assert proc.returncode == 2 and "Traceback" in proc.stderr and proc.stderr.strip().endswith(want[len("error: ") :])

@@ -1,5 +1,6 @@
 """The recipe files in configs/: every variant loads, validates and builds a model whose outputs
 have the right shapes (jax.eval_shape only), key values match docs/method.md#recipes, typos are caught."""
+
 import importlib.util
 import os
 import subprocess
@@ -17,15 +18,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANTS = {
     "pretrain_baseline": ("slowfast_r50", "slow_r50", "slowfast_r101"),
     "pretrain": ("slowfast_r50", "slowfast_r101", "slow_r50", "online", "mvit_v2_s"),
-    "finetune_charades_ego": ("slowfast_r50", "slowfast_r101", "slow_r50", "star", "star_r101",
-                              "mvit_v2_s"),
+    "finetune_charades_ego": ("slowfast_r50", "slowfast_r101", "slow_r50", "star", "star_r101", "mvit_v2_s"),
     "finetune_epic100": ("slowfast_r50", "slowfast_r101", "star", "star_r101", "mvit_v2_s"),
     "finetune_epic55": ("slowfast_r50", "slowfast_r101", "star", "star_r101", "mvit_v2_s"),
     "ego_teacher": ("slow_r50", "slowfast_r50"),
 }
-DEFAULTS = {"pretrain_baseline": "slowfast_r50", "pretrain": "slowfast_r50",
-            "finetune_charades_ego": "slowfast_r50", "finetune_epic100": "slowfast_r50",
-            "finetune_epic55": "slowfast_r50", "ego_teacher": "slow_r50"}
+DEFAULTS = {
+    "pretrain_baseline": "slowfast_r50",
+    "pretrain": "slowfast_r50",
+    "finetune_charades_ego": "slowfast_r50",
+    "finetune_epic100": "slowfast_r50",
+    "finetune_epic55": "slowfast_r50",
+    "ego_teacher": "slow_r50",
+}
 # What the models cannot build yet (strict xfail: these start failing once the support lands).
 MISSING = {}
 
@@ -73,10 +78,14 @@ def test_variant_validates_and_builds(name, variant):
     shapes = train.input_shapes(c, 1, c.data.train_crop_size)
     xs = [jax.ShapeDtypeStruct(s, jax.numpy.float32) for s in shapes]
     out, _ = jax.eval_shape(
-        lambda xs: model.init_with_output({"params": jax.random.key(0), "dropout": jax.random.key(1)},
-                                          xs, train=False), xs)
-    got = {k: ([tuple(o.shape) for o in out[k]] if isinstance(out[k], (tuple, list)) else tuple(out[k].shape))
-           for k in out if k in ("logits", "ego_logits", "object_logits", "interaction_logits")}
+        lambda xs: model.init_with_output({"params": jax.random.key(0), "dropout": jax.random.key(1)}, xs, train=False),
+        xs,
+    )
+    got = {
+        k: ([tuple(o.shape) for o in out[k]] if isinstance(out[k], (tuple, list)) else tuple(out[k].shape))
+        for k in out
+        if k in ("logits", "ego_logits", "object_logits", "interaction_logits")
+    }
     assert got == expected_outputs(c)
 
 
@@ -104,8 +113,8 @@ def test_pretrain_values():
     assert (sf.data.num_frames, sf.data.sampling_rate, sf.data.alpha) == (32, 2, 4)
 
     c = config("pretrain")
-    l = c.loss
-    assert (l.ce, l.ego, l.object, l.hand, l.object_map) == (0.5, 0.1, 0.5, 1.0, 1.0)
+    w = c.loss
+    assert (w.ce, w.ego, w.object, w.hand, w.object_map) == (0.5, 0.1, 0.5, 1.0, 1.0)
     assert (c.model.dropout_rate, c.precise_bn.enabled) == (0.0, False)
     assert (c.model.ego_classes, c.model.object_classes, c.model.interaction_head) == (2, 1000, True)
     assert (c.optimizer.base_lr, c.optimizer.reference_batch_size, c.batch_size) == (0.8, 512, 512)
@@ -181,8 +190,11 @@ EPIC55_YAML = (
     ("RESNET.DEPTH", lambda c: c.model.depth, 50),
     ("RESNET.WIDTH_PER_GROUP", lambda c: c.model.width_per_group, 64),
     ("RESNET.NUM_GROUPS", lambda c: c.model.num_groups, 1),
-    ("RESNET.NUM_BLOCK_TEMP_KERNEL", lambda c: tuple(map(tuple, c.model.num_block_temp_kernel)),
-     ((3, 3), (4, 4), (6, 6), (3, 3))),
+    (
+        "RESNET.NUM_BLOCK_TEMP_KERNEL",
+        lambda c: tuple(map(tuple, c.model.num_block_temp_kernel)),
+        ((3, 3), (4, 4), (6, 6), (3, 3)),
+    ),
     ("RESNET.SPATIAL_STRIDES", lambda c: tuple(c.model.spatial_strides), (1, 2, 2, 2)),
     ("BN.USE_PRECISE_STATS", lambda c: c.precise_bn.enabled, True),
     ("BN.NUM_BATCHES_PRECISE", lambda c: c.precise_bn.num_batches, 200),
@@ -200,8 +212,11 @@ EPIC55_YAML = (
     ("TASK", lambda c: c.model.head_name, "headepic"),
     ("(plain loader) val view", lambda c: c.data.epic_val_random, False),
     ("MODEL_NAME MultiTaskSlowFast", lambda c: (c.model.arch, c.model.interaction_head), ("slowfast", False)),
-    ("(defaults) test views, ensemble", lambda c: (c.data.num_ensemble_views, c.data.num_spatial_crops,
-                                                   c.evaluate.ensemble), (10, 3, "sum")),
+    (
+        "(defaults) test views, ensemble",
+        lambda c: (c.data.num_ensemble_views, c.data.num_spatial_crops, c.evaluate.ensemble),
+        (10, 3, "sum"),
+    ),
     ("(no warm-up)", lambda c: c.schedule.warmup_epochs, 0.0),
 )
 EPIC55_STAR_YAML = (
@@ -211,8 +226,7 @@ EPIC55_STAR_YAML = (
     ("HANDOBJ.HEAD_CONV_DIM", lambda c: c.model.interaction_conv_dim, 512),
     ("HANDOBJ.HAND_LOSS_WEIGHT", lambda c: c.loss.hand, 3.0),
     ("HANDOBJ.OBJ_LOSS_WEIGHT", lambda c: c.loss.object_map, 3.0),
-    ("HANDOBJ.LOSS_MODE", lambda c: (c.teachers.interaction.source, c.teachers.interaction.mode),
-     ("file", "soft")),
+    ("HANDOBJ.LOSS_MODE", lambda c: (c.teachers.interaction.source, c.teachers.interaction.mode), ("file", "soft")),
 )
 
 
@@ -223,9 +237,11 @@ def test_epic55_values_match_the_official_yamls():
     assert (c.loss.ce, c.loss.hand, c.loss.object_map, c.data.dataset) == (1.0, 0.0, 0.0, "epic55")
     star = config("finetune_epic55", "star")
     overridden = {key for key, _, _ in EPIC55_STAR_YAML}
-    for key, get, want in EPIC55_STAR_YAML + tuple(e for e in EPIC55_YAML if e[0] not in overridden
-                                                   and e[0] not in ("(plain loader) val view",
-                                                                    "MODEL_NAME MultiTaskSlowFast")):
+    for key, get, want in EPIC55_STAR_YAML + tuple(
+        e
+        for e in EPIC55_YAML
+        if e[0] not in overridden and e[0] not in ("(plain loader) val view", "MODEL_NAME MultiTaskSlowFast")
+    ):
         assert get(star) == want, f"star: {key}"
     assert star.teachers.interaction.detections == "data/epic55/handobj"
     assert star.teachers.interaction.repeated_frames == "last" and not star.teachers.allow_missing
@@ -245,7 +261,8 @@ def test_ego_teacher_lists(tmp_path):
     header = "id,subject,scene,actions,length,egocentric\n"
     for split in ("train", "test"):
         (tmp_path / f"CharadesEgo_v1_{split}.csv").write_text(
-            header + "005BU,A,Kitchen,c092 1.0 2.0,30,No\n005BUEGO,A,Kitchen,,30,Yes\n")
+            header + "005BU,A,Kitchen,c092 1.0 2.0,30,No\n005BUEGO,A,Kitchen,,30,Yes\n"
+        )
     load("ego_teacher").make_lists(str(tmp_path), str(tmp_path / "lists"))
     videos = kinetics.read_kinetics_list(tmp_path / "lists" / "train.csv", num_classes=2)
     assert [(v.key, v.label) for v in videos] == [("005BU.mp4", 0), ("005BUEGO.mp4", 1)]
@@ -262,8 +279,19 @@ def test_config_flags_variant_and_override():
 def test_main_suggests_key_for_typo(tmp_path):
     env = {**os.environ, "PYTHONPATH": REPO}
     proc = subprocess.run(
-        [sys.executable, "-m", "egoexo_jax.main", "--config=configs/pretrain.py",
-         "--config.optimizer.base_rl=1", f"--workdir={tmp_path}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "egoexo_jax.main",
+            "--config=configs/pretrain.py",
+            "--config.optimizer.base_rl=1",
+            f"--workdir={tmp_path}",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "did you mean 'optimizer.base_lr'" in proc.stderr

@@ -1,4 +1,5 @@
 """Converter: full-size key maps, the torch-free CLI, and bad input."""
+
 import json
 import os
 import pathlib
@@ -70,8 +71,9 @@ def test_legacy_headobjhead_prefix_is_accepted(fixtures_dir):
     conv = pyslowfast.convert_checkpoint(path)
     legacy = {k.replace("handobjhead.", "headobjhead."): v for k, v in state.items()}
     variables, _ = pyslowfast.variables_from_state_dict(conv.module, legacy, models.input_shapes(conv.model_config))
-    np.testing.assert_array_equal(variables["params"]["handobjhead"]["score_projection"]["bias"],
-                                  state["handobjhead.score_projection.bias"])
+    np.testing.assert_array_equal(
+        variables["params"]["handobjhead"]["score_projection"]["bias"], state["handobjhead.score_projection.bias"]
+    )
 
 
 def _replace_pickled_str(data: bytes, old: str, new: str) -> bytes:
@@ -130,8 +132,12 @@ def test_arbitrary_global_is_refused(tmp_path, layout):
         with zipfile.ZipFile(bad, "w") as z:
             z.writestr("archive/data.pkl", payload)
     else:
-        bad.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2) + pickle.dumps(1001, protocol=2)
-                        + pickle.dumps({}, protocol=2) + payload)
+        bad.write_bytes(
+            pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+            + pickle.dumps(1001, protocol=2)
+            + pickle.dumps({}, protocol=2)
+            + payload
+        )
     with pytest.raises(CheckpointReadError, match="refusing to load global '(posix|os).system'"):
         load_torch_file(bad)
     assert not marker.exists()
@@ -143,8 +149,14 @@ def _run_cli(args, tmp_path):
     (blocker / "torch").mkdir(parents=True, exist_ok=True)
     (blocker / "torch" / "__init__.py").write_text("raise ImportError('torch is blocked in this test')\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocker), str(REPO)]))
-    return subprocess.run([sys.executable, "-m", "egoexo_jax.convert", *args], capture_output=True,
-                          text=True, env=env, cwd=tmp_path, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "egoexo_jax.convert", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
 
 
 def test_cli_without_torch(fixtures_dir, tmp_path):
@@ -152,8 +164,11 @@ def test_cli_without_torch(fixtures_dir, tmp_path):
     out_dir = tmp_path / "converted"
     res = _run_cli(["--input", str(d / "checkpoint.pyth"), "--output", str(out_dir)], tmp_path)
     assert res.returncode == 0, res.stderr
-    check = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True,
-                           env=dict(os.environ, PYTHONPATH=str(tmp_path / "no_torch")))
+    check = subprocess.run(
+        [sys.executable, "-c", "import torch"],
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=str(tmp_path / "no_torch")),
+    )
     assert check.returncode != 0  # the blocker really blocks
     summary = json.loads((out_dir / "conversion.json").read_text())
     assert summary["model_name"] == "HandObjKdSlowFastHSlow" and summary["num_mapped_keys"] == 560

@@ -1,5 +1,6 @@
 """Ego-Exo distillation inside the training system: official loss on the converted fixture,
 zero aux weights = baseline, frozen online teachers, offline and online pre-training end to end."""
+
 import functools
 import os
 
@@ -51,13 +52,29 @@ def test_total_loss_on_egoexo_fixture_matches_official_formulas(fixtures_dir, tm
     maps = []
     for i in range(b):
         hands, objs = store.boxes_for_frames("vid", np.arange(t_fast))
-        transform = dict(orig_h=64, orig_w=64, resized_h=64, resized_w=64, crop_y=0, crop_x=0,
-                         crop_size=64, flip=bool(i), scale_y=1.0, scale_x=1.0)
-        maps.append(aux_targets.interaction_target(hands, objs, transform, num_frames=t_fast, map_frames=4,
-                                                   map_stride=32, mode="soft"))
-    batch = {"label": rng.integers(0, 10, b), "ego_target": rng.normal(size=(b, 2)).astype(np.float32) * 2,
-             "object_target": rng.normal(size=(b, 1000)).astype(np.float32) * 3,
-             "interaction_target": np.stack(maps)}
+        transform = dict(
+            orig_h=64,
+            orig_w=64,
+            resized_h=64,
+            resized_w=64,
+            crop_y=0,
+            crop_x=0,
+            crop_size=64,
+            flip=bool(i),
+            scale_y=1.0,
+            scale_x=1.0,
+        )
+        maps.append(
+            aux_targets.interaction_target(
+                hands, objs, transform, num_frames=t_fast, map_frames=4, map_stride=32, mode="soft"
+            )
+        )
+    batch = {
+        "label": rng.integers(0, 10, b),
+        "ego_target": rng.normal(size=(b, 2)).astype(np.float32) * 2,
+        "object_target": rng.normal(size=(b, 1000)).astype(np.float32) * 3,
+        "interaction_target": np.stack(maps),
+    }
     assert batch["interaction_target"].shape == (2, 4, 2, 2, 2) and batch["interaction_target"].max() > 0
     weights = {"ce": 0.5, "ego": 0.1, "object": 0.5, "hand": 1.0, "object_map": 1.0}
     total, terms = losses.total(ours, jax.tree.map(jnp.asarray, batch), weights)
@@ -65,9 +82,11 @@ def test_total_loss_on_egoexo_fixture_matches_official_formulas(fixtures_dir, tm
     # Official formulas on the PyTorch outputs (numpy, float64).
     logits = ref["logits"].astype(np.float64)
     ce = -_log_softmax(logits)[np.arange(b), batch["label"]].mean()
+
     def kl(s, t):
         p = np.exp(_log_softmax(t))
         return (p * (np.log(p) - _log_softmax(s))).sum() / b
+
     ego = kl(ref["ego_logits"].astype(np.float64), batch["ego_target"].astype(np.float64))
     obj = kl(ref["object_logits"].astype(np.float64), batch["object_target"].astype(np.float64))
     imap = ref["interaction_logits"].astype(np.float64).transpose(0, 2, 3, 4, 1)
@@ -75,8 +94,13 @@ def test_total_loss_on_egoexo_fixture_matches_official_formulas(fixtures_dir, tm
     omap = _bce(imap[..., 1], batch["interaction_target"][..., 1]).mean()
     want = 0.5 * ce + 0.1 * ego + 0.5 * obj + hand + omap
     assert float(total) == pytest.approx(want, rel=1e-5)
-    for name, value in (("loss_ce", ce), ("loss_ego", ego), ("loss_object", obj), ("loss_hand", hand),
-                        ("loss_object_map", omap)):
+    for name, value in (
+        ("loss_ce", ce),
+        ("loss_ego", ego),
+        ("loss_object", obj),
+        ("loss_hand", hand),
+        ("loss_object_map", omap),
+    ):
         assert float(terms[name]) == pytest.approx(value, rel=1e-5), name
 
 
@@ -86,26 +110,44 @@ def test_total_loss_on_egoexo_fixture_matches_official_formulas(fixtures_dir, tm
 
 def _tiny_config(egoexo=True):
     c = config_schema.base_config()
-    c.model = presets.slowfast(18, width_per_group=8, num_frames=8, crop_size=32, num_classes=(4,),
-                               spatial_strides=(1, 2, 2, 1), bn_group_size=2, dropout_rate=0.0,
-                               interaction_conv_dim=16)
+    c.model = presets.slowfast(
+        18,
+        width_per_group=8,
+        num_frames=8,
+        crop_size=32,
+        num_classes=(4,),
+        spatial_strides=(1, 2, 2, 1),
+        bn_group_size=2,
+        dropout_rate=0.0,
+        interaction_conv_dim=16,
+    )
     if egoexo:
         presets.egoexo_pretrain_heads(c.model)
-    c.data.update(num_frames=8, train_crop_size=32, test_crop_size=32, train_jitter_scales=(32, 40),
-                  sampling_rate=2, num_threads=1)
+    c.data.update(
+        num_frames=8,
+        train_crop_size=32,
+        test_crop_size=32,
+        train_jitter_scales=(32, 40),
+        sampling_rate=2,
+        num_threads=1,
+    )
     c.batch_size = 4
     c.num_epochs = 1.0
     return c
 
 
 def _batch(rng, b=4, with_targets=True):
-    out = {"pathway0": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
-           "pathway1": rng.normal(size=(b, 8, 32, 32, 3)).astype(np.float32),
-           "label": rng.integers(0, 4, b).astype(np.int32)}
+    out = {
+        "pathway0": rng.normal(size=(b, 2, 32, 32, 3)).astype(np.float32),
+        "pathway1": rng.normal(size=(b, 8, 32, 32, 3)).astype(np.float32),
+        "label": rng.integers(0, 4, b).astype(np.int32),
+    }
     if with_targets:
-        out.update(ego_target=rng.normal(size=(b, 2)).astype(np.float32),
-                   object_target=rng.normal(size=(b, 1000)).astype(np.float32),
-                   interaction_target=rng.uniform(size=(b, 2, 2, 2, 2)).astype(np.float32))
+        out.update(
+            ego_target=rng.normal(size=(b, 2)).astype(np.float32),
+            object_target=rng.normal(size=(b, 1000)).astype(np.float32),
+            interaction_target=rng.uniform(size=(b, 2, 2, 2, 2)).astype(np.float32),
+        )
     return out
 
 
@@ -132,19 +174,22 @@ def test_zero_aux_weights_equal_the_baseline_step_exactly():
     copy = lambda s: jax.tree.map(jnp.copy, s)  # noqa: E731  (steps donate their state)
     a, ma = step_zero(copy(state0), sharding.global_batch(full, mesh), {})
     b, mb = step_base(copy(state0), sharding.global_batch(plain, mesh), {})
-    for x, y in zip(jax.tree.leaves((a.params, a.batch_stats, a.opt_state)),
-                    jax.tree.leaves((b.params, b.batch_stats, b.opt_state))):
+    for x, y in zip(
+        jax.tree.leaves((a.params, a.batch_stats, a.opt_state)), jax.tree.leaves((b.params, b.batch_stats, b.opt_state))
+    ):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert float(ma["loss"]) == float(mb["loss"])
     # With the weights on, every student head receives gradient.
-    step_on = train.make_train_step(mesh, loss_weights={"ce": 0.5, "ego": 0.1, "object": 0.5, "hand": 1.0,
-                                                        "object_map": 1.0}, **common)
+    step_on = train.make_train_step(
+        mesh, loss_weights={"ce": 0.5, "ego": 0.1, "object": 0.5, "hand": 1.0, "object_map": 1.0}, **common
+    )
     on, _ = step_on(copy(state0), sharding.global_batch(full, mesh), {})
     head = lambda s: s.params["head"]  # noqa: E731
     for name in ("projections_1", "projections_2"):  # ego, object projections
         assert not np.array_equal(head(on)[name]["kernel"], head(a)[name]["kernel"]), name
-    assert not np.array_equal(on.params["handobjhead"]["score_projection"]["kernel"],
-                              a.params["handobjhead"]["score_projection"]["kernel"])
+    assert not np.array_equal(
+        on.params["handobjhead"]["score_projection"]["kernel"], a.params["handobjhead"]["score_projection"]["kernel"]
+    )
 
 
 @pytest.mark.slow
@@ -157,14 +202,21 @@ def test_online_teachers_stay_frozen_and_have_no_optimizer_state():
     ego_module = models.build(ego_cfg.model)
     ego_vars = train.init_variables(ego_module, ego_cfg, 7)
     obj_module, obj_vars = teacher_loading.load_object_teacher("", depth=18, width=8, num_classes=1000, seed=3)
-    online = teachers_lib.OnlineTeachers(ego=teachers_lib.EgoTeacher.from_module(ego_module),
-                                         object=teachers_lib.ObjectTeacher(obj_module, num_frames=4))
+    online = teachers_lib.OnlineTeachers(
+        ego=teachers_lib.EgoTeacher.from_module(ego_module), object=teachers_lib.ObjectTeacher(obj_module, num_frames=4)
+    )
     teacher_vars = sharding.replicate({"ego": ego_vars, "object": obj_vars}, mesh)
     before = jax.tree.map(np.array, teacher_vars)
     teacher_fn = functools.partial(teachers_lib.online_teacher_targets, online)
-    step = train.make_train_step(mesh, model=model, tx=tx, schedule=optim.make_schedule(c, 10),
-                                 loss_weights={"ce": 0.5, "ego": 0.1, "object": 0.5}, arch="slowfast",
-                                 teacher_fn=teacher_fn)
+    step = train.make_train_step(
+        mesh,
+        model=model,
+        tx=tx,
+        schedule=optim.make_schedule(c, 10),
+        loss_weights={"ce": 0.5, "ego": 0.1, "object": 0.5},
+        arch="slowfast",
+        teacher_fn=teacher_fn,
+    )
     rng = np.random.default_rng(1)
     first = None
     for _ in range(5):
@@ -183,12 +235,24 @@ def test_online_teachers_stay_frozen_and_have_no_optimizer_state():
 
 @pytest.mark.slow
 def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path):
-    paths = demo_sets.write_demo_data(tmp_path / "data", num_pretrain_videos=24, num_finetune_videos=8,
-                                      height=32, width=40, num_frames=20, finetune_frames=20)
+    paths = demo_sets.write_demo_data(
+        tmp_path / "data",
+        num_pretrain_videos=24,
+        num_finetune_videos=8,
+        height=32,
+        width=40,
+        num_frames=20,
+        finetune_frames=20,
+    )
     c = _tiny_config()
     c.model.num_classes = (paths.num_pretrain_classes,)
-    c.data.update(path_to_data_dir=paths.kinetics_dir, path_prefix=paths.kinetics_prefix,
-                  num_classes=paths.num_pretrain_classes, num_ensemble_views=1, num_spatial_crops=1)
+    c.data.update(
+        path_to_data_dir=paths.kinetics_dir,
+        path_prefix=paths.kinetics_prefix,
+        num_classes=paths.num_pretrain_classes,
+        num_ensemble_views=1,
+        num_spatial_crops=1,
+    )
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
     c.teachers.ego.update(source="file", file=paths.ego_scores)
     c.teachers.object.update(source="file", file=paths.object_scores)
@@ -199,6 +263,7 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     offline = str(tmp_path / "offline")
     train_loop.train_and_evaluate(c, offline)
     import json  # pylint: disable=import-outside-toplevel
+
     rows = [json.loads(line) for line in open(os.path.join(offline, "metrics.jsonl"))]
     assert [r["step"] for r in rows] == [1, 2, 3]
     for key in ("loss_ego", "loss_object", "loss_hand", "loss_object_map", "count_interaction"):
@@ -238,8 +303,9 @@ def test_pretraining_from_offline_files_and_online_teachers_end_to_end(tmp_path)
     # classifier from a training workdir; the object teacher: a randomly initialised 2D ResNet).
     ego_cfg = _tiny_config(egoexo=False)
     ego_cfg.model.num_classes = (2,)
-    ego_cfg.data.update(path_to_data_dir=paths.kinetics_dir, path_prefix=paths.kinetics_prefix,
-                        num_classes=paths.num_pretrain_classes)
+    ego_cfg.data.update(
+        path_to_data_dir=paths.kinetics_dir, path_prefix=paths.kinetics_prefix, num_classes=paths.num_pretrain_classes
+    )
     ego_cfg.batch_size, ego_cfg.total_steps, ego_cfg.test_at_end = 8, 1, False
     ego_cfg.data.num_classes = 2
     _write_two_class_lists(paths.kinetics_dir, tmp_path / "ego_lists")

@@ -6,6 +6,7 @@ Relative Markdown links (``[text](formats.md#datasets)``) in any ``.md`` file ar
 way, and a path such as ``egoexo_jax/losses.py`` written in ``docs/`` must exist. The team-internal
 notes and the older reference styles ("method doc §4", "pitfall 9") must not appear at all.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -18,8 +19,21 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 THIS_FILE = pathlib.Path(__file__).resolve()
 SCAN_DIRS = ("egoexo_jax", "configs", "tests", "benchmarks", "launch", "data", "docs", ".ci")
 SCAN_TOP_FILES = ("README.md", "BENCHMARKS.md", "pyproject.toml", "pytest.ini", "requirements.txt")
-TEXT_SUFFIXES = {".py", ".md", ".sh", ".sbatch", ".ipynb", ".txt", ".toml", ".ini", ".cfg",
-                 ".yaml", ".yml", ".json", ""}
+TEXT_SUFFIXES = {
+    ".py",
+    ".md",
+    ".sh",
+    ".sbatch",
+    ".ipynb",
+    ".txt",
+    ".toml",
+    ".ini",
+    ".cfg",
+    ".yaml",
+    ".yml",
+    ".json",
+    "",
+}
 SKIP_DIRS = {"__pycache__", ".venv", ".git", ".ipynb_checkpoints", ".pytest_cache"}
 MAX_BYTES = 2_000_000  # data fixtures beyond this are not prose
 
@@ -30,8 +44,10 @@ HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 HTML_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
 # Source and documentation files named in docs/*.md must exist (data folders such as
 # data/epic100/handobj are places for the user's files, so only files with these suffixes count).
-REPO_PATH = re.compile(r"(?<![\w./-])((?:egoexo_jax|configs|tests|benchmarks|launch|data)/[\w./-]*"
-                       r"\.(?:py|md|sh|sbatch|ipynb|ini|toml))\b")
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:egoexo_jax|configs|tests|benchmarks|launch|data)/[\w./-]*"
+    r"\.(?:py|md|sh|sbatch|ipynb|ini|toml))\b"
+)
 # Names of the team's internal notes: never part of the repository's text.
 INTERNAL = ("egoexo-method.md", "DESIGN.md", "platform-notes", "../shared", "/work/shared")
 # Reference styles that pointed at those notes.
@@ -111,8 +127,7 @@ def where(path: pathlib.Path, lineno: int) -> str:
 
 def check_target(target: pathlib.Path, anchor: str, origin: str) -> List[str]:
     if not target.is_file():
-        return [f"{origin}: {target.relative_to(REPO) if target.is_relative_to(REPO) else target} "
-                "does not exist"]
+        return [f"{origin}: {target.relative_to(REPO) if target.is_relative_to(REPO) else target} does not exist"]
     if anchor and target.suffix == ".md" and anchor not in anchors_of(target):
         return [f"{origin}: no section #{anchor} in {target.relative_to(REPO)}"]
     return []
@@ -181,18 +196,22 @@ def test_no_internal_notes_or_legacy_reference_styles():
             for pattern in LEGACY:
                 match = pattern.search(line)
                 if match:
-                    problems.append(f"{where(path, lineno)}: old reference style {match.group(0)!r}; "
-                                    "write docs/<file>.md#<anchor>")
+                    problems.append(
+                        f"{where(path, lineno)}: old reference style {match.group(0)!r}; write docs/<file>.md#<anchor>"
+                    )
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("heading,slug", [
-    ("Interaction-Map targets", "interaction-map-targets"),
-    ("PySlowFast `.pyth` files", "pyslowfast-pyth-files"),
-    ("Ego-Exo and Ego-Exo*", "ego-exo-and-ego-exo"),
-    ("Packing for pods (TFDS ArrayRecord)", "packing-for-pods-tfds-arrayrecord"),
-    ("1. Frames", "1-frames"),
-])
+@pytest.mark.parametrize(
+    "heading,slug",
+    [
+        ("Interaction-Map targets", "interaction-map-targets"),
+        ("PySlowFast `.pyth` files", "pyslowfast-pyth-files"),
+        ("Ego-Exo and Ego-Exo*", "ego-exo-and-ego-exo"),
+        ("Packing for pods (TFDS ArrayRecord)", "packing-for-pods-tfds-arrayrecord"),
+        ("1. Frames", "1-frames"),
+    ],
+)
 def test_github_slug(heading, slug):
     assert github_slug(heading) == slug
 

@@ -2,6 +2,7 @@
 the real readers, Ego-Exo* targets from its detection files, and a fine-tune of the
 configs/finetune_epic55.py recipe that trains, validates, keeps the best state, tests on the S1 /
 S2 lists and writes the result files."""
+
 import importlib.util
 import json
 import os
@@ -15,8 +16,7 @@ import pytest
 from egoexo_jax import config_schema, evaluate, precise_bn, train_loop, train_setup
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import epic_kitchens, sources, train_pipeline
-from egoexo_jax.demo_data.epic55 import (EPIC55_LABEL_COLUMNS, EPIC55_NOUNS, EPIC55_VERBS,
-                                         write_epic55_data)
+from egoexo_jax.demo_data.epic55 import EPIC55_LABEL_COLUMNS, EPIC55_NOUNS, EPIC55_VERBS, write_epic55_data
 from egoexo_jax.models import presets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,17 +39,28 @@ def tiny(paths, variant=None, arch="slowfast"):
     32 px and csv copies of the split tables."""
     c = recipe(variant)
     star = c.model.interaction_head
-    size = dict(width_per_group=8, num_frames=8, crop_size=32, spatial_strides=(1, 2, 2, 1),
-                bn_group_size=4, dropout_rate=0.5)
-    model = (presets.slowfast(18, interaction_conv_dim=16, **size) if arch == "slowfast"
-             else presets.slow(18, **size))
+    size = dict(
+        width_per_group=8, num_frames=8, crop_size=32, spatial_strides=(1, 2, 2, 1), bn_group_size=4, dropout_rate=0.5
+    )
+    model = presets.slowfast(18, interaction_conv_dim=16, **size) if arch == "slowfast" else presets.slow(18, **size)
     c.model = presets.epic55_heads(model, star=star)
     c.data.update(arch=arch, alpha=model.alpha)
-    c.data.update(path_to_data_dir=paths.annotations, path_prefix=paths.frames,
-                  train_list="EPIC_train_action_labels.csv", val_list="EPIC_val_action_labels.csv",
-                  test_list="EPIC_val_action_labels.csv", num_frames=8, sampling_rate=2,
-                  train_jitter_scales=(32, 36), train_crop_size=32, test_crop_size=32,
-                  num_ensemble_views=2, num_spatial_crops=1, num_threads=1, prefetch=1)
+    c.data.update(
+        path_to_data_dir=paths.annotations,
+        path_prefix=paths.frames,
+        train_list="EPIC_train_action_labels.csv",
+        val_list="EPIC_val_action_labels.csv",
+        test_list="EPIC_val_action_labels.csv",
+        num_frames=8,
+        sampling_rate=2,
+        train_jitter_scales=(32, 36),
+        train_crop_size=32,
+        test_crop_size=32,
+        num_ensemble_views=2,
+        num_spatial_crops=1,
+        num_threads=1,
+        prefetch=1,
+    )
     if star:
         c.teachers.interaction.detections = paths.detections
     c.batch_size = c.eval_batch_size = 8
@@ -108,8 +119,9 @@ def test_star_batches_carry_interaction_targets(epic55):
     aux = train_setup.offline_aux_fn(c)
     assert aux.repeated_frames == "last" and not aux.allow_missing
     assert train_setup.check_teacher_files(c, aux) == {"interaction": 0}
-    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0, process_index=0,
-                                      process_count=1, aux_fn=aux) as it:
+    with train_pipeline.make_train_iterator(
+        c.data, global_batch_size=8, seed=0, process_index=0, process_count=1, aux_fn=aux
+    ) as it:
         batch = next(it)
     assert batch["interaction_target"].shape == (8, 2, 2, 2, 2)  # [B, T_slow, 32 // 16, .., 2]
     assert np.all(batch["interaction_mask"] == 1) and batch["interaction_target"].max() > 0
@@ -169,8 +181,14 @@ def test_finetune_trains_validates_keeps_best_and_tests_s1_s2(epic55, tmp_path, 
     assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best_vars), jax.tree.leaves(last_vars)))
     # Final test on S1 (labelled) and S2 (unlabelled): metrics for S1, submission json for both.
     test = {k: v for r in records for k, v in r.items() if k.startswith("test_")}
-    assert {"test_s1/verb_top1", "test_s1/verb_top5", "test_s1/noun_top1", "test_s1/noun_top5",
-            "test_s1/action_top1", "test_s1/action_top5"} <= set(test)
+    assert {
+        "test_s1/verb_top1",
+        "test_s1/verb_top5",
+        "test_s1/noun_top1",
+        "test_s1/noun_top5",
+        "test_s1/action_top1",
+        "test_s1/action_top5",
+    } <= set(test)
     assert not [k for k in test if k.startswith("test_s2/") and "top" in k]
     assert final["test_s1_verb_top5"] == test["test_s1/verb_top5"]
     results = workdir / "results"

@@ -1,4 +1,5 @@
 """Multi-view evaluation bookkeeping, metrics per dataset and the result files."""
+
 import json
 import pickle
 
@@ -20,6 +21,7 @@ def kin_root(tmp_path_factory):
 
 def _fake_eval_fn(num_classes):
     """Scores that encode (video, view): probs[c] = 1 if c == video % C, plus view / 100 on class 0."""
+
     def fn(variables, batch):
         del variables
         vid = np.asarray(jax.device_get(batch["video_index"]))
@@ -27,16 +29,30 @@ def _fake_eval_fn(num_classes):
         probs = np.zeros((len(vid), num_classes), np.float32)
         probs[np.arange(len(vid)), vid % num_classes] = 1.0
         probs[:, 0] += view / 100.0
-        return {"probs": probs, "video_index": vid, "view_index": view,
-                "mask": np.asarray(jax.device_get(batch["mask"]))}
+        return {
+            "probs": probs,
+            "video_index": vid,
+            "view_index": view,
+            "mask": np.asarray(jax.device_get(batch["mask"])),
+        }
+
     return fn
 
 
 @pytest.mark.parametrize("ensemble", ["sum", "max"])
 def test_every_view_scored_once_and_ensembled(kin_root, ensemble):
     c = config_schema.base_config()
-    c.data.update(path_to_data_dir=kin_root, path_prefix=kin_root, num_classes=5, num_frames=8,
-                  sampling_rate=2, test_crop_size=32, num_ensemble_views=2, num_spatial_crops=3, num_threads=1)
+    c.data.update(
+        path_to_data_dir=kin_root,
+        path_prefix=kin_root,
+        num_classes=5,
+        num_frames=8,
+        sampling_rate=2,
+        test_crop_size=32,
+        num_ensemble_views=2,
+        num_spatial_crops=3,
+        num_threads=1,
+    )
     mesh = sharding.make_mesh(8)
     out = evaluate.collect_view_scores(_fake_eval_fn(5), {}, c.data, "test", 8, mesh, ensemble, progress=False)
     assert out["num_views"] == 6 and list(out["views_seen"]) == [6] * 5  # 30 views over 4 padded batches
@@ -57,9 +73,12 @@ def test_epic_metrics_and_result_files(tmp_path):
     rng = np.random.default_rng(0)
     n = 40
     verb, noun = rng.normal(size=(n, 97)).astype(np.float32), rng.normal(size=(n, 300)).astype(np.float32)
-    truth = {"keys": np.asarray([f"P01_10{i % 3}_{i}" for i in range(n)], dtype=object),
-             "verb": rng.integers(0, 97, n), "noun": rng.integers(0, 300, n),
-             "participant": np.asarray(["P01"] * n, dtype=object)}
+    truth = {
+        "keys": np.asarray([f"P01_10{i % 3}_{i}" for i in range(n)], dtype=object),
+        "verb": rng.integers(0, 97, n),
+        "noun": rng.integers(0, 300, n),
+        "participant": np.asarray(["P01"] * n, dtype=object),
+    }
     cfg = config_schema.base_config().evaluate
     values = evaluate.compute_metrics("epic100", [verb, noun], truth, cfg)
     want = metrics.epic_accuracy(verb, noun, truth["verb"], truth["noun"])

@@ -1,4 +1,5 @@
 """Interaction-Map targets: hand-worked cases and the official PyTorch targets of the debug fixture."""
+
 import numpy as np
 import pytest
 
@@ -23,19 +24,25 @@ def test_transform_flip_uses_crop_width():
     np.testing.assert_array_equal(out, [[4.0, 1.0, 7.0, 3.0], [0.0, 0.0, 9.0, 9.0]])
     assert out.dtype == np.float64  # arithmetic stays in the input dtype
     # Flip after the crop offset.
-    out = im.transform_boxes(np.array([[12.0, 0.0, 14.0, 2.0]]), crop_offset=(10, 0), crop_size=10, flip=True,
-                             normalize=False)
+    out = im.transform_boxes(
+        np.array([[12.0, 0.0, 14.0, 2.0]]), crop_offset=(10, 0), crop_size=10, flip=True, normalize=False
+    )
     np.testing.assert_array_equal(out, [[10 - 4 - 1, 0.0, 10 - 2 - 1, 2.0]])
 
 
 def test_transform_boxes_outside_crop_are_clipped_to_border():
-    boxes = np.array([[-50.0, -40.0, -10.0, -5.0],    # fully left/above -> corner (0, 0)
-                      [300.0, 10.0, 400.0, 20.0]], np.float32)  # fully right -> last column
+    boxes = np.array(
+        [
+            [-50.0, -40.0, -10.0, -5.0],  # fully left/above -> corner (0, 0)
+            [300.0, 10.0, 400.0, 20.0],
+        ],
+        np.float32,
+    )  # fully right -> last column
     out = im.transform_boxes(boxes, crop_size=224, normalize=False)
     np.testing.assert_array_equal(out, [[0, 0, 0, 0], [223, 10, 223, 20]])
     maps = im.rasterise(out / 224.0, [0.9, 0.4], [0, 0], num_frames=1, grid=7)
-    assert maps[0, 0, 0] == pytest.approx(0.9)           # corner cell painted
-    assert maps[0, 0, 6] == pytest.approx(0.4)           # right border cell painted
+    assert maps[0, 0, 0] == pytest.approx(0.9)  # corner cell painted
+    assert maps[0, 0, 6] == pytest.approx(0.4)  # right border cell painted
     assert np.count_nonzero(maps) == 2
 
 
@@ -44,8 +51,7 @@ def test_official_resize_rule_single_long_side_factor():
     new_h, new_w, (num, den) = im.short_side_resize(256, 340, 300)
     assert (new_h, new_w, num, den) == (300, 398, 398, 340)
     boxes = np.array([[34.0, 25.6, 68.0, 51.2]], np.float32)
-    out = im.transform_boxes(boxes, orig_size=(256, 340), resized_size=(new_h, new_w), crop_size=1000,
-                             normalize=False)
+    out = im.transform_boxes(boxes, orig_size=(256, 340), resized_size=(new_h, new_w), crop_size=1000, normalize=False)
     np.testing.assert_allclose(out, boxes * np.float32(398) / np.float32(340), rtol=1e-7)
     # Portrait frame: factor new_h / h; same-size: unchanged.
     assert im.short_side_resize(400, 256, 256) == (400, 256, (1, 1))
@@ -58,13 +64,17 @@ def test_official_resize_rule_single_long_side_factor():
 
 
 def test_rasterise_soft_hard_inclusive_end_cells():
-    boxes = np.array([[0.0, 0.0, 0.29, 0.14],      # x cells 0..2 (0.29*7=2.03), y 0..0
-                      [0.1, 0.0, 0.2, 0.1],        # cells x 0..1, y 0..0: inside the first, lower score
-                      [0.99, 0.99, 1.0, 1.0]])     # beyond 1 -> clamped to 6
+    boxes = np.array(
+        [
+            [0.0, 0.0, 0.29, 0.14],  # x cells 0..2 (0.29*7=2.03), y 0..0
+            [0.1, 0.0, 0.2, 0.1],  # cells x 0..1, y 0..0: inside the first, lower score
+            [0.99, 0.99, 1.0, 1.0],
+        ]
+    )  # beyond 1 -> clamped to 6
     scores = np.array([0.5, 0.3, 0.8])
     soft = im.rasterise(boxes, scores, [1, 1, 2], num_frames=3, grid=7, mode="soft")
     assert soft.shape == (3, 7, 7) and soft.dtype == np.float32
-    assert not soft[0].any()                       # frame without detections stays 0
+    assert not soft[0].any()  # frame without detections stays 0
     expected = np.zeros((7, 7), np.float32)
     expected[0, 0:3] = 0.5
     np.testing.assert_array_equal(soft[1], expected)  # max(0.5, 0.3) = 0.5 on the overlap
@@ -87,7 +97,7 @@ def test_build_targets_channels_and_slow_selection():
     slow = im.build_targets(hands, objs, num_frames=32, grid=7, slow_frames=8)
     assert slow.shape == (8, 7, 7, 2)
     np.testing.assert_array_equal(slow, full[[0, 4, 8, 13, 17, 22, 26, 31]])
-    assert slow[3, 3, 3, 1] == np.float32(0.4)      # frame 13 kept, frame 12 dropped
+    assert slow[3, 3, 3, 1] == np.float32(0.4)  # frame 13 kept, frame 12 dropped
     np.testing.assert_array_equal(slow[3, 3:5, 3:5, 1], np.full((2, 2), 0.4, np.float32))  # 3.5..4.2 -> cells 3..4
     assert np.count_nonzero(slow[..., 1]) == 4
     empty = im.build_targets(np.zeros((0, 6)), np.zeros((0, 6)), num_frames=8, grid=8)
@@ -98,15 +108,16 @@ def test_pixel_rows_to_targets_end_to_end():
     # A detection in a 320x240 frame, resized to short side 256 (341x256), crop at (40, 16), flipped.
     rows = np.array([[100.0, 60.0, 180.0, 120.0, 0.9, 3]], np.float32)
     new_h, new_w, _ = im.short_side_resize(240, 320, 256)
-    meta = im.transform_rows(rows, orig_size=(240, 320), resized_size=(new_h, new_w), crop_offset=(40, 16),
-                             crop_size=224, flip=True)
+    meta = im.transform_rows(
+        rows, orig_size=(240, 320), resized_size=(new_h, new_w), crop_offset=(40, 16), crop_size=224, flip=True
+    )
     f = np.float32(new_w) / np.float32(320)
     x1, y1, x2, y2 = 100 * f - 40, 60 * f - 16, 180 * f - 40, 120 * f - 16
     np.testing.assert_allclose(meta[0, :4], np.array([224 - x2 - 1, y1, 224 - x1 - 1, y2]) / 224, rtol=1e-5)
     np.testing.assert_array_equal(meta[0, 4:], [np.float32(0.9), 3])
     target = im.build_targets(meta, np.zeros((0, 6)), num_frames=8, grid=7)
     cells = np.floor(meta[0, :4] * 7).astype(int)
-    assert target[3, cells[1]:cells[3] + 1, cells[0]:cells[2] + 1, 0].min() == np.float32(0.9)
+    assert target[3, cells[1] : cells[3] + 1, cells[0] : cells[2] + 1, 0].min() == np.float32(0.9)
     assert np.count_nonzero(target) == (cells[3] - cells[1] + 1) * (cells[2] - cells[0] + 1)
 
 
@@ -134,11 +145,16 @@ def test_repeated_frames_keep_their_boxes_at_the_last_position():
     np.testing.assert_array_equal(im.last_positions([3, 3, 3]), [2, 2, 2])
     np.testing.assert_array_equal(im.last_positions([5, 6, 7]), [0, 1, 2])
     # Rows as VideoDetections.rows gives them: one box per clip frame read, t = the clip index.
-    rows = np.array([[0.0, 0.0, 0.1, 0.1, 0.9, 0],
-                     [0.2, 0.2, 0.3, 0.3, 0.8, 2],
-                     [0.2, 0.2, 0.3, 0.3, 0.8, 3],
-                     [0.2, 0.2, 0.3, 0.3, 0.8, 4],
-                     [0.5, 0.5, 0.6, 0.6, 0.7, 5]], np.float32)
+    rows = np.array(
+        [
+            [0.0, 0.0, 0.1, 0.1, 0.9, 0],
+            [0.2, 0.2, 0.3, 0.3, 0.8, 2],
+            [0.2, 0.2, 0.3, 0.3, 0.8, 3],
+            [0.2, 0.2, 0.3, 0.3, 0.8, 4],
+            [0.5, 0.5, 0.6, 0.6, 0.7, 5],
+        ],
+        np.float32,
+    )
     last = im.assign_repeated_frames(rows, positions, "last")
     np.testing.assert_array_equal(last[:, 5], [0, 4, 4, 4, 5])
     np.testing.assert_array_equal(last[:, :5], rows[:, :5])

@@ -1,6 +1,7 @@
 """Training runs that are interrupted or restarted differently: kill -9 before the first checkpoint,
 SIGTERM (exit 75), a damaged newest checkpoint, a config that no longer fits the checkpoint,
 mode=evaluate on a workdir, and the per-epoch count of padded clips."""
+
 import json
 import os
 import pathlib
@@ -64,11 +65,14 @@ def _steps(workdir):
         return [json.loads(line)["step"] for line in f]
 
 
-@pytest.mark.parametrize("change,words", [
-    (("model", "width_per_group", 16), "config.model.width_per_group=16 but checkpoint {ckpt} was saved with 8"),
-    (("", "seed", 1), "config.seed=1 but checkpoint {ckpt} was saved with 0"),
-    (("optimizer", "name", "adamw"), "checkpoint {ckpt} does not fit this config: ['opt_state']"),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        (("model", "width_per_group", 16), "config.model.width_per_group=16 but checkpoint {ckpt} was saved with 8"),
+        (("", "seed", 1), "config.seed=1 but checkpoint {ckpt} was saved with 0"),
+        (("optimizer", "name", "adamw"), "checkpoint {ckpt} does not fit this config: ['opt_state']"),
+    ],
+)
 def test_a_config_that_does_not_fit_the_checkpoint_is_named(saved_workdir, kin_root, tmp_path, change, words):
     workdir = _copy(saved_workdir, tmp_path)
     before = open(os.path.join(workdir, "config.json"), encoding="utf-8").read()
@@ -85,8 +89,9 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_named(saved_workdir, kin_r
 
 def test_init_from_of_another_architecture_is_a_user_error(saved_workdir, kin_root, tmp_path):
     c = tiny_config.get_config(kin_root)
-    c.model = presets.slow(18, width_per_group=8, num_frames=8, crop_size=64,
-                           num_classes=(tiny_config.NUM_CLASSES,), bn_group_size=4)
+    c.model = presets.slow(
+        18, width_per_group=8, num_frames=8, crop_size=64, num_classes=(tiny_config.NUM_CLASSES,), bn_group_size=4
+    )
     c.data.arch = "slow"
     c.init_from = saved_workdir
     with pytest.raises(ckpt_lib.CheckpointMismatchError, match="holds a slowfast model but config.model.arch is slow"):
@@ -145,8 +150,14 @@ def test_padded_clips_are_counted_per_epoch(kin_root, tmp_path, capsys):
 
 
 def _main_cmd(kin_root, workdir, *overrides):
-    return [sys.executable, "-m", "egoexo_jax.main", f"--config={REPO}/tests/tiny_config.py:{kin_root}",
-            f"--workdir={workdir}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "egoexo_jax.main",
+        f"--config={REPO}/tests/tiny_config.py:{kin_root}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
 
 
 def _env():
@@ -166,8 +177,13 @@ def _wait_for_steps(workdir, proc, n):
 def test_kill_before_the_first_checkpoint_leaves_consistent_metrics(kin_root, tmp_path):
     overrides = ("--config.num_epochs=5", "--config.checkpoint.every_steps=4")
     workdir = str(tmp_path / "wd")
-    proc = subprocess.Popen(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _main_cmd(kin_root, workdir, *overrides),
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for_steps(workdir, proc, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -181,8 +197,14 @@ def test_kill_before_the_first_checkpoint_leaves_consistent_metrics(kin_root, tm
 def test_sigterm_saves_and_exits_75_then_resumes(kin_root, tmp_path):
     overrides = ("--config.num_epochs=8", "--config.checkpoint.every_steps=0")
     workdir = str(tmp_path / "wd")
-    proc = subprocess.Popen(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _main_cmd(kin_root, workdir, *overrides),
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_steps(workdir, proc, 2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
@@ -190,8 +212,9 @@ def test_sigterm_saves_and_exits_75_then_resumes(kin_root, tmp_path):
     assert "preempted: SIGTERM at step" in err and "Traceback" not in err
     stopped = ckpt_lib.read_meta(workdir)[0]
     assert 2 <= stopped < 8
-    done = subprocess.run(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        _main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO, capture_output=True, text=True
+    )
     assert done.returncode == 0 and f"resumed from step {stopped}" in done.stdout
     assert _steps(workdir) == list(range(1, 9))
     np.testing.assert_equal(ckpt_lib.read_meta(workdir)[0], 8)

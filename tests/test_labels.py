@@ -1,4 +1,5 @@
 """Bundled class-name files and ``egoexo_jax.labels.load_class_names``."""
+
 import csv
 import pathlib
 
@@ -10,12 +11,15 @@ from egoexo_jax.labels import load_class_names
 EPIC_FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures" / "epic100"
 
 
-@pytest.mark.parametrize("name,count,first,last", [
-    ("kinetics400", 400, "abseiling", "zumba"),
-    ("charades_ego", 157, "Holding some clothes", "Someone is eating something"),
-    ("epic100_verb", 97, "take", "unfreeze"),
-    ("epic100_noun", 300, "tap", "extract:vanilla"),
-])
+@pytest.mark.parametrize(
+    "name,count,first,last",
+    [
+        ("kinetics400", 400, "abseiling", "zumba"),
+        ("charades_ego", 157, "Holding some clothes", "Someone is eating something"),
+        ("epic100_verb", 97, "take", "unfreeze"),
+        ("epic100_noun", 300, "tap", "extract:vanilla"),
+    ],
+)
 def test_builtin_counts_ends_and_uniqueness(name, count, first, last):
     names = load_class_names(name)
     assert len(names) == count
@@ -68,12 +72,15 @@ def test_path_file_without_final_newline(tmp_path):
     assert load_class_names(path) == ["a", "b"]
 
 
-@pytest.mark.parametrize("text,line", [
-    ("a\n\nb\n", 2),
-    ("a\nb\n   \n", 3),
-    ("\na\n", 1),
-    ("a\nb\n\n", 3),
-])
+@pytest.mark.parametrize(
+    "text,line",
+    [
+        ("a\n\nb\n", 2),
+        ("a\nb\n   \n", 3),
+        ("\na\n", 1),
+        ("a\nb\n\n", 3),
+    ],
+)
 def test_blank_line_rejected_with_line_number(tmp_path, text, line):
     path = tmp_path / "classes.txt"
     path.write_text(text, encoding="utf-8")

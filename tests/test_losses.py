@@ -1,4 +1,5 @@
 """Losses: independent numpy references and the official PyTorch values of the debug fixture."""
+
 import math
 
 import jax
@@ -57,8 +58,9 @@ def test_multilabel_bce_stable_and_masked():
     targets = (rng.uniform(size=(4, 7)) > 0.6).astype(np.float32)
     np.testing.assert_allclose(multilabel_bce(logits, targets), _np_bce(logits, targets).mean(), rtol=1e-6)
     mask = np.array([0, 1, 1, 0])
-    np.testing.assert_allclose(multilabel_bce(logits, targets, mask),
-                               _np_bce(logits, targets)[mask > 0].mean(), rtol=1e-6)
+    np.testing.assert_allclose(
+        multilabel_bce(logits, targets, mask), _np_bce(logits, targets)[mask > 0].mean(), rtol=1e-6
+    )
     # Huge logits stay finite and give the exact limits.
     big = jnp.array([[1e4, -1e4]], jnp.float32)
     value = multilabel_bce(big, jnp.array([[0.0, 1.0]]))
@@ -145,8 +147,13 @@ def test_total_pretraining_objective():
     expected = 0.5 * ce + 0.1 * ego + 0.5 * obj + hand + objmap
     np.testing.assert_allclose(loss, expected, rtol=1e-6)
     np.testing.assert_allclose(terms["loss"], loss)
-    for name, value in [("loss_ce", ce), ("loss_ego", ego), ("loss_object", obj), ("loss_hand", hand),
-                        ("loss_object_map", objmap)]:
+    for name, value in [
+        ("loss_ce", ce),
+        ("loss_ego", ego),
+        ("loss_object", obj),
+        ("loss_hand", hand),
+        ("loss_object_map", objmap),
+    ]:
         np.testing.assert_allclose(terms[name], value, rtol=1e-6)
     np.testing.assert_allclose(terms["weighted_ego"], 0.1 * ego, rtol=1e-6)
     assert float(terms["count_ego"]) == 4 and float(terms["count_interaction"]) == 4
@@ -155,11 +162,17 @@ def test_total_pretraining_objective():
 def test_total_masks_missing_teachers():
     rng = np.random.default_rng(5)
     outputs, batch = _pretrain_batch(rng)
-    batch = dict(batch, ego_mask=jnp.array([1, 0, 1, 0], jnp.float32), object_mask=jnp.array([0, 0, 0, 0]),
-                 interaction_mask=jnp.array([True, True, False, True]))
+    batch = dict(
+        batch,
+        ego_mask=jnp.array([1, 0, 1, 0], jnp.float32),
+        object_mask=jnp.array([0, 0, 0, 0]),
+        interaction_mask=jnp.array([True, True, False, True]),
+    )
     _, terms = total_pretrain(outputs, batch)
     keep = np.array([0, 2])
-    np.testing.assert_allclose(terms["loss_ego"], kd_loss(outputs["ego_logits"][keep], batch["ego_target"][keep]), rtol=1e-6)
+    np.testing.assert_allclose(
+        terms["loss_ego"], kd_loss(outputs["ego_logits"][keep], batch["ego_target"][keep]), rtol=1e-6
+    )
     assert float(terms["loss_object"]) == 0.0 and float(terms["count_object"]) == 0.0
     assert float(terms["count_ego"]) == 2 and float(terms["count_interaction"]) == 3
     # Changing a masked-out clip's teacher changes nothing.
@@ -190,8 +203,11 @@ def test_total_multilabel_and_epic_multitask():
     verb = jnp.asarray(rng.normal(size=(3, 97)), jnp.float32)
     noun = jnp.asarray(rng.normal(size=(3, 300)), jnp.float32)
     maps = jnp.asarray(rng.normal(size=(3, 8, 7, 7, 2)), jnp.float32)
-    batch = {"verb": jnp.array([1, 5, 96]), "noun": jnp.array([0, 299, 7]),
-             "interaction_target": jnp.asarray(rng.uniform(size=(3, 8, 7, 7, 2)), jnp.float32)}
+    batch = {
+        "verb": jnp.array([1, 5, 96]),
+        "noun": jnp.array([0, 299, 7]),
+        "interaction_target": jnp.asarray(rng.uniform(size=(3, 8, 7, 7, 2)), jnp.float32),
+    }
     total_epic = jax.jit(lambda o, b: losses.total(o, b, {"ce": 1.0, "hand": 3.0, "object_map": 3.0}))
     loss, terms = total_epic({"logits": (verb, noun), "interaction_logits": maps}, batch)
     task = cross_entropy(verb, batch["verb"]) + cross_entropy(noun, batch["noun"])

@@ -65,13 +65,14 @@ def test_average_precision_known_values():
 def test_charades_map_vs_threshold_implementation_with_ties():
     rng = np.random.default_rng(1)
     n, c = 120, 15
-    scores = np.round(rng.uniform(size=(n, c)), 1)   # many ties
+    scores = np.round(rng.uniform(size=(n, c)), 1)  # many ties
     labels = (rng.uniform(size=(n, c)) > 0.8).astype(np.float32)
-    labels[:, 3] = 0                                  # class without a positive: skipped
+    labels[:, 3] = 0  # class without a positive: skipped
     for j in range(c):
         if j != 3:
             assert metrics.average_precision(scores[:, j], labels[:, j]) == pytest.approx(
-                _ap_by_thresholds(scores[:, j], labels[:, j]), abs=1e-12)
+                _ap_by_thresholds(scores[:, j], labels[:, j]), abs=1e-12
+            )
     expected = 100 * np.mean([_ap_by_thresholds(scores[:, j], labels[:, j]) for j in range(c) if j != 3])
     assert metrics.charades_map(scores, labels) == pytest.approx(expected, abs=1e-10)
     # Perfect scores -> 100; adding an all-negative class changes nothing.
@@ -85,15 +86,19 @@ def test_charades_map_vs_threshold_implementation_with_ties():
 def epic_val(fixtures_dir):
     """The validation segments' labels and participants as arrays (the data reader's segments)."""
     segments = epic_kitchens.read_epic_annotations(fixtures_dir / EPIC / "EPIC_100_validation.csv")
-    return {"verb_class": np.array([s.verb for s in segments], np.int64),
-            "noun_class": np.array([s.noun for s in segments], np.int64),
-            "participant_id": np.array([s.participant_id for s in segments], object)}
+    return {
+        "verb_class": np.array([s.verb for s in segments], np.int64),
+        "noun_class": np.array([s.noun for s in segments], np.int64),
+        "participant_id": np.array([s.participant_id for s in segments], object),
+    }
 
 
 def test_read_epic_tail_and_unseen(fixtures_dir):
     tail_v = metrics.read_epic_tail_classes(fixtures_dir / EPIC / "EPIC_100_tail_verbs.csv")
     tail_n = metrics.read_epic_tail_classes(fixtures_dir / EPIC / "EPIC_100_tail_nouns.csv")
-    unseen = metrics.read_epic_unseen_participants(fixtures_dir / EPIC / "EPIC_100_unseen_participant_ids_validation.csv")
+    unseen = metrics.read_epic_unseen_participants(
+        fixtures_dir / EPIC / "EPIC_100_unseen_participant_ids_validation.csv"
+    )
     assert len(tail_v) == 86 and tail_v[0] == 10 and len(tail_n) == 228 and tail_n[0] == 56
     assert list(unseen) == ["P18", "P32"]
 
@@ -109,7 +114,7 @@ def _brute_force_action_hits(verb_scores, noun_scores, verb_labels, noun_labels,
     hits = {k: [] for k in ks}
     for i in range(len(verb_labels)):
         grid = (pv[i][:, None] * pn[i][None, :]).reshape(-1)
-        ranking = np.argsort(-grid, kind="stable")[:max(ks)]
+        ranking = np.argsort(-grid, kind="stable")[: max(ks)]
         true_id = verb_labels[i] * noun_scores.shape[1] + noun_labels[i]
         for k in ks:
             hits[k].append(true_id in ranking[:k])
@@ -166,7 +171,9 @@ def test_epic_accuracy_real_validation_set(epic_val):
 def test_epic_accuracy_subsets_official_rules(fixtures_dir, epic_val):
     tail_v = metrics.read_epic_tail_classes(fixtures_dir / EPIC / "EPIC_100_tail_verbs.csv")
     tail_n = metrics.read_epic_tail_classes(fixtures_dir / EPIC / "EPIC_100_tail_nouns.csv")
-    unseen = metrics.read_epic_unseen_participants(fixtures_dir / EPIC / "EPIC_100_unseen_participant_ids_validation.csv")
+    unseen = metrics.read_epic_unseen_participants(
+        fixtures_dir / EPIC / "EPIC_100_unseen_participant_ids_validation.csv"
+    )
     vl, nl, pid = epic_val["verb_class"], epic_val["noun_class"], epic_val["participant_id"]
     n = len(vl)
     rng = np.random.default_rng(4)

@@ -1,4 +1,5 @@
 """Model behaviour beyond parity: BN groups, initialisation, outputs of every head."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +12,9 @@ def tiny(arch="slowfast", **kw):
     base = presets.slowfast(50) if arch == "slowfast" else presets.slow(50)
     # Depth 18 (2 bottlenecks per stage) keeps compile times short on 2 cores.
     temporal = ((2, 2),) * 4 if arch == "slowfast" else ((2,),) * 4
-    base.update(dict(depth=18, num_block_temp_kernel=temporal, width_per_group=8, num_frames=8,
-                     crop_size=32, num_classes=(5,)))
+    base.update(
+        dict(depth=18, num_block_temp_kernel=temporal, width_per_group=8, num_frames=8, crop_size=32, num_classes=(5,))
+    )
     base.update(kw)
     return base
 

@@ -1,4 +1,5 @@
 """MViT v1/v2: PySlowFast parity, full-size key/shape/parameter-count checks, training."""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import optax
 import pytest
 import yaml
 
+from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.convert.mvit import (
     mvit_module_from_cfg,
     mvit_variables_from_state_dict,
     plan_mvit_conversion,
 )
-from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.models import mvit as M
 from egoexo_jax.models import mvit_config as MC
 from egoexo_jax.models import mvit_layers
@@ -67,9 +68,7 @@ def test_parity_with_pyslowfast(fixtures_dir, name, kernels):
     n_down = sum(1 for e in c.pool_q_stride if np.prod(e[1:]) > 1)
     dim = out["features"].shape[-1]
     assert out["token_grid"].shape == (x.shape[0], t, h >> n_down, w >> n_down, dim)
-    np.testing.assert_allclose(
-        np.asarray(out["probs"]), np.asarray(jax.nn.softmax(out["logits"], -1)), atol=1e-6
-    )
+    np.testing.assert_allclose(np.asarray(out["probs"]), np.asarray(jax.nn.softmax(out["logits"], -1)), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", sorted(FULLSIZE))
@@ -115,16 +114,25 @@ def test_registry_model_config_round_trip():
     """``egoexo_jax.models.build`` glue: PySlowFast cfg -> model config -> JSON -> module."""
     import ml_collections
 
-    cfg = {"MODEL": {"ARCH": "mvit", "NUM_CLASSES": 7},
-           "DATA": {"NUM_FRAMES": 16, "TRAIN_CROP_SIZE": 224, "TEST_CROP_SIZE": 224},
-           "MVIT": {"DEPTH": 16, "PATCH_PADDING": [1, 3, 3], "DROPPATH_RATE": 0.2,
-                    "USE_ABS_POS": False, "REL_POS_SPATIAL": True, "REL_POS_TEMPORAL": True,
-                    "RESIDUAL_POOLING": True, "DIM_MUL_IN_ATT": True,
-                    "DIM_MUL": [[1, 2.0], [3, 2.0], [14, 2.0]],
-                    "HEAD_MUL": [[1, 2.0], [3, 2.0], [14, 2.0]],
-                    "POOL_KVQ_KERNEL": [3, 3, 3], "POOL_KV_STRIDE_ADAPTIVE": [1, 8, 8],
-                    "POOL_Q_STRIDE": [[i, 1, 2, 2] if i in (1, 3, 14) else [i, 1, 1, 1]
-                                      for i in range(16)]}}
+    cfg = {
+        "MODEL": {"ARCH": "mvit", "NUM_CLASSES": 7},
+        "DATA": {"NUM_FRAMES": 16, "TRAIN_CROP_SIZE": 224, "TEST_CROP_SIZE": 224},
+        "MVIT": {
+            "DEPTH": 16,
+            "PATCH_PADDING": [1, 3, 3],
+            "DROPPATH_RATE": 0.2,
+            "USE_ABS_POS": False,
+            "REL_POS_SPATIAL": True,
+            "REL_POS_TEMPORAL": True,
+            "RESIDUAL_POOLING": True,
+            "DIM_MUL_IN_ATT": True,
+            "DIM_MUL": [[1, 2.0], [3, 2.0], [14, 2.0]],
+            "HEAD_MUL": [[1, 2.0], [3, 2.0], [14, 2.0]],
+            "POOL_KVQ_KERNEL": [3, 3, 3],
+            "POOL_KV_STRIDE_ADAPTIVE": [1, 8, 8],
+            "POOL_Q_STRIDE": [[i, 1, 2, 2] if i in (1, 3, 14) else [i, 1, 1, 1] for i in range(16)],
+        },
+    }
     model_cfg = mvit_yaml.model_config_from_pyslowfast(cfg)
     assert model_cfg.arch == "mvit" and tuple(model_cfg.num_classes) == (7,)
     as_json = ml_collections.ConfigDict(json.loads(json.dumps(model_cfg.to_dict())))
@@ -160,12 +168,25 @@ def _key(seed):
 
 def _tiny_v2(**kw):
     return MC.MViTConfig(
-        num_classes=5, num_frames=4, crop_size=40, embed_dim=8, num_heads=1, depth=3,
-        droppath_rate=0.2, head_dropout=0.0, use_abs_pos=False, rel_pos_spatial=True,
-        rel_pos_temporal=True, residual_pooling=True, dim_mul_in_att=True,
-        dim_mul=((1, 2.0),), head_mul=((1, 2.0),),
+        num_classes=5,
+        num_frames=4,
+        crop_size=40,
+        embed_dim=8,
+        num_heads=1,
+        depth=3,
+        droppath_rate=0.2,
+        head_dropout=0.0,
+        use_abs_pos=False,
+        rel_pos_spatial=True,
+        rel_pos_temporal=True,
+        residual_pooling=True,
+        dim_mul_in_att=True,
+        dim_mul=((1, 2.0),),
+        head_mul=((1, 2.0),),
         pool_q_stride=((0, 1, 1, 1), (1, 1, 2, 2), (2, 1, 2, 2)),
-        pool_kv_stride_adaptive=(1, 8, 8), pool_kvq_kernel=(3, 3, 3), **kw,
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=(3, 3, 3),
+        **kw,
     )
 
 
@@ -195,12 +216,23 @@ def test_init_conventions_and_odd_grid():
 def test_training_steps_reduce_loss():
     """SGD on a fixed batch with drop-path active (fixed 'dropout' rng, so the objective
     is fixed): the cross-entropy after each of three steps is lower than before it."""
-    module = M.MViT(MC.MViTConfig(
-        num_classes=4, num_frames=4, crop_size=32, embed_dim=8, num_heads=1, depth=2,
-        droppath_rate=0.1, head_dropout=0.0, sep_pos_embed=True,
-        dim_mul=((1, 2.0),), head_mul=((1, 2.0),), pool_q_stride=((1, 1, 2, 2),),
-        pool_kvq_kernel=(3, 3, 3),  # K/V unpooled: XLA:CPU compiles conv gradients slowly
-    ))
+    module = M.MViT(
+        MC.MViTConfig(
+            num_classes=4,
+            num_frames=4,
+            crop_size=32,
+            embed_dim=8,
+            num_heads=1,
+            depth=2,
+            droppath_rate=0.1,
+            head_dropout=0.0,
+            sep_pos_embed=True,
+            dim_mul=((1, 2.0),),
+            head_mul=((1, 2.0),),
+            pool_q_stride=((1, 1, 2, 2),),
+            pool_kvq_kernel=(3, 3, 3),  # K/V unpooled: XLA:CPU compiles conv gradients slowly
+        )
+    )
     labels = jnp.array([0, 1, 2, 3])
     # Noise plus a per-clip colour offset, so the clips are separable from the cls token.
     noise = np.random.default_rng(1).standard_normal((4, 4, 32, 32, 3))
@@ -238,11 +270,24 @@ def _small_v2(num_classes=400, **kw):
     """MViTv2-style student at 8 x 64^2: patch stride (2, 4, 4) then three spatial Q strides,
     so the final grid is 4 x 2 x 2 at stride 32 (like the 224-crop models' 8 x 7 x 7)."""
     return MC.MViTConfig(
-        num_classes=num_classes, num_frames=8, crop_size=64, embed_dim=16, num_heads=1, depth=4,
-        droppath_rate=0.1, use_abs_pos=False, rel_pos_spatial=True, rel_pos_temporal=True,
-        residual_pooling=True, dim_mul_in_att=True, dim_mul=((1, 2.0), (3, 2.0)),
-        head_mul=((1, 2.0), (3, 2.0)), pool_q_stride=((0, 1, 1, 1), (1, 1, 2, 2), (2, 1, 2, 2), (3, 1, 2, 2)),
-        pool_kv_stride_adaptive=(1, 4, 4), pool_kvq_kernel=(3, 3, 3), **kw,
+        num_classes=num_classes,
+        num_frames=8,
+        crop_size=64,
+        embed_dim=16,
+        num_heads=1,
+        depth=4,
+        droppath_rate=0.1,
+        use_abs_pos=False,
+        rel_pos_spatial=True,
+        rel_pos_temporal=True,
+        residual_pooling=True,
+        dim_mul_in_att=True,
+        dim_mul=((1, 2.0), (3, 2.0)),
+        head_mul=((1, 2.0), (3, 2.0)),
+        pool_q_stride=((0, 1, 1, 1), (1, 1, 2, 2), (2, 1, 2, 2), (3, 1, 2, 2)),
+        pool_kv_stride_adaptive=(1, 4, 4),
+        pool_kvq_kernel=(3, 3, 3),
+        **kw,
     )
 
 
@@ -250,10 +295,8 @@ def _abstract_outputs(model_cfg, batch=2):
     from egoexo_jax import models
 
     module = models.build(model_cfg)
-    x = jax.ShapeDtypeStruct((batch, model_cfg.num_frames, model_cfg.crop_size, model_cfg.crop_size, 3),
-                             jnp.float32)
-    out, variables = jax.eval_shape(
-        lambda x: module.init_with_output({"params": _key(0), "dropout": _key(1)}, [x]), x)
+    x = jax.ShapeDtypeStruct((batch, model_cfg.num_frames, model_cfg.crop_size, model_cfg.crop_size, 3), jnp.float32)
+    out, variables = jax.eval_shape(lambda x: module.init_with_output({"params": _key(0), "dropout": _key(1)}, [x]), x)
     return module, out, variables["params"]
 
 
@@ -273,16 +316,23 @@ def test_egoexo_heads_through_the_model_config():
     assert module.feature_stride == 32 == offline_teachers.map_stride(mc)
     g = mc.crop_size // offline_teachers.map_stride(mc)
     assert _shapes({k: v for k, v in out.items() if k != "token_grid"}) == {
-        "logits": (2, 400), "probs": (2, 400), "features": (2, 64), "ego_logits": (2, 2),
-        "object_logits": (2, 1000), "interaction_logits": (2, 4, g, g, 2)}
+        "logits": (2, 400),
+        "probs": (2, 400),
+        "features": (2, 64),
+        "ego_logits": (2, 2),
+        "object_logits": (2, 1000),
+        "interaction_logits": (2, 4, g, g, 2),
+    }
     assert g == 2 and out["token_grid"].shape == (2, 4, 2, 2, 64)
     assert _shapes(params["head"]) == {
         "projections_0": {"kernel": (64, 400), "bias": (400,)},
         "projections_1": {"kernel": (64, 2), "bias": (2,)},
-        "projections_2": {"kernel": (64, 1000), "bias": (1000,)}}
+        "projections_2": {"kernel": (64, 1000), "bias": (1000,)},
+    }
     assert _shapes(params["handobjhead"]) == {
         "pathway0_conv_fcn0": {"kernel": (1, 3, 3, 64, 512), "bias": (512,)},
-        "score_projection": {"kernel": (1, 1, 1, 512, 2), "bias": (2,)}}
+        "score_projection": {"kernel": (1, 1, 1, 512, 2), "bias": (2,)},
+    }
 
     # The JSON round trip of a converted / exported model config keeps the heads.
     from egoexo_jax.checkpoint import config_json
@@ -326,8 +376,8 @@ def test_multitask_and_single_task_heads():
 def test_converter_maps_egoexo_heads():
     """A PySlowFast-named state of an Ego-Exo MViT (``head.projections.{j}``,
     ``handobjhead.*``) converts onto the module, values and layouts intact."""
-    from egoexo_jax.models.naming import flax_to_torch_key
     from egoexo_jax.models import presets
+    from egoexo_jax.models.naming import flax_to_torch_key
 
     mc = presets.egoexo_pretrain_heads(MC.model_config_from_mvit_config(_small_v2()))
     module, _, params = _abstract_outputs(mc)
@@ -342,12 +392,16 @@ def test_converter_maps_egoexo_heads():
         if names[-1] == "kernel":
             torch_value = value.T if value.ndim == 2 else value.transpose(4, 3, 0, 1, 2)
         state[flax_to_torch_key("params", names)] = torch_value
-    assert {"head.projections.2.weight", "handobjhead.pathway0_conv_fcn0.weight",
-            "handobjhead.score_projection.bias"} <= set(state)
+    assert {
+        "head.projections.2.weight",
+        "handobjhead.pathway0_conv_fcn0.weight",
+        "handobjhead.score_projection.bias",
+    } <= set(state)
     variables, report = mvit_variables_from_state_dict(module, state, (1, 8, 64, 64, 3))
     assert sorted(report["mapped"]) == sorted(state)
-    got = {tuple(k.key for k in p): np.asarray(v)
-           for p, v in jax.tree_util.tree_flatten_with_path(variables["params"])[0]}
+    got = {
+        tuple(k.key for k in p): np.asarray(v) for p, v in jax.tree_util.tree_flatten_with_path(variables["params"])[0]
+    }
     assert got.keys() == want.keys()
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
@@ -366,9 +420,18 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     from egoexo_jax.models import presets
 
     small = MC.MViTConfig(
-        num_classes=8, num_frames=8, crop_size=64, embed_dim=16, num_heads=1, depth=3,
-        droppath_rate=0.0, sep_pos_embed=True, dim_mul=((1, 2.0),), head_mul=((1, 2.0),),
-        pool_q_stride=((0, 1, 2, 2), (1, 1, 2, 2), (2, 1, 2, 2)), pool_kvq_kernel=(1, 3, 3),
+        num_classes=8,
+        num_frames=8,
+        crop_size=64,
+        embed_dim=16,
+        num_heads=1,
+        depth=3,
+        droppath_rate=0.0,
+        sep_pos_embed=True,
+        dim_mul=((1, 2.0),),
+        head_mul=((1, 2.0),),
+        pool_q_stride=((0, 1, 2, 2), (1, 1, 2, 2), (2, 1, 2, 2)),
+        pool_kvq_kernel=(1, 3, 3),
     )
     c = config_schema.base_config()
     c.model = presets.egoexo_pretrain_heads(MC.model_config_from_mvit_config(small))
@@ -378,8 +441,9 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     for signal in ("ego", "object", "interaction"):
         c.teachers[signal].source = "file"
     c.batch_size = 4
-    c.optimizer.update(name="adamw", base_lr=3e-3, reference_batch_size=4, weight_decay=0.05,
-                       no_decay="1d", grad_clip_norm=1.0)
+    c.optimizer.update(
+        name="adamw", base_lr=3e-3, reference_batch_size=4, weight_decay=0.05, no_decay="1d", grad_clip_norm=1.0
+    )
     c.schedule.update(policy="constant", warmup_epochs=0.0)
     config_schema.validate(c)
 
@@ -393,15 +457,19 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
 
     b, t, g = 4, 8, 64 // offline_teachers.map_stride(c.model)
     rng = np.random.default_rng(0)
-    batch = sharding.global_batch({
-        "pathway0": rng.standard_normal((b, t, 64, 64, 3)).astype(np.float32),
-        "label": np.arange(b, dtype=np.int32),
-        "ego_target": 2 * rng.standard_normal((b, 2)).astype(np.float32),
-        "object_target": 2 * rng.standard_normal((b, 1000)).astype(np.float32),
-        "interaction_target": rng.uniform(size=(b, t // 2, g, g, 2)).astype(np.float32),
-    }, mesh)
-    step = train.make_train_step(mesh, model=model, tx=tx, schedule=schedule,
-                                 loss_weights=train.loss_weights(c), arch="mvit")
+    batch = sharding.global_batch(
+        {
+            "pathway0": rng.standard_normal((b, t, 64, 64, 3)).astype(np.float32),
+            "label": np.arange(b, dtype=np.int32),
+            "ego_target": 2 * rng.standard_normal((b, 2)).astype(np.float32),
+            "object_target": 2 * rng.standard_normal((b, 1000)).astype(np.float32),
+            "interaction_target": rng.uniform(size=(b, t // 2, g, g, 2)).astype(np.float32),
+        },
+        mesh,
+    )
+    step = train.make_train_step(
+        mesh, model=model, tx=tx, schedule=schedule, loss_weights=train.loss_weights(c), arch="mvit"
+    )
     history = []
     for _ in range(7):  # the 7th call reports the losses after the 6th update
         state, metrics = step(state, batch, {})
@@ -425,8 +493,15 @@ def test_depthwise_pool_conv_has_the_grouped_conv_parameter(kernels):
 
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 7, 6, 5)), jnp.float32)
     ours = DepthwiseConv3D((3, 3, 3), (1, 2, 2), kernels=ops.select(kernels))
-    ref = nn.Conv(5, (3, 3, 3), strides=(1, 2, 2), padding=[(1, 1)] * 3, feature_group_count=5,
-                  use_bias=False, precision=jax.lax.Precision.HIGHEST)
+    ref = nn.Conv(
+        5,
+        (3, 3, 3),
+        strides=(1, 2, 2),
+        padding=[(1, 1)] * 3,
+        feature_group_count=5,
+        use_bias=False,
+        precision=jax.lax.Precision.HIGHEST,
+    )
     v = ours.init(jax.random.key(0), x)
     assert jax.tree.map(jnp.shape, v) == jax.tree.map(jnp.shape, ref.init(jax.random.key(0), x))
     np.testing.assert_allclose(ours.apply(v, x), ref.apply(v, x), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,6 @@
 """launch/colab_demo.ipynb executes headless on a CPU in quick mode (nbclient, kernel at the repo
 root) and shows the interaction-map PNG."""
+
 import base64
 import io
 
@@ -18,8 +19,9 @@ def test_colab_notebook_runs_headless_in_quick_mode(quick_demo_root):
 
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert "parameters" in nb.cells[1].metadata.get("tags", [])
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(REPO)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    )
     # The session's quick demo folder: the notebook's training command resumes at its last step.
     client.execute(env=one_device_env(EGOEXO_NOTEBOOK_QUICK="1", EGOEXO_NOTEBOOK_WORKDIR=str(quick_demo_root)))
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]

@@ -1,6 +1,7 @@
 """The whole training update against two steps of the official Ego-Exo trainer
 (tests/fixtures/pyslowfast_train): loss terms, step-1 gradients, parameters and BatchNorm running
 statistics after each step, with either kernel set (egoexo_jax.ops)."""
+
 import functools
 import pathlib
 
@@ -8,15 +9,20 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import config_schema, optim, ops, sharding, train
+from egoexo_jax import config_schema, ops, optim, sharding, train
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.data import interaction_maps
 from egoexo_jax.models import naming
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "pyslowfast_train" / "egoexo_k400_slow_r50_w8_2steps"
 # Official weighted loss terms -> (our unweighted term, weight).
-LOSS_TERMS = {"ce_loss": ("loss_ce", 0.5), "kd_loss_0": ("loss_ego", 0.1), "kd_loss_1": ("loss_object", 0.5),
-              "hand_loss": ("loss_hand", 1.0), "obj_loss": ("loss_object_map", 1.0)}
+LOSS_TERMS = {
+    "ce_loss": ("loss_ce", 0.5),
+    "kd_loss_0": ("loss_ego", 0.1),
+    "kd_loss_1": ("loss_object", 0.5),
+    "hand_loss": ("loss_hand", 1.0),
+    "obj_loss": ("loss_object_map", 1.0),
+}
 
 
 def _config(model_cfg):
@@ -25,18 +31,32 @@ def _config(model_cfg):
     c.model = model_cfg
     c.optimizer.update(name="sgd", base_lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4, no_decay="bn")
     c.schedule.update(policy="steps_with_relative_lrs", steps=(0,), lrs=(1.0,), warmup_epochs=0.0)
-    c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0, ego_temperature=1.0,
-                  object_temperature=1.0, pos_weight=1.0)
+    c.loss.update(
+        ce=0.5,
+        ego=0.1,
+        object=0.5,
+        hand=1.0,
+        object_map=1.0,
+        ego_temperature=1.0,
+        object_temperature=1.0,
+        pos_weight=1.0,
+    )
     return c
 
 
 def _batch(inputs, s):
     """The official step-``s`` batch in our layout, with the map targets our data pipeline builds."""
-    meta = [interaction_maps.build_targets(inputs[f"meta_hands_{s}_{i}"], inputs[f"meta_objs_{s}_{i}"], 8, 2)
-            for i in range(4)]
-    return {"pathway0": inputs[f"pathway0_{s}"].transpose(0, 2, 3, 4, 1), "label": inputs[f"labels_{s}"].astype(np.int32),
-            "ego_target": inputs[f"teacher_logits_0_{s}"], "object_target": inputs[f"teacher_logits_1_{s}"],
-            "interaction_target": np.stack(meta)}
+    meta = [
+        interaction_maps.build_targets(inputs[f"meta_hands_{s}_{i}"], inputs[f"meta_objs_{s}_{i}"], 8, 2)
+        for i in range(4)
+    ]
+    return {
+        "pathway0": inputs[f"pathway0_{s}"].transpose(0, 2, 3, 4, 1),
+        "label": inputs[f"labels_{s}"].astype(np.int32),
+        "ego_target": inputs[f"teacher_logits_0_{s}"],
+        "object_target": inputs[f"teacher_logits_1_{s}"],
+        "interaction_target": np.stack(meta),
+    }
 
 
 @functools.lru_cache(maxsize=None)
@@ -48,7 +68,7 @@ def _as_variables(module, shapes, ref, prefix, checkpoint_state):
     """Fixture tensors ``{prefix}__KEY`` (PyTorch keys and layouts) as our variable tree; keys the
     group lacks (e.g. running statistics next to gradients) come from the checkpoint."""
     state = dict(checkpoint_state)
-    state.update({k[len(prefix) + 2:]: v for k, v in ref.items() if k.startswith(prefix + "__")})
+    state.update({k[len(prefix) + 2 :]: v for k, v in ref.items() if k.startswith(prefix + "__")})
     return pyslowfast.variables_from_state_dict(module, state, shapes)[0]
 
 
@@ -84,31 +104,49 @@ def test_two_official_training_steps(kernels):
     mesh = sharding.make_mesh(4)  # one BN group of 4 clips, split over 4 devices
     variables = conversion.variables
     tx = optim.make_optimizer(config, 2, variables["params"])
-    state = sharding.replicate(train.TrainState(
-        step=np.zeros((), np.int32), params=variables["params"], batch_stats=variables["batch_stats"],
-        opt_state=tx.init(variables["params"]), rng=jax.random.PRNGKey(0)), mesh)
+    state = sharding.replicate(
+        train.TrainState(
+            step=np.zeros((), np.int32),
+            params=variables["params"],
+            batch_stats=variables["batch_stats"],
+            opt_state=tx.init(variables["params"]),
+            rng=jax.random.PRNGKey(0),
+        ),
+        mesh,
+    )
     weights = train.loss_weights(config)
-    step = train.make_train_step(mesh, model=module, tx=tx, schedule=optim.make_schedule(config, 2),
-                                 loss_weights=weights, arch="slow")
+    step = train.make_train_step(
+        mesh, model=module, tx=tx, schedule=optim.make_schedule(config, 2), loss_weights=weights, arch="slow"
+    )
     grads_fn = jax.jit(functools.partial(train.loss_and_grads, model=module, loss_weights=weights, arch="slow"))
 
     batch1 = sharding.global_batch(_batch(inputs, 1), mesh)
     grads = jax.device_get(grads_fn(state, batch1)[0])
-    worst = {"grads": _check_tree({"params": grads}, _as_variables(module, shapes, ref, "grads", checkpoint_state),
-                                  ref, "grads", factor=6)}
+    worst = {
+        "grads": _check_tree(
+            {"params": grads}, _as_variables(module, shapes, ref, "grads", checkpoint_state), ref, "grads", factor=6
+        )
+    }
     for s in (1, 2):
         state, metrics = step(state, sharding.global_batch(_batch(inputs, s), mesh) if s == 2 else batch1, {})
         metrics = jax.device_get(metrics)
         assert float(metrics["lr"]) == pytest.approx(float(ref[f"lr_{s}"]), rel=1e-7)
         for official, (ours, weight) in LOSS_TERMS.items():
-            np.testing.assert_allclose(weight * metrics[ours], ref[f"loss_{s}__{official}"], rtol=2e-6,
-                                       err_msg=f"step {s} {official}")
+            np.testing.assert_allclose(
+                weight * metrics[ours], ref[f"loss_{s}__{official}"], rtol=2e-6, err_msg=f"step {s} {official}"
+            )
         np.testing.assert_allclose(metrics["loss"], ref[f"loss_{s}__total"], rtol=2e-6)
         got = {"params": jax.device_get(state.params), "batch_stats": jax.device_get(state.batch_stats)}
         want = _as_variables(module, shapes, ref, f"params{s}", checkpoint_state)
         want_stats = _as_variables(module, shapes, ref, f"running{s}", checkpoint_state)
-        worst[f"params{s}"] = _check_tree({"params": got["params"]}, {"params": want["params"]}, ref,
-                                          f"params{s}", factor=6)
-        worst[f"running{s}"] = _check_tree({"batch_stats": got["batch_stats"]},
-                                           {"batch_stats": want_stats["batch_stats"]}, ref, f"running{s}", factor=6)
+        worst[f"params{s}"] = _check_tree(
+            {"params": got["params"]}, {"params": want["params"]}, ref, f"params{s}", factor=6
+        )
+        worst[f"running{s}"] = _check_tree(
+            {"batch_stats": got["batch_stats"]},
+            {"batch_stats": want_stats["batch_stats"]},
+            ref,
+            f"running{s}",
+            factor=6,
+        )
     print(kernels, "worst |ours - official| / official f32 error:", {k: round(v, 2) for k, v in worst.items()})

@@ -1,6 +1,7 @@
 """The backend kernels (egoexo_jax.ops): every op's ``cpu`` form equals its plain ``xla`` form in
 value and in both gradients (float32, CPU), over the shapes SlowFast, Slow and MViT use; the plain
 forms match independent references (PyTorch's first-maximum pool gradient, float64 BatchNorm)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from egoexo_jax.ops import cpu_conv, xla
 def _check(fn, ref, args, argnums, rtol=1e-4):
     """``fn`` == ``ref``: value of ``sum(sin(.))`` and its gradients w.r.t. ``argnums``, each
     gradient within ``rtol`` of its largest entry."""
+
     def grads(f):
         return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(f(*a))), argnums=argnums)(*args)
 
@@ -35,28 +37,29 @@ def _conv_args(x_shape, kernel, out, seed=0):
 def _lax_conv3d(x, w, stride):
     """Independent reference: XLA's 3D convolution written out here."""
     pad = [(k // 2, k // 2) for k in w.shape[:3]]
-    return jax.lax.conv_general_dilated(x, w, stride, pad, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-                                        precision=jax.lax.Precision.HIGHEST)
+    return jax.lax.conv_general_dilated(
+        x, w, stride, pad, dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=jax.lax.Precision.HIGHEST
+    )
 
 
 CONV_CASES = [
     # (x shape, kernel, out channels, stride): every route of cpu_conv.padded_conv
-    ((2, 6, 9, 8, 3), (3, 3, 3), 5, (1, 1, 1)),      # frame conv, 3 taps stacked on the outputs
-    ((2, 5, 7, 6, 16), (3, 3, 1), 4, (1, 1, 1)),     # frame conv, non-square kernel
-    ((2, 5, 7, 6, 4), (1, 1, 1), 6, (1, 1, 1)),      # matmul
-    ((1, 6, 5, 5, 6), (3, 1, 1), 2, (1, 1, 1)),      # temporal conv, C <= kt * O
-    ((2, 5, 3, 4, 16), (3, 1, 1), 4, (1, 1, 1)),     # temporal conv, C > kt * O
-    ((2, 4, 3, 3, 5), (5, 1, 1), 3, (1, 1, 1)),      # temporal conv, kernel longer than T
-    ((2, 4, 11, 10, 3), (5, 7, 7), 8, (1, 2, 2)),    # the fast stem: strided frame conv, 5 taps
-    ((2, 2, 9, 12, 3), (1, 7, 7), 16, (1, 2, 2)),    # the slow stem
-    ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),      # the lateral fast -> slow conv (space-to-depth)
-    ((2, 8, 6, 6, 8), (5, 1, 1), 4, (4, 1, 1)),      # the R101 lateral conv (kernel 5)
-    ((2, 3, 7, 7, 8), (1, 3, 3), 8, (1, 2, 2)),      # a strided res-block conv
-    ((2, 3, 4, 4, 8), (1, 3, 3), 8, (1, 2, 2)),      # onto a 2x2 map: space-to-depth
-    ((2, 3, 7, 7, 8), (1, 1, 1), 16, (1, 2, 2)),     # a strided shortcut
-    ((2, 2, 3, 3, 160), (1, 3, 3), 24, (1, 1, 1)),   # the interaction head's small wide map (patches)
-    ((2, 3, 5, 4, 6), (3, 3, 3), 4, (2, 2, 2)),      # temporal and spatial stride (space-to-depth)
-    ((1, 4, 8, 8, 3), (3, 7, 7), 6, (2, 4, 4)),      # the MViT patch stem's geometry
+    ((2, 6, 9, 8, 3), (3, 3, 3), 5, (1, 1, 1)),  # frame conv, 3 taps stacked on the outputs
+    ((2, 5, 7, 6, 16), (3, 3, 1), 4, (1, 1, 1)),  # frame conv, non-square kernel
+    ((2, 5, 7, 6, 4), (1, 1, 1), 6, (1, 1, 1)),  # matmul
+    ((1, 6, 5, 5, 6), (3, 1, 1), 2, (1, 1, 1)),  # temporal conv, C <= kt * O
+    ((2, 5, 3, 4, 16), (3, 1, 1), 4, (1, 1, 1)),  # temporal conv, C > kt * O
+    ((2, 4, 3, 3, 5), (5, 1, 1), 3, (1, 1, 1)),  # temporal conv, kernel longer than T
+    ((2, 4, 11, 10, 3), (5, 7, 7), 8, (1, 2, 2)),  # the fast stem: strided frame conv, 5 taps
+    ((2, 2, 9, 12, 3), (1, 7, 7), 16, (1, 2, 2)),  # the slow stem
+    ((2, 8, 6, 6, 8), (7, 1, 1), 4, (4, 1, 1)),  # the lateral fast -> slow conv (space-to-depth)
+    ((2, 8, 6, 6, 8), (5, 1, 1), 4, (4, 1, 1)),  # the R101 lateral conv (kernel 5)
+    ((2, 3, 7, 7, 8), (1, 3, 3), 8, (1, 2, 2)),  # a strided res-block conv
+    ((2, 3, 4, 4, 8), (1, 3, 3), 8, (1, 2, 2)),  # onto a 2x2 map: space-to-depth
+    ((2, 3, 7, 7, 8), (1, 1, 1), 16, (1, 2, 2)),  # a strided shortcut
+    ((2, 2, 3, 3, 160), (1, 3, 3), 24, (1, 1, 1)),  # the interaction head's small wide map (patches)
+    ((2, 3, 5, 4, 6), (3, 3, 3), 4, (2, 2, 2)),  # temporal and spatial stride (space-to-depth)
+    ((1, 4, 8, 8, 3), (3, 7, 7), 6, (2, 4, 4)),  # the MViT patch stem's geometry
 ]
 
 
@@ -64,19 +67,31 @@ CONV_CASES = [
 def test_conv3d_cpu_equals_xla(x_shape, kernel, out, stride):
     x, w = _conv_args(x_shape, kernel, out)
     _check(lambda a, b: ops.CPU.conv3d(a, b, stride), lambda a, b: _lax_conv3d(a, b, stride), (x, w), (0, 1))
-    _check(lambda a, b: ops.XLA.conv3d(a, b, stride, jax.lax.Precision.HIGHEST),
-           lambda a, b: _lax_conv3d(a, b, stride), (x, w), (0, 1))
+    _check(
+        lambda a, b: ops.XLA.conv3d(a, b, stride, jax.lax.Precision.HIGHEST),
+        lambda a, b: _lax_conv3d(a, b, stride),
+        (x, w),
+        (0, 1),
+    )
 
 
-@pytest.mark.parametrize("x_shape, kernel, out", [
-    ((2, 6, 9, 8, 3), (3, 3, 3), 5),      # patches of x (C <= O)
-    ((2, 4, 12, 10, 16), (3, 3, 1), 4),   # patches of dy (C > O, more than 64 positions)
-    ((1, 1, 5, 5, 40), (1, 3, 3), 8),     # few positions: the patches are transposed
-])
+@pytest.mark.parametrize(
+    "x_shape, kernel, out",
+    [
+        ((2, 6, 9, 8, 3), (3, 3, 3), 5),  # patches of x (C <= O)
+        ((2, 4, 12, 10, 16), (3, 3, 1), 4),  # patches of dy (C > O, more than 64 positions)
+        ((1, 1, 5, 5, 40), (1, 3, 3), 8),  # few positions: the patches are transposed
+    ],
+)
 def test_cpu_valid_conv3d_kernel_gradient_branches(x_shape, kernel, out):
     x, w = _conv_args(x_shape, kernel, out, seed=2)
-    valid = lambda a, b: jax.lax.conv_general_dilated(a, b, (1, 1, 1), "VALID",  # noqa: E731
-                                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    valid = lambda a, b: jax.lax.conv_general_dilated(
+        a,
+        b,
+        (1, 1, 1),
+        "VALID",  # noqa: E731
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+    )
     _check(cpu_conv.valid_conv3d, valid, (x, w), (0, 1))
 
 
@@ -100,7 +115,7 @@ def test_stem_max_pool_first_maximum_gradient(shape, kernels):
     want = np.zeros((b, t, h + 2, w + 2, c))
     for r in range(y.shape[2]):
         for s in range(y.shape[3]):
-            win = xp[:, :, 2 * r:2 * r + 3, 2 * s:2 * s + 3].reshape(b, t, 9, c)
+            win = xp[:, :, 2 * r : 2 * r + 3, 2 * s : 2 * s + 3].reshape(b, t, 9, c)
             first = win.argmax(axis=2)
             for bi, ti, ci in np.ndindex(b, t, c):
                 i, j = divmod(first[bi, ti, ci], 3)
@@ -119,8 +134,12 @@ def test_group_batch_norm_cpu_equals_xla(shape):
     b = jnp.asarray(rng.standard_normal(shape[-1]), jnp.float32)
     for got, want in zip(ops.CPU.group_batch_norm(x, g, b, 1e-5), ops.XLA.group_batch_norm(x, g, b, 1e-5)):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-    _check(lambda *a: ops.CPU.group_batch_norm(*a, 1e-5)[0], lambda *a: ops.XLA.group_batch_norm(*a, 1e-5)[0],
-           (x, g, b), (0, 1, 2))
+    _check(
+        lambda *a: ops.CPU.group_batch_norm(*a, 1e-5)[0],
+        lambda *a: ops.XLA.group_batch_norm(*a, 1e-5)[0],
+        (x, g, b),
+        (0, 1, 2),
+    )
 
 
 @pytest.mark.parametrize("offset", [2.0, 300.0])
@@ -142,7 +161,8 @@ def test_group_batch_norm_gradient_matches_float64(offset, kernels):
     loss = lambda f, w: lambda *a: jnp.sum(jnp.sin(f(*a)) * w)  # noqa: E731
     f32 = lambda a: jnp.asarray(a, jnp.float32)  # noqa: E731
     got = jax.grad(loss(lambda *a: kernels.group_batch_norm(*a, 1e-5)[0], f32(w)), (0, 1, 2))(
-        f32(x64), f32(g64), f32(b64))
+        f32(x64), f32(g64), f32(b64)
+    )
     with jax.enable_x64():
         want = jax.grad(loss(plain, jnp.asarray(w)), (0, 1, 2))(jnp.asarray(x64), jnp.asarray(g64), jnp.asarray(b64))
         want = [np.asarray(e) for e in want]
@@ -150,20 +170,29 @@ def test_group_batch_norm_gradient_matches_float64(offset, kernels):
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * float(np.abs(e).max()))
 
 
-@pytest.mark.parametrize("shape, kernel, stride", [
-    ((2, 3, 7, 6, 5), (3, 3, 3), (1, 1, 1)),
-    ((2, 3, 7, 6, 5), (3, 3, 3), (1, 2, 2)),   # a Q pooling stride
-    ((1, 4, 9, 9, 4), (3, 3, 3), (1, 4, 4)),   # the first KV pooling stride
-    ((2, 8, 14, 14, 12), (3, 3, 3), (1, 8, 8)),  # MViT-v2's 8x KV stride at stage 1
-    ((2, 5, 6, 7, 3), (3, 1, 3), (2, 1, 2)),
-])
+@pytest.mark.parametrize(
+    "shape, kernel, stride",
+    [
+        ((2, 3, 7, 6, 5), (3, 3, 3), (1, 1, 1)),
+        ((2, 3, 7, 6, 5), (3, 3, 3), (1, 2, 2)),  # a Q pooling stride
+        ((1, 4, 9, 9, 4), (3, 3, 3), (1, 4, 4)),  # the first KV pooling stride
+        ((2, 8, 14, 14, 12), (3, 3, 3), (1, 8, 8)),  # MViT-v2's 8x KV stride at stage 1
+        ((2, 5, 6, 7, 3), (3, 1, 3), (2, 1, 2)),
+    ],
+)
 def test_depthwise_conv3d_cpu_equals_xla(shape, kernel, stride):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal(shape), jnp.float32)
     w = jnp.asarray(rng.standard_normal((*kernel, 1, shape[-1])) / np.sqrt(np.prod(kernel)), jnp.float32)
     grouped = lambda a, b: jax.lax.conv_general_dilated(  # noqa: E731
-        a, b, stride, [(k // 2, k // 2) for k in kernel], feature_group_count=shape[-1],
-        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"), precision=jax.lax.Precision.HIGHEST)
+        a,
+        b,
+        stride,
+        [(k // 2, k // 2) for k in kernel],
+        feature_group_count=shape[-1],
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+        precision=jax.lax.Precision.HIGHEST,
+    )
     _check(lambda a, b: ops.CPU.depthwise_conv3d(a, b, stride), grouped, (x, w), (0, 1))
     _check(lambda a, b: ops.XLA.depthwise_conv3d(a, b, stride, jax.lax.Precision.HIGHEST), grouped, (x, w), (0, 1))
 

@@ -1,6 +1,7 @@
 """Packaging: pyproject.toml's pins agree with the requirements files, its console scripts name
 functions that exist, the class-name files ship inside the package, the README's test command is
 what CI runs, and no file puts anything on sys.path by hand."""
+
 import importlib
 import pathlib
 import re
@@ -52,7 +53,12 @@ def test_ci_runs_the_readme_test_command():
 
 def test_no_file_edits_sys_path():
     edits = re.compile(r"sys\.path\.(insert|append|extend)|sys\.path\s*(\+=|=[^=])")
-    offenders = [str(p.relative_to(REPO)) for p in REPO.rglob("*")
-                 if p.suffix in (".py", ".ipynb", ".sh", ".sbatch") and ".venv" not in p.parts
-                 and p.is_file() and edits.search(p.read_text(encoding="utf-8", errors="replace"))]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in REPO.rglob("*")
+        if p.suffix in (".py", ".ipynb", ".sh", ".sbatch")
+        and ".venv" not in p.parts
+        and p.is_file()
+        and edits.search(p.read_text(encoding="utf-8", errors="replace"))
+    ]
     assert offenders == []

@@ -1,4 +1,5 @@
 """Converted official weights reproduce the official PyTorch outputs (float32, CPU)."""
+
 import numpy as np
 import pytest
 
@@ -13,8 +14,11 @@ TOL = 1e-4  # max|ours - ref| <= TOL * max|ref|
 
 def _pathways(inputs):
     """Fixture inputs [N, C, T, H, W] -> our [N, T, H, W, C] list, slow first."""
-    return [inputs[f"pathway{i}"].transpose(0, 2, 3, 4, 1) for i in range(len(inputs.files))
-            if f"pathway{i}" in inputs.files]
+    return [
+        inputs[f"pathway{i}"].transpose(0, 2, 3, 4, 1)
+        for i in range(len(inputs.files))
+        if f"pathway{i}" in inputs.files
+    ]
 
 
 def _ours(out, name):
@@ -69,7 +73,6 @@ def test_debug_fixture_stages_and_heads(fixtures_dir, kernels):
     module, variables = _load(d / "checkpoint.pyth", kernels)
     inputs, ref = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
     out = module.apply(variables, _pathways(inputs), train=False)
-    for ours, key in ((out["logits"], "logits"), (out["probs"], "probs"),
-                      (out["features"], "head_projection_in")):
+    for ours, key in ((out["logits"], "logits"), (out["probs"], "probs"), (out["features"], "head_projection_in")):
         theirs = ref[key].reshape(np.shape(ours))
         assert np.abs(np.asarray(ours) - theirs).max() <= TOL * np.abs(theirs).max(), key

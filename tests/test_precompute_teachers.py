@@ -5,6 +5,7 @@ corrupt videos listed and skipped, errors that name the key / file.
 Tiny teachers: a random-init 2D ResNet-18 (width 4) object teacher and a 2-way Slow R18 (width 4,
 2 frames) ego teacher saved as a converted directory; 5 short generated videos + 1 corrupt one.
 """
+
 import os
 import pickle
 
@@ -13,8 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from egoexo_jax import config_schema, models, precompute_parts, precompute_run, precompute_teachers
-from egoexo_jax import teacher_loading
+from egoexo_jax import config_schema, models, precompute_parts, precompute_run, precompute_teachers, teacher_loading
 from egoexo_jax.checkpoint.converted import save_converted
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.data import teacher_scores
@@ -38,22 +38,30 @@ def setup(tmp_path_factory):
         f.write(f"{CORRUPT} 0\n")
         f.writelines(f"{n} {i + 2}\n" for i, n in enumerate(names[2:]))
 
-    ego_cfg = presets.slow(18, width_per_group=4, num_frames=2, crop_size=32, num_classes=(2,),
-                           bn_group_size=0)
+    ego_cfg = presets.slow(18, width_per_group=4, num_frames=2, crop_size=32, num_classes=(2,), bn_group_size=0)
     module = models.build(ego_cfg)
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), [jnp.zeros((1, 2, 32, 32, 3))], train=False))
     rng = np.random.default_rng(5)
     variables = jax.tree.map(lambda x: (0.3 * rng.standard_normal(x.shape)).astype(np.float32), dict(shapes))
     variables["batch_stats"] = jax.tree.map(lambda x: np.abs(x) + 0.5, variables["batch_stats"])  # var > 0
-    conv = pyslowfast.Conversion(module=module, variables=variables, model_config=ego_cfg,
-                                 report={"mapped": []}, pyslowfast_cfg={}, epoch=None)
+    conv = pyslowfast.Conversion(
+        module=module, variables=variables, model_config=ego_cfg, report={"mapped": []}, pyslowfast_cfg={}, epoch=None
+    )
     save_converted(conv, str(root / "ego_teacher"), "memory")
 
     c = config_schema.base_config()
     c.model = presets.slowfast(18, width_per_group=4, num_frames=8, crop_size=32, num_classes=(5,))
     c.model.ego_classes, c.model.object_classes = 2, 1000
-    c.data.update(path_to_data_dir=str(data), path_prefix=str(data), num_classes=5, num_frames=8,
-                  sampling_rate=2, train_jitter_scales=(36, 44), train_crop_size=32, num_threads=2)
+    c.data.update(
+        path_to_data_dir=str(data),
+        path_prefix=str(data),
+        num_classes=5,
+        num_frames=8,
+        sampling_rate=2,
+        train_jitter_scales=(36, 44),
+        train_crop_size=32,
+        num_threads=2,
+    )
     c.teachers.ego.update(source="online", checkpoint=str(root / "ego_teacher"))
     c.teachers.object.update(source="online", weights="", depth=18, width=4, num_frames=2)
     return root, c, [n for n in names]
@@ -86,6 +94,7 @@ def test_output_loads_through_the_offline_reader_keyed_by_csv_paths(setup, full_
 
     # The values are the online teachers' targets on the centre clip (the documented view).
     from egoexo_jax.data import sources
+
     fn, tvars = teacher_loading.from_config(c, c.model)
     view = precompute_run.TeacherView.from_config(c.data)
     item = sources.build_source(c.data, "train").item(3)  # names[2]
@@ -125,7 +134,10 @@ def test_interrupted_and_restarted_run_is_byte_identical(setup, full_run):
     # Two "hosts": each computes its own chunks; the merge step (process 0 / --merge) joins them.
     hosts = root / "hosts"
     r1 = _run(c, hosts, process_index=1, process_count=2)
-    assert not r1.complete and sorted(os.listdir(hosts / precompute_parts.PARTS)) == ["manifest.json", "part-000001.npz"]
+    assert not r1.complete and sorted(os.listdir(hosts / precompute_parts.PARTS)) == [
+        "manifest.json",
+        "part-000001.npz",
+    ]
     with pytest.raises(precompute_parts.PrecomputeError, match=r"2 of 3 chunks missing \(0, 2\)"):
         _run(c, hosts, merge_only=True)
     r0 = _run(c, hosts, process_index=0, process_count=2)
@@ -158,10 +170,16 @@ def test_errors_name_the_key_or_file(setup, tmp_path, capsys):
     with pytest.raises(precompute_parts.PrecomputeError, match="at least one must be 'online'"):
         precompute_run.precompute(bad, str(tmp_path / "a"))
     # The command line: a missing ego teacher is one line on stderr, exit status 2.
-    rc = precompute_teachers.main(["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}",
-                  f"--config.teachers.ego.checkpoint={tmp_path / 'missing_ego'}"])
+    rc = precompute_teachers.main(
+        [
+            "--config=configs/pretrain.py:online",
+            f"--output={tmp_path / 'cli'}",
+            f"--config.teachers.ego.checkpoint={tmp_path / 'missing_ego'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "teachers.ego.checkpoint" in err and "missing_ego" in err
-    rc = precompute_teachers.main(["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}",
-                  "--config.teachers.ego.chekpoint=x"])
+    rc = precompute_teachers.main(
+        ["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}", "--config.teachers.ego.chekpoint=x"]
+    )
     assert rc == 2 and "did you mean 'teachers.ego.checkpoint'" in capsys.readouterr().err

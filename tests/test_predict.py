@@ -1,5 +1,6 @@
 """predict CLI: top-k table and the interaction-map picture, on the converted Ego-Exo fixture and on
 a demo student trained for 2 steps (a video whose first half shows a hand and second half does not)."""
+
 import dataclasses
 
 import numpy as np
@@ -21,8 +22,24 @@ def test_predict_prints_table_and_writes_maps(fixtures_dir, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"action_{i}" for i in range(10)) + "\n")
     png = tmp_path / "maps.png"
-    rc = predict.main(["--checkpoint", ckpt, "--video", str(video), "--labels", str(labels), "--top_k", "3",
-                       "--temporal_views", "2", "--spatial_crops", "1", "--save_maps", str(png)])
+    rc = predict.main(
+        [
+            "--checkpoint",
+            ckpt,
+            "--video",
+            str(video),
+            "--labels",
+            str(labels),
+            "--top_k",
+            "3",
+            "--temporal_views",
+            "2",
+            "--spatial_crops",
+            "1",
+            "--save_maps",
+            str(png),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     rows = [line for line in out.splitlines() if line.strip()[:1].isdigit()]
@@ -34,14 +51,16 @@ def test_predict_prints_table_and_writes_maps(fixtures_dir, tmp_path, capsys):
     # 150 px each so the picture stays 2400 px wide; the title fits on one 14-px line.
     cell, header = 150, 8 + 14
     assert img.shape == (header + 3 * cell + 16, 16 * cell, 3)
-    frame_row, hand_row, obj_row = (img[header + r * cell: header + (r + 1) * cell] for r in range(3))
+    frame_row, hand_row, obj_row = (img[header + r * cell : header + (r + 1) * cell] for r in range(3))
     assert hand_row[..., 0].mean() > frame_row[..., 0].mean()  # red overlay
     assert obj_row[..., 2].mean() > frame_row[..., 2].mean()  # blue overlay
 
 
 def test_maps_picture_shows_the_whole_title_and_every_frame():
     """A one-frame picture is 160 px wide: the title wraps into lines that fit, nothing is cut."""
-    from PIL import Image as PILImage, ImageDraw
+    from PIL import Image as PILImage
+    from PIL import ImageDraw
+
     draw = ImageDraw.Draw(PILImage.new("RGB", (1, 1)))
     lines = predict._wrap(draw, predict.TITLE, 160 - 8)  # pylint: disable=protected-access
     assert len(lines) >= 3 and " ".join(lines) == predict.TITLE
@@ -55,9 +74,11 @@ def test_maps_picture_shows_the_whole_title_and_every_frame():
         cell = 160
         header = 8 + 14 * len(predict._wrap(draw, predict.TITLE, t * cell - 8))  # pylint: disable=protected-access
         assert img.shape == (header + 3 * cell + 16, t * cell, 3)
-        hand_row = img[header + cell: header + 2 * cell]
-        red = [hand_row[:, i * cell:(i + 1) * cell, 0].mean() - hand_row[:, i * cell:(i + 1) * cell, 1].mean()
-               for i in range(t)]
+        hand_row = img[header + cell : header + 2 * cell]
+        red = [
+            hand_row[:, i * cell : (i + 1) * cell, 0].mean() - hand_row[:, i * cell : (i + 1) * cell, 1].mean()
+            for i in range(t)
+        ]
         # frame i shows map i * t_map // t: the frames of the last map step are red, the others not
         tinted = [i * t_map // t == t_map - 1 for i in range(t)]
         assert all((r > 100) == want for r, want in zip(red, tinted)), (t, t_map, red)
@@ -126,8 +147,22 @@ def test_predict_cli_on_a_trained_demo_checkpoint(quick_demo_root, tmp_path, cap
     has_hand = _hand_then_no_hand_video(video)
     png = tmp_path / "maps.png"
     labels = quick_demo_root / "data" / "classes_pretrain.txt"
-    rc = predict.main(["--checkpoint", str(workdir), "--video", str(video), "--labels", str(labels),
-                       "--temporal_views", "1", "--spatial_crops", "1", "--save_maps", str(png)])
+    rc = predict.main(
+        [
+            "--checkpoint",
+            str(workdir),
+            "--video",
+            str(video),
+            "--labels",
+            str(labels),
+            "--temporal_views",
+            "1",
+            "--spatial_crops",
+            "1",
+            "--save_maps",
+            str(png),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "training workdir" in out and "interaction maps:" in out
     assert sum(line.strip()[:1].isdigit() for line in out.splitlines()) == 5  # top-5 of the 8 classes
@@ -142,8 +177,8 @@ def test_predict_cli_on_a_trained_demo_checkpoint(quick_demo_root, tmp_path, cap
     fast = transforms.kinetics_clip_indices(32, num_frames=8, sampling_rate=4, fps=30.0, clip_idx=0, num_clips=1)
     slow = fast[slow_indices(8, 2)]
     assert slow.tolist() == [0, 31] and has_hand[slow].tolist() == [True, False]
-    frame_row, hand_row, obj_row = (img[header + r * cell: header + (r + 1) * cell] for r in range(3))
-    hand_col, no_hand_col = (hand_row[:, c * cell:(c + 1) * cell] for c in (0, 7))
+    frame_row, hand_row, obj_row = (img[header + r * cell : header + (r + 1) * cell] for r in range(3))
+    hand_col, no_hand_col = (hand_row[:, c * cell : (c + 1) * cell] for c in (0, 7))
     # The hand-overlay cells of the frame with a hand and the frame without one differ ...
     assert np.abs(hand_col - no_hand_col).mean() > 2.0
     # ... and each is its frame tinted red by the predicted hand probability p in [0, 1]:

@@ -1,5 +1,6 @@
 """The slow-frame rule (egoexo_jax/slow_frames.py) and its three users: the SlowFast slow pathway,
 the slow-frame Interaction-Map targets and the teachers' frames all pick the same frames."""
+
 import numpy as np
 import pytest
 
@@ -36,8 +37,9 @@ def test_exact_floor_of_linspace():
 def test_same_as_the_former_float_rule_for_power_of_two_clips(t_fast):
     # Every shipped recipe (8, 16, 32, 64 frames) sees the frames it saw with float64 linspace.
     for t_slow in range(1, t_fast + 1):
-        np.testing.assert_array_equal(slow_indices(t_fast, t_slow),
-                                      np.linspace(0.0, t_fast - 1, t_slow).astype(np.int64))
+        np.testing.assert_array_equal(
+            slow_indices(t_fast, t_slow), np.linspace(0.0, t_fast - 1, t_slow).astype(np.int64)
+        )
 
 
 @pytest.mark.parametrize("t_fast,t_slow", [(32, 8), (16, 4), *FLOAT_DROPS])

@@ -1,4 +1,5 @@
 """Teacher files: round trips, malformed entries, frame conventions, and refusing unsafe pickles."""
+
 import io
 import os
 import pickle
@@ -8,7 +9,6 @@ import pytest
 
 from egoexo_jax.data import handobj, restricted_pickle, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
-
 
 # ------------------------------------------------------------------------------ restricted unpickler
 
@@ -51,8 +51,12 @@ def test_restricted_unpickler_refuses_os_system(tmp_path):
 
 @pytest.mark.parametrize("protocol", [2, 3, 4, 5])
 def test_restricted_unpickler_reads_numpy_objects(protocol):
-    obj = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.float32(1.5), np.int64(3)],
-           "c": (None, np.zeros((0, 6), np.float64)), "d": np.asfortranarray(np.ones((2, 3)))}
+    obj = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": [np.float32(1.5), np.int64(3)],
+        "c": (None, np.zeros((0, 6), np.float64)),
+        "d": np.asfortranarray(np.ones((2, 3))),
+    }
     back = restricted_pickle.loads(pickle.dumps(obj, protocol=protocol))
     np.testing.assert_array_equal(back["a"], obj["a"])
     assert back["b"] == [1.5, 3] and back["c"][0] is None and back["c"][1].shape == (0, 6)
@@ -95,15 +99,18 @@ def test_score_pickle_round_trip_and_lookup(tmp_path):
     assert teacher.num_classes == 2 and teacher["a.mp4"].dtype == np.float32
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"a.mp4": np.zeros(3)}, "3 values, expected 2"),
-    ({"a.mp4": np.zeros((1, 2))}, "1-D"),
-    ({"a.mp4": np.array([np.nan, 1.0])}, "NaN"),
-    ({"a.mp4": "0.1 0.9"}, "not numeric"),
-    ({"a.mp4": {"x": 1}}, "not a numeric array"),
-    ({3: np.zeros(2)}, "not a string"),
-    ([np.zeros(2)], "expected a dict"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"a.mp4": np.zeros(3)}, "3 values, expected 2"),
+        ({"a.mp4": np.zeros((1, 2))}, "1-D"),
+        ({"a.mp4": np.array([np.nan, 1.0])}, "NaN"),
+        ({"a.mp4": "0.1 0.9"}, "not numeric"),
+        ({"a.mp4": {"x": 1}}, "not a numeric array"),
+        ({3: np.zeros(2)}, "not a string"),
+        ([np.zeros(2)], "expected a dict"),
+    ],
+)
 def test_score_pickle_malformed(tmp_path, bad, message):
     path = tmp_path / "scores.pkl"
     path.write_bytes(pickle.dumps(bad))
@@ -122,6 +129,7 @@ def _frame(n_obj, n_hand, rng, cols=10):
         d = rng.uniform(0, 200, size=(n, cols)).astype(np.float32)
         d[:, 4] = rng.uniform(size=n)
         return d
+
     return (dets(n_obj), dets(n_hand))
 
 
@@ -195,14 +203,17 @@ def test_frame_conventions_and_length_check(tmp_path):
     assert handobj.charades_ego_video_name("rgb/005BUEGO/005BUEGO-000001.jpg") == "005BUEGO"
 
 
-@pytest.mark.parametrize("entry, message", [
-    ((np.zeros((2, 4), np.float32), None), r"frame entry 1 \(objects\).*\[N, >=6\]"),
-    ((None, np.zeros(6, np.float32)), r"frame entry 1 \(hands\)"),
-    ((None, np.full((1, 6), np.nan, np.float32)), r"frame entry 1 \(hands\).*NaN"),
-    ((None, None, None), "frame entry 1 has 3 elements"),
-    (np.float32(3.0), "frame entry 1 is float32"),
-    ((None, "boxes"), r"frame entry 1 \(hands\): expected None or an array"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ((np.zeros((2, 4), np.float32), None), r"frame entry 1 \(objects\).*\[N, >=6\]"),
+        ((None, np.zeros(6, np.float32)), r"frame entry 1 \(hands\)"),
+        ((None, np.full((1, 6), np.nan, np.float32)), r"frame entry 1 \(hands\).*NaN"),
+        ((None, None, None), "frame entry 1 has 3 elements"),
+        (np.float32(3.0), "frame entry 1 is float32"),
+        ((None, "boxes"), r"frame entry 1 \(hands\): expected None or an array"),
+    ],
+)
 def test_malformed_detection_entries(tmp_path, entry, message):
     good = (None, np.zeros((1, 6), np.float32))
     arr = np.empty(2, dtype=object)

@@ -4,6 +4,7 @@ Object/Ego teacher loaders and the frozen, jitted target function.
 No torch: checkpoint files are written here in ``torch.save``'s zip and legacy layouts
 (``write_torch_file``), and the reference forward is plain numpy (float64).
 """
+
 import collections
 import io
 import logging
@@ -51,9 +52,11 @@ class _Tensor:
         self.storage, self.shape = storage, shape
 
     def __reduce__(self):
-        stride = tuple(int(np.prod(self.shape[i + 1:])) for i in range(len(self.shape)))
-        return (_Global("torch._utils", "_rebuild_tensor_v2"),
-                (self.storage, 0, tuple(self.shape), stride, False, collections.OrderedDict()))
+        stride = tuple(int(np.prod(self.shape[i + 1 :])) for i in range(len(self.shape)))
+        return (
+            _Global("torch._utils", "_rebuild_tensor_v2"),
+            (self.storage, 0, tuple(self.shape), stride, False, collections.OrderedDict()),
+        )
 
 
 _STORAGE_NAMES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.int64): "LongStorage"}
@@ -129,11 +132,12 @@ def _blocks_of(depth, width):
     exp = 4 if bottleneck else 1
     out, inplanes = [], width
     for s, n in enumerate(BLOCKS[depth]):
-        planes = width * 2 ** s
+        planes = width * 2**s
         for i in range(n):
             stride = 2 if s > 0 and i == 0 else 1
-            out.append((f"layer{s + 1}.{i}", inplanes, planes, stride,
-                        i == 0 and (stride != 1 or inplanes != planes * exp)))
+            out.append(
+                (f"layer{s + 1}.{i}", inplanes, planes, stride, i == 0 and (stride != 1 or inplanes != planes * exp))
+            )
             inplanes = planes * exp
     return out, inplanes
 
@@ -181,21 +185,24 @@ def np_conv(x, w, stride, pad):
     out = np.zeros((n, ho, wo, o))
     for dy in range(kh):
         for dx in range(kw):
-            patch = xp[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
+            patch = xp[:, dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride]
             out += np.einsum("nhwc,oc->nhwo", patch, w[:, :, dy, dx])
     return out
 
 
 def np_bn(x, sd, name):
-    return ((x - sd[name + ".running_mean"]) / np.sqrt(sd[name + ".running_var"].astype(np.float64) + 1e-5)
-            * sd[name + ".weight"] + sd[name + ".bias"])
+    return (x - sd[name + ".running_mean"]) / np.sqrt(sd[name + ".running_var"].astype(np.float64) + 1e-5) * sd[
+        name + ".weight"
+    ] + sd[name + ".bias"]
 
 
 def np_maxpool(x):
     xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     ho, wo = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
-    return np.max([xp[:, dy:dy + 2 * (ho - 1) + 1:2, dx:dx + 2 * (wo - 1) + 1:2]
-                   for dy in range(3) for dx in range(3)], axis=0)
+    return np.max(
+        [xp[:, dy : dy + 2 * (ho - 1) + 1 : 2, dx : dx + 2 * (wo - 1) + 1 : 2] for dy in range(3) for dx in range(3)],
+        axis=0,
+    )
 
 
 def np_resnet(sd, depth, width, x):
@@ -221,16 +228,21 @@ def np_resnet(sd, depth, width, x):
 # 2D ResNet and converter.
 
 
-@pytest.mark.parametrize("depth,expected", [(18, 11_689_512), (34, 21_797_672), (50, 25_557_032),
-                                            (101, 44_549_160), (152, 60_192_808)])
+@pytest.mark.parametrize(
+    "depth,expected", [(18, 11_689_512), (34, 21_797_672), (50, 25_557_032), (101, 44_549_160), (152, 60_192_808)]
+)
 def test_parameter_counts_match_torchvision(depth, expected):
     assert num_params(ResNet2D(depth=depth)) == expected
 
 
-@pytest.mark.parametrize("depth,width,layout", [
-    (18, 16, "zip"), (50, 8, "zip"),
-    (18, 4, "legacy"),  # legacy layout: storages follow the pickle
-])
+@pytest.mark.parametrize(
+    "depth,width,layout",
+    [
+        (18, 16, "zip"),
+        (50, 8, "zip"),
+        (18, 4, "legacy"),  # legacy layout: storages follow the pickle
+    ],
+)
 def test_converter_parity_with_numpy_reference(tmp_path, depth, width, layout):
     sd = random_torchvision_state(depth, width, num_classes=10, seed=depth)
     path = tmp_path / f"resnet{depth}.pth"
@@ -238,8 +250,9 @@ def test_converter_parity_with_numpy_reference(tmp_path, depth, width, layout):
     module, variables = load_torchvision_resnet(path)  # depth inferred
     assert (module.depth, module.width, module.num_classes) == (depth, width, 10)
     np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
-    np.testing.assert_array_equal(variables["batch_stats"]["layer2_0"]["downsample_1"]["var"],
-                                  sd["layer2.0.downsample.1.running_var"])
+    np.testing.assert_array_equal(
+        variables["batch_stats"]["layer2_0"]["downsample_1"]["var"], sd["layer2.0.downsample.1.running_var"]
+    )
     # 40 px: odd intermediate sizes (5 -> 3) exercise the symmetric stride-2 padding.
     x = np.random.default_rng(1).standard_normal((2, 40, 40, 3)).astype(np.float32)
     ours = np.asarray(jax.jit(lambda v, x: module.apply(v, x, train=False))(variables, x))
@@ -350,8 +363,11 @@ def test_object_teacher_logits_equal_manual_loop(tiny_object):
     module, variables, _ = tiny_object
     clip = _student_clip()
     mean, std = (0.40, 0.45, 0.50), 0.225  # per channel, in the clip's (BGR) order
-    got = jax.jit(lambda v, c: teachers.object_teacher_logits(
-        module, v, c, num_frames_k=3, input_mean=mean, input_std=std, input_bgr=True))(variables, clip)
+    got = jax.jit(
+        lambda v, c: teachers.object_teacher_logits(
+            module, v, c, num_frames_k=3, input_mean=mean, input_std=std, input_bgr=True
+        )
+    )(variables, clip)
     assert got.shape == (2, 7) and got.dtype == jnp.float32
 
     one = jax.jit(lambda v, f: module.apply(v, f[None], train=False)[0])
@@ -372,8 +388,9 @@ def test_frame_indices():
 
 
 def _tiny_video_cfg(num_classes=(2,)):
-    return presets.slow(18, width_per_group=4, num_frames=2, crop_size=32, num_classes=num_classes,
-                        dropout_rate=0.5, bn_group_size=0)
+    return presets.slow(
+        18, width_per_group=4, num_frames=2, crop_size=32, num_classes=num_classes, dropout_rate=0.5, bn_group_size=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -399,8 +416,14 @@ def test_ego_teacher_from_variables_and_converted_dir(tiny_ego, tmp_path):
     cfg, variables = tiny_ego
     module, v = teacher_loading.ego_teacher_from_variables(cfg, variables, jnp.bfloat16)
     assert module.dtype == jnp.bfloat16 and cfg.dtype == "float32"  # caller's config untouched
-    conv = pyslowfast.Conversion(module=models.build(cfg), variables=variables, model_config=cfg,
-                                 report={"mapped": []}, pyslowfast_cfg={}, epoch=None)
+    conv = pyslowfast.Conversion(
+        module=models.build(cfg),
+        variables=variables,
+        model_config=cfg,
+        report={"mapped": []},
+        pyslowfast_cfg={},
+        epoch=None,
+    )
     save_converted(conv, str(tmp_path / "conv"), "memory")
     module, loaded = teacher_loading.load_ego_teacher(str(tmp_path / "conv"))
     assert module.num_classes == (2,)
@@ -430,8 +453,9 @@ def test_ego_teacher_pyth_two_way_and_not(fixtures_dir, tmp_path):
     write_torch_file(path, {"epoch": 1, "model_state": state, "optimizer_state": {}, "cfg": yaml.safe_dump(cfg)})
     module, variables = teacher_loading.load_ego_teacher(str(path), jnp.bfloat16)
     assert module.num_classes == (2,) and module.dtype == jnp.bfloat16
-    np.testing.assert_array_equal(variables["params"]["head"]["projection"]["kernel"],
-                                  state["head.projection.weight"].T)
+    np.testing.assert_array_equal(
+        variables["params"]["head"]["projection"]["kernel"], state["head.projection.weight"].T
+    )
     with pytest.raises(teachers.TeacherError, match="no such file"):
         teacher_loading.load_ego_teacher(str(tmp_path / "nope.pyth"))
 
@@ -455,8 +479,9 @@ def online(tiny_ego, tiny_object):
     cfg, ego_vars = tiny_ego
     ego_module, ego_vars = teacher_loading.ego_teacher_from_variables(cfg, ego_vars)
     obj_module, obj_vars, _ = tiny_object
-    spec = teachers.OnlineTeachers(ego=teachers.EgoTeacher.from_module(ego_module),
-                                   object=teachers.ObjectTeacher(obj_module, num_frames=2))
+    spec = teachers.OnlineTeachers(
+        ego=teachers.EgoTeacher.from_module(ego_module), object=teachers.ObjectTeacher(obj_module, num_frames=2)
+    )
     hash(spec)  # static-argument friendly
     return spec, {"ego": ego_vars, "object": obj_vars}
 
@@ -503,8 +528,10 @@ def test_online_targets_use_the_right_frames_and_eval_mode(online, student_pathw
 def test_online_targets_have_zero_gradient_and_mutate_nothing(online, student_pathways):
     spec, tvars = online
     before = jax.tree.map(np.array, tvars)
-    loss = lambda v: sum(jnp.sum(x ** 2) for x in  # noqa: E731
-                         teachers.online_teacher_targets(spec, v, student_pathways, **NORM).values())
+    loss = lambda v: sum(
+        jnp.sum(x**2)
+        for x in teachers.online_teacher_targets(spec, v, student_pathways, **NORM).values()  # noqa: E731
+    )
     grads = jax.jit(jax.grad(loss))(tvars)
     assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
     jax.tree.map(np.testing.assert_array_equal, tvars, before)  # batch_stats untouched
@@ -514,7 +541,8 @@ def test_bfloat16_teachers_return_float32(online, student_pathways, f32_targets)
     spec, tvars = online
     bf16 = teachers.OnlineTeachers(
         ego=teachers.EgoTeacher.from_module(spec.ego.module, dtype=jnp.bfloat16),
-        object=teachers.ObjectTeacher(spec.object.module, num_frames=2, dtype=jnp.bfloat16))
+        object=teachers.ObjectTeacher(spec.object.module, num_frames=2, dtype=jnp.bfloat16),
+    )
     out = jax.jit(lambda v, p: teachers.online_teacher_targets(bf16, v, p, **NORM))(tvars, student_pathways)
     ref = f32_targets[1]
     for k in ref:
@@ -525,8 +553,14 @@ def test_bfloat16_teachers_return_float32(online, student_pathways, f32_targets)
 
 def test_from_config(tiny_ego, tmp_path):
     cfg, variables = tiny_ego
-    conv = pyslowfast.Conversion(module=models.build(cfg), variables=variables, model_config=cfg,
-                                 report={"mapped": []}, pyslowfast_cfg={}, epoch=None)
+    conv = pyslowfast.Conversion(
+        module=models.build(cfg),
+        variables=variables,
+        model_config=cfg,
+        report={"mapped": []},
+        pyslowfast_cfg={},
+        epoch=None,
+    )
     save_converted(conv, str(tmp_path / "ego"), "memory")
     c = config_schema.base_config()
     c.model = presets.slowfast(18, width_per_group=4, num_frames=8, crop_size=32, num_classes=(5,))

@@ -1,4 +1,5 @@
 """The torch-free checkpoint reader against hostile tensor geometry (fuzz) and damaged files."""
+
 import os
 import pathlib
 import pickle
@@ -18,9 +19,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # A torch.save writer that spells every opcode itself, so a tensor can be given any
 # (offset, size, stride), valid or not.
 
-_STORAGES = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float64): "DoubleStorage",
-             np.dtype(np.float16): "HalfStorage", np.dtype(np.int64): "LongStorage",
-             np.dtype(np.uint8): "ByteStorage"}
+_STORAGES = {
+    np.dtype(np.float32): "FloatStorage",
+    np.dtype(np.float64): "DoubleStorage",
+    np.dtype(np.float16): "HalfStorage",
+    np.dtype(np.int64): "LongStorage",
+    np.dtype(np.uint8): "ByteStorage",
+}
 
 
 def _int(x):
@@ -42,25 +47,37 @@ def _global(module, name):
 
 def _tensor(storage_type, key, numel, offset, size, stride):
     pid = _tuple([_str("storage"), _global("torch", storage_type), _str(key), _str("cpu"), _int(numel)]) + b"Q"
-    args = _tuple([pid, _int(offset), _tuple([_int(n) for n in size]), _tuple([_int(s) for s in stride]),
-                   b"\x89", _global("collections", "OrderedDict") + b")R"])
+    args = _tuple(
+        [
+            pid,
+            _int(offset),
+            _tuple([_int(n) for n in size]),
+            _tuple([_int(s) for s in stride]),
+            b"\x89",
+            _global("collections", "OrderedDict") + b")R",
+        ]
+    )
     return _global("torch._utils", "_rebuild_tensor_v2") + args + b"R"
 
 
 def tensors_pickle(tree):
     """Pickle of nested dicts whose leaves ``(storage type, key, numel, offset, size, stride)`` are tensors."""
+
     def enc(node):
         if isinstance(node, dict):
             return b"}(" + b"".join(_str(k) + enc(v) for k, v in node.items()) + b"u"
         type_name, key, numel, offset, size, stride = node
         return _tensor(type_name, key, numel, offset, size, stride)
+
     return b"\x80\x02" + enc(tree) + b"."
 
 
 def write_pyth(path, storages, tensors, layout="zip"):
     """``storages``: ``{key: 1-D numpy array}``; ``tensors``: ``{name: (key, offset, size, stride)}``."""
-    spec = {name: (_STORAGES[storages[k].dtype], k, storages[k].size, off, size, stride)
-            for name, (k, off, size, stride) in tensors.items()}
+    spec = {
+        name: (_STORAGES[storages[k].dtype], k, storages[k].size, off, size, stride)
+        for name, (k, off, size, stride) in tensors.items()
+    }
     payload = tensors_pickle({"model_state": spec})
     if layout == "zip":
         with zipfile.ZipFile(path, "w") as z:
@@ -100,8 +117,10 @@ def torch_view(flat, offset, size, stride, file_bytes):
 
 def _random_geometry(rng, storage_size):
     ndim = int(rng.integers(0, 5))
-    size = [int(rng.choice([0, 1, 1, 2, 3, 4, 5, -1])) if rng.uniform() < 0.1 else int(rng.integers(1, 5))
-            for _ in range(ndim)]
+    size = [
+        int(rng.choice([0, 1, 1, 2, 3, 4, 5, -1])) if rng.uniform() < 0.1 else int(rng.integers(1, 5))
+        for _ in range(ndim)
+    ]
     stride = [int(rng.integers(0, 8)) for _ in range(ndim)]
     offset = int(rng.integers(0, storage_size // 4 + 2))
     roll = rng.uniform()
@@ -188,8 +207,11 @@ def test_legacy_storage_sizes_are_bounded_by_the_file(tmp_path):
     data = path.read_bytes()
     count = struct.pack("<q", 8)
     assert data.count(count + flat.tobytes()) == 1
-    for claim, words in ((1 << 60, "claims 1152921504606846976 elements"), (-5, "claims -5 elements"),
-                         (9, "file has 32 bytes left")):
+    for claim, words in (
+        (1 << 60, "claims 1152921504606846976 elements"),
+        (-5, "claims -5 elements"),
+        (9, "file has 32 bytes left"),
+    ):
         path.write_bytes(data.replace(count + flat.tobytes(), struct.pack("<q", claim) + flat.tobytes()))
         with pytest.raises(CheckpointReadError, match=words):
             load_torch_file(path)
@@ -218,12 +240,19 @@ def test_converter_cli_refuses_a_hostile_tensor_in_one_line(tmp_path):
     """The reported SIGSEGV case through ``python -m egoexo_jax.convert``: exit 2, one line."""
     path = tmp_path / "negative_stride.pyth"
     write_pyth(path, {"0": np.arange(16, dtype=np.float32)}, {"s1.conv.weight": ("0", 0, (4,), (-1_000_000,))})
-    res = subprocess.run([sys.executable, "-m", "egoexo_jax.convert", "--input", str(path), "--output",
-                          str(tmp_path / "out")], capture_output=True, text=True, cwd=REPO, timeout=300,
-                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    res = subprocess.run(
+        [sys.executable, "-m", "egoexo_jax.convert", "--input", str(path), "--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
-    assert lines == [f"error: {path}: tensor 'model_state/s1.conv.weight' (storage 0): negative storage "
-                     "offset, size or stride (offset 0, size (4,), stride (-1000000,)); a PyTorch tensor "
-                     "has none"], res.stderr
+    assert lines == [
+        f"error: {path}: tensor 'model_state/s1.conv.weight' (storage 0): negative storage "
+        "offset, size or stride (offset 0, size (4,), stride (-1000000,)); a PyTorch tensor "
+        "has none"
+    ], res.stderr
     assert not (tmp_path / "out").exists()

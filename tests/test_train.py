@@ -1,4 +1,5 @@
 """Training system: schedules, optimiser, sharding invariance, NaN stop, resume, multi-process, CLI."""
+
 import json
 import math
 import os
@@ -16,8 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from egoexo_jax import config_schema, optim, precise_bn, sharding, train, train_loop, train_loop_utils
-from egoexo_jax import train_setup
+from egoexo_jax import config_schema, optim, precise_bn, sharding, train, train_loop, train_loop_utils, train_setup
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import train_pipeline
 from egoexo_jax.models import norm
@@ -66,13 +66,20 @@ def test_steps_with_relative_lrs_matches_epic_recipe():
     for e, want in ((0, 0.02), (19.99, 0.02), (20, 0.002), (24.5, 0.002), (25, 0.0002), (29.9, 0.0002)):
         assert optim.lr_at_epoch(e, c.optimizer, c.schedule, 30.0) == pytest.approx(want)
         assert float(optim.make_schedule(c, 4)(int(e * 4))) == pytest.approx(
-            optim.lr_at_epoch(int(e * 4) / 4, c.optimizer, c.schedule, 30.0), rel=1e-6)
+            optim.lr_at_epoch(int(e * 4) / 4, c.optimizer, c.schedule, 30.0), rel=1e-6
+        )
 
 
 def test_sgd_equals_pytorch_nesterov_with_coupled_l2_and_bn_excluded():
-    params = {"s1": {"pathway0_stem": {"conv": {"kernel": np.ones((1, 3, 3, 3, 4), np.float32)},
-                                       "bn": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)}}},
-              "head": {"projection": {"kernel": np.full((4, 2), 0.5, np.float32), "bias": np.ones(2, np.float32)}}}
+    params = {
+        "s1": {
+            "pathway0_stem": {
+                "conv": {"kernel": np.ones((1, 3, 3, 3, 4), np.float32)},
+                "bn": {"scale": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)},
+            }
+        },
+        "head": {"projection": {"kernel": np.full((4, 2), 0.5, np.float32), "bias": np.ones(2, np.float32)}},
+    }
     mask = optim.decay_mask(params, "bn")
     assert mask["s1"]["pathway0_stem"]["bn"] == {"scale": False, "bias": False}
     assert mask["head"]["projection"] == {"kernel": True, "bias": True}  # biases keep weight decay
@@ -110,8 +117,15 @@ def _steps(config, mesh, batches, workdir):
     run = train_setup.setup(config, workdir, mesh)
     run.train_iter.close()
     state, _ = train.create_train_state(config, run.model, run.tx, mesh)
-    step = train.make_train_step(mesh, model=run.model, tx=run.tx, schedule=run.schedule,
-                                 loss_weights=train.loss_weights(config), arch="slowfast", remat=config.model.remat)
+    step = train.make_train_step(
+        mesh,
+        model=run.model,
+        tx=run.tx,
+        schedule=run.schedule,
+        loss_weights=train.loss_weights(config),
+        arch="slowfast",
+        remat=config.model.remat,
+    )
     losses = []
     for b in batches:
         state, m = step(state, sharding.global_batch(b, mesh), run.teacher_variables)
@@ -198,6 +212,7 @@ def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_ro
 
 class _TwoBN(nn.Module):
     """conv -> BN -> relu -> BN with the students' group BatchNorm (groups of 4 clips)."""
+
     bn_momentum: float = 0.1
 
     @nn.compact
@@ -216,15 +231,23 @@ def test_precise_bn_is_the_mean_of_per_group_statistics_on_any_mesh():
     rng = np.random.default_rng(0)
     x = lambda b: rng.normal(1.0, 2.0, size=(b, 2, 8, 8, 3)).astype(np.float32)  # noqa: E731
     variables = model.init(jax.random.PRNGKey(0), [jnp.zeros((4, 2, 8, 8, 3))], train=False)
-    variables = {"params": variables["params"],  # running values that must not leak in
-                 "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"])}
+    variables = {
+        "params": variables["params"],  # running values that must not leak in
+        "batch_stats": jax.tree.map(lambda v: v + 0.5, variables["batch_stats"]),
+    }
     batches = [{"pathway0": x(8), "label": np.zeros(8, np.int32)}, {"pathway0": x(8)}]  # 2 groups each
-    groups = [b["pathway0"][i:i + 4] for b in batches for i in (0, 4)]
+    groups = [b["pathway0"][i : i + 4] for b in batches for i in (0, 4)]
 
     def group_stats(g):  # the statistics of one group on its own, as PyTorch BN computes them
-        h = np.asarray(jax.lax.conv_general_dilated(
-            jnp.asarray(g), variables["params"]["Conv_0"]["kernel"], (1, 1, 1), [(0, 0), (1, 1), (1, 1)],
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))) + np.asarray(variables["params"]["Conv_0"]["bias"])
+        h = np.asarray(
+            jax.lax.conv_general_dilated(
+                jnp.asarray(g),
+                variables["params"]["Conv_0"]["kernel"],
+                (1, 1, 1),
+                [(0, 0), (1, 1), (1, 1)],
+                dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+            )
+        ) + np.asarray(variables["params"]["Conv_0"]["bias"])
         out = {}
         for name in ("BatchNorm_0", "BatchNorm_1"):
             mean, var = h.mean((0, 1, 2, 3)), h.var((0, 1, 2, 3))
@@ -238,8 +261,9 @@ def test_precise_bn_is_the_mean_of_per_group_statistics_on_any_mesh():
     want = jax.tree.map(lambda *g: np.mean(np.stack(g), 0), *per_group[:3])  # 3 of the 4 groups
     for n in (8, 1):
         mesh = sharding.make_mesh(n)
-        got = precise_bn.precise_bn_stats(model, sharding.replicate(variables, mesh), iter(batches), "slow",
-                                     num_groups=3, group_size=4, mesh=mesh)
+        got = precise_bn.precise_bn_stats(
+            model, sharding.replicate(variables, mesh), iter(batches), "slow", num_groups=3, group_size=4, mesh=mesh
+        )
         assert jax.tree.structure(got) == jax.tree.structure(want)
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_allclose(np.asarray(a), b, rtol=1e-4, atol=1e-5)
@@ -288,8 +312,14 @@ def test_best_tracker_and_best_checkpoints_survive_pruning_and_resume(tmp_path):
 
 
 def _main_cmd(kin_root, workdir, *overrides):
-    return [sys.executable, "-m", "egoexo_jax.main", f"--config={REPO}/tests/tiny_config.py:{kin_root}",
-            f"--workdir={workdir}", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "egoexo_jax.main",
+        f"--config={REPO}/tests/tiny_config.py:{kin_root}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
 
 
 def _env(**extra):
@@ -309,14 +339,23 @@ def _records(workdir):
 def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, kernels):
     # One step per epoch: validation (best-checkpoint tracking) and precise BN after every step,
     # periodic checkpoints every 2 steps, so a kill can fall between a best and its checkpoint.
-    overrides = ("--config.num_epochs=10", "--config.checkpoint.every_steps=2",
-                 "--config.eval_every_epochs=1", "--config.precise_bn.enabled=True",
-                 "--config.precise_bn.num_batches=3", f"--config.model.kernels={kernels}")
+    overrides = (
+        "--config.num_epochs=10",
+        "--config.checkpoint.every_steps=2",
+        "--config.eval_every_epochs=1",
+        "--config.precise_bn.enabled=True",
+        "--config.precise_bn.num_batches=3",
+        f"--config.model.kernels={kernels}",
+    )
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    subprocess.run(_main_cmd(kin_root, straight, *overrides), env=_env(), check=True, cwd=REPO,
-                   capture_output=True)
-    proc = subprocess.Popen(_main_cmd(kin_root, killed, *overrides), env=_env(), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(_main_cmd(kin_root, straight, *overrides), env=_env(), check=True, cwd=REPO, capture_output=True)
+    proc = subprocess.Popen(
+        _main_cmd(kin_root, killed, *overrides),
+        env=_env(),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = pathlib.Path(killed, "checkpoints", "4")
     deadline = time.time() + 300
     while not target.is_dir() and proc.poll() is None and time.time() < deadline:
@@ -325,8 +364,7 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert ckpt_lib.read_meta(killed)[0] < 10
-    subprocess.run(_main_cmd(kin_root, killed, *overrides), env=_env(), check=True, cwd=REPO,
-                   capture_output=True)
+    subprocess.run(_main_cmd(kin_root, killed, *overrides), env=_env(), check=True, cwd=REPO, capture_output=True)
     assert _records(killed) == _records(straight)
     assert [r["step"] for r in _records(straight) if "loss" in r] == list(range(1, 11))
     assert [r["step"] for r in _records(straight) if "val/top1" in r] == list(range(1, 11))
@@ -358,15 +396,26 @@ def test_two_processes_equal_one_process(kin_root, tmp_path):
     overrides = ("--config.total_steps=3", "--config.checkpoint.every_steps=0", "--config.model.dropout_rate=0.0")
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     flags4 = "--xla_force_host_platform_device_count=4"
-    subprocess.run(_main_cmd(kin_root, one, *overrides), env=_env(XLA_FLAGS=flags4), check=True,
-                   cwd=REPO, capture_output=True)
+    subprocess.run(
+        _main_cmd(kin_root, one, *overrides), env=_env(XLA_FLAGS=flags4), check=True, cwd=REPO, capture_output=True
+    )
     port = _free_port()
-    procs = [subprocess.Popen(_main_cmd(kin_root, two, *overrides), cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT,
-                              env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=2",
-                                       JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-                                       JAX_PROCESS_ID=str(i), JAX_CPU_COLLECTIVES="gloo"))
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            _main_cmd(kin_root, two, *overrides),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=_env(
+                XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+                JAX_CPU_COLLECTIVES="gloo",
+            ),
+        )
+        for i in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0].decode() for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
@@ -379,8 +428,13 @@ def test_two_processes_equal_one_process(kin_root, tmp_path):
 
 
 def test_unknown_override_suggests_closest_key(kin_root, tmp_path):
-    out = subprocess.run(_main_cmd(kin_root, str(tmp_path), "--config.optimizer.base_rl=0.1"), env=_env(),
-                         cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        _main_cmd(kin_root, str(tmp_path), "--config.optimizer.base_rl=0.1"),
+        env=_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode != 0
     assert "unknown config key 'optimizer.base_rl'; did you mean 'optimizer.base_lr'?" in out.stderr
     assert "Traceback" not in out.stderr
@@ -392,6 +446,7 @@ def test_missing_teacher_entry_stops_the_run_before_the_first_step(kin_root, tmp
     teachers.allow_missing (it trains and logs the count) is in test_distillation."""
     from egoexo_jax.data import aux_targets, handobj, teacher_scores  # pylint: disable=import-outside-toplevel
     from egoexo_jax.models import presets  # pylint: disable=import-outside-toplevel
+
     c = tiny_config.get_config(kin_root)
     presets.egoexo_pretrain_heads(c.model)
     c.model.interaction_conv_dim = 16
@@ -407,17 +462,25 @@ def test_missing_teacher_entry_stops_the_run_before_the_first_step(kin_root, tmp
     c.teachers.interaction.update(source="file", detections=str(tmp_path / "dets"))
     config_schema.validate(c)
     workdir = tmp_path / "run"
-    with pytest.raises(aux_targets.MissingTeacherEntriesError,
-                       match=r"1 of 8 training items have no Ego-Score entries in .*ego\.pkl: 'v3\.mp4'"):
+    with pytest.raises(
+        aux_targets.MissingTeacherEntriesError,
+        match=r"1 of 8 training items have no Ego-Score entries in .*ego\.pkl: 'v3\.mp4'",
+    ):
         train_loop.train_and_evaluate(c, str(workdir))
     assert not (workdir / "checkpoints").exists() and not (workdir / "metrics.jsonl").exists()
     os.remove(tmp_path / "dets" / "v5.npy")
     os.remove(tmp_path / "dets" / "v6.npy")
-    with pytest.raises(aux_targets.MissingTeacherEntriesError,
-                       match=r"'v3\.mp4'.*2 of 8 training items have no hand-object detection files .*'v5\.mp4', 'v6\.mp4'"):
+    with pytest.raises(
+        aux_targets.MissingTeacherEntriesError,
+        match=r"'v3\.mp4'.*2 of 8 training items have no hand-object detection files .*'v5\.mp4', 'v6\.mp4'",
+    ):
         train_setup.check_teacher_files(c, train_setup.offline_aux_fn(c))
     c.teachers.allow_missing = True
-    assert train_setup.check_teacher_files(c, train_setup.offline_aux_fn(c)) == {"ego": 1, "object": 0, "interaction": 2}
+    assert train_setup.check_teacher_files(c, train_setup.offline_aux_fn(c)) == {
+        "ego": 1,
+        "object": 0,
+        "interaction": 2,
+    }
 
 
 def test_config_validation_names_the_key():

@@ -4,6 +4,7 @@
 (``tests/fake_media.py``: ``write_kinetics_dataset``). Usable as a recipe file:
 ``python -m egoexo_jax.main --config=tests/tiny_config.py:DATA_ROOT --workdir=...``.
 """
+
 from egoexo_jax import config_schema
 from egoexo_jax.models import presets
 
@@ -12,12 +13,23 @@ NUM_CLASSES = 8
 
 def get_config(data_root: str = ""):
     c = config_schema.base_config()
-    c.model = presets.slowfast(18, width_per_group=8, num_frames=8, crop_size=64,
-                               num_classes=(NUM_CLASSES,), bn_group_size=4, dropout_rate=0.5)
-    c.data.update(path_to_data_dir=data_root, path_prefix=data_root, num_frames=8, sampling_rate=2,
-                  train_jitter_scales=(64, 80), train_crop_size=64, test_crop_size=64,
-                  num_ensemble_views=2, num_spatial_crops=1, num_classes=NUM_CLASSES, num_threads=1,
-                  prefetch=1)
+    c.model = presets.slowfast(
+        18, width_per_group=8, num_frames=8, crop_size=64, num_classes=(NUM_CLASSES,), bn_group_size=4, dropout_rate=0.5
+    )
+    c.data.update(
+        path_to_data_dir=data_root,
+        path_prefix=data_root,
+        num_frames=8,
+        sampling_rate=2,
+        train_jitter_scales=(64, 80),
+        train_crop_size=64,
+        test_crop_size=64,
+        num_ensemble_views=2,
+        num_spatial_crops=1,
+        num_classes=NUM_CLASSES,
+        num_threads=1,
+        prefetch=1,
+    )
     c.batch_size = 8
     c.eval_batch_size = 8
     c.optimizer.reference_batch_size = 8  # the LRs below are for batch 8: no linear scaling

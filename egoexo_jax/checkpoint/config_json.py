@@ -4,6 +4,7 @@ Only the architecture is stored; how a model runs (``models.RUNTIME_FIELDS``: ke
 precision, rematerialisation) is the reader's choice. Reading back turns JSON lists into the
 tuples the model config uses and refuses keys the model config does not have.
 """
+
 from __future__ import annotations
 
 import json

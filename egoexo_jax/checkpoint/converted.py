@@ -11,6 +11,7 @@ Layout of ``DIR`` (what ``--config.init_from=DIR`` and ``predict --checkpoint DI
   PyTorch key -> flax path map;
 - ``pyslowfast_config.yaml``: the checkpoint's own config, verbatim.
 """
+
 from __future__ import annotations
 
 import json

@@ -12,6 +12,7 @@ backbone and interaction head transfer, task heads whose name (``head`` vs
 ``headcharades-ego``) or shape differ are left at their fresh initialisation. What was loaded
 and what was not is reported.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,15 +26,20 @@ from flax import traverse_util
 
 from egoexo_jax.checkpoint import converted
 from egoexo_jax.checkpoint.workdir import (
-    CHECKPOINT_DIR, CheckpointMismatchError, is_training_workdir, load_workdir_variables,
+    CHECKPOINT_DIR,
+    CheckpointMismatchError,
+    is_training_workdir,
+    load_workdir_variables,
 )
 from egoexo_jax.cli import InputError, MissingFileError
 from egoexo_jax.convert import pyslowfast
 
 
-def load_pretrained(path: str, flag: str = "config.init_from",
-                    check: Optional[Callable[[ml_collections.ConfigDict, str], None]] = None,
-                    ) -> Tuple[ml_collections.ConfigDict, dict, str]:
+def load_pretrained(
+    path: str,
+    flag: str = "config.init_from",
+    check: Optional[Callable[[ml_collections.ConfigDict, str], None]] = None,
+) -> Tuple[ml_collections.ConfigDict, dict, str]:
     """``(model_config, variables, description)`` from a converted dir, a training workdir or a ``.pyth``.
 
     Args:
@@ -48,8 +54,10 @@ def load_pretrained(path: str, flag: str = "config.init_from",
         folder of them holds).
     """
     if not os.path.exists(path):
-        raise MissingFileError(f"checkpoint not found, {flag}={path}, expected a converted checkpoint "
-                               "directory, a training workdir or a .pyth file")
+        raise MissingFileError(
+            f"checkpoint not found, {flag}={path}, expected a converted checkpoint "
+            "directory, a training workdir or a .pyth file"
+        )
     if os.path.isdir(path) and converted.is_converted_dir(path):
         _, variables, cfg = converted.load_converted(path)
         what = f"converted checkpoint {path}"
@@ -60,14 +68,21 @@ def load_pretrained(path: str, flag: str = "config.init_from",
         conv = pyslowfast.convert_checkpoint(path, check=check)
         return conv.model_config, conv.variables, f"PySlowFast checkpoint {path} (epoch {conv.epoch})"
     else:
-        inside = sorted(f"{name}/" for name in os.listdir(path)
-                        if is_training_workdir(os.path.join(path, name))
-                        or converted.is_converted_dir(os.path.join(path, name)))
-        hint = (f"; it holds {', '.join(inside)}: pass one of them, e.g. "
-                f"{flag}={os.path.join(path, inside[0][:-1])}" if inside else "")
-        raise InputError(f"not a checkpoint, {flag}={path}, expected a converted checkpoint directory (with "
-                         f"{converted.MODEL_CONFIG}), a training workdir (with {CHECKPOINT_DIR}/) or a .pyth "
-                         f"file{hint}")
+        inside = sorted(
+            f"{name}/"
+            for name in os.listdir(path)
+            if is_training_workdir(os.path.join(path, name)) or converted.is_converted_dir(os.path.join(path, name))
+        )
+        hint = (
+            f"; it holds {', '.join(inside)}: pass one of them, e.g. {flag}={os.path.join(path, inside[0][:-1])}"
+            if inside
+            else ""
+        )
+        raise InputError(
+            f"not a checkpoint, {flag}={path}, expected a converted checkpoint directory (with "
+            f"{converted.MODEL_CONFIG}), a training workdir (with {CHECKPOINT_DIR}/) or a .pyth "
+            f"file{hint}"
+        )
     if check is not None:
         check(cfg, path)
     return cfg, variables, what
@@ -86,16 +101,14 @@ class TransferReport:
         def show(names):
             s = ", ".join(names[:limit])
             return s + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+
         lines = [f"loaded {len(self.loaded)} arrays"]
         if self.reinitialised:
-            lines.append(f"re-initialised (shape differs) {len(self.reinitialised)}: "
-                         f"{show(self.reinitialised)}")
+            lines.append(f"re-initialised (shape differs) {len(self.reinitialised)}: {show(self.reinitialised)}")
         if self.missing:
-            lines.append(f"not in the checkpoint, freshly initialised {len(self.missing)}: "
-                         f"{show(self.missing)}")
+            lines.append(f"not in the checkpoint, freshly initialised {len(self.missing)}: {show(self.missing)}")
         if self.unused:
-            lines.append(f"in the checkpoint but not in this model (dropped) {len(self.unused)}: "
-                         f"{show(self.unused)}")
+            lines.append(f"in the checkpoint but not in this model (dropped) {len(self.unused)}: {show(self.unused)}")
         return "\n".join(lines)
 
 
@@ -117,8 +130,9 @@ def transfer(target: dict, source: dict, *, allow_reinit: bool = True) -> Tuple[
             missing.append(name)
         elif tuple(np.shape(src)) != tuple(np.shape(value)):
             if not allow_reinit:
-                raise CheckpointMismatchError(f"init_from: {name} has shape {np.shape(src)} in the "
-                                              f"checkpoint, {np.shape(value)} in the model")
+                raise CheckpointMismatchError(
+                    f"init_from: {name} has shape {np.shape(src)} in the checkpoint, {np.shape(value)} in the model"
+                )
             out[key] = value
             reinit.append(name)
         else:

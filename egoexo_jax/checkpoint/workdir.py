@@ -13,6 +13,7 @@ keep-N pruning; ``meta["best"]`` names the metric and its value.
 Readers for other uses (evaluation, prediction, teachers, fine-tuning) take the model config and
 variables of a workdir's newest readable checkpoint (:func:`load_workdir_variables`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,9 @@ class Checkpointer:
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-        self._options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                     enable_async_checkpointing=async_save)
+        self._options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def latest_step(self) -> Optional[int]:
@@ -67,8 +69,9 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types (OSError, ValueError, JSONDecodeError ...)
             raise DamagedCheckpointError(_short(e)) from e
 
-    def restore_newest(self, state_like: Any, check_meta: Callable[[int, Dict[str, Any]], None]
-                       ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
+    def restore_newest(
+        self, state_like: Any, check_meta: Callable[[int, Dict[str, Any]], None]
+    ) -> Optional[Tuple[int, Any, Dict[str, Any]]]:
         """``(step, state, meta)`` of the newest readable checkpoint (None when there is none).
 
         ``check_meta(step, meta)`` raises when the checkpoint does not fit the run's config
@@ -80,14 +83,20 @@ class Checkpointer:
             try:
                 meta = self.read_meta(step)
                 check_meta(step, meta)
-                check_tree(state_tree_metadata(os.path.join(self.directory, str(step), "state")),
-                           state_like, f"{self.directory}/{step}")
+                check_tree(
+                    state_tree_metadata(os.path.join(self.directory, str(step), "state")),
+                    state_like,
+                    f"{self.directory}/{step}",
+                )
                 state, meta = self.restore(state_like, step)
                 return step, state, meta
             except DamagedCheckpointError as e:
                 moved = self.move_aside(step)
-                print(f"checkpoint {self.directory}/{step} cannot be read ({e}); moved to {moved}, "
-                      "trying the previous one", flush=True)
+                print(
+                    f"checkpoint {self.directory}/{step} cannot be read ({e}); moved to {moved}, "
+                    "trying the previous one",
+                    flush=True,
+                )
         return None
 
     def move_aside(self, step: int) -> str:
@@ -104,6 +113,7 @@ class Checkpointer:
             shutil.move(os.path.join(self.directory, str(step)), target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
             multihost_utils.sync_global_devices(f"egoexo_move_aside_{step}")
         self.manager.close()
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
@@ -119,8 +129,11 @@ class Checkpointer:
         with _disk_errors(self.directory):
             self.manager.wait_until_finished()  # the previous save counts in the space left
             self._check_space(state)
-            self.manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+            self.manager.save(
+                step,
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                force=True,
+            )
 
     def _check_space(self, state: Any) -> None:
         if not os.path.isdir(self.directory):  # not a local folder (e.g. gs://): no estimate
@@ -129,13 +142,19 @@ class Checkpointer:
         if steps:
             need = _folder_bytes(os.path.join(self.directory, str(steps[-1])))
         else:
-            need = sum(int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
-                       for x in jax.tree.leaves(state) if hasattr(x, "shape"))
+            need = sum(
+                int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
+                for x in jax.tree.leaves(state)
+                if hasattr(x, "shape")
+            )
         free = shutil.disk_usage(self.directory).free
         if need > free:
-            raise OSError(errno.ENOSPC, f"No space left on device (a checkpoint needs about "
-                                        f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free)",
-                          self.directory)
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device (a checkpoint needs about "
+                f"{need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free)",
+                self.directory,
+            )
 
     def restore(self, state_like: Any, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
         """Restores ``(state, meta)`` at ``step`` (default newest) onto ``state_like``'s structure,
@@ -148,13 +167,15 @@ class Checkpointer:
         step = self.latest_step() if step is None else step
         abstract = jax.tree.map(_abstract, state_like)
         try:
-            out = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+            out = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+            )
         except Exception as e:  # orbax raises many types for unreadable files
             if "pytree structure" in str(e):
                 raise CheckpointMismatchError(
                     f"checkpoint {self.directory}/{step} holds a train state of another structure "
-                    f"({_short(e)}); expected the optimizer settings it was saved with") from e
+                    f"({_short(e)}); expected the optimizer settings it was saved with"
+                ) from e
             raise DamagedCheckpointError(_short(e)) from e
         return out["state"], out["meta"]
 
@@ -174,8 +195,12 @@ def _folder_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
 
-_DISK_MESSAGES = ((errno.ENOSPC, "No space left on device"), (errno.EDQUOT, "Disk quota exceeded"),
-                  (errno.EROFS, "Read-only file system"), (errno.EACCES, "Permission denied"))
+_DISK_MESSAGES = (
+    (errno.ENOSPC, "No space left on device"),
+    (errno.EDQUOT, "Disk quota exceeded"),
+    (errno.EROFS, "Read-only file system"),
+    (errno.EACCES, "Permission denied"),
+)
 
 
 @contextlib.contextmanager
@@ -222,8 +247,10 @@ def _leaf_paths(tree: Any) -> Dict[str, Tuple[Tuple[int, ...], str]]:
     out = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         name = re.sub(r"\.(\w+)", r"['\1']", jax.tree_util.keystr(path))
-        out[name] = (tuple(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape),
-                     str(np.dtype(leaf.dtype)) if hasattr(leaf, "dtype") else "")
+        out[name] = (
+            tuple(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape),
+            str(np.dtype(leaf.dtype)) if hasattr(leaf, "dtype") else "",
+        )
     return out
 
 
@@ -237,7 +264,8 @@ def check_tree(saved: Any, state_like: Any, where: str) -> None:
             exp = "absent" if name not in want else f"{want[name][0]} {want[name][1]}"
             raise CheckpointMismatchError(
                 f"checkpoint {where} does not fit this config: {name} is {got} there; expected {exp} "
-                "(resume with the config the run started with, or use a new --workdir)")
+                "(resume with the config the run started with, or use a new --workdir)"
+            )
 
 
 class BestCheckpoints:
@@ -252,17 +280,18 @@ class BestCheckpoints:
 
     def __init__(self, workdir: str):
         self.directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
-        options = ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
-                                               enable_async_checkpointing=False,
-                                               cleanup_tmp_directories=True)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def steps(self) -> List[int]:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        self.manager.save(
+            step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+        )
         self.manager.wait_until_finished()
 
     def discard_after(self, step: int) -> None:
@@ -295,8 +324,9 @@ def _abstract(x):
 def _steps_newest_first(workdir: str, best: bool = False) -> Tuple[str, List[int]]:
     directory = os.path.join(os.path.abspath(workdir), BEST_DIR if best else CHECKPOINT_DIR)
     if best and not os.path.isdir(directory):
-        raise MissingFileError(f"no best-validation checkpoint, {directory}, expected a run that validated "
-                               "at least once")
+        raise MissingFileError(
+            f"no best-validation checkpoint, {directory}, expected a run that validated at least once"
+        )
     manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     steps = sorted(manager.all_steps(), reverse=True)
     manager.close()
@@ -315,8 +345,9 @@ def _read_step_meta(directory: str, step: int) -> Dict[str, Any]:
         manager.close()
 
 
-def _newest_readable(workdir: str, step: Optional[int], read: Callable[[str, int], Any],
-                     best: bool = False) -> Tuple[int, Any]:
+def _newest_readable(
+    workdir: str, step: Optional[int], read: Callable[[str, int], Any], best: bool = False
+) -> Tuple[int, Any]:
     """``(step, read(directory, step))`` for ``step``, or for the newest checkpoint ``read`` can
     read (of the best-validation ones with ``best``): an unreadable one is reported in one line and
     skipped (left in place: this only reads)."""
@@ -327,8 +358,7 @@ def _newest_readable(workdir: str, step: Optional[int], read: Callable[[str, int
         try:
             return candidate, read(directory, candidate)
         except DamagedCheckpointError as e:
-            print(f"checkpoint {directory}/{candidate} cannot be read ({e}); using the previous one",
-                  flush=True)
+            print(f"checkpoint {directory}/{candidate} cannot be read ({e}); using the previous one", flush=True)
     raise InputError(f"no readable checkpoint, {directory}, expected at least one undamaged saved step")
 
 
@@ -338,15 +368,19 @@ def read_meta(workdir: str, step: Optional[int] = None, *, best: bool = False) -
     return _newest_readable(workdir, step, _read_step_meta, best)
 
 
-def load_workdir_variables(workdir: str, step: Optional[int] = None, *,
-                           best: bool = False) -> Tuple[ml_collections.ConfigDict, dict, int]:
+def load_workdir_variables(
+    workdir: str, step: Optional[int] = None, *, best: bool = False
+) -> Tuple[ml_collections.ConfigDict, dict, int]:
     """``(model_config, {"params", "batch_stats"}, step)`` from a training workdir's newest
     readable (or the given) checkpoint, or with ``best`` its best-validation one."""
+
     def read(directory: str, step: int):
         meta = _read_step_meta(directory, step)
         if "model_config" not in meta:
-            raise InputError(f"no model_config in the checkpoint meta, {directory}/{step}, expected a "
-                             "checkpoint written by egoexo_jax training")
+            raise InputError(
+                f"no model_config in the checkpoint meta, {directory}/{step}, expected a "
+                "checkpoint written by egoexo_jax training"
+            )
         return meta, restore_on_this_host(os.path.join(directory, str(step), "state"))
 
     step, (meta, tree) = _newest_readable(workdir, step, read, best)

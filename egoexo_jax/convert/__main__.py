@@ -6,6 +6,7 @@ config, maps every weight and writes an orbax checkpoint directory that
 ``--config.init_from=DIR`` accepts. Errors are one line on stderr, exit status 2 (``--debug`` adds
 the traceback).
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,8 +31,9 @@ def _convert(fv: flags.FlagValues) -> int:
     from egoexo_jax.checkpoint.converted import save_converted  # pylint: disable=import-outside-toplevel
     from egoexo_jax.convert.pyslowfast import convert_checkpoint  # pylint: disable=import-outside-toplevel
 
-    steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr, leave=False,
-                 disable=None)  # no bar when stderr is not a terminal (logs, pipes)
+    steps = tqdm(
+        total=2, desc="convert", unit="step", file=sys.stderr, leave=False, disable=None
+    )  # no bar when stderr is not a terminal (logs, pipes)
     try:
         conversion = convert_checkpoint(fv.input)
         steps.update()
@@ -41,15 +43,18 @@ def _convert(fv: flags.FlagValues) -> int:
         raise cli.InputError(str(e)) from None
     finally:
         steps.close()
-    print(f"converted {summary['model_name']} ({summary['arch']}, {summary['num_params']:,} parameters, "
-          f"{summary['num_mapped_keys']} keys) -> {fv.output}")
+    print(
+        f"converted {summary['model_name']} ({summary['arch']}, {summary['num_params']:,} parameters, "
+        f"{summary['num_mapped_keys']} keys) -> {fv.output}"
+    )
     return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """The command on ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    return cli.run_command(PROG, __doc__, _define_flags, _convert, argv, required=("input", "output"),
-                           where_flag="output")
+    return cli.run_command(
+        PROG, __doc__, _define_flags, _convert, argv, required=("input", "output"), where_flag="output"
+    )
 
 
 def run() -> None:

@@ -14,6 +14,7 @@ nesting, and the last component by layer type:
 Every checkpoint key must land on a module parameter of the same shape and every module
 parameter must be covered; otherwise ``ValueError`` names the offending keys.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
@@ -52,9 +53,7 @@ def mvit_param_shapes(module: MViT, sample_input_shape: Optional[Sequence[int]] 
     shape = tuple(sample_input_shape or _default_input_shape(module))
 
     def init(key):
-        return module.init(
-            {"params": key, "dropout": key}, [jnp.zeros(shape, jnp.float32)], train=False
-        )
+        return module.init({"params": key, "dropout": key}, [jnp.zeros(shape, jnp.float32)], train=False)
 
     tree = jax.eval_shape(init, jax.random.key(0))
     return traverse_util.flatten_dict(tree["params"])

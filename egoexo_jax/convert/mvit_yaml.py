@@ -4,6 +4,7 @@ Absent keys take the newer facebookresearch/SlowFast defaults; options outside t
 :class:`egoexo_jax.models.mvit.MViT` reimplements (``MODE=conv``, ``POOL_FIRST=False``, fused
 ``qkv``, layer norm) are refused by name rather than silently built differently.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -53,6 +54,7 @@ _MVIT_DEFAULTS = {
 }
 _DATA_DEFAULTS = {"NUM_FRAMES": 8, "TRAIN_CROP_SIZE": 224, "INPUT_CHANNEL_NUM": [3, 3]}
 _MODEL_DEFAULTS = {"NUM_CLASSES": 400, "DROPOUT_RATE": 0.5, "HEAD_ACT": "softmax"}
+
 
 def mvit_config_from_pyslowfast(cfg: Mapping[str, Any]) -> MViTConfig:
     """Build an :class:`MViTConfig` from a parsed PySlowFast config.
@@ -135,6 +137,7 @@ def mvit_config_from_pyslowfast(cfg: Mapping[str, Any]) -> MViTConfig:
         layer_scale_init_value=float(mv["LAYER_SCALE_INIT_VALUE"]),
         head_init_scale=float(mv["HEAD_INIT_SCALE"]),
     )
+
 
 def model_config_from_pyslowfast(cfg: Mapping[str, Any]):
     """Registry model config from a parsed PySlowFast cfg (see :func:`mvit_config_from_pyslowfast`)."""

@@ -5,6 +5,7 @@ The architecture is rebuilt from the ``cfg`` YAML stored in the checkpoint. Ever
 OIDHW -> DHWIO, linear weights transposed, BatchNorm buffers into ``batch_stats``) and
 every module parameter must be filled; anything else is an error naming the keys.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,8 +23,14 @@ from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
 from egoexo_jax.models.naming import flax_to_torch_key
 
-__all__ = ["Conversion", "ConversionError", "convert_checkpoint", "load_pyslowfast",
-           "model_config_from_pyslowfast", "variables_from_state_dict"]
+__all__ = [
+    "Conversion",
+    "ConversionError",
+    "convert_checkpoint",
+    "load_pyslowfast",
+    "model_config_from_pyslowfast",
+    "variables_from_state_dict",
+]
 
 
 class ConversionError(UserError, ValueError):
@@ -133,7 +140,7 @@ def normalise_state_keys(state: dict[str, Any]) -> dict[str, np.ndarray]:
             continue
         for old, new in _RENAMED_PREFIXES:
             if k.startswith(old):
-                k = new + k[len(old):]
+                k = new + k[len(old) :]
         out[k] = np.asarray(v)
     return out
 
@@ -153,7 +160,8 @@ def variables_from_state_dict(module, state: dict[str, Any], input_shapes, *, st
     """
     state = normalise_state_keys(state)
     target = jax.eval_shape(
-        lambda: module.init(jax.random.key(0), [jnp.zeros(s, jnp.float32) for s in input_shapes], train=False))
+        lambda: module.init(jax.random.key(0), [jnp.zeros(s, jnp.float32) for s in input_shapes], train=False)
+    )
     flat = {}
     mapped, missing, mismatched = [], [], []
     for collection, tree in target.items():
@@ -165,8 +173,10 @@ def variables_from_state_dict(module, state: dict[str, Any], input_shapes, *, st
                 continue
             value = _to_flax(names[-1], state[key], leaf.shape)
             if value.shape != leaf.shape:
-                mismatched.append(f"{key}: checkpoint {tuple(state[key].shape)} -> {tuple(value.shape)}, "
-                                  f"module expects {tuple(leaf.shape)}")
+                mismatched.append(
+                    f"{key}: checkpoint {tuple(state[key].shape)} -> {tuple(value.shape)}, "
+                    f"module expects {tuple(leaf.shape)}"
+                )
                 continue
             flat[(collection,) + names] = value.astype(leaf.dtype)
             mapped.append(key)
@@ -179,8 +189,11 @@ def variables_from_state_dict(module, state: dict[str, Any], input_shapes, *, st
 
 def _describe(report, limit=8) -> str:
     parts = []
-    for what, label in (("mismatched", "shape mismatches"), ("missing", "module parameters without a checkpoint key"),
-                        ("unused", "checkpoint keys without a module parameter")):
+    for what, label in (
+        ("mismatched", "shape mismatches"),
+        ("missing", "module parameters without a checkpoint key"),
+        ("unused", "checkpoint keys without a module parameter"),
+    ):
         items = report[what]
         if items:
             more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
@@ -225,8 +238,9 @@ def read_checkpoint(path: str) -> tuple[dict, dict, int | None]:
     return ckpt["model_state"], cfg, ckpt.get("epoch")
 
 
-def convert_checkpoint(path: str, dtype: str = "float32",
-                       check: Callable[[ml_collections.ConfigDict, str], None] | None = None) -> Conversion:
+def convert_checkpoint(
+    path: str, dtype: str = "float32", check: Callable[[ml_collections.ConfigDict, str], None] | None = None
+) -> Conversion:
     """Reads ``path`` and builds the matching module and variables (see module doc).
 
     ``check(model_config, path)``, when given, runs on the architecture read from the stored cfg

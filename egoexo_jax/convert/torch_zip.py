@@ -14,6 +14,7 @@ asks for, say, ``os.system`` fails before anything runs. Tensors come back as nu
 arrays (contiguous copies with the checkpoint's shape and dtype), each built only after its
 offset, size and stride were checked against its storage (:func:`check_geometry`).
 """
+
 from __future__ import annotations
 
 import collections
@@ -125,8 +126,9 @@ def _ints(value, what: str, where: str) -> tuple:
         raise CheckpointReadError(f"{where}: {what} {value!r} is not a tuple of integers") from None
 
 
-def check_geometry(where: str, storage_numel: int, itemsize: int, offset, size, stride,
-                   max_bytes: int) -> Tuple[int, Tuple[int, ...], Tuple[int, ...]]:
+def check_geometry(
+    where: str, storage_numel: int, itemsize: int, offset, size, stride, max_bytes: int
+) -> Tuple[int, Tuple[int, ...], Tuple[int, ...]]:
     """Validates a tensor view ``(offset, size, stride)`` of a storage of ``storage_numel`` elements.
 
     Rules (those of ``torch.Tensor.set_``, plus a size bound): offset, sizes and strides are
@@ -150,7 +152,8 @@ def check_geometry(where: str, storage_numel: int, itemsize: int, offset, size, 
     if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise CheckpointReadError(
             f"{where}: negative storage offset, size or stride (offset {offset}, size {size}, "
-            f"stride {stride}); a PyTorch tensor has none")
+            f"stride {stride}); a PyTorch tensor has none"
+        )
     numel = math.prod(size)
     if numel == 0:
         return offset, size, stride  # no element is read: torch accepts any offset here
@@ -158,19 +161,21 @@ def check_geometry(where: str, storage_numel: int, itemsize: int, offset, size, 
     if last >= storage_numel:
         raise CheckpointReadError(
             f"{where}: offset {offset}, size {size}, stride {stride} reach element {last} but "
-            f"its storage has {storage_numel} elements")
+            f"its storage has {storage_numel} elements"
+        )
     if numel * itemsize > max_bytes:
         raise CheckpointReadError(
-            f"{where}: size {size} is {numel * itemsize} bytes, more than the whole file "
-            f"({max_bytes} bytes)")
+            f"{where}: size {size} is {numel * itemsize} bytes, more than the whole file ({max_bytes} bytes)"
+        )
     return offset, size, stride
 
 
 def _tensor(storage: _Storage, offset, size, stride, *, name: str, max_bytes: int) -> np.ndarray:
     """A contiguous copy of the (validated) view; never reads outside the storage."""
     flat = storage.array()
-    offset, size, stride = check_geometry(f"tensor '{name}' (storage {storage.key})", flat.size, _itemsize(storage.dtype),
-                                          offset, size, stride, max_bytes)
+    offset, size, stride = check_geometry(
+        f"tensor '{name}' (storage {storage.key})", flat.size, _itemsize(storage.dtype), offset, size, stride, max_bytes
+    )
     out_dtype = flat.dtype.newbyteorder("=")
     if math.prod(size) == 0:
         return np.zeros(size, dtype=out_dtype)
@@ -206,7 +211,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _StorageType(name)
         raise CheckpointReadError(
             f"refusing to load global '{module}.{name}': a PyTorch checkpoint only needs "
-            "tensors, storages and plain containers")
+            "tensors, storages and plain containers"
+        )
 
     def persistent_load(self, pid):
         if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
@@ -241,7 +247,8 @@ def _load_zip(path: str) -> Any:
                 if info.file_size > file_bytes:
                     raise CheckpointReadError(
                         f"storage '{member}' unpacks to {info.file_size} bytes, more than the whole "
-                        f"file ({file_bytes} bytes)")
+                        f"file ({file_bytes} bytes)"
+                    )
                 cache[key] = _Storage(dtype, key, zf.read(member))
             return cache[key]
 
@@ -252,6 +259,7 @@ def _load_zip(path: str) -> Any:
 def _load_legacy(path: str) -> Any:
     file_bytes = os.path.getsize(path)
     with open(path, "rb") as f:
+
         def plain():
             return _RestrictedUnpickler(f, _no_storage).load()
 
@@ -277,7 +285,8 @@ def _load_legacy(path: str) -> Any:
             if numel < 0 or nbytes > file_bytes - f.tell():
                 raise CheckpointReadError(
                     f"storage {key} claims {numel} elements ({nbytes} bytes) but the file has "
-                    f"{file_bytes - f.tell()} bytes left: truncated or corrupt")
+                    f"{file_bytes - f.tell()} bytes left: truncated or corrupt"
+                )
             st.data = f.read(nbytes)
             if len(st.data) != nbytes:
                 raise CheckpointReadError(f"file ends inside storage {key}")
@@ -314,9 +323,21 @@ def load_torch_file(path: str) -> Any:
         raise CheckpointReadError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CheckpointReadError(f"{path}: is a directory, not a checkpoint file") from None
-    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, struct.error, KeyError, ValueError,
-            TypeError, IndexError, AttributeError, OSError, OverflowError, MemoryError,
-            RecursionError) as e:
+    except (
+        zipfile.BadZipFile,
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        KeyError,
+        ValueError,
+        TypeError,
+        IndexError,
+        AttributeError,
+        OSError,
+        OverflowError,
+        MemoryError,
+        RecursionError,
+    ) as e:
         raise CheckpointReadError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: "
-            f"{type(e).__name__}: {e})") from None
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt: {type(e).__name__}: {e})"
+        ) from None

@@ -14,6 +14,7 @@ classes from ``fc``) unless ``depth`` is given. The key map is mechanical:
 Every checkpoint key must land on a module variable of the same shape and every module
 variable must be filled; otherwise :class:`ConversionError` names the offending keys.
 """
+
 from __future__ import annotations
 
 import collections
@@ -45,8 +46,10 @@ def _state_dict_of(obj: Any, path: str) -> dict[str, np.ndarray]:
         arrays = {k: v for k, v in obj.items() if isinstance(v, np.ndarray)}
         if arrays and len(arrays) == len(obj):
             return normalise_state_keys(arrays)
-    raise ConversionError(f"{path}: not a torchvision ResNet state_dict (expected a mapping of "
-                          f"parameter names to tensors, got {type(obj).__name__})")
+    raise ConversionError(
+        f"{path}: not a torchvision ResNet state_dict (expected a mapping of "
+        f"parameter names to tensors, got {type(obj).__name__})"
+    )
 
 
 def infer_architecture(state: Mapping[str, np.ndarray]) -> dict[str, int]:
@@ -65,13 +68,18 @@ def infer_architecture(state: Mapping[str, np.ndarray]) -> dict[str, int]:
     depth = _LAYOUTS.get((bottleneck, counts))
     if depth is None:
         kind = "bottleneck" if bottleneck else "basic"
-        raise ConversionError(f"keys do not describe a torchvision ResNet: {kind} blocks per stage {counts}; "
-                              f"known layouts: { {d: BLOCKS[d] for d in sorted(BLOCKS)} }")
+        raise ConversionError(
+            f"keys do not describe a torchvision ResNet: {kind} blocks per stage {counts}; "
+            f"known layouts: { {d: BLOCKS[d] for d in sorted(BLOCKS)} }"
+        )
     for needed in ("conv1.weight", "fc.weight"):
         if needed not in state:
             raise ConversionError(f"torchvision ResNet key '{needed}' is missing")
-    return {"depth": depth, "width": int(state["conv1.weight"].shape[0]),
-            "num_classes": int(state["fc.weight"].shape[0])}
+    return {
+        "depth": depth,
+        "width": int(state["conv1.weight"].shape[0]),
+        "num_classes": int(state["fc.weight"].shape[0]),
+    }
 
 
 def _natural(key: str):
@@ -89,9 +97,11 @@ def _to_flax(leaf_name: str, value: np.ndarray) -> np.ndarray:
 
 def _describe(report: dict, limit: int = 8) -> str:
     parts = []
-    for what, label in (("mismatched", "shape mismatches"),
-                        ("missing", "module variables without a checkpoint key"),
-                        ("unused", "checkpoint keys without a module variable")):
+    for what, label in (
+        ("mismatched", "shape mismatches"),
+        ("missing", "module variables without a checkpoint key"),
+        ("unused", "checkpoint keys without a module variable"),
+    ):
         items = report[what]
         if items:
             more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
@@ -125,8 +135,10 @@ def variables_from_torchvision(module: ResNet2D, state: Mapping[str, Any]) -> tu
                 continue
             value = _to_flax(names[-1], state[key])
             if value.shape != leaf.shape:
-                report["mismatched"].append(f"{key}: checkpoint {tuple(state[key].shape)} -> "
-                                            f"{tuple(value.shape)}, module expects {tuple(leaf.shape)}")
+                report["mismatched"].append(
+                    f"{key}: checkpoint {tuple(state[key].shape)} -> "
+                    f"{tuple(value.shape)}, module expects {tuple(leaf.shape)}"
+                )
                 continue
             node = out.setdefault(collection, {})
             for n in names[:-1]:
@@ -136,8 +148,10 @@ def variables_from_torchvision(module: ResNet2D, state: Mapping[str, Any]) -> tu
     report["unused"] = sorted(set(state) - set(report["mapped"]), key=_natural)
     report["missing"].sort(key=_natural)
     if report["missing"] or report["mismatched"] or report["unused"]:
-        raise ConversionError(f"checkpoint does not match ResNet-{module.depth} (width {module.width}, "
-                              f"{module.num_classes} classes): {_describe(report)}")
+        raise ConversionError(
+            f"checkpoint does not match ResNet-{module.depth} (width {module.width}, "
+            f"{module.num_classes} classes): {_describe(report)}"
+        )
     return out, report
 
 
@@ -163,8 +177,11 @@ def load_torchvision_resnet(path: str, depth: int | None = None, *, dtype=jnp.fl
     except ConversionError as e:
         if depth is None:
             raise ConversionError(f"{path}: {e}") from None
-        arch = {"depth": None, "width": int(state.get("conv1.weight", np.zeros((64,))).shape[0]),
-                "num_classes": int(state.get("fc.weight", np.zeros((1000,))).shape[0])}
+        arch = {
+            "depth": None,
+            "width": int(state.get("conv1.weight", np.zeros((64,))).shape[0]),
+            "num_classes": int(state.get("fc.weight", np.zeros((1000,))).shape[0]),
+        }
     want = arch["depth"] if depth is None else int(depth)
     if want not in BLOCKS:
         raise ConversionError(f"{path}: depth={want}; expected one of {sorted(BLOCKS)}")
@@ -172,7 +189,10 @@ def load_torchvision_resnet(path: str, depth: int | None = None, *, dtype=jnp.fl
     try:
         variables, _ = variables_from_torchvision(module, state)
     except ConversionError as e:
-        hint = (f" (the keys look like a ResNet-{arch['depth']})"
-                if arch["depth"] is not None and arch["depth"] != want else "")
+        hint = (
+            f" (the keys look like a ResNet-{arch['depth']})"
+            if arch["depth"] is not None and arch["depth"] != want
+            else ""
+        )
         raise ConversionError(f"{path}: {e}{hint}") from None
     return module, variables

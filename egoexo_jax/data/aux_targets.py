@@ -60,6 +60,7 @@ that term. :func:`missing_entries` counts them over a whole split before trainin
 Readers are opened lazily on first use and cached on the instance, i.e. once per worker
 process; pickling keeps only the configuration, so the object is cheap to send to workers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,9 +74,16 @@ import numpy as np
 from egoexo_jax.data import handobj, interaction_maps, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
 
-__all__ = ["OfflineTeacherTargets", "MissingTeacherEntriesError", "MAP_MODES",
-           "detection_video_name", "map_frame_count", "interaction_target", "missing_entries",
-           "missing_entries_message"]
+__all__ = [
+    "OfflineTeacherTargets",
+    "MissingTeacherEntriesError",
+    "MAP_MODES",
+    "detection_video_name",
+    "map_frame_count",
+    "interaction_target",
+    "missing_entries",
+    "missing_entries_message",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -113,9 +121,16 @@ def map_frame_count(num_frames: int, *, arch: str, alpha: int, map_frames: int =
     return int(num_frames) // int(alpha) if arch == "slowfast" else int(num_frames)
 
 
-def interaction_target(hand_rows: np.ndarray, obj_rows: np.ndarray, transform: dict, *,
-                       num_frames: int, map_frames: int, map_stride: int,
-                       mode: str) -> np.ndarray:
+def interaction_target(
+    hand_rows: np.ndarray,
+    obj_rows: np.ndarray,
+    transform: dict,
+    *,
+    num_frames: int,
+    map_frames: int,
+    map_stride: int,
+    mode: str,
+) -> np.ndarray:
     """One clip's Interaction-Map target.
 
     Args:
@@ -135,15 +150,17 @@ def interaction_target(hand_rows: np.ndarray, obj_rows: np.ndarray, transform: d
     grid = crop // int(map_stride)
     if grid < 1:
         raise ValueError(f"crop {crop} is smaller than the map stride {map_stride}")
-    spatial = dict(crop_size=crop, crop_offset=(int(transform["crop_x"]), int(transform["crop_y"])),
-                   flip=bool(transform["flip"]),
-                   orig_size=(int(transform["orig_h"]), int(transform["orig_w"])),
-                   resized_size=(int(transform["resized_h"]), int(transform["resized_w"])))
+    spatial = dict(
+        crop_size=crop,
+        crop_offset=(int(transform["crop_x"]), int(transform["crop_y"])),
+        flip=bool(transform["flip"]),
+        orig_size=(int(transform["orig_h"]), int(transform["orig_w"])),
+        resized_size=(int(transform["resized_h"]), int(transform["resized_w"])),
+    )
     hands = interaction_maps.transform_rows(hand_rows, **spatial)
     objs = interaction_maps.transform_rows(obj_rows, **spatial)
     slow = None if map_frames == num_frames else int(map_frames)
-    return interaction_maps.build_targets(hands, objs, num_frames, grid, slow_frames=slow,
-                                          mode=mode).astype(np.float32)
+    return interaction_maps.build_targets(hands, objs, num_frames, grid, slow_frames=slow, mode=mode).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,15 +206,19 @@ class OfflineTeacherTargets:
         if self.map_mode not in MAP_MODES:
             raise ValueError(f"map_mode={self.map_mode!r}; expected one of {list(MAP_MODES)}")
         if self.repeated_frames not in interaction_maps.REPEATED_FRAME_RULES:
-            raise ValueError(f"repeated_frames={self.repeated_frames!r}; expected one of "
-                             f"{list(interaction_maps.REPEATED_FRAME_RULES)}")
+            raise ValueError(
+                f"repeated_frames={self.repeated_frames!r}; expected one of "
+                f"{list(interaction_maps.REPEATED_FRAME_RULES)}"
+            )
         if self.arch not in ARCHS:
             raise ValueError(f"arch={self.arch!r}; expected one of {list(ARCHS)}")
         if self.detections and self.arch == "mvit" and not self.map_frames:
             raise ValueError("arch='mvit' needs map_frames (T // temporal patch stride) explicitly")
         if self.map_stride <= 0 or self.alpha <= 0 or self.map_frames < 0 or self.object_classes <= 0:
-            raise ValueError(f"invalid sizes: alpha={self.alpha}, map_frames={self.map_frames}, "
-                             f"map_stride={self.map_stride}, object_classes={self.object_classes}")
+            raise ValueError(
+                f"invalid sizes: alpha={self.alpha}, map_frames={self.map_frames}, "
+                f"map_stride={self.map_stride}, object_classes={self.object_classes}"
+            )
         self._reset_state()
 
     # Per-process state (readers, warned videos) lives outside the dataclass fields: it is not
@@ -226,8 +247,7 @@ class OfflineTeacherTargets:
                 if name == "ego":
                     reader = teacher_scores.TeacherScores(self.ego_scores, num_classes=EGO_CLASSES)
                 elif name == "object":
-                    reader = teacher_scores.TeacherScores(self.object_scores,
-                                                           num_classes=self.object_classes)
+                    reader = teacher_scores.TeacherScores(self.object_scores, num_classes=self.object_classes)
                 else:
                     reader = handobj.HandObjectDetections(self.detections)
                 self._readers[name] = reader
@@ -247,19 +267,24 @@ class OfflineTeacherTargets:
         if vector is None and not self.allow_missing:
             raise MissingTeacherEntriesError(
                 f"{path}: no teacher scores for video {key!r} (config.teachers.allow_missing=True "
-                f"masks such videos out of the {name} term)")
+                f"masks such videos out of the {name} term)"
+            )
         if vector is None:
-            self._warn_once((name,), "%s: no teacher scores for video %r; its %s_mask is 0 (further "
-                            "missing videos of this file are not logged)", path, key, name)
-            return {f"{name}_target": np.zeros((num_classes,), np.float32),
-                    f"{name}_mask": np.float32(0.0)}
+            self._warn_once(
+                (name,),
+                "%s: no teacher scores for video %r; its %s_mask is 0 (further "
+                "missing videos of this file are not logged)",
+                path,
+                key,
+                name,
+            )
+            return {f"{name}_target": np.zeros((num_classes,), np.float32), f"{name}_mask": np.float32(0.0)}
         return {f"{name}_target": np.array(vector, np.float32), f"{name}_mask": np.float32(1.0)}
 
     def _interaction(self, meta: dict) -> dict[str, np.ndarray]:
         positions = np.asarray(meta["frame_indices"], np.int64).reshape(-1)
         num_frames = len(positions)
-        t_map = map_frame_count(num_frames, arch=self.arch, alpha=self.alpha,
-                                map_frames=self.map_frames)
+        t_map = map_frame_count(num_frames, arch=self.arch, alpha=self.alpha, map_frames=self.map_frames)
         if t_map > num_frames or t_map < 1:
             raise ValueError(f"map_frames={t_map} does not fit a clip of {num_frames} frames")
         transform = meta["transform"]
@@ -269,24 +294,37 @@ class OfflineTeacherTargets:
         if not dets.has_video(video) and not self.allow_missing:
             raise MissingTeacherEntriesError(
                 f"no hand-object detection file for video {video!r}: {dets.path(video)} "
-                f"(config.teachers.allow_missing=True masks such videos out of the map terms)")
+                f"(config.teachers.allow_missing=True masks such videos out of the map terms)"
+            )
         if not dets.has_video(video):
-            self._warn_once(("video", video), "no hand-object detection file for video %r: %s; "
-                            "its interaction_mask is 0", video, dets.path(video))
-            return {"interaction_target": np.zeros((t_map, grid, grid, 2), np.float32),
-                    "interaction_mask": np.float32(0.0)}
+            self._warn_once(
+                ("video", video),
+                "no hand-object detection file for video %r: %s; its interaction_mask is 0",
+                video,
+                dets.path(video),
+            )
+            return {
+                "interaction_target": np.zeros((t_map, grid, grid, 2), np.float32),
+                "interaction_mask": np.float32(0.0),
+            }
         expected = int(meta["num_video_frames"]) if meta["dataset"] == "charades_ego" else None
         try:
             hands, objs = dets.boxes_for_frames(video, positions, expected_length=expected)
         except IndexError as err:
             raise TeacherFileError(
-                f"{err} ({meta['dataset']} sample {meta['key']!r}, frame indices "
-                f"{positions.tolist()})") from None
+                f"{err} ({meta['dataset']} sample {meta['key']!r}, frame indices {positions.tolist()})"
+            ) from None
         hands = interaction_maps.assign_repeated_frames(hands, positions, self.repeated_frames)
         objs = interaction_maps.assign_repeated_frames(objs, positions, self.repeated_frames)
-        target = interaction_target(hands, objs, transform, num_frames=num_frames,
-                                    map_frames=t_map, map_stride=self.map_stride,
-                                    mode=self.map_mode)
+        target = interaction_target(
+            hands,
+            objs,
+            transform,
+            num_frames=num_frames,
+            map_frames=t_map,
+            map_stride=self.map_stride,
+            mode=self.map_mode,
+        )
         return {"interaction_target": target, "interaction_mask": np.float32(1.0)}
 
     def __call__(self, meta: dict) -> dict[str, np.ndarray]:
@@ -305,13 +343,11 @@ class OfflineTeacherTargets:
     def signal_files(self) -> dict[str, str]:
         """``{signal: file or folder}`` of the configured signals (``ego``, ``object``,
         ``interaction``)."""
-        files = {"ego": self.ego_scores, "object": self.object_scores,
-                 "interaction": self.detections}
+        files = {"ego": self.ego_scores, "object": self.object_scores, "interaction": self.detections}
         return {k: v for k, v in files.items() if v}
 
 
-def missing_entries(aux: OfflineTeacherTargets, dataset: str,
-                    ids: list[tuple[str, str]]) -> dict[str, list[str]]:
+def missing_entries(aux: OfflineTeacherTargets, dataset: str, ids: list[tuple[str, str]]) -> dict[str, list[str]]:
     """Items of a split that a configured teacher file does not cover.
 
     Args:
@@ -330,17 +366,20 @@ def missing_entries(aux: OfflineTeacherTargets, dataset: str,
             out[name] = [key for key, _ in ids if key not in reader]
     if aux.detections:
         present = {n[:-4] for n in os.listdir(aux.detections) if n.endswith(".npy")}
-        out["interaction"] = [key for key, video in ids
-                              if _video_name(dataset, key, video) not in present]
+        out["interaction"] = [key for key, video in ids if _video_name(dataset, key, video) not in present]
     return out
 
 
-_SIGNAL_WHAT = {"ego": "Ego-Score entries", "object": "Object-Score entries",
-                "interaction": "hand-object detection files"}
+_SIGNAL_WHAT = {
+    "ego": "Ego-Score entries",
+    "object": "Object-Score entries",
+    "interaction": "hand-object detection files",
+}
 
 
-def missing_entries_message(aux: OfflineTeacherTargets, missing: dict[str, list[str]],
-                            num_items: int, show: int = 5) -> str:
+def missing_entries_message(
+    aux: OfflineTeacherTargets, missing: dict[str, list[str]], num_items: int, show: int = 5
+) -> str:
     """One line per signal with missing entries: how many of ``num_items``, the file, the first
     ``show`` keys."""
     files = aux.signal_files()
@@ -349,6 +388,8 @@ def missing_entries_message(aux: OfflineTeacherTargets, missing: dict[str, list[
         if keys:
             first = ", ".join(repr(k) for k in keys[:show])
             more = f", ... (+{len(keys) - show})" if len(keys) > show else ""
-            lines.append(f"{len(keys)} of {num_items} training items have no "
-                         f"{_SIGNAL_WHAT[signal]} in {files[signal]}: {first}{more}")
+            lines.append(
+                f"{len(keys)} of {num_items} training items have no "
+                f"{_SIGNAL_WHAT[signal]} in {files[signal]}: {first}{more}"
+            )
     return "; ".join(lines)

@@ -20,8 +20,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data_dir", required=True, help="TFDS data dir to write")
     parser.add_argument("--path_prefix", default=None, help="media root (default: manual_dir)")
     args = parser.parse_args(argv)
-    skipped = tfds_builders.build(args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir,
-                                  path_prefix=args.path_prefix)
+    skipped = tfds_builders.build(
+        args.dataset, manual_dir=args.manual_dir, data_dir=args.data_dir, path_prefix=args.path_prefix
+    )
     for what, why in skipped:
         print(f"left out: {what}\t{why}")
     print(f"done: {args.data_dir}; {len(skipped)} items left out")

@@ -43,6 +43,7 @@ class CharadesVideo:
       label_frames: `[M] int32` frame positions of the (position, class) label pairs.
       label_classes: `[M] int32` classes of those pairs.
     """
+
     key: str
     frames: FrameSequence
     label_frames: np.ndarray
@@ -68,13 +69,12 @@ class CharadesVideo:
 
 
 def video_id_from_frame_path(path: str) -> str:
-    name = path[path.rfind("/") + 1:]
+    name = path[path.rfind("/") + 1 :]
     dash = name.rfind("-")
     return name[:dash] if dash > 0 else os.path.splitext(name)[0]
 
 
-def span_classes(label_frames: np.ndarray, label_classes: np.ndarray, first: int,
-                 last: int) -> np.ndarray:
+def span_classes(label_frames: np.ndarray, label_classes: np.ndarray, first: int, last: int) -> np.ndarray:
     """Classes of the (frame, class) pairs with first <= frame <= last."""
     keep = (label_frames >= first) & (label_frames <= last)
     return label_classes[keep]
@@ -112,15 +112,15 @@ def read_frame_list(list_path: str | os.PathLike, *, path_prefix: str = "") -> l
     with open(list_path, encoding="utf-8") as f:
         header = f.readline().split()
         if not header or header[0] != FRAME_LIST_HEADER[0]:
-            raise AnnotationError(list_path, 1,
-                                  f"expected a header starting with {FRAME_LIST_HEADER[0]!r}")
+            raise AnnotationError(list_path, 1, f"expected a header starting with {FRAME_LIST_HEADER[0]!r}")
         for line_number, line in enumerate(f, start=2):
             fields = line.split()
             if not fields:
                 continue
             if len(fields) != 5:
-                raise AnnotationError(list_path, line_number,
-                                      f"expected 5 fields {FRAME_LIST_HEADER}, got {len(fields)}")
+                raise AnnotationError(
+                    list_path, line_number, f"expected 5 fields {FRAME_LIST_HEADER}, got {len(fields)}"
+                )
             key = fields[0]
             paths, label_frames, label_classes = rows.setdefault(key, ([], [], []))
             position = len(paths)
@@ -129,8 +129,12 @@ def read_frame_list(list_path: str | os.PathLike, *, path_prefix: str = "") -> l
                 label_frames.append(position)
                 label_classes.append(c)
     return [
-        CharadesVideo(key=key, frames=FrameSequence.from_paths(paths),
-                      label_frames=np.asarray(lf, np.int32), label_classes=np.asarray(lc, np.int32))
+        CharadesVideo(
+            key=key,
+            frames=FrameSequence.from_paths(paths),
+            label_frames=np.asarray(lf, np.int32),
+            label_classes=np.asarray(lc, np.int32),
+        )
         for key, (paths, lf, lc) in rows.items()
     ]
 
@@ -150,8 +154,9 @@ def _parse_actions(text: str, path, line_number: int) -> list[tuple[int, float, 
     return actions
 
 
-def read_charades_ego_csv(csv_path: str | os.PathLike, *, path_prefix: str, fps: float = 24.0,
-                          first_person_only: bool = True) -> list[CharadesVideo]:
+def read_charades_ego_csv(
+    csv_path: str | os.PathLike, *, path_prefix: str, fps: float = 24.0, first_person_only: bool = True
+) -> list[CharadesVideo]:
     """Builds videos from an official `CharadesEgo_v1_*.csv` and the extracted frame folders.
 
     Args:
@@ -166,21 +171,26 @@ def read_charades_ego_csv(csv_path: str | os.PathLike, *, path_prefix: str, fps:
     videos = []
     with open(csv_path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None or "id" not in reader.fieldnames or (
-            "actions" not in reader.fieldnames):
+        if reader.fieldnames is None or "id" not in reader.fieldnames or ("actions" not in reader.fieldnames):
             raise AnnotationError(csv_path, 1, "expected columns 'id' and 'actions'")
         for row in reader:
             line_number = reader.line_num
             if None in row or any(v is None for v in row.values()):
                 raise AnnotationError(csv_path, line_number, "wrong number of fields")
-            if first_person_only and "egocentric" in row and row["egocentric"].strip() not in (
-                "Yes", "yes", "True", "1"):
+            if (
+                first_person_only
+                and "egocentric" in row
+                and row["egocentric"].strip() not in ("Yes", "yes", "True", "1")
+            ):
                 continue
             key = row["id"].strip()
             actions = _parse_actions(row["actions"] or "", csv_path, line_number)
             folder = os.path.join(path_prefix, key)
-            names = sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg"))) if (
-                os.path.isdir(folder)) else []
+            names = (
+                sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg")))
+                if (os.path.isdir(folder))
+                else []
+            )
             if names:
                 frames = FrameSequence.from_paths([os.path.join(folder, n) for n in names])
             else:
@@ -188,8 +198,9 @@ def read_charades_ego_csv(csv_path: str | os.PathLike, *, path_prefix: str, fps:
                     count = max(int(float(row.get("length") or 0) * fps), 1)
                 except ValueError:
                     raise AnnotationError(csv_path, line_number, f"length {row.get('length')!r}") from None
-                frames = FrameSequence(template=os.path.join(folder, key).replace("%", "%%") + "-%06d.jpg",
-                                       first=1, count=count)
+                frames = FrameSequence(
+                    template=os.path.join(folder, key).replace("%", "%%") + "-%06d.jpg", first=1, count=count
+                )
             times = np.arange(len(frames)) / fps
             label_frames, label_classes = [], []
             for c, start, end in actions:
@@ -197,14 +208,18 @@ def read_charades_ego_csv(csv_path: str | os.PathLike, *, path_prefix: str, fps:
                 label_frames.extend(inside.tolist())
                 label_classes.extend([c] * len(inside))
             order = np.argsort(np.asarray(label_frames, np.int64), kind="stable")
-            videos.append(CharadesVideo(
-                key=key, frames=frames, label_frames=np.asarray(label_frames, np.int32)[order],
-                label_classes=np.asarray(label_classes, np.int32)[order]))
+            videos.append(
+                CharadesVideo(
+                    key=key,
+                    frames=frames,
+                    label_frames=np.asarray(label_frames, np.int32)[order],
+                    label_classes=np.asarray(label_classes, np.int32)[order],
+                )
+            )
     return videos
 
 
-def read_charades_ego(list_path: str | os.PathLike, *, path_prefix: str = "",
-                      fps: float = 24.0) -> list[CharadesVideo]:
+def read_charades_ego(list_path: str | os.PathLike, *, path_prefix: str = "", fps: float = 24.0) -> list[CharadesVideo]:
     """Reads a frame list, or an official csv (recognised by its header), into videos."""
     with open(list_path, encoding="utf-8") as f:
         first = f.readline()

@@ -46,6 +46,7 @@ class EpicSegment:
       start_frame, stop_frame: absolute 1-based frame numbers, inclusive.
       verb, noun: class indices, -1 when unlabelled.
     """
+
     key: str
     participant_id: str
     video_id: str
@@ -63,10 +64,8 @@ class EpicSegment:
         `{path_prefix}/{video_id}/frame_*.jpg`, else EPIC-100's `{P}/rgb_frames/{video_id}/...`."""
         if flat:
             template = os.path.join(path_prefix, self.video_id).replace("%", "%%")
-            return FrameSequence(template=template + "/frame_%010d.jpg", first=self.start_frame,
-                                 count=self.num_frames)
-        return epic_frame_sequence(path_prefix, self.participant_id, self.video_id, self.start_frame,
-                                   self.stop_frame)
+            return FrameSequence(template=template + "/frame_%010d.jpg", first=self.start_frame, count=self.num_frames)
+        return epic_frame_sequence(path_prefix, self.participant_id, self.video_id, self.start_frame, self.stop_frame)
 
 
 def _int_field(row: dict, name: str, path, line_number: int, *, default: int | None = None) -> int:
@@ -81,8 +80,9 @@ def _int_field(row: dict, name: str, path, line_number: int, *, default: int | N
         raise AnnotationError(path, line_number, f"{name}={value!r} is not an integer") from None
 
 
-def _segment(row: dict, key: str, path, line_number: int, num_verbs: int = NUM_VERBS,
-             num_nouns: int = NUM_NOUNS) -> EpicSegment:
+def _segment(
+    row: dict, key: str, path, line_number: int, num_verbs: int = NUM_VERBS, num_nouns: int = NUM_NOUNS
+) -> EpicSegment:
     start = _int_field(row, "start_frame", path, line_number)
     stop = _int_field(row, "stop_frame", path, line_number)
     if start < 0 or stop < start:
@@ -96,8 +96,9 @@ def _segment(row: dict, key: str, path, line_number: int, num_verbs: int = NUM_V
     participant, video = str(row["participant_id"]).strip(), str(row["video_id"]).strip()
     if not participant or not video:
         raise AnnotationError(path, line_number, "empty participant_id or video_id")
-    return EpicSegment(key=key, participant_id=participant, video_id=video, start_frame=start,
-                       stop_frame=stop, verb=verb, noun=noun)
+    return EpicSegment(
+        key=key, participant_id=participant, video_id=video, start_frame=start, stop_frame=stop, verb=verb, noun=noun
+    )
 
 
 def _row_key(row: dict, default: str) -> str:
@@ -108,8 +109,9 @@ def _row_key(row: dict, default: str) -> str:
     return default
 
 
-def read_epic_csv(csv_path: str | os.PathLike, *, num_verbs: int = NUM_VERBS,
-                  num_nouns: int = NUM_NOUNS) -> list[EpicSegment]:
+def read_epic_csv(
+    csv_path: str | os.PathLike, *, num_verbs: int = NUM_VERBS, num_nouns: int = NUM_NOUNS
+) -> list[EpicSegment]:
     """Parses an EPIC-100 or EPIC-55 annotation csv (header row, official column names); the key
     is `narration_id` or `uid`, class ids must lie below `num_verbs` / `num_nouns`.
 
@@ -126,15 +128,15 @@ def read_epic_csv(csv_path: str | os.PathLike, *, num_verbs: int = NUM_VERBS,
         for i, row in enumerate(reader):
             line_number = reader.line_num
             if None in row or any(v is None for v in row.values()):
-                raise AnnotationError(csv_path, line_number,
-                                      f"expected {len(columns)} fields ({', '.join(columns)})")
+                raise AnnotationError(csv_path, line_number, f"expected {len(columns)} fields ({', '.join(columns)})")
             key = _row_key(row, f"{row['video_id']}_{i}")
             segments.append(_segment(row, key, csv_path, line_number, num_verbs, num_nouns))
     return segments
 
 
-def read_epic_pickle(pkl_path: str | os.PathLike, *, num_verbs: int = NUM_VERBS,
-                     num_nouns: int = NUM_NOUNS) -> list[EpicSegment]:
+def read_epic_pickle(
+    pkl_path: str | os.PathLike, *, num_verbs: int = NUM_VERBS, num_nouns: int = NUM_NOUNS
+) -> list[EpicSegment]:
     """Reads an official `.pkl` (a pandas DataFrame indexed by narration_id / uid). Needs pandas."""
     try:
         import pandas as pd  # pylint: disable=g-import-not-at-top
@@ -144,15 +146,15 @@ def read_epic_pickle(pkl_path: str | os.PathLike, *, num_verbs: int = NUM_VERBS,
             f"{pkl_path} is a pandas pickle and pandas is not installed: pip install pandas, or use a "
             f"csv of the same table ({csv_name}: EPIC-100 ships one in epic-kitchens-100-annotations; "
             f"for the EPIC-55 split pickles write it once where pandas is installed with "
-            f"pandas.read_pickle(pkl).to_csv(csv)) and name it in the data config") from None
+            f"pandas.read_pickle(pkl).to_csv(csv)) and name it in the data config"
+        ) from None
     frame = pd.read_pickle(pkl_path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise AnnotationError(pkl_path, 0, f"missing columns {missing}")
     segments = []
     for row_number, (key, row) in enumerate(frame.iterrows(), start=1):
-        row = {k: ("" if v is None or (isinstance(v, float) and v != v) else v)
-               for k, v in row.to_dict().items()}
+        row = {k: ("" if v is None or (isinstance(v, float) and v != v) else v) for k, v in row.to_dict().items()}
         key = _row_key(row, str(key))
         # Pickles have no lines; the row number (1-based, after the header) stands in.
         segments.append(_segment(row, key, pkl_path, row_number, num_verbs, num_nouns))

@@ -33,7 +33,10 @@ def not_utf8(path: str | os.PathLike, error: UnicodeDecodeError) -> AnnotationEr
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 shown = raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
-                return AnnotationError(path, number,
-                                       f"byte {raw[e.start]:#04x} at column {e.start + 1} is not "
-                                       f"UTF-8 in: {shown}; expected a UTF-8 text file")
+                return AnnotationError(
+                    path,
+                    number,
+                    f"byte {raw[e.start]:#04x} at column {e.start + 1} is not "
+                    f"UTF-8 in: {shown}; expected a UTF-8 text file",
+                )
     return AnnotationError(path, 0, f"not UTF-8 text ({error}); expected a UTF-8 text file")

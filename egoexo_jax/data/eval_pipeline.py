@@ -19,8 +19,7 @@ import numpy as np
 from egoexo_jax.data import samples
 from egoexo_jax.data.bad_inputs import BadInputLog
 from egoexo_jax.data.errors import TooManyBadInputsError
-from egoexo_jax.data.grain_hosts import (GrainIterator, HostBlock, host_batch_size,
-                                         process_layout, to_iterator)
+from egoexo_jax.data.grain_hosts import GrainIterator, HostBlock, host_batch_size, process_layout, to_iterator
 from egoexo_jax.data.samples import AuxFn
 from egoexo_jax.data.sources import build_source
 from egoexo_jax.data.video import DecodeError
@@ -31,9 +30,19 @@ __all__ = ["EvalIterator", "eval_view_mode", "make_eval_iterator"]
 class _EvalLoader:
     """Global position -> one evaluation sample with video_index, view_index, mask."""
 
-    def __init__(self, source, opts: samples.SampleOptions, *, split: str, num_views: int,
-                 view_mode: str, seed: int, log: BadInputLog, aux_fn: AuxFn | None,
-                 max_retries: int):
+    def __init__(
+        self,
+        source,
+        opts: samples.SampleOptions,
+        *,
+        split: str,
+        num_views: int,
+        view_mode: str,
+        seed: int,
+        log: BadInputLog,
+        aux_fn: AuxFn | None,
+        max_retries: int,
+    ):
         self.source = source
         self.opts = opts
         self.split = split
@@ -62,8 +71,9 @@ class _EvalLoader:
             else:
                 clip = samples.decode_clip(item, view, rng, self.opts)
                 self._cache = (cache_key, clip)
-        return samples.make_sample(item, view, rng, self.opts, split=self.split,
-                                   video_level_labels=True, aux_fn=self.aux_fn, clip=clip)
+        return samples.make_sample(
+            item, view, rng, self.opts, split=self.split, video_level_labels=True, aux_fn=self.aux_fn, clip=clip
+        )
 
     def __call__(self, position: int) -> dict[str, np.ndarray]:
         real = position < self.total
@@ -84,7 +94,8 @@ class _EvalLoader:
         else:
             raise TooManyBadInputsError(
                 f"{self.max_retries + 1} videos in a row from #{video} could not be read; see the "
-                f"bad-input log {self.log.path or '(disabled: set data_cfg.bad_input_log)'}")
+                f"bad-input log {self.log.path or '(disabled: set data_cfg.bad_input_log)'}"
+            )
         sample["video_index"] = np.int32(video)
         sample["view_index"] = np.int32(view_index)
         sample["mask"] = np.float32(real and ok)
@@ -135,10 +146,16 @@ def eval_view_mode(data_cfg, split: str) -> tuple[str, int]:
     raise ValueError(f"evaluation split must be 'val' or 'test', got {split!r}")
 
 
-def make_eval_iterator(data_cfg, *, split: str, global_batch_size: int,
-                       process_index: int | None = None, process_count: int | None = None,
-                       aux_fn: AuxFn | None = None,
-                       bad_input_log: str | os.PathLike | None = None) -> tuple[EvalIterator, int, int]:
+def make_eval_iterator(
+    data_cfg,
+    *,
+    split: str,
+    global_batch_size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    aux_fn: AuxFn | None = None,
+    bad_input_log: str | os.PathLike | None = None,
+) -> tuple[EvalIterator, int, int]:
     """Evaluation iterator visiting every (video, view) once over all hosts.
 
     Args:
@@ -156,10 +173,17 @@ def make_eval_iterator(data_cfg, *, split: str, global_batch_size: int,
     opts = samples.SampleOptions.from_config(data_cfg)
     total = len(source) * num_views
     num_batches = math.ceil(total / global_batch_size)
-    loader = _EvalLoader(source, opts, split=split, num_views=num_views, view_mode=view_mode,
-                         seed=int(data_cfg.eval_seed),
-                         log=BadInputLog(bad_input_log if bad_input_log else data_cfg.bad_input_log),
-                         aux_fn=aux_fn, max_retries=int(data_cfg.max_retries))
+    loader = _EvalLoader(
+        source,
+        opts,
+        split=split,
+        num_views=num_views,
+        view_mode=view_mode,
+        seed=int(data_cfg.eval_seed),
+        log=BadInputLog(bad_input_log if bad_input_log else data_cfg.bad_input_log),
+        aux_fn=aux_fn,
+        max_retries=int(data_cfg.max_retries),
+    )
     ds = grain.MapDataset.range(num_batches * host_batch)
     ds = ds.map(HostBlock(process_index, process_count, host_batch)).map(loader)
     ds = ds.batch(host_batch, drop_remainder=True, batch_fn=samples.stack)

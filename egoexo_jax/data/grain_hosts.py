@@ -20,6 +20,7 @@ def process_layout(process_index: int | None, process_count: int | None) -> tupl
     """``(process_index, process_count)``, each defaulting to jax's (validated)."""
     if process_index is None or process_count is None:
         import jax  # pylint: disable=g-import-not-at-top
+
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     if not 0 <= process_index < process_count:
@@ -30,8 +31,7 @@ def process_layout(process_index: int | None, process_count: int | None) -> tupl
 def host_batch_size(global_batch_size: int, process_count: int) -> int:
     """Clips per host batch; the global batch must split evenly over the processes."""
     if global_batch_size <= 0 or global_batch_size % process_count:
-        raise ValueError(f"global batch {global_batch_size} is not a positive multiple of "
-                         f"{process_count} processes")
+        raise ValueError(f"global batch {global_batch_size} is not a positive multiple of {process_count} processes")
     return global_batch_size // process_count
 
 
@@ -41,11 +41,15 @@ def to_iterator(ds: grain.MapDataset, cfg) -> Any:
         # The worker processes are the parallelism and their queues the prefetch buffer
         # (num_workers x prefetch batches in flight); no extra thread prefetch inside each worker.
         it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=int(cfg.num_workers), per_worker_buffer_size=max(int(cfg.prefetch), 1)))
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=int(cfg.num_workers), per_worker_buffer_size=max(int(cfg.prefetch), 1)
+            )
+        )
     else:
-        it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=int(cfg.num_threads),
-                                                     prefetch_buffer_size=int(cfg.prefetch)))
+        it_ds = ds.to_iter_dataset(
+            grain.ReadOptions(num_threads=int(cfg.num_threads), prefetch_buffer_size=int(cfg.prefetch))
+        )
     return iter(it_ds)
 
 
@@ -79,4 +83,3 @@ class HostBlock:
     def __call__(self, local: int) -> int:
         step, slot = divmod(local, self.b)
         return step * self.b * self.count + self.p * self.b + slot
-

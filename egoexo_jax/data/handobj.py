@@ -29,6 +29,7 @@ EPIC-Kitchens  ``video_id``                                     absolute 1-based
 Any malformed file or entry raises :class:`~egoexo_jax.data.errors.TeacherFileError` naming the
 file and the entry.
 """
+
 from __future__ import annotations
 
 import collections
@@ -67,7 +68,7 @@ def charades_ego_video_name(first_frame_path: str) -> str:
     ``'rgb/ABCDEFGEGO/ABCDEFGEGO-000001.jpg'`` -> ``'ABCDEFGEGO'`` (the official rule; a path
     without ``-`` gives the text up to the last character, as the official slicing does).
     """
-    return first_frame_path[first_frame_path.rfind("/") + 1:first_frame_path.rfind("-")]
+    return first_frame_path[first_frame_path.rfind("/") + 1 : first_frame_path.rfind("-")]
 
 
 def epic_frame_positions(start_frame: int, offsets: Sequence[int]) -> np.ndarray:
@@ -84,8 +85,7 @@ def _check_dets(value: Any, *, where: str) -> Optional[np.ndarray]:
     if value.dtype.kind not in "fiu":
         raise TeacherFileError(f"{where}: dtype {value.dtype} is not numeric")
     if value.ndim != 2 or value.shape[1] < 5:
-        raise TeacherFileError(
-            f"{where}: expected shape [N, >=6] ([x1, y1, x2, y2, score, ...]), got {value.shape}")
+        raise TeacherFileError(f"{where}: expected shape [N, >=6] ([x1, y1, x2, y2, score, ...]), got {value.shape}")
     boxes = value[:, :5]
     if not np.all(np.isfinite(boxes)):
         raise TeacherFileError(f"{where}: boxes or scores contain NaN or infinite values")
@@ -107,8 +107,7 @@ class VideoDetections:
         try:
             num_frames = len(entries)
         except TypeError:
-            raise TeacherFileError(
-                f"{name}: expected a per-frame sequence, got {type(entries).__name__}") from None
+            raise TeacherFileError(f"{name}: expected a per-frame sequence, got {type(entries).__name__}") from None
         per_kind = {"obj": [], "hand": []}
         dtype = np.float32
         for f in range(num_frames):
@@ -118,11 +117,11 @@ class VideoDetections:
                     raise TypeError
                 pair = tuple(entry)
             except TypeError:
-                raise TeacherFileError(f"{name}: frame entry {f} is {type(entry).__name__}, "
-                                       "expected a pair (objects, hands)") from None
-            if len(pair) != 2:
                 raise TeacherFileError(
-                    f"{name}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
+                    f"{name}: frame entry {f} is {type(entry).__name__}, expected a pair (objects, hands)"
+                ) from None
+            if len(pair) != 2:
+                raise TeacherFileError(f"{name}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
             for kind, value in zip(("obj", "hand"), pair):
                 what = "objects" if kind == "obj" else "hands"
                 boxes = _check_dets(value, where=f"{name}: frame entry {f} ({what})")
@@ -136,8 +135,7 @@ class VideoDetections:
             splits = np.zeros(num_frames + 1, np.int64)
             np.cumsum(counts, out=splits[1:])
             present = [b for b in items if b is not None and len(b)]
-            boxes = (np.concatenate(present).astype(self.dtype) if present
-                     else np.zeros((0, 5), self.dtype))
+            boxes = np.concatenate(present).astype(self.dtype) if present else np.zeros((0, 5), self.dtype)
             setattr(self, f"{kind}_boxes", boxes)
             setattr(self, f"{kind}_splits", splits)
 
@@ -158,7 +156,8 @@ class VideoDetections:
         if np.any(bad):
             raise IndexError(
                 f"{self.name}: frame position {int(positions[bad][0])} outside the detection list "
-                f"(length {self.num_frames})")
+                f"(length {self.num_frames})"
+            )
         out = []
         for kind in ("hand", "obj"):
             boxes = getattr(self, f"{kind}_boxes")
@@ -238,8 +237,9 @@ class HandObjectDetections:
                 self._cache.popitem(last=False)
         return dets
 
-    def boxes_for_frames(self, video: str, frame_positions: Sequence[int],
-                         expected_length: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def boxes_for_frames(
+        self, video: str, frame_positions: Sequence[int], expected_length: Optional[int] = None
+    ) -> Tuple[np.ndarray, np.ndarray]:
         """``(hand_rows, obj_rows)`` ``[K, 6]`` ``[x1, y1, x2, y2, score, t]`` for a clip.
 
         Args:
@@ -253,7 +253,8 @@ class HandObjectDetections:
         if expected_length is not None and dets.num_frames != int(expected_length):
             raise TeacherFileError(
                 f"{dets.name}: detection list has {dets.num_frames} frames but the frame list has "
-                f"{int(expected_length)}")
+                f"{int(expected_length)}"
+            )
         return dets.rows(frame_positions)
 
 
@@ -273,8 +274,7 @@ def write_detections(path: str | os.PathLike, per_frame: Sequence[Tuple[Any, Any
     for f, entry in enumerate(per_frame):
         pair = tuple(entry)
         if len(pair) != 2:
-            raise TeacherFileError(
-                f"{path}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
+            raise TeacherFileError(f"{path}: frame entry {f} has {len(pair)} elements, expected (objects, hands)")
         for j, value in enumerate(pair):
             if value is not None:
                 value = np.asarray(value)

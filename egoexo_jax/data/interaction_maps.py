@@ -22,6 +22,7 @@ for both axes (see :func:`short_side_resize`); a video frame that a clip uses at
 positions (indices clamped at the end of a short segment or video) keeps its detections at the
 last of those positions only (:func:`assign_repeated_frames`).
 """
+
 from __future__ import annotations
 
 import math
@@ -86,11 +87,17 @@ def _float_dtype(array: np.ndarray) -> np.dtype:
     return array.dtype if array.dtype.kind == "f" else np.dtype(np.float32)
 
 
-def transform_boxes(boxes: np.ndarray, *, crop_size: Size, crop_offset: Tuple[int, int] = (0, 0),
-                    flip: bool = False, scale: Union[None, float, Tuple[float, float]] = None,
-                    orig_size: Optional[Tuple[int, int]] = None,
-                    resized_size: Optional[Tuple[int, int]] = None,
-                    normalize: bool = True) -> np.ndarray:
+def transform_boxes(
+    boxes: np.ndarray,
+    *,
+    crop_size: Size,
+    crop_offset: Tuple[int, int] = (0, 0),
+    flip: bool = False,
+    scale: Union[None, float, Tuple[float, float]] = None,
+    orig_size: Optional[Tuple[int, int]] = None,
+    resized_size: Optional[Tuple[int, int]] = None,
+    normalize: bool = True,
+) -> np.ndarray:
     """Apply a clip's spatial augmentation to boxes.
 
     Args:
@@ -150,8 +157,9 @@ def transform_rows(rows: np.ndarray, **kwargs) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def rasterise(boxes_norm: np.ndarray, scores: np.ndarray, frame_idx: np.ndarray, num_frames: int,
-              grid: int, mode: str = "soft") -> np.ndarray:
+def rasterise(
+    boxes_norm: np.ndarray, scores: np.ndarray, frame_idx: np.ndarray, num_frames: int, grid: int, mode: str = "soft"
+) -> np.ndarray:
     """Paint normalised boxes onto ``[T, grid, grid]`` maps.
 
     Args:
@@ -179,7 +187,7 @@ def rasterise(boxes_norm: np.ndarray, scores: np.ndarray, frame_idx: np.ndarray,
     if np.any((frames < 0) | (frames >= num_frames)):
         raise ValueError(f"frame index outside [0, {num_frames}): {frames}")
     for (x1, y1, x2, y2), s, t in zip(cells, scores, frames):
-        window = maps[t, y1:y2 + 1, x1:x2 + 1]
+        window = maps[t, y1 : y2 + 1, x1 : x2 + 1]
         if mode == "soft":
             np.maximum(window, s, out=window)
         else:
@@ -197,8 +205,7 @@ def last_positions(frame_positions: Sequence[int]) -> np.ndarray:
     return np.asarray([last[p] for p in positions.tolist()], np.int64)
 
 
-def assign_repeated_frames(rows: np.ndarray, frame_positions: Sequence[int],
-                           rule: str = "last") -> np.ndarray:
+def assign_repeated_frames(rows: np.ndarray, frame_positions: Sequence[int], rule: str = "last") -> np.ndarray:
     """Clip-frame column of detection rows under a rule for repeated video frames.
 
     The official loader (``kinetics_aux.parse_handobj``) writes the clip index into column 5 of a
@@ -225,8 +232,14 @@ def assign_repeated_frames(rows: np.ndarray, frame_positions: Sequence[int],
     return rows
 
 
-def build_targets(hand_rows: np.ndarray, obj_rows: np.ndarray, num_frames: int, grid: int,
-                  slow_frames: Optional[int] = None, mode: str = "soft") -> np.ndarray:
+def build_targets(
+    hand_rows: np.ndarray,
+    obj_rows: np.ndarray,
+    num_frames: int,
+    grid: int,
+    slow_frames: Optional[int] = None,
+    mode: str = "soft",
+) -> np.ndarray:
     """Interaction-Map target of one clip.
 
     Args:

@@ -23,6 +23,7 @@ class KineticsVideo:
       path: the file to decode, `path_prefix/key`.
       label: class index.
     """
+
     key: str
     path: str
     label: int
@@ -33,8 +34,9 @@ class KineticsVideo:
         return os.path.splitext(os.path.basename(self.key))[0]
 
 
-def read_kinetics_list(list_path: str | os.PathLike, *, path_prefix: str = "",
-                       separator: str = " ", num_classes: int = NUM_CLASSES) -> list[KineticsVideo]:
+def read_kinetics_list(
+    list_path: str | os.PathLike, *, path_prefix: str = "", separator: str = " ", num_classes: int = NUM_CLASSES
+) -> list[KineticsVideo]:
     """Parses a Kinetics split list.
 
     Blank lines are skipped. The label is the text after the last separator, so paths may contain
@@ -52,16 +54,13 @@ def read_kinetics_list(list_path: str | os.PathLike, *, path_prefix: str = "",
                 continue
             parts = line.rsplit(separator, 1)
             if len(parts) != 2 or not parts[0].strip():
-                raise AnnotationError(list_path, line_number,
-                                      f"expected 'relative/path{separator}label', got {line!r}")
+                raise AnnotationError(list_path, line_number, f"expected 'relative/path{separator}label', got {line!r}")
             key, label_text = parts[0].strip(), parts[1].strip()
             try:
                 label = int(label_text)
             except ValueError:
-                raise AnnotationError(list_path, line_number,
-                                      f"label {label_text!r} is not an integer") from None
+                raise AnnotationError(list_path, line_number, f"label {label_text!r} is not an integer") from None
             if not 0 <= label < num_classes:
-                raise AnnotationError(list_path, line_number,
-                                      f"label {label} outside [0, {num_classes})")
+                raise AnnotationError(list_path, line_number, f"label {label} outside [0, {num_classes})")
             videos.append(KineticsVideo(key=key, path=os.path.join(path_prefix, key), label=label))
     return videos

@@ -20,6 +20,7 @@ Public functions:
   arrays unpickled, and the raw-pickle fallback that ``numpy.load`` has) with the restricted
   unpickler.
 """
+
 from __future__ import annotations
 
 import codecs

@@ -16,8 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from egoexo_jax.data import charades_ego
-from egoexo_jax.data import transforms
+from egoexo_jax.data import charades_ego, transforms
 from egoexo_jax.data.sources import Item
 from egoexo_jax.data.video import VideoReader, read_jpeg_frames
 
@@ -30,6 +29,7 @@ AuxFn = Callable[[dict], dict]
 @dataclasses.dataclass(frozen=True)
 class SampleOptions:
     """Plain-value copy of the data config fields a sample needs (cheap to pickle to workers)."""
+
     dataset: str
     num_frames: int = 32
     sampling_rate: int = 2
@@ -50,17 +50,28 @@ class SampleOptions:
     @classmethod
     def from_config(cls, cfg) -> "SampleOptions":
         bgr = cfg.bgr if cfg.bgr is not None else DEFAULT_BGR[cfg.dataset]
+
         def as_tuple_or_float(v):
             return tuple(float(x) for x in v) if isinstance(v, (list, tuple)) else float(v)
+
         return cls(
-            dataset=cfg.dataset, num_frames=int(cfg.num_frames), sampling_rate=int(cfg.sampling_rate),
+            dataset=cfg.dataset,
+            num_frames=int(cfg.num_frames),
+            sampling_rate=int(cfg.sampling_rate),
             target_fps=float(cfg.target_fps),
             jitter_scales=tuple(int(x) for x in cfg.train_jitter_scales),
-            train_crop_size=int(cfg.train_crop_size), test_crop_size=int(cfg.test_crop_size),
+            train_crop_size=int(cfg.train_crop_size),
+            test_crop_size=int(cfg.test_crop_size),
             num_ensemble_views=int(cfg.num_ensemble_views),
-            num_spatial_crops=int(cfg.num_spatial_crops), mean=as_tuple_or_float(cfg.mean),
-            std=as_tuple_or_float(cfg.std), bgr=bool(bgr), arch=cfg.arch, alpha=int(cfg.alpha),
-            flip_prob=float(cfg.flip_prob), decode_threads=cfg.decode_threads)
+            num_spatial_crops=int(cfg.num_spatial_crops),
+            mean=as_tuple_or_float(cfg.mean),
+            std=as_tuple_or_float(cfg.std),
+            bgr=bool(bgr),
+            arch=cfg.arch,
+            alpha=int(cfg.alpha),
+            flip_prob=float(cfg.flip_prob),
+            decode_threads=cfg.decode_threads,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +82,7 @@ class View:
           'center' = middle temporal clip (index K // 2 of K) and the centre test crop (EPIC val);
           'test' = temporal clip `temporal_idx` of K and test crop `spatial_idx` of 3.
     """
+
     mode: str = "train"
     temporal_idx: int = -1
     spatial_idx: int = 1
@@ -95,6 +107,7 @@ class Clip:
       padded: the clip's span is longer than the media, so its last (or first) frame repeats
         (PySlowFast's samplers do the same; the training loop counts these clips per epoch).
     """
+
     frames: np.ndarray
     positions: np.ndarray
     frame_indices: np.ndarray
@@ -102,8 +115,7 @@ class Clip:
     padded: bool = False
 
 
-def decode_clip(item: Item, view: View, rng: np.random.Generator | None,
-                opts: SampleOptions) -> Clip:
+def decode_clip(item: Item, view: View, rng: np.random.Generator | None, opts: SampleOptions) -> Clip:
     """Samples the clip's frames for `view` and decodes them.
 
     Raises:
@@ -114,31 +126,44 @@ def decode_clip(item: Item, view: View, rng: np.random.Generator | None,
         with VideoReader(item.media, threads=opts.decode_threads) as reader:
             n = reader.num_frames
             positions = transforms.kinetics_clip_indices(
-                n, num_frames=opts.num_frames, sampling_rate=opts.sampling_rate, fps=reader.fps,
-                target_fps=opts.target_fps, clip_idx=clip_idx, num_clips=opts.num_ensemble_views,
-                rng=rng)
+                n,
+                num_frames=opts.num_frames,
+                sampling_rate=opts.sampling_rate,
+                fps=reader.fps,
+                target_fps=opts.target_fps,
+                clip_idx=clip_idx,
+                num_clips=opts.num_ensemble_views,
+                rng=rng,
+            )
             frames = reader.read(positions)
             span = opts.num_frames * opts.sampling_rate * reader.fps / opts.target_fps
     else:
         n = len(item.media)
         positions = transforms.segment_clip_positions(
-            n, num_frames=opts.num_frames, sampling_rate=opts.sampling_rate, clip_idx=clip_idx,
-            num_clips=opts.num_ensemble_views, rng=rng)
+            n,
+            num_frames=opts.num_frames,
+            sampling_rate=opts.sampling_rate,
+            clip_idx=clip_idx,
+            num_clips=opts.num_ensemble_views,
+            rng=rng,
+        )
         frames = read_jpeg_frames(item.media, positions)
         span = (opts.num_frames - 1) * opts.sampling_rate + 1
     return Clip(frames, positions, positions + item.frame_offset, n, padded=bool(span > n))
 
 
-def spatial_params(clip: Clip, view: View, rng: np.random.Generator | None,
-                   opts: SampleOptions) -> transforms.SpatialParams:
+def spatial_params(
+    clip: Clip, view: View, rng: np.random.Generator | None, opts: SampleOptions
+) -> transforms.SpatialParams:
     _, h, w, _ = clip.frames.shape
     if view.mode == "train":
-        return transforms.sample_train_spatial(h, w, rng, jitter_scales=opts.jitter_scales,
-                                               crop_size=opts.train_crop_size,
-                                               flip_prob=opts.flip_prob)
+        return transforms.sample_train_spatial(
+            h, w, rng, jitter_scales=opts.jitter_scales, crop_size=opts.train_crop_size, flip_prob=opts.flip_prob
+        )
     spatial_idx = 1 if view.mode == "center" else view.spatial_idx
-    return transforms.test_spatial(h, w, spatial_idx=spatial_idx, scale=opts.test_crop_size,
-                                   crop_size=opts.test_crop_size)
+    return transforms.test_spatial(
+        h, w, spatial_idx=spatial_idx, scale=opts.test_crop_size, crop_size=opts.test_crop_size
+    )
 
 
 def labels(item: Item, clip: Clip, *, video_level: bool) -> dict[str, np.ndarray]:
@@ -150,18 +175,17 @@ def labels(item: Item, clip: Clip, *, video_level: bool) -> dict[str, np.ndarray
         if video_level:
             classes = item.label_classes
         else:
-            classes = charades_ego.span_classes(item.label_frames, item.label_classes,
-                                                int(clip.positions[0]), int(clip.positions[-1]))
+            classes = charades_ego.span_classes(
+                item.label_frames, item.label_classes, int(clip.positions[0]), int(clip.positions[-1])
+            )
         return {"label": charades_ego.multi_hot(classes)}
     return {"verb": np.int32(item.verb), "noun": np.int32(item.noun)}
 
 
-def pathways(frames: np.ndarray, params: transforms.SpatialParams,
-             opts: SampleOptions) -> dict[str, np.ndarray]:
+def pathways(frames: np.ndarray, params: transforms.SpatialParams, opts: SampleOptions) -> dict[str, np.ndarray]:
     """`pathway0` (slow, or the only one), `pathway1` (fast, SlowFast only): float32 normalised."""
     out = transforms.spatial_transform(frames, params, mean=opts.mean, std=opts.std, bgr=opts.bgr)
-    return {f"pathway{i}": p for i, p in
-            enumerate(transforms.pack_pathways(out, arch=opts.arch, alpha=opts.alpha))}
+    return {f"pathway{i}": p for i, p in enumerate(transforms.pack_pathways(out, arch=opts.arch, alpha=opts.alpha))}
 
 
 def sample_meta(item: Item, clip: Clip, params: transforms.SpatialParams, split: str) -> dict:
@@ -177,9 +201,17 @@ def sample_meta(item: Item, clip: Clip, params: transforms.SpatialParams, split:
     }
 
 
-def make_sample(item: Item, view: View, rng: np.random.Generator | None, opts: SampleOptions, *,
-                split: str, video_level_labels: bool, aux_fn: AuxFn | None = None,
-                clip: Clip | None = None) -> dict[str, np.ndarray]:
+def make_sample(
+    item: Item,
+    view: View,
+    rng: np.random.Generator | None,
+    opts: SampleOptions,
+    *,
+    split: str,
+    video_level_labels: bool,
+    aux_fn: AuxFn | None = None,
+    clip: Clip | None = None,
+) -> dict[str, np.ndarray]:
     """Decodes (unless `clip` is given) and transforms one sample; merges `aux_fn(meta)` into it.
 
     Besides pathways and labels, `padded` int32: 1 when the clip ran past the media's end.

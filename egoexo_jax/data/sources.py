@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 
 from egoexo_jax.cli import InputError, MissingFileError
-from egoexo_jax.data import charades_ego
-from egoexo_jax.data import epic_kitchens
-from egoexo_jax.data import kinetics
+from egoexo_jax.data import charades_ego, epic_kitchens, kinetics
 from egoexo_jax.data.errors import not_utf8
 from egoexo_jax.data.video import FrameSequence
 
@@ -45,6 +43,7 @@ class Item:
       verb, noun: EPIC classes (-1 unlabelled).
       label_frames, label_classes: Charades-Ego (position, class) pairs, `[M] int32` each.
     """
+
     dataset: str
     key: str
     video_id: str
@@ -83,23 +82,29 @@ class FileSource:
         self.list_path = split_list(cfg, split)
         self._prefix = cfg.path_prefix
         if cfg.dataset not in DATASETS:
-            raise InputError(f"unknown dataset, config.data.dataset={cfg.dataset!r}, "
-                             f"expected one of {DATASETS}")
+            raise InputError(f"unknown dataset, config.data.dataset={cfg.dataset!r}, expected one of {DATASETS}")
         if not os.path.isdir(cfg.path_to_data_dir or "."):
             raise MissingFileError(
                 f"data folder not found, config.data.path_to_data_dir={cfg.path_to_data_dir!r}, "
-                f"expected the folder holding the {split} list {os.path.basename(self.list_path)}")
+                f"expected the folder holding the {split} list {os.path.basename(self.list_path)}"
+            )
         if not os.path.isfile(self.list_path):
-            raise MissingFileError(f"{split} list not found, {self.list_path}, expected the file named by "
-                                   f"config.data.{split}_list inside config.data.path_to_data_dir")
+            raise MissingFileError(
+                f"{split} list not found, {self.list_path}, expected the file named by "
+                f"config.data.{split}_list inside config.data.path_to_data_dir"
+            )
         try:
             if cfg.dataset == "kinetics":
                 self._records = kinetics.read_kinetics_list(
-                    self.list_path, path_prefix=cfg.path_prefix, separator=cfg.path_label_separator,
-                    num_classes=cfg.num_classes)
+                    self.list_path,
+                    path_prefix=cfg.path_prefix,
+                    separator=cfg.path_label_separator,
+                    num_classes=cfg.num_classes,
+                )
             elif cfg.dataset == "charades_ego":
                 self._records = charades_ego.read_charades_ego(
-                    self.list_path, path_prefix=cfg.path_prefix, fps=cfg.charades_fps)
+                    self.list_path, path_prefix=cfg.path_prefix, fps=cfg.charades_fps
+                )
             else:
                 self._records = epic_kitchens.read_epic_annotations(self.list_path, cfg.dataset)
         except UnicodeDecodeError as e:
@@ -119,11 +124,18 @@ class FileSource:
         if self.dataset == "kinetics":
             return Item("kinetics", r.key, r.video_id, r.path, label=r.label)
         if self.dataset == "charades_ego":
-            return Item("charades_ego", r.key, r.video_id, r.frames, label_frames=r.label_frames,
-                        label_classes=r.label_classes)
-        return Item(self.dataset, r.key, r.video_id,
-                    r.frames(self._prefix, flat=self.dataset == "epic55"),
-                    frame_offset=r.start_frame, verb=r.verb, noun=r.noun)
+            return Item(
+                "charades_ego", r.key, r.video_id, r.frames, label_frames=r.label_frames, label_classes=r.label_classes
+            )
+        return Item(
+            self.dataset,
+            r.key,
+            r.video_id,
+            r.frames(self._prefix, flat=self.dataset == "epic55"),
+            frame_offset=r.start_frame,
+            verb=r.verb,
+            noun=r.noun,
+        )
 
 
 def _text(value) -> str:
@@ -136,21 +148,24 @@ class TfdsSource:
 
     def __init__(self, cfg, split: str):
         if cfg.dataset not in TFDS_NAMES:
-            raise ValueError(f"source='tfds' has no build for dataset {cfg.dataset!r} (builds: "
-                             f"{sorted(TFDS_NAMES)}); use source='files'")
+            raise ValueError(
+                f"source='tfds' has no build for dataset {cfg.dataset!r} (builds: "
+                f"{sorted(TFDS_NAMES)}); use source='files'"
+            )
         self.dataset = cfg.dataset
         self.split = split
         self.name = cfg.tfds_name or TFDS_NAMES[cfg.dataset]
         self.data_dir = cfg.tfds_data_dir or None
-        self.tfds_split = {"train": cfg.tfds_train_split, "val": cfg.tfds_val_split,
-                           "test": cfg.tfds_test_split}[split]
+        self.tfds_split = {"train": cfg.tfds_train_split, "val": cfg.tfds_val_split, "test": cfg.tfds_test_split}[split]
         self._source = None
         self._length = len(self._open())
 
     def _open(self):
         if self._source is None:
             import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
             from egoexo_jax.data import tfds_builders  # noqa: F401  (registers the builders with TFDS)
+
             builder = tfds.builder(self.name, data_dir=self.data_dir)
             self._source = builder.as_data_source(split=self.tfds_split)
         return self._source
@@ -174,11 +189,23 @@ class TfdsSource:
             return Item("kinetics", key, _text(r["video_id"]), bytes(r["video"]), label=int(r["label"]))
         frames = list(r["frames"])
         if self.dataset == "charades_ego":
-            return Item("charades_ego", key, _text(r["video_id"]), frames,
-                        label_frames=np.asarray(r["label_frames"], np.int32),
-                        label_classes=np.asarray(r["label_classes"], np.int32))
-        return Item("epic100", key, _text(r["video_id"]), frames, frame_offset=int(r["start_frame"]),
-                    verb=int(r["verb"]), noun=int(r["noun"]))
+            return Item(
+                "charades_ego",
+                key,
+                _text(r["video_id"]),
+                frames,
+                label_frames=np.asarray(r["label_frames"], np.int32),
+                label_classes=np.asarray(r["label_classes"], np.int32),
+            )
+        return Item(
+            "epic100",
+            key,
+            _text(r["video_id"]),
+            frames,
+            frame_offset=int(r["start_frame"]),
+            verb=int(r["verb"]),
+            noun=int(r["noun"]),
+        )
 
 
 def build_source(cfg, split: str):

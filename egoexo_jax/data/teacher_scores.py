@@ -11,6 +11,7 @@ applies ``softmax(t / T)``).  :class:`TeacherScores` reads them (through the res
 Any malformed file or entry raises :class:`~egoexo_jax.data.errors.TeacherFileError` naming the
 file and the entry.
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,12 @@ class TeacherScores:
       num_classes: ``C``.
     """
 
-    def __init__(self, source: str | os.PathLike | Mapping[str, Any], num_classes: Optional[int] = None,
-                 name: Optional[str] = None):
+    def __init__(
+        self,
+        source: str | os.PathLike | Mapping[str, Any],
+        num_classes: Optional[int] = None,
+        name: Optional[str] = None,
+    ):
         if isinstance(source, (str, os.PathLike)):
             self.name = name or os.fspath(source)
             try:
@@ -71,8 +76,7 @@ class TeacherScores:
             self.name = name or "<teacher scores>"
             data = source
         if not isinstance(data, Mapping):
-            raise TeacherFileError(
-                f"{self.name}: expected a dict of video -> scores, got {type(data).__name__}")
+            raise TeacherFileError(f"{self.name}: expected a dict of video -> scores, got {type(data).__name__}")
         keys = []
         values = None
         for row, (key, value) in enumerate(data.items()):
@@ -86,8 +90,7 @@ class TeacherScores:
                     num_classes = len(vector)
                 values = np.empty((len(data), num_classes), np.float32)
             if len(vector) != num_classes:
-                raise TeacherFileError(
-                    f"{self.name}: entry {key!r} has {len(vector)} values, expected {num_classes}")
+                raise TeacherFileError(f"{self.name}: entry {key!r} has {len(vector)} values, expected {num_classes}")
             values[row] = vector
             keys.append(key)
         self.num_classes = int(num_classes or 0)
@@ -111,7 +114,8 @@ class TeacherScores:
         except KeyError:
             raise KeyError(
                 f"{self.name}: no teacher scores for video {key!r} (keys are the relative paths of the "
-                "csv lines, e.g. 'abseiling/xyz_000010_000020.mp4')") from None
+                "csv lines, e.g. 'abseiling/xyz_000010_000020.mp4')"
+            ) from None
 
     def get(self, key: str, default: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """Like ``__getitem__`` but returns ``default`` (``None``) for a missing video."""
@@ -155,4 +159,3 @@ def write_score_pickle(path: str | os.PathLike, scores: Mapping[str, Any]) -> No
             raise TeacherFileError(f"{path}: entry {key!r} has {len(vector)} values, expected {length}")
         out[key] = vector
     atomic_write(path, lambda fp: pickle.dump(out, fp, protocol=4))
-

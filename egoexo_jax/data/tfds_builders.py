@@ -24,14 +24,12 @@ import inspect
 import os
 from typing import Iterator
 
-from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
+from etils import epath
 
-from egoexo_jax.data import charades_ego
-from egoexo_jax.data import epic_kitchens
-from egoexo_jax.data import kinetics
+from egoexo_jax.data import charades_ego, epic_kitchens, kinetics
 
 _STRING = np.object_
 
@@ -63,8 +61,7 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # is not installed on Python >= 3.9; the file of the class is all it needs.
         return epath.Path(inspect.getfile(cls))
 
-    def __init__(self, *, path_prefix: str | None = None, split_lists: dict[str, str] | None = None,
-                 **kwargs):
+    def __init__(self, *, path_prefix: str | None = None, split_lists: dict[str, str] | None = None, **kwargs):
         self._path_prefix = path_prefix
         self._split_lists = dict(split_lists or self.SPLIT_LISTS)
         self.skipped: list[tuple[str, str]] = []
@@ -94,16 +91,21 @@ class EgoexoKinetics(_Builder):
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Place train.csv / val.csv / test.csv (`relative/path label` lines) and the videos they name "
-        "in manual_dir (see data/kinetics/README.md).")
+        "in manual_dir (see data/kinetics/README.md)."
+    )
     SPLIT_LISTS = {"train": "train.csv", "validation": "val.csv", "test": "test.csv"}
 
     def _info(self):
-        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-            "key": _string(),
-            "video_id": _string(),
-            "video": _string(),
-            "label": tfds.features.ClassLabel(num_classes=kinetics.NUM_CLASSES),
-        }))
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "key": _string(),
+                    "video_id": _string(),
+                    "video": _string(),
+                    "label": tfds.features.ClassLabel(num_classes=kinetics.NUM_CLASSES),
+                }
+            )
+        )
 
     def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
         for video in kinetics.read_kinetics_list(list_path, path_prefix=prefix):
@@ -111,8 +113,7 @@ class EgoexoKinetics(_Builder):
             if data is None:
                 self._skip(video.path, "missing or empty")
                 continue
-            yield video.key, {"key": video.key, "video_id": video.video_id, "video": data,
-                              "label": video.label}
+            yield video.key, {"key": video.key, "video_id": video.video_id, "video": data, "label": video.label}
 
 
 class EgoexoCharadesEgo(_Builder):
@@ -120,17 +121,22 @@ class EgoexoCharadesEgo(_Builder):
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Place the frame lists train_1st.csv / test_1st.csv and the CharadesEgo_v1_rgb frame folders "
-        "in manual_dir (see data/charades_ego/README.md).")
+        "in manual_dir (see data/charades_ego/README.md)."
+    )
     SPLIT_LISTS = {"train": "train_1st.csv", "test": "test_1st.csv"}
 
     def _info(self):
-        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-            "key": _string(),
-            "video_id": _string(),
-            "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
-            "label_frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "label_classes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-        }))
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "key": _string(),
+                    "video_id": _string(),
+                    "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
+                    "label_frames": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                    "label_classes": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+                }
+            )
+        )
 
     def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
         for video in charades_ego.read_charades_ego(list_path, path_prefix=prefix):
@@ -139,9 +145,16 @@ class EgoexoCharadesEgo(_Builder):
             if missing:
                 self._skip(video.key, f"{len(missing)} missing frames, first {missing[0]}")
                 continue
-            yield video.key, {"key": video.key, "video_id": video.video_id,
-                              "frames": np.asarray(frames, dtype=object),
-                              "label_frames": video.label_frames, "label_classes": video.label_classes}
+            yield (
+                video.key,
+                {
+                    "key": video.key,
+                    "video_id": video.video_id,
+                    "frames": np.asarray(frames, dtype=object),
+                    "label_frames": video.label_frames,
+                    "label_classes": video.label_classes,
+                },
+            )
 
 
 class EgoexoEpic100(_Builder):
@@ -150,21 +163,29 @@ class EgoexoEpic100(_Builder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         "Place EPIC_100_train.csv / EPIC_100_validation.csv (and optionally "
         "EPIC_100_test_timestamps.csv) and the {P}/rgb_frames/{video}/ folders in manual_dir "
-        "(see data/epic100/README.md).")
-    SPLIT_LISTS = {"train": "EPIC_100_train.csv", "validation": "EPIC_100_validation.csv",
-                   "test": "EPIC_100_test_timestamps.csv"}
+        "(see data/epic100/README.md)."
+    )
+    SPLIT_LISTS = {
+        "train": "EPIC_100_train.csv",
+        "validation": "EPIC_100_validation.csv",
+        "test": "EPIC_100_test_timestamps.csv",
+    }
 
     def _info(self):
-        return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-            "key": _string(),
-            "video_id": _string(),
-            "participant_id": _string(),
-            "start_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
-            "stop_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
-            "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
-            "verb": tfds.features.Tensor(shape=(), dtype=np.int32),
-            "noun": tfds.features.Tensor(shape=(), dtype=np.int32),
-        }))
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "key": _string(),
+                    "video_id": _string(),
+                    "participant_id": _string(),
+                    "start_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
+                    "stop_frame": tfds.features.Tensor(shape=(), dtype=np.int32),
+                    "frames": tfds.features.Tensor(shape=(None,), dtype=_STRING),
+                    "verb": tfds.features.Tensor(shape=(), dtype=np.int32),
+                    "noun": tfds.features.Tensor(shape=(), dtype=np.int32),
+                }
+            )
+        )
 
     def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
         for segment in epic_kitchens.read_epic_annotations(list_path):
@@ -174,11 +195,19 @@ class EgoexoEpic100(_Builder):
             if missing:
                 self._skip(segment.key, f"{len(missing)} missing frames, first {missing[0]}")
                 continue
-            yield segment.key, {
-                "key": segment.key, "video_id": segment.video_id,
-                "participant_id": segment.participant_id, "start_frame": segment.start_frame,
-                "stop_frame": segment.stop_frame, "frames": np.asarray(frames, dtype=object),
-                "verb": segment.verb, "noun": segment.noun}
+            yield (
+                segment.key,
+                {
+                    "key": segment.key,
+                    "video_id": segment.video_id,
+                    "participant_id": segment.participant_id,
+                    "start_frame": segment.start_frame,
+                    "stop_frame": segment.stop_frame,
+                    "frames": np.asarray(frames, dtype=object),
+                    "verb": segment.verb,
+                    "noun": segment.noun,
+                },
+            )
 
 
 BUILDERS = {
@@ -188,8 +217,14 @@ BUILDERS = {
 }
 
 
-def build(dataset: str, *, manual_dir: str, data_dir: str, path_prefix: str | None = None,
-          split_lists: dict[str, str] | None = None) -> list[tuple[str, str]]:
+def build(
+    dataset: str,
+    *,
+    manual_dir: str,
+    data_dir: str,
+    path_prefix: str | None = None,
+    split_lists: dict[str, str] | None = None,
+) -> list[tuple[str, str]]:
     """Builds the ArrayRecord version of `dataset` under `data_dir`.
 
     Args:
@@ -202,9 +237,8 @@ def build(dataset: str, *, manual_dir: str, data_dir: str, path_prefix: str | No
     Returns:
       the (item, reason) pairs left out because their media were missing.
     """
-    builder = BUILDERS[dataset](data_dir=data_dir, file_format="array_record",
-                                path_prefix=path_prefix, split_lists=split_lists)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    builder = BUILDERS[dataset](
+        data_dir=data_dir, file_format="array_record", path_prefix=path_prefix, split_lists=split_lists
+    )
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder.skipped
-

@@ -27,8 +27,7 @@ import numpy as np
 from egoexo_jax.data import samples
 from egoexo_jax.data.bad_inputs import BadInputLog
 from egoexo_jax.data.errors import TooManyBadInputsError
-from egoexo_jax.data.grain_hosts import (GrainIterator, HostBlock, host_batch_size,
-                                         process_layout, to_iterator)
+from egoexo_jax.data.grain_hosts import GrainIterator, HostBlock, host_batch_size, process_layout, to_iterator
 from egoexo_jax.data.samples import AuxFn
 from egoexo_jax.data.sources import build_source
 from egoexo_jax.data.video import DecodeError
@@ -51,8 +50,9 @@ class _StreamBlock:
 class _TrainLoader:
     """(stream position, item id) -> one training sample, replacing unreadable items."""
 
-    def __init__(self, source, opts: samples.SampleOptions, seed: int, log: BadInputLog,
-                 aux_fn: AuxFn | None, max_retries: int):
+    def __init__(
+        self, source, opts: samples.SampleOptions, seed: int, log: BadInputLog, aux_fn: AuxFn | None, max_retries: int
+    ):
         self.source = source
         self.opts = opts
         self.seed = seed
@@ -68,20 +68,27 @@ class _TrainLoader:
             rng = np.random.default_rng([self.seed, position, attempt])
             item = self.source.item(candidate)
             try:
-                sample = samples.make_sample(item, samples.View("train"), rng, self.opts, split="train",
-                                             video_level_labels=False, aux_fn=self.aux_fn)
+                sample = samples.make_sample(
+                    item,
+                    samples.View("train"),
+                    rng,
+                    self.opts,
+                    split="train",
+                    video_level_labels=False,
+                    aux_fn=self.aux_fn,
+                )
             except DecodeError as e:
                 self.log.write(item.describe(), str(e))
                 reasons.append(f"{item.describe()}: {e}")
                 bad += 1
-                candidate = int(np.random.default_rng([self.seed, position, attempt, 1]).integers(
-                    len(self.source)))
+                candidate = int(np.random.default_rng([self.seed, position, attempt, 1]).integers(len(self.source)))
                 continue
             sample["bad_inputs"] = np.int32(bad)
             return sample
         raise TooManyBadInputsError(
             f"sample at stream position {position}: {self.max_retries + 1} items in a row could not "
-            f"be read (last: {reasons[-1]}); see the bad-input log {self.log.path or '(disabled)'}")
+            f"be read (last: {reasons[-1]}); see the bad-input log {self.log.path or '(disabled)'}"
+        )
 
 
 class TrainIterator(GrainIterator):
@@ -93,8 +100,9 @@ class TrainIterator(GrainIterator):
     `[B]`, plus whatever `aux_fn` adds.
     """
 
-    def __init__(self, batched: grain.MapDataset, cfg, *, seed: int, global_batch_size: int,
-                 num_items: int, log_path: str | None):
+    def __init__(
+        self, batched: grain.MapDataset, cfg, *, seed: int, global_batch_size: int, num_items: int, log_path: str | None
+    ):
         self._batched = batched
         self._cfg = cfg
         self._seed = seed
@@ -111,7 +119,7 @@ class TrainIterator(GrainIterator):
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self._iterator is None:
-            self._iterator = to_iterator(self._batched[self._batches:], self._cfg)
+            self._iterator = to_iterator(self._batched[self._batches :], self._cfg)
         batch = next(self._iterator)
         self._batches += 1
         bad = int(np.sum(batch["bad_inputs"]))
@@ -122,7 +130,8 @@ class TrainIterator(GrainIterator):
             raise TooManyBadInputsError(
                 f"{self._bad} of {self._attempts} samples read so far could not be decoded (more than "
                 f"{self._cfg.max_bad_fraction:.2%} + {self._cfg.bad_input_allowance}); the list is in "
-                f"{self._log_path or 'the bad-input log (disabled: pass bad_input_log)'}")
+                f"{self._log_path or 'the bad-input log (disabled: pass bad_input_log)'}"
+            )
         return batch
 
     def get_state(self) -> dict:
@@ -141,18 +150,26 @@ class TrainIterator(GrainIterator):
         """Continues from `state` (from `get_state()` of an iterator over the same data and seed)."""
         for key in ("seed", "global_batch_size", "num_items"):
             if state[key] != getattr(self, f"_{key}"):
-                raise ValueError(f"iterator state has {key}={state[key]}, this iterator "
-                                 f"{getattr(self, f'_{key}')}; it belongs to a different run")
+                raise ValueError(
+                    f"iterator state has {key}={state[key]}, this iterator "
+                    f"{getattr(self, f'_{key}')}; it belongs to a different run"
+                )
         self.close()
         self._batches = int(state["batches"])
         self._bad = int(state["bad_inputs"])
         self._attempts = int(state["attempts"])
 
 
-def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
-                        process_index: int | None = None, process_count: int | None = None,
-                        bad_input_log: str | os.PathLike | None = None,
-                        aux_fn: AuxFn | None = None) -> TrainIterator:
+def make_train_iterator(
+    data_cfg,
+    *,
+    global_batch_size: int,
+    seed: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    bad_input_log: str | os.PathLike | None = None,
+    aux_fn: AuxFn | None = None,
+) -> TrainIterator:
     """Training iterator over `data_cfg.train_list`, yielding host batches of global/process_count.
 
     Args:
@@ -174,6 +191,6 @@ def make_train_iterator(data_cfg, *, global_batch_size: int, seed: int,
     ds = ds.map(_StreamBlock(stream, HostBlock(process_index, process_count, host_batch)))
     ds = ds.map(_TrainLoader(source, opts, seed, log, aux_fn, int(data_cfg.max_retries)))
     ds = ds.batch(host_batch, drop_remainder=True, batch_fn=samples.stack)
-    return TrainIterator(ds, data_cfg, seed=seed, global_batch_size=global_batch_size,
-                         num_items=len(source), log_path=log.path)
-
+    return TrainIterator(
+        ds, data_cfg, seed=seed, global_batch_size=global_batch_size, num_items=len(source), log_path=log.path
+    )

@@ -27,14 +27,21 @@ import numpy as np
 
 from egoexo_jax.slow_frames import slow_indices
 
-
 # ----------------------------------------------------------------------------------------------
 # Temporal sampling.
 
 
-def kinetics_clip_indices(num_video_frames: int, *, num_frames: int, sampling_rate: int, fps: float,
-                          target_fps: float = 30.0, clip_idx: int = -1, num_clips: int = 10,
-                          rng: np.random.Generator | None = None) -> np.ndarray:
+def kinetics_clip_indices(
+    num_video_frames: int,
+    *,
+    num_frames: int,
+    sampling_rate: int,
+    fps: float,
+    target_fps: float = 30.0,
+    clip_idx: int = -1,
+    num_clips: int = 10,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Absolute frame indices of one Kinetics clip.
 
     Args:
@@ -60,9 +67,15 @@ def kinetics_clip_indices(num_video_frames: int, *, num_frames: int, sampling_ra
     return np.clip(int(start) + offsets, 0, max(num_video_frames - 1, 0))
 
 
-def segment_clip_positions(length: int, *, num_frames: int, sampling_rate: int, clip_idx: int = -1,
-                           num_clips: int = 10,
-                           rng: np.random.Generator | None = None) -> np.ndarray:
+def segment_clip_positions(
+    length: int,
+    *,
+    num_frames: int,
+    sampling_rate: int,
+    clip_idx: int = -1,
+    num_clips: int = 10,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """0-based positions of one clip inside a frame sequence of `length` frames (Charades-Ego, EPIC).
 
     Args:
@@ -104,6 +117,7 @@ class SpatialParams:
       crop_size: side of the square crop.
       flip: horizontal flip after cropping.
     """
+
     orig_h: int
     orig_w: int
     resized_h: int
@@ -138,9 +152,15 @@ def short_side_resize_shape(height: int, width: int, size: int) -> tuple[int, in
     return size, size
 
 
-def sample_train_spatial(height: int, width: int, rng: np.random.Generator, *,
-                         jitter_scales: Sequence[int] = (256, 320), crop_size: int = 224,
-                         flip_prob: float = 0.5) -> SpatialParams:
+def sample_train_spatial(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    *,
+    jitter_scales: Sequence[int] = (256, 320),
+    crop_size: int = 224,
+    flip_prob: float = 0.5,
+) -> SpatialParams:
     """Training augmentation: short side s = round(U[min, max]), random crop, random flip.
 
     Crop offsets are `randint(0, resized - crop)` with an exclusive upper bound (0 when equal).
@@ -153,8 +173,7 @@ def sample_train_spatial(height: int, width: int, rng: np.random.Generator, *,
     return SpatialParams(height, width, new_h, new_w, crop_y, crop_x, crop_size, flip)
 
 
-def test_spatial(height: int, width: int, *, spatial_idx: int, scale: int = 256,
-                 crop_size: int = 256) -> SpatialParams:
+def test_spatial(height: int, width: int, *, spatial_idx: int, scale: int = 256, crop_size: int = 256) -> SpatialParams:
     """Test view: short side `scale`, crop `spatial_idx` of 3 along the long side.
 
     0 = top/left (offset 0), 1 = centre (ceil((L - S) / 2), also used on the short side),
@@ -180,8 +199,9 @@ def test_spatial(height: int, width: int, *, spatial_idx: int, scale: int = 256,
 # Applying a spatial transform.
 
 
-def _bilinear_taps(out_size: int, in_size: int, resized: int, offset: int,
-                   reverse: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bilinear_taps(
+    out_size: int, in_size: int, resized: int, offset: int, reverse: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source taps for output pixels `offset .. offset + out_size - 1` of an `in_size -> resized` resize.
 
     align_corners=False: src = (dst + 0.5) * in / resized - 0.5, clamped below at 0.
@@ -198,8 +218,14 @@ def _bilinear_taps(out_size: int, in_size: int, resized: int, offset: int,
     return i0, i1, w1
 
 
-def resize_crop_flip(frames: np.ndarray, params: SpatialParams, *, scale: float = 1.0,
-                     offset: float = 0.0, reverse_channels: bool = False) -> np.ndarray:
+def resize_crop_flip(
+    frames: np.ndarray,
+    params: SpatialParams,
+    *,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    reverse_channels: bool = False,
+) -> np.ndarray:
     """Applies `params` to `[T, H, W, C] uint8` frames; returns `[T, S, S, C] float32`.
 
     Equal to resizing the whole frame to (resized_h, resized_w) with bilinear interpolation
@@ -245,13 +271,14 @@ def resize_crop_flip(frames: np.ndarray, params: SpatialParams, *, scale: float 
     return out.reshape(t, s, s, c)
 
 
-def normalize(frames: np.ndarray, mean: float | Sequence[float] = 0.45,
-              std: float | Sequence[float] = 0.225) -> np.ndarray:
+def normalize(
+    frames: np.ndarray, mean: float | Sequence[float] = 0.45, std: float | Sequence[float] = 0.225
+) -> np.ndarray:
     """`[..., C]` pixel values in [0, 255] -> `(x / 255 - mean) / std`, float32."""
     mean = np.asarray(mean, dtype=np.float32)
     std = np.asarray(std, dtype=np.float32)
     scale = (1.0 / (255.0 * std)).astype(np.float32)
-    return (np.asarray(frames, dtype=np.float32) * scale - (mean / std).astype(np.float32))
+    return np.asarray(frames, dtype=np.float32) * scale - (mean / std).astype(np.float32)
 
 
 def reverse_channels(frames: np.ndarray) -> np.ndarray:
@@ -259,16 +286,18 @@ def reverse_channels(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[..., ::-1])
 
 
-def spatial_transform(frames: np.ndarray, params: SpatialParams, *, mean=0.45, std=0.225,
-                      bgr: bool = False) -> np.ndarray:
+def spatial_transform(
+    frames: np.ndarray, params: SpatialParams, *, mean=0.45, std=0.225, bgr: bool = False
+) -> np.ndarray:
     """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order).
 
     `bgr=True` reverses the channels of the RGB input (the mean/std apply to the output order).
     """
     if np.ndim(mean) == 0 and np.ndim(std) == 0:
         # (x / 255 - mean) / std folded into the interpolation's last step.
-        return resize_crop_flip(frames, params, scale=1.0 / (255.0 * float(std)),
-                                offset=float(mean) / float(std), reverse_channels=bgr)
+        return resize_crop_flip(
+            frames, params, scale=1.0 / (255.0 * float(std)), offset=float(mean) / float(std), reverse_channels=bgr
+        )
     out = resize_crop_flip(frames, params, reverse_channels=bgr)
     return normalize(out, mean, std)
 

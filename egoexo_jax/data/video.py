@@ -58,8 +58,7 @@ class VideoReader:
       height, width: coded frame size in pixels (before any display rotation).
     """
 
-    def __init__(self, source: str | os.PathLike | bytes, *, threads: str = "AUTO",
-                 seek_gap: int = 96):
+    def __init__(self, source: str | os.PathLike | bytes, *, threads: str = "AUTO", seek_gap: int = 96):
         """Opens `source`.
 
         Args:
@@ -137,8 +136,9 @@ class VideoReader:
         array = frame.to_ndarray(format="rgb24")
         rotation = int(round(frame.rotation or 0))
         if rotation % 90:
-            raise DecodeError(f"display rotation of {rotation} degrees in {self._name}: only multiples of "
-                              "90 are supported")
+            raise DecodeError(
+                f"display rotation of {rotation} degrees in {self._name}: only multiples of 90 are supported"
+            )
         return np.ascontiguousarray(np.rot90(array, k=(rotation // 90) % 4)) if rotation % 360 else array
 
     def __enter__(self) -> "VideoReader":
@@ -188,8 +188,12 @@ class VideoReader:
                 if rewound and self._position is None:
                     seeked = False  # decoding from the start after a late landing
                 else:
-                    seeked = (self._frames is None or self._position is None or target <= self._position
-                              or target > self._position + self._seek_gap)
+                    seeked = (
+                        self._frames is None
+                        or self._position is None
+                        or target <= self._position
+                        or target > self._position + self._seek_gap
+                    )
                     if seeked:
                         self._seek(target)
                 landed_late = end_of_stream = False
@@ -218,12 +222,16 @@ class VideoReader:
                     continue
                 if end_of_stream:
                     self._frames = None
-                    if k < len(pending) and pending[-1] > last_index + self._tolerance \
-                        and last_index < self._expected_last - self._tolerance:
+                    if (
+                        k < len(pending)
+                        and pending[-1] > last_index + self._tolerance
+                        and last_index < self._expected_last - self._tolerance
+                    ):
                         raise DecodeError(
                             f"{self._name} ends at frame {last_index} but frame {pending[-1]} was "
                             f"requested (its duration promises {self._expected_last + 1} frames): "
-                            "truncated or corrupt")
+                            "truncated or corrupt"
+                        )
                     if last is not None and k < len(pending):
                         array = self._to_rgb(last)
                         for index in pending[k:]:
@@ -272,8 +280,9 @@ class VideoReader:
         return results
 
 
-def read_video_clip(source: str | os.PathLike | bytes, indices: Sequence[int] | np.ndarray, *,
-                    bgr: bool = False, threads: str = "AUTO") -> np.ndarray:
+def read_video_clip(
+    source: str | os.PathLike | bytes, indices: Sequence[int] | np.ndarray, *, bgr: bool = False, threads: str = "AUTO"
+) -> np.ndarray:
     """Opens `source`, reads frames `indices` and closes it. Returns `[T, H, W, 3] uint8`."""
     with VideoReader(source, threads=threads) as reader:
         return _to_channel_order(reader.read(indices), bgr)
@@ -304,8 +313,9 @@ def decode_jpeg(data_or_path: str | os.PathLike | bytes) -> np.ndarray:
         raise DecodeError(f"cannot decode frame {shown}: {e}") from e
 
 
-def read_jpeg_frames(items: Sequence[str | bytes], positions: Sequence[int] | np.ndarray, *,
-                     bgr: bool = False) -> np.ndarray:
+def read_jpeg_frames(
+    items: Sequence[str | bytes], positions: Sequence[int] | np.ndarray, *, bgr: bool = False
+) -> np.ndarray:
     """Reads the frames at `positions` of an ordered frame sequence.
 
     Args:
@@ -341,8 +351,14 @@ class FrameSequence:
     what the Charades-Ego and EPIC layouts reduce to, or an explicit array of paths.
     """
 
-    def __init__(self, *, template: str | None = None, first: int = 0, count: int = 0,
-                 paths: np.ndarray | Sequence[str] | None = None):
+    def __init__(
+        self,
+        *,
+        template: str | None = None,
+        first: int = 0,
+        count: int = 0,
+        paths: np.ndarray | Sequence[str] | None = None,
+    ):
         if (template is None) == (paths is None):
             raise ValueError("give either template or paths")
         self.template = template
@@ -360,8 +376,7 @@ class FrameSequence:
         paths = list(paths)
         if paths:
             template, first = _template_of(paths[0])
-            if template is not None and all(
-                template % (first + i) == p for i, p in enumerate(paths)):
+            if template is not None and all(template % (first + i) == p for i, p in enumerate(paths)):
                 return cls(template=template, first=first, count=len(paths))
         return cls(paths=paths)
 
@@ -376,8 +391,11 @@ class FrameSequence:
         return self.template % (self.first + i)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, FrameSequence) and len(self) == len(other) and all(
-            self[i] == other[i] for i in range(len(self)))
+        return (
+            isinstance(other, FrameSequence)
+            and len(self) == len(other)
+            and all(self[i] == other[i] for i in range(len(self)))
+        )
 
     def __repr__(self) -> str:
         head = self[0] if self.count else ""
@@ -396,22 +414,21 @@ def _template_of(path: str) -> tuple[str | None, int]:
     j = i
     while j >= base_start and path[j].isdigit():
         j -= 1
-    digits = path[j + 1:i + 1]
-    escaped_head = path[:j + 1].replace("%", "%%")
-    escaped_tail = path[i + 1:].replace("%", "%%")
+    digits = path[j + 1 : i + 1]
+    escaped_head = path[: j + 1].replace("%", "%%")
+    escaped_tail = path[i + 1 :].replace("%", "%%")
     return f"{escaped_head}%0{len(digits)}d{escaped_tail}", int(digits)
 
 
 def epic_frame_path(prefix: str, participant_id: str, video_id: str, frame_number: int) -> str:
     """Path of EPIC frame `frame_number` (absolute, 1-based)."""
-    return os.path.join(prefix, participant_id, "rgb_frames", video_id,
-                        f"frame_{int(frame_number):010d}.jpg")
+    return os.path.join(prefix, participant_id, "rgb_frames", video_id, f"frame_{int(frame_number):010d}.jpg")
 
 
-def epic_frame_sequence(prefix: str, participant_id: str, video_id: str, start_frame: int,
-                        stop_frame: int) -> FrameSequence:
+def epic_frame_sequence(
+    prefix: str, participant_id: str, video_id: str, start_frame: int, stop_frame: int
+) -> FrameSequence:
     """Frames start_frame..stop_frame (inclusive, absolute 1-based) of an EPIC video; position 0 is
     `start_frame`."""
     template = os.path.join(prefix, participant_id, "rgb_frames", video_id).replace("%", "%%")
-    return FrameSequence(template=template + "/frame_%010d.jpg", first=start_frame,
-                         count=stop_frame - start_frame + 1)
+    return FrameSequence(template=template + "/frame_%010d.jpg", first=start_frame, count=stop_frame - start_frame + 1)

@@ -43,8 +43,7 @@ import numpy as np
 
 from egoexo_jax.data import handobj, teacher_scores
 from egoexo_jax.demo_data import media, output
-from egoexo_jax.demo_data.fake_teachers import (detections_for, ego_teacher_logits,
-                                                object_teacher_logits, teacher_rng)
+from egoexo_jax.demo_data.fake_teachers import detections_for, ego_teacher_logits, object_teacher_logits, teacher_rng
 from egoexo_jax.demo_data.finetune_scenes import FINETUNE_CLASSES, finetune_video, frame_labels
 from egoexo_jax.demo_data.pretrain_scenes import PRETRAIN_CLASSES, pretrain_video
 from egoexo_jax.demo_data.render import render_scene
@@ -57,8 +56,7 @@ JPEG_QUALITY = 90
 PRETRAIN_SPLITS = (("train", 0.70), ("val", 0.15), ("test", 0.15))
 FINETUNE_TRAIN_FRACTION = 0.75
 
-_OWNED = ("kinetics", "aux_predictions", "charades-ego", "classes_pretrain.txt",
-          "classes_finetune.txt")
+_OWNED = ("kinetics", "aux_predictions", "charades-ego", "classes_pretrain.txt", "classes_finetune.txt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +76,7 @@ class DemoPaths:
       num_pretrain_classes, num_finetune_classes: class counts.
       class_names_pretrain, class_names_finetune: names, index = label.
     """
+
     root: str
     kinetics_dir: str
     kinetics_prefix: str
@@ -100,13 +99,16 @@ def demo_paths(root: str | os.PathLike) -> DemoPaths:
     aux = os.path.join(root, "aux_predictions")
     charades = os.path.join(root, "charades-ego")
     return DemoPaths(
-        root=root, kinetics_dir=kinetics, kinetics_prefix=os.path.join(kinetics, "videos"),
+        root=root,
+        kinetics_dir=kinetics,
+        kinetics_prefix=os.path.join(kinetics, "videos"),
         ego_scores=os.path.join(aux, "k400_ego_predicts.pkl"),
         object_scores=os.path.join(aux, "k400_IN_predicts.pkl"),
         kinetics_detections=os.path.join(aux, "k400_handobj_predicts"),
         charades_dir=os.path.join(charades, "split"),
         charades_prefix=os.path.join(charades, "rgb"),
-        charades_detections=os.path.join(charades, "handobj_predicts"))
+        charades_detections=os.path.join(charades, "handobj_predicts"),
+    )
 
 
 def kinetics_key(index: int, label: int, num_frames: int, fps: int) -> str:
@@ -130,8 +132,7 @@ def _pretrain_splits(seed: int, num_videos: int) -> list[str]:
     num_classes = len(PRETRAIN_CLASSES)
     per_class = [np.arange(c, num_videos, num_classes) for c in range(num_classes)]
     per_class = [m[rng.permutation(len(m))] for m in per_class]
-    order = [int(m[r]) for r in range(max(len(m) for m in per_class)) for m in per_class
-             if r < len(m)]
+    order = [int(m[r]) for r in range(max(len(m) for m in per_class)) for m in per_class if r < len(m)]
     n_val = max(1, int(round(PRETRAIN_SPLITS[1][1] * num_videos)))
     n_test = max(1, int(round(PRETRAIN_SPLITS[2][1] * num_videos)))
     n_train = num_videos - n_val - n_test
@@ -149,18 +150,19 @@ def _write_pretrain(paths: DemoPaths, params: dict, progress: bool) -> None:
     ego_scores, object_scores = {}, {}
     start = time.time()
     for i in range(n):
-        label, scene = pretrain_video(seed, i, height=height, width=width, num_frames=num_frames,
-                                      ego_fraction=params["ego_fraction"])
+        label, scene = pretrain_video(
+            seed, i, height=height, width=width, num_frames=num_frames, ego_fraction=params["ego_fraction"]
+        )
         rendered = render_scene(scene)
         rng = teacher_rng(seed, 0, i)
         key = kinetics_key(i, label, num_frames, fps)
         path = os.path.join(paths.kinetics_prefix, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        media.write_mp4(path, rendered.frames, fps=fps, crf=MP4_CRF, preset=MP4_PRESET, threads=1,
-                        fps_time_base=True)
+        media.write_mp4(path, rendered.frames, fps=fps, crf=MP4_CRF, preset=MP4_PRESET, threads=1, fps_time_base=True)
         handobj.write_detections(
             os.path.join(paths.kinetics_detections, handobj.kinetics_video_name(key) + ".npy"),
-            detections_for(rng, rendered))
+            detections_for(rng, rendered),
+        )
         ego_scores[key] = ego_teacher_logits(rng, scene)
         object_scores[key] = object_teacher_logits(rng, scene)
         lines[splits[i]].append(f"{key} {label}")
@@ -184,10 +186,8 @@ def _write_finetune(paths: DemoPaths, params: dict, progress: bool) -> None:
         rng = teacher_rng(seed, 1, i)
         vid = charades_video_id(i)
         rel = [f"{vid}/{vid}-{j + 1:06d}.jpg" for j in range(len(rendered.frames))]  # 1-based
-        media.write_jpegs([os.path.join(paths.charades_prefix, r) for r in rel], rendered.frames,
-                          quality=JPEG_QUALITY)
-        handobj.write_detections(os.path.join(paths.charades_detections, f"{vid}.npy"),
-                                 detections_for(rng, rendered))
+        media.write_jpegs([os.path.join(paths.charades_prefix, r) for r in rel], rendered.frames, quality=JPEG_QUALITY)
+        handobj.write_detections(os.path.join(paths.charades_detections, f"{vid}.npy"), detections_for(rng, rendered))
         table = rows["train_1st.csv" if i < n_train else "test_1st.csv"]
         for j, (frame_path, classes) in enumerate(zip(rel, frame_labels(actions, num_frames))):
             table.append(f'{vid} {i} {j} {frame_path} "{",".join(str(c) for c in classes)}"')
@@ -196,10 +196,20 @@ def _write_finetune(paths: DemoPaths, params: dict, progress: bool) -> None:
         output.write_lines(os.path.join(paths.charades_dir, name), table)
 
 
-def write_demo_data(root: str | os.PathLike, *, seed: int = 0, num_pretrain_videos: int = 320,
-                    num_finetune_videos: int = 200, height: int = 96, width: int = 128,
-                    num_frames: int = 48, fps: int = 30, finetune_frames: int = 64,
-                    ego_fraction: float = 0.5, progress: bool = False) -> DemoPaths:
+def write_demo_data(
+    root: str | os.PathLike,
+    *,
+    seed: int = 0,
+    num_pretrain_videos: int = 320,
+    num_finetune_videos: int = 200,
+    height: int = 96,
+    width: int = 128,
+    num_frames: int = 48,
+    fps: int = 30,
+    finetune_frames: int = 64,
+    ego_fraction: float = 0.5,
+    progress: bool = False,
+) -> DemoPaths:
     """Writes (or finds) the demo datasets under `root`; returns their `DemoPaths`.
 
     Args:
@@ -220,13 +230,24 @@ def write_demo_data(root: str | os.PathLike, *, seed: int = 0, num_pretrain_vide
     (its leftovers are removed by the next call). Not safe for two processes writing the same root
     at once.
     """
-    params = {"format": output.FORMAT_VERSION, "seed": int(seed),
-              "num_pretrain_videos": int(num_pretrain_videos),
-              "num_finetune_videos": int(num_finetune_videos), "height": int(height),
-              "width": int(width), "num_frames": int(num_frames), "fps": int(fps),
-              "finetune_frames": int(finetune_frames), "ego_fraction": float(ego_fraction)}
-    if num_pretrain_videos < 3 or num_finetune_videos < 2 or min(height, width) < 32 or (
-        num_frames < 2 or finetune_frames < 8 or fps < 1 or not 0 <= ego_fraction <= 1):
+    params = {
+        "format": output.FORMAT_VERSION,
+        "seed": int(seed),
+        "num_pretrain_videos": int(num_pretrain_videos),
+        "num_finetune_videos": int(num_finetune_videos),
+        "height": int(height),
+        "width": int(width),
+        "num_frames": int(num_frames),
+        "fps": int(fps),
+        "finetune_frames": int(finetune_frames),
+        "ego_fraction": float(ego_fraction),
+    }
+    if (
+        num_pretrain_videos < 3
+        or num_finetune_videos < 2
+        or min(height, width) < 32
+        or (num_frames < 2 or finetune_frames < 8 or fps < 1 or not 0 <= ego_fraction <= 1)
+    ):
         raise ValueError(f"invalid demo data parameters {params}")
     paths = demo_paths(root)
     marker = os.path.join(paths.root, output.MARKER)
@@ -251,4 +272,3 @@ def write_demo_data(root: str | os.PathLike, *, seed: int = 0, num_pretrain_vide
         shutil.rmtree(partial, ignore_errors=True)
     output.write_marker(marker, params)
     return paths
-

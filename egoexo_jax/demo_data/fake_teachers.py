@@ -21,8 +21,7 @@ import numpy as np
 from egoexo_jax.demo_data.render import RenderedScene
 from egoexo_jax.demo_data.scene import COLOURS, Scene
 
-__all__ = ["object_teacher_classes", "ego_teacher_logits", "object_teacher_logits", "detections_for",
-           "teacher_rng"]
+__all__ = ["object_teacher_classes", "ego_teacher_logits", "object_teacher_logits", "detections_for", "teacher_rng"]
 
 OBJECT_CLASSES = 1000  # ImageNet
 DETECTION_COLUMNS = 10  # 100DOH: box (4), score, contact state, offset vector (3), left/right
@@ -35,7 +34,7 @@ def object_teacher_classes(shape: int, colour_index: int) -> tuple[int, int, int
     (fixed for all seeds; distinct for distinct pairs)."""
     table = np.random.default_rng(20210414).permutation(OBJECT_CLASSES)
     k = 3 * (shape * len(COLOURS) + colour_index)
-    return tuple(int(i) for i in table[k:k + 3])
+    return tuple(int(i) for i in table[k : k + 3])
 
 
 def ego_teacher_logits(rng: np.random.Generator, scene: Scene) -> np.ndarray:
@@ -59,12 +58,14 @@ def _jitter_box(rng: np.random.Generator, box: np.ndarray, width: int, height: i
     noisy = box + rng.standard_normal(4) * (0.03 * side + 0.3)
     noisy[[0, 2]] = np.clip(noisy[[0, 2]], 0, width - 1)
     noisy[[1, 3]] = np.clip(noisy[[1, 3]], 0, height - 1)
-    return np.array([min(noisy[0], noisy[2]), min(noisy[1], noisy[3]),
-                     max(noisy[0], noisy[2]), max(noisy[1], noisy[3])])
+    return np.array(
+        [min(noisy[0], noisy[2]), min(noisy[1], noisy[3]), max(noisy[0], noisy[2]), max(noisy[1], noisy[3])]
+    )
 
 
-def detections_for(rng: np.random.Generator, rendered: RenderedScene
-                   ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+def detections_for(
+    rng: np.random.Generator, rendered: RenderedScene
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
     """Per frame `(objects, hands)`: `None` or `[1, 10] float32` 100DOH rows (see module doc).
 
     Boxes are the rendered extents with jitter N(0, 3 % of the side + 0.3 px), clipped to the
@@ -92,8 +93,12 @@ def detections_for(rng: np.random.Generator, rendered: RenderedScene
             row[0, :4] = _jitter_box(rng, hand_box, width, height)
             row[0, 4] = 0.7 + 0.3 * draws[2]
             if objects is not None:
-                touching = not (hand_box[0] > obj_box[2] + 2 or hand_box[2] < obj_box[0] - 2
-                                or hand_box[1] > obj_box[3] + 2 or hand_box[3] < obj_box[1] - 2)
+                touching = not (
+                    hand_box[0] > obj_box[2] + 2
+                    or hand_box[2] < obj_box[0] - 2
+                    or hand_box[1] > obj_box[3] + 2
+                    or hand_box[3] < obj_box[1] - 2
+                )
                 hand_c = (hand_box[:2] + hand_box[2:]) / 2
                 obj_c = (obj_box[:2] + obj_box[2:]) / 2
                 vec = obj_c - hand_c
@@ -111,4 +116,3 @@ def detections_for(rng: np.random.Generator, rendered: RenderedScene
 def teacher_rng(seed: int, dataset: int, index: int) -> np.random.Generator:
     """Stream of the teacher noise of a video (dataset 0 = pre-training, 1 = egocentric)."""
     return np.random.default_rng([seed, dataset, index, 1])
-

@@ -13,8 +13,16 @@ from typing import Sequence
 
 import numpy as np
 
-from egoexo_jax.demo_data.scene import (Action, Scene, background_texture, camera_motion,
-                                        object_look, skin_colour, smoothstep, view_pad)
+from egoexo_jax.demo_data.scene import (
+    Action,
+    Scene,
+    background_texture,
+    camera_motion,
+    object_look,
+    skin_colour,
+    smoothstep,
+    view_pad,
+)
 
 __all__ = ["FINETUNE_CLASSES", "finetune_scene", "finetune_video", "frame_labels"]
 
@@ -34,8 +42,10 @@ def _sample_actions(rng: np.random.Generator, num_frames: int) -> tuple[Action, 
     slack = num_frames - sum(lengths) - gap
     first = int(rng.integers(0, slack + 1))
     second = first + lengths[0] + gap + int(rng.integers(0, slack - first + 1))
-    return (Action(int(labels[0]), first, first + lengths[0] - 1),
-            Action(int(labels[1]), second, second + lengths[1] - 1))
+    return (
+        Action(int(labels[0]), first, first + lengths[0] - 1),
+        Action(int(labels[1]), second, second + lengths[1] - 1),
+    )
 
 
 def _place(path: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> np.ndarray:
@@ -49,8 +59,9 @@ def _place(path: np.ndarray, lo: float, hi: float, rng: np.random.Generator) -> 
     return path + rng.uniform(lo - low, hi - high)
 
 
-def finetune_scene(rng: np.random.Generator, *, height: int, width: int,
-                   num_frames: int) -> tuple[Scene, tuple[Action, ...]]:
+def finetune_scene(
+    rng: np.random.Generator, *, height: int, width: int, num_frames: int
+) -> tuple[Scene, tuple[Action, ...]]:
     """An egocentric scene (moving camera, hand) with 1-2 interactions from `FINETUNE_CLASSES`."""
     short = min(height, width)
     actions = _sample_actions(rng, num_frames)
@@ -81,17 +92,37 @@ def finetune_scene(rng: np.random.Generator, *, height: int, width: int,
     background = background_texture(rng, height, width, pad)
     camera, shake = camera_motion(rng, num_frames, pad, True)
     scene = Scene(
-        height=height, width=width, background=background, camera=camera, shake=shake, shape=shape,
-        colour_index=colour_index, colour=colour,
-        obj_center=np.stack([cx, cy], -1).astype(np.float32), obj_size=size.astype(np.float32),
-        obj_aspect=aspect, obj_angle=angle.astype(np.float32), hand_present=True,
-        hand_center=hand_center.astype(np.float32), hand_radius=float(radius), skin=skin_colour(rng),
-        shoulder=np.repeat(shoulder[None].astype(np.float32), num_frames, 0), ego=True)
+        height=height,
+        width=width,
+        background=background,
+        camera=camera,
+        shake=shake,
+        shape=shape,
+        colour_index=colour_index,
+        colour=colour,
+        obj_center=np.stack([cx, cy], -1).astype(np.float32),
+        obj_size=size.astype(np.float32),
+        obj_aspect=aspect,
+        obj_angle=angle.astype(np.float32),
+        hand_present=True,
+        hand_center=hand_center.astype(np.float32),
+        hand_radius=float(radius),
+        skin=skin_colour(rng),
+        shoulder=np.repeat(shoulder[None].astype(np.float32), num_frames, 0),
+        ego=True,
+    )
     return scene, actions
 
 
-def _hand_offsets(rng: np.random.Generator, actions: Sequence[Action], cx: np.ndarray,
-                  size: np.ndarray, radius: float, width: int, num_frames: int) -> np.ndarray:
+def _hand_offsets(
+    rng: np.random.Generator,
+    actions: Sequence[Action],
+    cx: np.ndarray,
+    size: np.ndarray,
+    radius: float,
+    width: int,
+    num_frames: int,
+) -> np.ndarray:
     """`[T, 2]` palm position relative to the object centre: under it when idle, at the side that
     pushes, under it for lift / put down, lower right for twist, away and oscillating for wave."""
     t = np.arange(num_frames, dtype=np.float64)
@@ -122,11 +153,11 @@ def _hand_offsets(rng: np.random.Generator, actions: Sequence[Action], cx: np.nd
     return smooth
 
 
-def finetune_video(seed: int, index: int, *, height: int, width: int,
-                   num_frames: int) -> tuple[Scene, tuple[Action, ...]]:
+def finetune_video(
+    seed: int, index: int, *, height: int, width: int, num_frames: int
+) -> tuple[Scene, tuple[Action, ...]]:
     """(scene, interactions) of egocentric video `index`."""
-    return finetune_scene(np.random.default_rng([seed, 1, index]), height=height, width=width,
-                          num_frames=num_frames)
+    return finetune_scene(np.random.default_rng([seed, 1, index]), height=height, width=width, num_frames=num_frames)
 
 
 def frame_labels(actions: Sequence[Action], num_frames: int) -> list[list[int]]:
@@ -136,4 +167,3 @@ def frame_labels(actions: Sequence[Action], num_frames: int) -> list[list[int]]:
         for j in range(action.first, action.last + 1):
             labels[j].append(action.label)
     return labels
-

@@ -18,11 +18,22 @@ from PIL import Image
 __all__ = ["write_mp4", "write_jpegs"]
 
 
-def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: int, crf: int,
-              preset: str = "ultrafast", codec: str = "libx264", gop: int | None = None,
-              x264_params: str | None = None, threads: int | None = None,
-              fps_time_base: bool = False, faststart: bool = False, rotation: int = 0,
-              size: tuple[int, int] | None = None) -> None:
+def write_mp4(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    *,
+    fps: int,
+    crf: int,
+    preset: str = "ultrafast",
+    codec: str = "libx264",
+    gop: int | None = None,
+    x264_params: str | None = None,
+    threads: int | None = None,
+    fps_time_base: bool = False,
+    faststart: bool = False,
+    rotation: int = 0,
+    size: tuple[int, int] | None = None,
+) -> None:
     """Encodes `[H, W, 3] uint8` RGB frames into an mp4 (yuv420p).
 
     Args:
@@ -80,8 +91,7 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], *, fps: int
         container.close()
 
 
-def write_jpegs(paths: Sequence[str | os.PathLike], images: Sequence[np.ndarray], *,
-                quality: int = 95) -> None:
+def write_jpegs(paths: Sequence[str | os.PathLike], images: Sequence[np.ndarray], *, quality: int = 95) -> None:
     """Writes `[H, W, 3] uint8` RGB images as JPEGs of `quality` (creating folders)."""
     for path, image in zip(paths, images):
         os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)

@@ -51,5 +51,4 @@ def write_lines(path: str, lines: Sequence[str]) -> None:
 def progress(enabled: bool, what: str, done: int, total: int, start: float) -> None:
     """Prints `done/total` of `what` to stderr at every tenth of the total (when `enabled`)."""
     if enabled and (done == total or done % max(1, total // 10) == 0):
-        print(f"[synthetic] {what}: {done}/{total} ({time.time() - start:.1f} s)", file=sys.stderr,
-              flush=True)
+        print(f"[synthetic] {what}: {done}/{total} ({time.time() - start:.1f} s)", file=sys.stderr, flush=True)

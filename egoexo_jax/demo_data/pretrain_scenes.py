@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from egoexo_jax.demo_data.scene import (Scene, background_texture, camera_motion, object_look,
-                                        skin_colour, view_pad)
+from egoexo_jax.demo_data.scene import Scene, background_texture, camera_motion, object_look, skin_colour, view_pad
 
 __all__ = ["PRETRAIN_CLASSES", "pretrain_scene", "pretrain_video"]
 
-PRETRAIN_CLASSES = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink",
-                    "rotate_clockwise", "rotate_counterclockwise")
+PRETRAIN_CLASSES = (
+    "move_left",
+    "move_right",
+    "move_up",
+    "move_down",
+    "grow",
+    "shrink",
+    "rotate_clockwise",
+    "rotate_counterclockwise",
+)
 
 # Pre-training object: half size (fraction of the short side, at mid-video), log of the end/start
 # size ratio of grow / shrink, and the travel of the move classes (fraction of the frame length).
@@ -41,12 +48,12 @@ def _tau(rng: np.random.Generator, t: np.ndarray, direction: int) -> np.ndarray:
 
 # Pre-training class motions: (coordinate, direction); coordinate 0 = x, 1 = y, 2 = log size,
 # 3 = angle.
-_PRETRAIN_MOTION = {0: (0, -1), 1: (0, 1), 2: (1, -1), 3: (1, 1), 4: (2, 1), 5: (2, -1),
-                    6: (3, 1), 7: (3, -1)}
+_PRETRAIN_MOTION = {0: (0, -1), 1: (0, 1), 2: (1, -1), 3: (1, 1), 4: (2, 1), 5: (2, -1), 6: (3, 1), 7: (3, -1)}
 
 
-def pretrain_scene(rng: np.random.Generator, label: int, *, height: int, width: int,
-                   num_frames: int, ego: bool) -> Scene:
+def pretrain_scene(
+    rng: np.random.Generator, label: int, *, height: int, width: int, num_frames: int, ego: bool
+) -> Scene:
     """A pre-training scene whose object motion is class `label` (see `PRETRAIN_CLASSES`).
 
     Each coordinate c (x, y, log size) is `mid_c + amp_c * (tau_c - 0.5)` with `tau_c` the normalised
@@ -91,20 +98,32 @@ def pretrain_scene(rng: np.random.Generator, label: int, *, height: int, width: 
     sway = rng.uniform(1.0, 3.0) * np.sin(2 * np.pi * rng.uniform(0.5, 1.5) * t + rng.uniform(0, 6))
     hand_center = palm[None, :] + np.stack([sway, 0.5 * sway], -1)
     return Scene(
-        height=height, width=width, background=background, camera=camera, shake=shake, shape=shape,
-        colour_index=colour_index, colour=colour,
-        obj_center=np.stack(centre, -1).astype(np.float32), obj_size=size.astype(np.float32),
-        obj_aspect=aspect, obj_angle=angle.astype(np.float32), hand_present=hand_present,
-        hand_center=hand_center.astype(np.float32), hand_radius=float(radius), skin=skin,
-        shoulder=np.repeat(far[None].astype(np.float32), num_frames, 0), ego=bool(ego))
+        height=height,
+        width=width,
+        background=background,
+        camera=camera,
+        shake=shake,
+        shape=shape,
+        colour_index=colour_index,
+        colour=colour,
+        obj_center=np.stack(centre, -1).astype(np.float32),
+        obj_size=size.astype(np.float32),
+        obj_aspect=aspect,
+        obj_angle=angle.astype(np.float32),
+        hand_present=hand_present,
+        hand_center=hand_center.astype(np.float32),
+        hand_radius=float(radius),
+        skin=skin,
+        shoulder=np.repeat(far[None].astype(np.float32), num_frames, 0),
+        ego=bool(ego),
+    )
 
 
-def pretrain_video(seed: int, index: int, *, height: int, width: int, num_frames: int,
-                   ego_fraction: float = 0.5) -> tuple[int, Scene]:
+def pretrain_video(
+    seed: int, index: int, *, height: int, width: int, num_frames: int, ego_fraction: float = 0.5
+) -> tuple[int, Scene]:
     """(label, scene) of pre-training video `index`; label = index % len(PRETRAIN_CLASSES)."""
     label = index % len(PRETRAIN_CLASSES)
     rng = np.random.default_rng([seed, 0, index])
     ego = bool(rng.uniform() < ego_fraction)
-    return label, pretrain_scene(rng, label, height=height, width=width, num_frames=num_frames,
-                                 ego=ego)
-
+    return label, pretrain_scene(rng, label, height=height, width=width, num_frames=num_frames, ego=ego)

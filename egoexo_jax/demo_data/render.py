@@ -21,13 +21,13 @@ class RenderedScene:
       obj_boxes: `[T, 4] float32` (x1, y1, x2, y2) inclusive pixel extent of the object.
       hand_boxes: `[T, 4] float32` extent of the palm; NaN rows where no palm pixel is visible.
     """
+
     frames: np.ndarray
     obj_boxes: np.ndarray
     hand_boxes: np.ndarray
 
 
-def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray
-                ) -> np.ndarray:
+def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Inside test in object coordinates (u along the long axis, half lengths a, b)."""
     name = SHAPES[shape]
     if name == "rectangle":
@@ -38,12 +38,10 @@ def _shape_mask(shape: int, u: np.ndarray, v: np.ndarray, a: np.ndarray, b: np.n
         return (u >= -a) & (np.abs(v) <= b * (a - u) / (2 * a))
     if name == "diamond":
         return np.abs(u) / a + np.abs(v) / b <= 1.0
-    return (((np.abs(u) <= a) & (np.abs(v) <= 0.35 * b))
-            | ((np.abs(u) <= 0.3 * a) & (np.abs(v) <= b)))
+    return ((np.abs(u) <= a) & (np.abs(v) <= 0.35 * b)) | ((np.abs(u) <= 0.3 * a) & (np.abs(v) <= b))
 
 
-def _window(x1: float, y1: float, x2: float, y2: float, height: int, width: int
-            ) -> tuple[slice, slice] | None:
+def _window(x1: float, y1: float, x2: float, y2: float, height: int, width: int) -> tuple[slice, slice] | None:
     """Pixel rows / columns covering [x1, x2] x [y1, y2], clipped to the frame (None if empty)."""
     c1, c2 = max(int(math.floor(x1)), 0), min(int(math.ceil(x2)) + 1, width)
     r1, r2 = max(int(math.floor(y1)), 0), min(int(math.ceil(y2)) + 1, height)
@@ -72,8 +70,7 @@ def _draw_hand(image: np.ndarray, scene: Scene, k: int) -> np.ndarray:
     cx, cy = scene.hand_center[k] + scene.shake[k]
     sx, sy = scene.shoulder[k] + scene.shake[k]
     r = scene.hand_radius
-    window = _window(min(cx, sx) - 1.2 * r, min(cy, sy) - 1.2 * r, max(cx, sx) + 1.2 * r,
-                     max(cy, sy) + 1.2 * r, h, w)
+    window = _window(min(cx, sx) - 1.2 * r, min(cy, sy) - 1.2 * r, max(cx, sx) + 1.2 * r, max(cy, sy) + 1.2 * r, h, w)
     if window is None:
         return np.full(4, np.nan, np.float32)
     yy = np.arange(window[0].start, window[0].stop, dtype=np.float32)[:, None] - cy
@@ -121,10 +118,9 @@ def render_scene(scene: Scene) -> RenderedScene:
     hand_boxes = np.full((t, 4), np.nan, np.float32)
     for k in range(t):
         x, y = scene.camera[k]
-        image = scene.background[y:y + h, x:x + w].copy()
+        image = scene.background[y : y + h, x : x + w].copy()
         if scene.hand_present:
             hand_boxes[k] = _draw_hand(image, scene, k)
         obj_boxes[k] = _draw_object(image, scene, k)
         frames[k] = image
     return RenderedScene(frames, obj_boxes, hand_boxes)
-

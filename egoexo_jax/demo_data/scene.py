@@ -23,12 +23,29 @@ import dataclasses
 import numpy as np
 from PIL import Image
 
-__all__ = ["SHAPES", "COLOURS", "SKIN_TONES", "Scene", "Action", "smoothstep", "background_texture",
-           "camera_motion", "object_look", "skin_colour", "view_pad"]
+__all__ = [
+    "SHAPES",
+    "COLOURS",
+    "SKIN_TONES",
+    "Scene",
+    "Action",
+    "smoothstep",
+    "background_texture",
+    "camera_motion",
+    "object_look",
+    "skin_colour",
+    "view_pad",
+]
 
 SHAPES = ("rectangle", "ellipse", "triangle", "diamond", "cross")
-COLOURS = (("red", (215, 35, 35)), ("green", (40, 180, 60)), ("blue", (40, 70, 220)),
-           ("yellow", (235, 210, 40)), ("purple", (150, 50, 190)), ("cyan", (40, 200, 210)))
+COLOURS = (
+    ("red", (215, 35, 35)),
+    ("green", (40, 180, 60)),
+    ("blue", (40, 70, 220)),
+    ("yellow", (235, 210, 40)),
+    ("purple", (150, 50, 190)),
+    ("cyan", (40, 200, 210)),
+)
 SKIN_TONES = ((241, 194, 160), (224, 172, 125), (198, 134, 96), (160, 105, 70), (112, 72, 48))
 
 # Contrast polarity: backgrounds are dark (base tone per channel in BACKGROUND_BASE, the second tone
@@ -65,6 +82,7 @@ class Scene:
       shoulder: `[T, 2] float32` far end of the forearm (the arm is a capsule palm -> shoulder).
       ego: camera moving (egocentric look).
     """
+
     height: int
     width: int
     background: np.ndarray
@@ -93,6 +111,7 @@ class Scene:
 class Action:
     """One fine-tuning interaction: class `label` (`finetune_scenes.FINETUNE_CLASSES`) over frames
     first..last (inclusive)."""
+
     label: int
     first: int
     last: int
@@ -121,8 +140,7 @@ def background_texture(rng: np.random.Generator, height: int, width: int, pad: i
     return np.rint(base * (1 - mix) + other * mix).astype(np.uint8)
 
 
-def camera_motion(rng: np.random.Generator, num_frames: int, pad: int, ego: bool
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def camera_motion(rng: np.random.Generator, num_frames: int, pad: int, ego: bool) -> tuple[np.ndarray, np.ndarray]:
     """(`[T, 2] int64` window corner, `[T, 2] float32` shake): pan + shake if ego, else fixed."""
     if not ego:
         return np.full((num_frames, 2), pad, np.int64), np.zeros((num_frames, 2), np.float32)
@@ -155,4 +173,3 @@ def skin_colour(rng: np.random.Generator) -> np.ndarray:
 def view_pad(height: int, width: int) -> int:
     """Margin of the background canvas around the view (room for the camera to pan)."""
     return max(4, min(height, width) // 5)
-

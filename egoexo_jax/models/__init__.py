@@ -4,6 +4,7 @@ The model config (``default_model_config()``) names the architecture and its
 hyper-parameters in PySlowFast terms; ``egoexo_jax.convert.pyslowfast`` derives the same
 config from a checkpoint's stored YAML.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -54,12 +55,33 @@ def default_model_config() -> ml_collections.ConfigDict:
 
 
 _RESNET_FIELDS = (
-    "arch", "depth", "width_per_group", "num_groups", "alpha", "beta_inv",
-    "fusion_conv_channel_ratio", "fusion_kernel_size", "num_block_temp_kernel",
-    "spatial_strides", "num_frames", "crop_size", "num_classes", "multi_task", "head_name",
-    "head_act", "dropout_rate", "ego_classes", "object_classes", "interaction_head",
-    "interaction_conv_dim", "interaction_num_convs", "bn_group_size", "bn_momentum",
-    "bn_epsilon", "zero_init_final_bn")
+    "arch",
+    "depth",
+    "width_per_group",
+    "num_groups",
+    "alpha",
+    "beta_inv",
+    "fusion_conv_channel_ratio",
+    "fusion_kernel_size",
+    "num_block_temp_kernel",
+    "spatial_strides",
+    "num_frames",
+    "crop_size",
+    "num_classes",
+    "multi_task",
+    "head_name",
+    "head_act",
+    "dropout_rate",
+    "ego_classes",
+    "object_classes",
+    "interaction_head",
+    "interaction_conv_dim",
+    "interaction_num_convs",
+    "bn_group_size",
+    "bn_momentum",
+    "bn_epsilon",
+    "zero_init_final_bn",
+)
 
 
 def _tuplify(v):

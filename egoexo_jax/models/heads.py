@@ -1,5 +1,6 @@
 """Heads with PySlowFast semantics: classification / multi-task / Ego-Exo score heads and
 the Interaction-Map head."""
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -21,9 +22,9 @@ ACTIVATIONS = {
 }
 
 
-
-def split_projections(logits: Sequence[Any], probs: Sequence[Any], num_tasks: int, ego_classes: int,
-                      object_classes: int) -> dict:
+def split_projections(
+    logits: Sequence[Any], probs: Sequence[Any], num_tasks: int, ego_classes: int, object_classes: int
+) -> dict:
     """Names the projections of one multi-task head (checkpoint order: tasks, ego, object).
 
     ``logits[j]`` / ``probs[j]``: ``[B, C_j]`` per projection. Returns ``logits`` / ``probs``
@@ -31,8 +32,9 @@ def split_projections(logits: Sequence[Any], probs: Sequence[Any], num_tasks: in
     ``object_logits`` -- the output contract shared by the ResNet and MViT students.
     """
     k = num_tasks
-    out = {"logits": logits[0], "probs": probs[0]} if k == 1 else {
-        "logits": tuple(logits[:k]), "probs": tuple(probs[:k])}
+    out = (
+        {"logits": logits[0], "probs": probs[0]} if k == 1 else {"logits": tuple(logits[:k]), "probs": tuple(probs[:k])}
+    )
     j = k
     if ego_classes:
         out["ego_logits"] = logits[j]
@@ -40,6 +42,7 @@ def split_projections(logits: Sequence[Any], probs: Sequence[Any], num_tasks: in
     if object_classes:
         out["object_logits"] = logits[j]
     return out
+
 
 class PooledHead(nn.Module):
     """Fixed-window average pooling per pathway -> concat -> dropout -> linear projection(s).
@@ -78,8 +81,14 @@ class PooledHead(nn.Module):
         logits, probs = [], []
         for j, n in enumerate(self.num_classes):
             name = "projection" if self.single else f"projections_{j}"
-            y = nn.Dense(n, kernel_init=projection_init, dtype=self.dtype, param_dtype=jnp.float32,
-                         precision=self.precision, name=name)(x).astype(jnp.float32)  # [B, T', H', W', n]
+            y = nn.Dense(
+                n,
+                kernel_init=projection_init,
+                dtype=self.dtype,
+                param_dtype=jnp.float32,
+                precision=self.precision,
+                name=name,
+            )(x).astype(jnp.float32)  # [B, T', H', W', n]
             logits.append(y.mean(axis=(1, 2, 3)))
             probs.append(act(y).mean(axis=(1, 2, 3)))
         return {"logits": logits, "probs": probs, "features": features}
@@ -100,9 +109,23 @@ class InteractionHead(nn.Module):
     @nn.compact
     def __call__(self, x):
         for i in range(self.num_convs):
-            x = conv3d(self.conv_dim, (1, 3, 3), name=f"pathway0_conv_fcn{i}", dtype=self.dtype,
-                       kernels=self.kernels, use_bias=True, kernel_init=msra_fan_out)(x)
+            x = conv3d(
+                self.conv_dim,
+                (1, 3, 3),
+                name=f"pathway0_conv_fcn{i}",
+                dtype=self.dtype,
+                kernels=self.kernels,
+                use_bias=True,
+                kernel_init=msra_fan_out,
+            )(x)
             x = nn.relu(x)
-        x = conv3d(2, (1, 1, 1), name="score_projection", dtype=self.dtype, kernels=self.kernels,
-                   use_bias=True, kernel_init=projection_init)(x)
+        x = conv3d(
+            2,
+            (1, 1, 1),
+            name="score_projection",
+            dtype=self.dtype,
+            kernels=self.kernels,
+            use_bias=True,
+            kernel_init=projection_init,
+        )(x)
         return x.astype(jnp.float32)

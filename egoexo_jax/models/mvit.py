@@ -32,6 +32,7 @@ The architecture settings live in :mod:`egoexo_jax.models.mvit_config`, the buil
 (stem, pooling attention, MLP) in :mod:`egoexo_jax.models.mvit_layers`; this module holds the
 block, the head and the network.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -45,10 +46,21 @@ from egoexo_jax import ops
 from egoexo_jax.models import DTYPES
 from egoexo_jax.models.heads import InteractionHead, split_projections
 from egoexo_jax.models.mvit_config import (
-    BlockSpec, MViTConfig, block_specs, kernel_from_stride, mvit_config_from_model_config,
+    BlockSpec,
+    MViTConfig,
+    block_specs,
+    kernel_from_stride,
+    mvit_config_from_model_config,
 )
 from egoexo_jax.models.mvit_layers import (
-    W_INIT, DropPath, Mlp, MultiScaleAttention, PatchEmbed, dense, layer_norm, pool_tokens,
+    W_INIT,
+    DropPath,
+    Mlp,
+    MultiScaleAttention,
+    PatchEmbed,
+    dense,
+    layer_norm,
+    pool_tokens,
 )
 
 __all__ = ["MViT", "MultiScaleBlock", "TransformerBasicHead", "build_from_model_config"]
@@ -77,10 +89,18 @@ class MultiScaleBlock(nn.Module):
 
         x_norm = layer_norm("norm1", dtype)(x)
         x_block, thw_new = MultiScaleAttention(
-            spec=s, att_dim=att_dim, qkv_bias=cfg.qkv_bias, has_cls=cfg.cls_embed_on,
-            rel_pos_spatial=cfg.rel_pos_spatial, rel_pos_temporal=cfg.rel_pos_temporal,
-            rel_pos_zero_init=cfg.rel_pos_zero_init, residual_pooling=cfg.residual_pooling,
-            drop_rate=cfg.dropout_rate, dtype=dtype, kernels=self.kernels, name="attn",
+            spec=s,
+            att_dim=att_dim,
+            qkv_bias=cfg.qkv_bias,
+            has_cls=cfg.cls_embed_on,
+            rel_pos_spatial=cfg.rel_pos_spatial,
+            rel_pos_temporal=cfg.rel_pos_temporal,
+            rel_pos_zero_init=cfg.rel_pos_zero_init,
+            residual_pooling=cfg.residual_pooling,
+            drop_rate=cfg.dropout_rate,
+            dtype=dtype,
+            kernels=self.kernels,
+            name="attn",
         )(x_norm, thw, train)
         if cfg.dim_mul_in_att and proj is not None:
             x = proj(x_norm)
@@ -96,23 +116,23 @@ class MultiScaleBlock(nn.Module):
             x = x[:, 0]
 
         if cfg.layer_scale_init_value > 0:
-            gamma_1 = self.param(
-                "gamma_1", nn.initializers.constant(cfg.layer_scale_init_value), (s.dim,)
-            )
+            gamma_1 = self.param("gamma_1", nn.initializers.constant(cfg.layer_scale_init_value), (s.dim,))
             x_block = gamma_1.astype(dtype) * x_block
         x = x + drop_path(x_block, train)
 
         x_norm = layer_norm("norm2", dtype)(x)
         x_mlp = Mlp(
-            hidden=int(att_dim * cfg.mlp_ratio), out=s.dim_out, drop_rate=cfg.dropout_rate,
-            dtype=dtype, precision=self.kernels.precision, name="mlp",
+            hidden=int(att_dim * cfg.mlp_ratio),
+            out=s.dim_out,
+            drop_rate=cfg.dropout_rate,
+            dtype=dtype,
+            precision=self.kernels.precision,
+            name="mlp",
         )(x_norm, train)
         if not cfg.dim_mul_in_att and proj is not None:
             x = proj(x_norm)
         if cfg.layer_scale_init_value > 0:
-            gamma_2 = self.param(
-                "gamma_2", nn.initializers.constant(cfg.layer_scale_init_value), (s.dim_out,)
-            )
+            gamma_2 = self.param("gamma_2", nn.initializers.constant(cfg.layer_scale_init_value), (s.dim_out,))
             x_mlp = gamma_2.astype(dtype) * x_mlp
         return x + drop_path(x_mlp, train), thw_new
 
@@ -142,8 +162,13 @@ class TransformerBasicHead(nn.Module):
         if self.single and len(self.num_classes) != 1:
             raise ValueError(f"a single projection needs one task, got {self.num_classes}")
         return [
-            dense(n, "projection" if self.single else f"projections_{j}", self.dtype, self.precision,
-                   scale=self.init_scale)(x).astype(jnp.float32)
+            dense(
+                n,
+                "projection" if self.single else f"projections_{j}",
+                self.dtype,
+                self.precision,
+                scale=self.init_scale,
+            )(x).astype(jnp.float32)
             for j, n in enumerate(self.num_classes)
         ]
 
@@ -196,8 +221,14 @@ class MViT(nn.Module):
         cfg, dtype, kernels = self.config, self.dtype, self.kernels
         x = x_list[0] if isinstance(x_list, (list, tuple)) else x_list
         x, thw = PatchEmbed(
-            cfg.embed_dim, cfg.patch_kernel, cfg.patch_stride, cfg.patch_padding,
-            in_chans=cfg.in_chans, dtype=dtype, precision=kernels.precision, name="patch_embed",
+            cfg.embed_dim,
+            cfg.patch_kernel,
+            cfg.patch_stride,
+            cfg.patch_padding,
+            in_chans=cfg.in_chans,
+            dtype=dtype,
+            precision=kernels.precision,
+            name="patch_embed",
         )(x.astype(dtype))
         if thw != cfg.patch_dims:
             raise ValueError(
@@ -246,14 +277,18 @@ class MViT(nn.Module):
         task = cfg.task_classes
         extra = tuple(n for n in (cfg.ego_classes, cfg.object_classes) if n)
         logits = TransformerBasicHead(
-            task + extra, cfg.head_dropout, cfg.head_init_scale, single=cfg.single_projection,
-            dtype=dtype, precision=kernels.precision, name=cfg.head_name,
+            task + extra,
+            cfg.head_dropout,
+            cfg.head_init_scale,
+            single=cfg.single_projection,
+            dtype=dtype,
+            precision=kernels.precision,
+            name=cfg.head_name,
         )(features, train)
         act = _HEAD_ACTS[cfg.head_act]
         k = len(task)
         out = {"features": features, "token_grid": token_grid}
-        out.update(split_projections(logits, [act(y) for y in logits[:k]], k, cfg.ego_classes,
-                                     cfg.object_classes))
+        out.update(split_projections(logits, [act(y) for y in logits[:k]], k, cfg.ego_classes, cfg.object_classes))
         if cfg.interaction_head:
             out["interaction_logits"] = InteractionHead(
                 cfg.interaction_conv_dim, cfg.interaction_num_convs, dtype, kernels, name="handobjhead"
@@ -268,5 +303,4 @@ class MViT(nn.Module):
 
 def build_from_model_config(model_cfg, kernels: ops.Kernels = ops.XLA) -> "MViT":
     """:class:`MViT` for a registry model config (see :func:`mvit_config_from_model_config`)."""
-    return MViT(config=mvit_config_from_model_config(model_cfg), dtype=DTYPES[model_cfg.dtype],
-                kernels=kernels)
+    return MViT(config=mvit_config_from_model_config(model_cfg), dtype=DTYPES[model_cfg.dtype], kernels=kernels)

@@ -7,6 +7,7 @@ The registry glue maps an :class:`MViTConfig` to and from the model config that
 ``egoexo_jax.models.build`` reads (``arch="mvit"``). Reading a PySlowFast YAML into an
 :class:`MViTConfig` is the converter's job (``egoexo_jax.convert.mvit_yaml``).
 """
+
 from __future__ import annotations
 
 import ast
@@ -113,8 +114,7 @@ class MViTConfig:
     def single_projection(self) -> bool:
         """PySlowFast ``TransformerBasicHead`` (``head/projection``) rather than a multi-task
         head (``projections_{j}``): one task, no score heads, ``multi_task`` off."""
-        return (len(self.task_classes) == 1 and not self.multi_task
-                and not self.ego_classes and not self.object_classes)
+        return len(self.task_classes) == 1 and not self.multi_task and not self.ego_classes and not self.object_classes
 
     @property
     def feature_stride(self) -> int:
@@ -210,13 +210,9 @@ def block_specs(cfg: MViTConfig) -> list:
     for i in range(depth):
         num_heads = round_width(num_heads, head_mul[i])
         if cfg.dim_mul_in_att:
-            dim_out = round_width(
-                embed_dim, dim_mul[i], divisor=round_width(num_heads, head_mul[i])
-            )
+            dim_out = round_width(embed_dim, dim_mul[i], divisor=round_width(num_heads, head_mul[i]))
         else:
-            dim_out = round_width(
-                embed_dim, dim_mul[i + 1], divisor=round_width(num_heads, head_mul[i + 1])
-            )
+            dim_out = round_width(embed_dim, dim_mul[i + 1], divisor=round_width(num_heads, head_mul[i + 1]))
         specs.append(
             BlockSpec(
                 dim=embed_dim,
@@ -269,10 +265,17 @@ def _stage_list(blocks):
 def mvit_v1_b_16x4(num_classes: int = 400, **overrides) -> MViTConfig:
     """``MVIT_B_16x4_CONV``: 16 blocks, transitions at 1, 3, 14, abs. separate pos-embeds."""
     cfg = MViTConfig(
-        num_classes=num_classes, num_frames=16, crop_size=224, depth=16, droppath_rate=0.2,
-        sep_pos_embed=True, dim_mul=_stage_list((1, 3, 14)), head_mul=_stage_list((1, 3, 14)),
+        num_classes=num_classes,
+        num_frames=16,
+        crop_size=224,
+        depth=16,
+        droppath_rate=0.2,
+        sep_pos_embed=True,
+        dim_mul=_stage_list((1, 3, 14)),
+        head_mul=_stage_list((1, 3, 14)),
         pool_q_stride=((1, 1, 2, 2), (3, 1, 2, 2), (14, 1, 2, 2)),
-        pool_kv_stride_adaptive=(1, 8, 8), pool_kvq_kernel=(3, 3, 3),
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=(3, 3, 3),
     )
     return dataclasses.replace(cfg, **overrides)
 
@@ -281,10 +284,17 @@ def mvit_v1_b_32x3(num_classes: int = 400, **overrides) -> MViTConfig:
     """``MVIT_B_32x3_CONV`` as its YAML builds it: DEPTH listed twice (24 wins), no
     ``POOL_KVQ_KERNEL`` (kernels derived from the strides: q (1,3,3), kv (1,9,9) ...)."""
     cfg = MViTConfig(
-        num_classes=num_classes, num_frames=32, crop_size=224, depth=24, droppath_rate=0.3,
-        sep_pos_embed=True, dim_mul=_stage_list((2, 5, 21)), head_mul=_stage_list((2, 5, 21)),
+        num_classes=num_classes,
+        num_frames=32,
+        crop_size=224,
+        depth=24,
+        droppath_rate=0.3,
+        sep_pos_embed=True,
+        dim_mul=_stage_list((2, 5, 21)),
+        head_mul=_stage_list((2, 5, 21)),
         pool_q_stride=((2, 1, 2, 2), (5, 1, 2, 2), (21, 1, 2, 2)),
-        pool_kv_stride_adaptive=(1, 8, 8), pool_kvq_kernel=None,
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=None,
     )
     return dataclasses.replace(cfg, **overrides)
 
@@ -296,12 +306,21 @@ def _v2_q_strides(depth, transitions):
 def mvitv2_s_16x4(num_classes: int = 400, **overrides) -> MViTConfig:
     """``MVITv2_S_16x4``: 16 blocks, transitions at 1, 3, 14, rel-pos + residual pooling."""
     cfg = MViTConfig(
-        num_classes=num_classes, num_frames=16, crop_size=224, depth=16, droppath_rate=0.2,
-        use_abs_pos=False, rel_pos_spatial=True, rel_pos_temporal=True,
-        residual_pooling=True, dim_mul_in_att=True,
-        dim_mul=_stage_list((1, 3, 14)), head_mul=_stage_list((1, 3, 14)),
+        num_classes=num_classes,
+        num_frames=16,
+        crop_size=224,
+        depth=16,
+        droppath_rate=0.2,
+        use_abs_pos=False,
+        rel_pos_spatial=True,
+        rel_pos_temporal=True,
+        residual_pooling=True,
+        dim_mul_in_att=True,
+        dim_mul=_stage_list((1, 3, 14)),
+        head_mul=_stage_list((1, 3, 14)),
         pool_q_stride=_v2_q_strides(16, (1, 3, 14)),
-        pool_kv_stride_adaptive=(1, 8, 8), pool_kvq_kernel=(3, 3, 3),
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=(3, 3, 3),
     )
     return dataclasses.replace(cfg, **overrides)
 
@@ -309,12 +328,21 @@ def mvitv2_s_16x4(num_classes: int = 400, **overrides) -> MViTConfig:
 def mvitv2_b_32x3(num_classes: int = 400, **overrides) -> MViTConfig:
     """``MVITv2_B_32x3``: 24 blocks, transitions at 2, 5, 21, rel-pos + residual pooling."""
     cfg = MViTConfig(
-        num_classes=num_classes, num_frames=32, crop_size=224, depth=24, droppath_rate=0.3,
-        use_abs_pos=False, rel_pos_spatial=True, rel_pos_temporal=True,
-        residual_pooling=True, dim_mul_in_att=True,
-        dim_mul=_stage_list((2, 5, 21)), head_mul=_stage_list((2, 5, 21)),
+        num_classes=num_classes,
+        num_frames=32,
+        crop_size=224,
+        depth=24,
+        droppath_rate=0.3,
+        use_abs_pos=False,
+        rel_pos_spatial=True,
+        rel_pos_temporal=True,
+        residual_pooling=True,
+        dim_mul_in_att=True,
+        dim_mul=_stage_list((2, 5, 21)),
+        head_mul=_stage_list((2, 5, 21)),
         pool_q_stride=_v2_q_strides(24, (2, 5, 21)),
-        pool_kv_stride_adaptive=(1, 8, 8), pool_kvq_kernel=(3, 3, 3),
+        pool_kv_stride_adaptive=(1, 8, 8),
+        pool_kvq_kernel=(3, 3, 3),
     )
     return dataclasses.replace(cfg, **overrides)
 

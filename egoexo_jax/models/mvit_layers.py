@@ -5,6 +5,7 @@ attention is the ``MODE=conv``, ``POOL_FIRST=False`` variant with a fused ``qkv`
 and, for v2, decomposed relative position biases and residual pooling. Flax submodule names
 mirror the PyTorch ``state_dict`` names (``qkv``, ``pool_q``, ``norm_q``, ``rel_pos_h`` ...).
 """
+
 from __future__ import annotations
 
 import math
@@ -56,17 +57,20 @@ def dense(features, name, dtype, precision, use_bias=True, scale=1.0):
         w_init = lambda k, s, d=jnp.float32: W_INIT(k, s, d) * scale  # noqa: E731
         b_init = nn.initializers.constant(0.02 * scale)
     return nn.Dense(
-        features, use_bias=use_bias, kernel_init=w_init, bias_init=b_init,
-        precision=precision, dtype=dtype, name=name,
+        features,
+        use_bias=use_bias,
+        kernel_init=w_init,
+        bias_init=b_init,
+        precision=precision,
+        dtype=dtype,
+        name=name,
     )
 
 
 def layer_norm(name, dtype):
     """An MViT LayerNorm (eps 1e-6, bias 0.02)."""
     # Two-pass variance (as torch) rather than E[x^2] - E[x]^2, for float32 parity.
-    return nn.LayerNorm(
-        epsilon=LN_EPS, use_fast_variance=False, bias_init=B_INIT, dtype=dtype, name=name
-    )
+    return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, bias_init=B_INIT, dtype=dtype, name=name)
 
 
 # --------------------------------------------------------------------------------------
@@ -133,9 +137,15 @@ class PatchEmbed(nn.Module):
     def __call__(self, x):
         fan_in = self.in_chans * int(np.prod(self.kernel))
         y = nn.Conv(
-            self.dim_out, tuple(self.kernel), strides=tuple(self.stride),
-            padding=[(p, p) for p in self.padding], use_bias=True, precision=self.precision,
-            kernel_init=W_INIT, bias_init=torch_conv_bias_init(fan_in), dtype=self.dtype,
+            self.dim_out,
+            tuple(self.kernel),
+            strides=tuple(self.stride),
+            padding=[(p, p) for p in self.padding],
+            use_bias=True,
+            precision=self.precision,
+            kernel_init=W_INIT,
+            bias_init=torch_conv_bias_init(fan_in),
+            dtype=self.dtype,
             name="proj",
         )(x)
         b, t, h, w, c = y.shape
@@ -156,8 +166,9 @@ class DepthwiseConv3D(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         w = self.param("kernel", W_INIT, (*self.kernel_size, 1, c), jnp.float32)
-        return self.kernels.depthwise_conv3d(x.astype(self.dtype), w.astype(self.dtype), self.strides,
-                                             self.kernels.precision)
+        return self.kernels.depthwise_conv3d(
+            x.astype(self.dtype), w.astype(self.dtype), self.strides, self.kernels.precision
+        )
 
 
 def pool_tokens(x, thw, pool, has_cls):
@@ -225,7 +236,8 @@ class MultiScaleAttention(nn.Module):
 
         pools = {}
         for name, kern, strd in (
-            ("q", s.kernel_q, s.stride_q), ("k", s.kernel_kv, s.stride_kv),
+            ("q", s.kernel_q, s.stride_q),
+            ("k", s.kernel_kv, s.stride_kv),
             ("v", s.kernel_kv, s.stride_kv),
         ):
             pools[name] = self._pool_layer(kern, strd, name, head_dim)
@@ -241,7 +253,7 @@ class MultiScaleAttention(nn.Module):
         k, k_thw = pool(k, "k")
         v, _ = pool(v, "v")
 
-        attn = jnp.einsum("bnqc,bnkc->bnqk", q * (head_dim ** -0.5), k, precision=precision)
+        attn = jnp.einsum("bnqc,bnkc->bnqk", q * (head_dim**-0.5), k, precision=precision)
 
         if self.rel_pos_spatial or self.rel_pos_temporal:
             attn = self._add_rel_pos(attn, q, q_thw, k_thw, head_dim)

@@ -6,6 +6,7 @@ PyTorch ``state_dict`` key follows from its flax path by one mechanical rule. Th
 (``egoexo_jax.optim``) uses it for PySlowFast's weight-decay rule, which matches on PyTorch
 names (``bn`` in the key).
 """
+
 from __future__ import annotations
 
 import re
@@ -13,9 +14,13 @@ import re
 __all__ = ["flax_to_torch_key"]
 
 _INDEXED = re.compile(r"^(.*)_(\d+)$")
-_LEAF_TO_TORCH = {("params", "kernel"): "weight", ("params", "scale"): "weight",
-                  ("params", "bias"): "bias", ("batch_stats", "mean"): "running_mean",
-                  ("batch_stats", "var"): "running_var"}
+_LEAF_TO_TORCH = {
+    ("params", "kernel"): "weight",
+    ("params", "scale"): "weight",
+    ("params", "bias"): "bias",
+    ("batch_stats", "mean"): "running_mean",
+    ("batch_stats", "var"): "running_var",
+}
 
 
 def flax_to_torch_key(collection: str, path: tuple[str, ...]) -> str:

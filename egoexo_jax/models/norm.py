@@ -1,4 +1,5 @@
 """BatchNorm with PySlowFast semantics and device-count-independent statistics."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,7 +36,9 @@ class BatchNorm(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.zeros if self.zero_init else nn.initializers.ones, (c,), jnp.float32)
+        scale = self.param(
+            "scale", nn.initializers.zeros if self.zero_init else nn.initializers.ones, (c,), jnp.float32
+        )
         bias = self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))

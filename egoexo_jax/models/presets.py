@@ -2,6 +2,7 @@
 
 Each function returns a complete model config; recipes in ``configs/`` start from these.
 """
+
 from __future__ import annotations
 
 import ml_collections

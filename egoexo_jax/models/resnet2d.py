@@ -30,6 +30,7 @@ Module names make the torchvision key map mechanical
 Parameters are float32; ``dtype`` is the compute dtype (BatchNorm statistics in float32;
 logits returned in float32).
 """
+
 from __future__ import annotations
 
 import math
@@ -55,15 +56,22 @@ _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(features: int, kernel: int, stride: int, name: str, dtype) -> nn.Conv:
     """Bias-free k x k conv with explicit symmetric padding ``k // 2``."""
     p = kernel // 2
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((p, p), (p, p)),
-                   use_bias=False, kernel_init=_conv_init, dtype=dtype, param_dtype=jnp.float32,
-                   name=name)
+    return nn.Conv(
+        features,
+        (kernel, kernel),
+        strides=(stride, stride),
+        padding=((p, p), (p, p)),
+        use_bias=False,
+        kernel_init=_conv_init,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        name=name,
+    )
 
 
 def _bn(name: str, momentum: float, epsilon: float, dtype) -> BatchNorm:
     # group_size 0: statistics over the whole batch (only used if someone trains it).
-    return BatchNorm(group_size=0, momentum=momentum, epsilon=epsilon, zero_init=False, dtype=dtype,
-                     name=name)
+    return BatchNorm(group_size=0, momentum=momentum, epsilon=epsilon, zero_init=False, dtype=dtype, name=name)
 
 
 class BasicBlock(nn.Module):
@@ -143,20 +151,26 @@ class ResNet2D(nn.Module):
         for s, n in enumerate(BLOCKS[self.depth]):
             for i in range(n):
                 stride = 2 if (s > 0 and i == 0) else 1
-                x = block(self.width * 2 ** s, stride, self.bn_momentum, self.bn_epsilon, self.dtype,
-                          name=f"layer{s + 1}_{i}")(x, train)
+                x = block(
+                    self.width * 2**s, stride, self.bn_momentum, self.bn_epsilon, self.dtype, name=f"layer{s + 1}_{i}"
+                )(x, train)
         x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # adaptive avg-pool to 1x1
         fan_in = x.shape[-1]
         bound = 1.0 / math.sqrt(fan_in)  # torch.nn.Linear's default init
-        fc = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=jnp.float32, name="fc",
-                      kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
-                      bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-                          key, shape, dtype, -bound, bound))
+        fc = nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            name="fc",
+            kernel_init=nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+            bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound),
+        )
         return fc(x.astype(self.dtype)).astype(jnp.float32)
 
 
 def num_params(module: ResNet2D, image_size: int = 64) -> int:
     """Parameter count (``params`` only; shapes via ``jax.eval_shape``, nothing allocated)."""
     shapes = jax.eval_shape(
-        lambda: module.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3), jnp.float32)))
+        lambda: module.init(jax.random.key(0), jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+    )
     return int(sum(math.prod(x.shape) for x in jax.tree.leaves(shapes["params"])))

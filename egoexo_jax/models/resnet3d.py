@@ -5,6 +5,7 @@ Submodule names mirror PySlowFast's state_dict names (``pathway0_stem/conv``,
 ``kernels`` (:class:`egoexo_jax.ops.Kernels`): which implementation of the convolutions, the stem
 pool and BatchNorm runs, and at which matmul precision.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,16 +21,26 @@ from egoexo_jax.models.norm import BatchNorm
 msra_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def conv3d(features, kernel, stride=(1, 1, 1), *, name, dtype, kernels, groups=1, use_bias=False,
-           kernel_init=msra_fan_out):
+def conv3d(
+    features, kernel, stride=(1, 1, 1), *, name, dtype, kernels, groups=1, use_bias=False, kernel_init=msra_fan_out
+):
     """A convolution with ``nn.Conv``'s parameters, padding ``kernel // 2``, named like the PyTorch
     module (so its params sit at ``name``): :class:`Conv3D` when ungrouped, else ``nn.Conv``."""
     if groups == 1:
         return Conv3D(features, tuple(kernel), tuple(stride), use_bias, kernel_init, dtype, kernels, name=name)
     return nn.Conv(
-        features, tuple(kernel), strides=tuple(stride), padding=[(k // 2, k // 2) for k in kernel],
-        feature_group_count=groups, use_bias=use_bias, kernel_init=kernel_init, dtype=dtype,
-        param_dtype=jnp.float32, precision=kernels.precision, name=name)
+        features,
+        tuple(kernel),
+        strides=tuple(stride),
+        padding=[(k // 2, k // 2) for k in kernel],
+        feature_group_count=groups,
+        use_bias=use_bias,
+        kernel_init=kernel_init,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        precision=kernels.precision,
+        name=name,
+    )
 
 
 class Conv3D(nn.Module):
@@ -51,8 +62,7 @@ class Conv3D(nn.Module):
     def __call__(self, x):
         c = x.shape[-1]
         kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, c, self.features), jnp.float32)
-        y = self.kernels.conv3d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
-                                self.kernels.precision)
+        y = self.kernels.conv3d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.kernels.precision)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32).astype(self.dtype)
         return y
@@ -69,8 +79,7 @@ class NormCfg:
     kernels: ops.Kernels = ops.XLA
 
     def make(self, name, zero_init=False):
-        return BatchNorm(self.group_size, self.momentum, self.epsilon, zero_init, self.dtype, self.kernels,
-                         name=name)
+        return BatchNorm(self.group_size, self.momentum, self.epsilon, zero_init, self.dtype, self.kernels, name=name)
 
 
 class Stem(nn.Module):
@@ -84,8 +93,9 @@ class Stem(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = conv3d(self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype,
-                   kernels=self.kernels)(x)
+        x = conv3d(
+            self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype, kernels=self.kernels
+        )(x)
         x = nn.relu(self.norm.make("bn")(x, train))
         return self.kernels.stem_max_pool(x)
 
@@ -111,13 +121,24 @@ class Bottleneck(nn.Module):
     def __call__(self, x, train: bool):
         s = self.stride
         if x.shape[-1] != self.features or s != 1:
-            shortcut = conv3d(self.features, (1, 1, 1), (1, s, s), name="branch1", dtype=self.dtype,
-                              kernels=self.kernels)(x)
+            shortcut = conv3d(
+                self.features, (1, 1, 1), (1, s, s), name="branch1", dtype=self.dtype, kernels=self.kernels
+            )(x)
             shortcut = self.norm.make("branch1_bn")(shortcut, train)
         else:
             shortcut = x
-        y = Branch2(self.features, self.inner, self.temporal_kernel, s, self.norm, self.groups,
-                    self.zero_init_final_bn, self.dtype, self.kernels, name="branch2")(x, train)
+        y = Branch2(
+            self.features,
+            self.inner,
+            self.temporal_kernel,
+            s,
+            self.norm,
+            self.groups,
+            self.zero_init_final_bn,
+            self.dtype,
+            self.kernels,
+            name="branch2",
+        )(x, train)
         return nn.relu(shortcut + y)
 
 
@@ -139,8 +160,9 @@ class Branch2(nn.Module):
         kt, s = self.temporal_kernel, self.stride
         x = conv3d(self.inner, (kt, 1, 1), name="a", dtype=self.dtype, kernels=self.kernels)(x)
         x = nn.relu(self.norm.make("a_bn")(x, train))
-        x = conv3d(self.inner, (1, 3, 3), (1, s, s), name="b", dtype=self.dtype, kernels=self.kernels,
-                   groups=self.groups)(x)
+        x = conv3d(
+            self.inner, (1, 3, 3), (1, s, s), name="b", dtype=self.dtype, kernels=self.kernels, groups=self.groups
+        )(x)
         x = nn.relu(self.norm.make("b_bn")(x, train))
         x = conv3d(self.features, (1, 1, 1), name="c", dtype=self.dtype, kernels=self.kernels)(x)
         return self.norm.make("c_bn", zero_init=self.zero_init_final_bn)(x, train)
@@ -167,9 +189,18 @@ class Stage(nn.Module):
         outs = []
         for p, x in enumerate(xs):
             for i, kt in enumerate(self.temporal_kernels[p]):
-                x = Bottleneck(self.features[p], self.inner[p], kt, self.stride if i == 0 else 1,
-                               self.norm, self.groups, self.zero_init_final_bn, self.dtype, self.kernels,
-                               name=f"pathway{p}_res{i}")(x, train)
+                x = Bottleneck(
+                    self.features[p],
+                    self.inner[p],
+                    kt,
+                    self.stride if i == 0 else 1,
+                    self.norm,
+                    self.groups,
+                    self.zero_init_final_bn,
+                    self.dtype,
+                    self.kernels,
+                    name=f"pathway{p}_res{i}",
+                )(x, train)
             outs.append(x)
         return outs
 
@@ -188,7 +219,13 @@ class FuseFastToSlow(nn.Module):
     @nn.compact
     def __call__(self, xs, train: bool):
         slow, fast = xs
-        f = conv3d(self.features, (self.kernel, 1, 1), (self.alpha, 1, 1), name="conv_f2s", dtype=self.dtype,
-                   kernels=self.kernels)(fast)
+        f = conv3d(
+            self.features,
+            (self.kernel, 1, 1),
+            (self.alpha, 1, 1),
+            name="conv_f2s",
+            dtype=self.dtype,
+            kernels=self.kernels,
+        )(fast)
         f = nn.relu(self.norm.make("bn")(f, train))
         return [jnp.concatenate([slow, f.astype(slow.dtype)], axis=-1), fast]

@@ -5,10 +5,10 @@ Input: a list of pathways, slow first, each ``[B, T_p, H, W, 3] float32``. Outpu
 ``[B, C]``, and for Ego-Exo students ``ego_logits`` ``[B, 2]``, ``object_logits``
 ``[B, K]``, ``interaction_logits`` ``[B, T_slow, h, w, 2]``.
 """
+
 from __future__ import annotations
 
 import math
-
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -20,8 +20,7 @@ from egoexo_jax.models.resnet3d import FuseFastToSlow, NormCfg, Stage, Stem
 
 STAGE_BLOCKS = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 # Temporal kernel per stage (stem, res2..res5) and pathway (slow, fast).
-TEMPORAL_KERNELS = {"slowfast": ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3)),
-                    "slow": ((1,), (1,), (1,), (3,), (3,))}
+TEMPORAL_KERNELS = {"slowfast": ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3)), "slow": ((1,), (1,), (1,), (3,), (3,))}
 
 
 class ResNetVideo(nn.Module):
@@ -89,23 +88,41 @@ class ResNetVideo(nn.Module):
         # s1: stems.
         xs = _Stems(tuple(widths[0][:n]), tuple(temporal[0][:n]), norm, self.dtype, k, name="s1")(xs, train)
         if n == 2:
-            xs = FuseFastToSlow(lateral, self.fusion_kernel_size, self.alpha, norm, self.dtype, k,
-                                name="s1_fuse")(xs, train)
+            xs = FuseFastToSlow(lateral, self.fusion_kernel_size, self.alpha, norm, self.dtype, k, name="s1_fuse")(
+                xs, train
+            )
 
         blocks = STAGE_BLOCKS[self.depth]
         for si in range(4):  # res2..res5
-            mult = 2 ** si
+            mult = 2**si
             out = [w * 4 * mult, w * 4 * mult // beta][:n]
             inn = [inner * mult, inner * mult // beta][:n]
             temp = []
             for p in range(n):
                 nt = self.num_block_temp_kernel[si][p]
                 temp.append([temporal[si + 1][p]] * nt + [1] * (blocks[si] - nt))
-            xs = Stage(tuple(out), tuple(inn), tuple(map(tuple, temp)), self.spatial_strides[si], norm,
-                       self.num_groups, self.zero_init_final_bn, self.dtype, k, name=f"s{si + 2}")(xs, train)
+            xs = Stage(
+                tuple(out),
+                tuple(inn),
+                tuple(map(tuple, temp)),
+                self.spatial_strides[si],
+                norm,
+                self.num_groups,
+                self.zero_init_final_bn,
+                self.dtype,
+                k,
+                name=f"s{si + 2}",
+            )(xs, train)
             if n == 2 and si < 3:
-                xs = FuseFastToSlow(out[1] * self.fusion_conv_channel_ratio, self.fusion_kernel_size,
-                                    self.alpha, norm, self.dtype, k, name=f"s{si + 2}_fuse")(xs, train)
+                xs = FuseFastToSlow(
+                    out[1] * self.fusion_conv_channel_ratio,
+                    self.fusion_kernel_size,
+                    self.alpha,
+                    norm,
+                    self.dtype,
+                    k,
+                    name=f"s{si + 2}_fuse",
+                )(xs, train)
 
         # Heads: fixed pool windows sized by the *configured* crop and frame count.
         s = self.crop_size // self.feature_stride  # 7 at 224 crops with the standard strides
@@ -114,15 +131,15 @@ class ResNetVideo(nn.Module):
         task = tuple(self.num_classes)
         extra = tuple(c for c in (self.ego_classes, self.object_classes) if c)
         single = len(task) == 1 and not extra and not self.multi_task
-        head = PooledHead(task + extra, pool, self.dropout_rate, self.head_act, single, self.dtype,
-                          k.precision, name=self.head_name)(xs, train)
+        head = PooledHead(
+            task + extra, pool, self.dropout_rate, self.head_act, single, self.dtype, k.precision, name=self.head_name
+        )(xs, train)
         out = {"features": head["features"]}
-        out.update(split_projections(head["logits"], head["probs"], len(task), self.ego_classes,
-                                     self.object_classes))
+        out.update(split_projections(head["logits"], head["probs"], len(task), self.ego_classes, self.object_classes))
         if self.interaction_head:
             out["interaction_logits"] = InteractionHead(
-                self.interaction_conv_dim, self.interaction_num_convs, self.dtype, k,
-                name="handobjhead")(xs[0])
+                self.interaction_conv_dim, self.interaction_num_convs, self.dtype, k, name="handobjhead"
+            )(xs[0])
         return out
 
 
@@ -137,5 +154,7 @@ class _Stems(nn.Module):
 
     @nn.compact
     def __call__(self, xs, train: bool):
-        return [Stem(f, kt, self.norm, self.dtype, self.kernels, name=f"pathway{p}_stem")(x, train)
-                for p, (x, f, kt) in enumerate(zip(xs, self.features, self.temporal_kernels))]
+        return [
+            Stem(f, kt, self.norm, self.dtype, self.kernels, name=f"pathway{p}_stem")(x, train)
+            for p, (x, f, kt) in enumerate(zip(xs, self.features, self.temporal_kernels))
+        ]

@@ -23,6 +23,7 @@ Input convention: the student's pathways ``[B, T, H, W, 3] float32`` normalised 
 clip's channel order), channels BGR when ``input_bgr``. Teachers undo this and apply their
 own normalisation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,9 +38,18 @@ from egoexo_jax.models.resnet2d import ResNet2D
 from egoexo_jax.slow_frames import slow_indices
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "EgoTeacher", "ObjectTeacher", "OnlineTeachers", "TeacherError",
-    "ego_teacher_logits", "ego_teacher_pathways", "frame_indices", "object_teacher_logits",
-    "online_teacher_targets", "renormalise",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "EgoTeacher",
+    "ObjectTeacher",
+    "OnlineTeachers",
+    "TeacherError",
+    "ego_teacher_logits",
+    "ego_teacher_pathways",
+    "frame_indices",
+    "object_teacher_logits",
+    "online_teacher_targets",
+    "renormalise",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] pixels (torchvision ImageNet models)
@@ -97,8 +107,13 @@ class EgoTeacher:
     def from_module(cls, module: nn.Module, **kwargs) -> "EgoTeacher":
         """Reads the pathway layout off a ``ResNetVideo`` / ``MViT`` module."""
         if hasattr(module, "num_pathways"):  # ResNetVideo
-            return cls(module, module.num_pathways, module.num_frames,
-                       module.alpha if module.num_pathways == 2 else 1, **kwargs)
+            return cls(
+                module,
+                module.num_pathways,
+                module.num_frames,
+                module.alpha if module.num_pathways == 2 else 1,
+                **kwargs,
+            )
         config = getattr(module, "config", None)
         if config is not None and hasattr(config, "num_frames"):  # MViT
             return cls(module, 1, int(config.num_frames), 1, **kwargs)
@@ -128,8 +143,9 @@ def _vec(v: Norm) -> jax.Array:
     return jnp.asarray(v, jnp.float32).reshape(-1)  # scalar -> [1], per channel -> [3]
 
 
-def renormalise(x: jax.Array, *, src_mean: Norm, src_std: Norm, src_bgr: bool,
-                dst_mean: Norm, dst_std: Norm, dst_bgr: bool) -> jax.Array:
+def renormalise(
+    x: jax.Array, *, src_mean: Norm, src_std: Norm, src_bgr: bool, dst_mean: Norm, dst_std: Norm, dst_bgr: bool
+) -> jax.Array:
     """``[..., 3] float32`` from one ``(x/255 - mean) / std`` convention (channel order) to another.
 
     Means/stds are scalars or per channel in their own channel order.
@@ -146,9 +162,17 @@ def _with_dtype(module: nn.Module, dtype) -> nn.Module:
     return module.clone(dtype=dtype)
 
 
-def object_teacher_logits(module: ResNet2D, variables, clip: jax.Array, *, num_frames_k: int,
-                          input_mean: Norm = 0.45, input_std: Norm = 0.225, input_bgr: bool = False,
-                          dtype=None) -> jax.Array:
+def object_teacher_logits(
+    module: ResNet2D,
+    variables,
+    clip: jax.Array,
+    *,
+    num_frames_k: int,
+    input_mean: Norm = 0.45,
+    input_std: Norm = 0.225,
+    input_bgr: bool = False,
+    dtype=None,
+) -> jax.Array:
     """Object-Score teacher logits of a clip.
 
     Args:
@@ -164,8 +188,15 @@ def object_teacher_logits(module: ResNet2D, variables, clip: jax.Array, *, num_f
     b, t, h, w, c = clip.shape
     idx = frame_indices(t, num_frames_k)
     frames = clip[:, idx].reshape(b * len(idx), h, w, c)
-    frames = renormalise(frames, src_mean=input_mean, src_std=input_std, src_bgr=input_bgr,
-                         dst_mean=IMAGENET_MEAN, dst_std=IMAGENET_STD, dst_bgr=False)
+    frames = renormalise(
+        frames,
+        src_mean=input_mean,
+        src_std=input_std,
+        src_bgr=input_bgr,
+        dst_mean=IMAGENET_MEAN,
+        dst_std=IMAGENET_STD,
+        dst_bgr=False,
+    )
     logits = _with_dtype(module, dtype).apply(variables, frames, train=False)
     logits = logits.astype(jnp.float32).reshape(b, len(idx), -1).mean(axis=1)
     return jax.lax.stop_gradient(logits)
@@ -184,8 +215,9 @@ def ego_teacher_logits(module: nn.Module, variables, pathways: Sequence[jax.Arra
     return jax.lax.stop_gradient(logits.astype(jnp.float32))
 
 
-def ego_teacher_pathways(teacher: EgoTeacher, pathways: Sequence[jax.Array], *, input_mean: Norm,
-                         input_std: Norm, input_bgr: bool) -> list:
+def ego_teacher_pathways(
+    teacher: EgoTeacher, pathways: Sequence[jax.Array], *, input_mean: Norm, input_std: Norm, input_bgr: bool
+) -> list:
     """The student's pathways rearranged (and renormalised) for the ego teacher.
 
     The student's pathways pass through unchanged when their frame counts already match
@@ -208,13 +240,24 @@ def ego_teacher_pathways(teacher: EgoTeacher, pathways: Sequence[jax.Array], *, 
     std = input_std if teacher.input_std is None else teacher.input_std
     bgr = input_bgr if teacher.input_bgr is None else teacher.input_bgr
     if (mean, std, bool(bgr)) != (input_mean, input_std, bool(input_bgr)):
-        pathways = [renormalise(p, src_mean=input_mean, src_std=input_std, src_bgr=input_bgr,
-                                dst_mean=mean, dst_std=std, dst_bgr=bgr) for p in pathways]
+        pathways = [
+            renormalise(
+                p, src_mean=input_mean, src_std=input_std, src_bgr=input_bgr, dst_mean=mean, dst_std=std, dst_bgr=bgr
+            )
+            for p in pathways
+        ]
     return pathways
 
 
-def online_teacher_targets(teachers: OnlineTeachers, teacher_variables, pathways: Sequence[jax.Array], *,
-                           input_mean: Norm = 0.45, input_std: Norm = 0.225, input_bgr: bool = False) -> dict:
+def online_teacher_targets(
+    teachers: OnlineTeachers,
+    teacher_variables,
+    pathways: Sequence[jax.Array],
+    *,
+    input_mean: Norm = 0.45,
+    input_std: Norm = 0.225,
+    input_bgr: bool = False,
+) -> dict:
     """Targets of the online teachers for one batch (jit-able, frozen).
 
     Args:
@@ -229,12 +272,18 @@ def online_teacher_targets(teachers: OnlineTeachers, teacher_variables, pathways
     out = {}
     if teachers.ego is not None:
         ego = teachers.ego
-        inputs = ego_teacher_pathways(ego, pathways, input_mean=input_mean, input_std=input_std,
-                                      input_bgr=input_bgr)
+        inputs = ego_teacher_pathways(ego, pathways, input_mean=input_mean, input_std=input_std, input_bgr=input_bgr)
         out["ego_target"] = ego_teacher_logits(ego.module, teacher_variables["ego"], inputs, ego.dtype)
     if teachers.object is not None:
         obj = teachers.object
         out["object_target"] = object_teacher_logits(
-            obj.module, teacher_variables["object"], pathways[-1], num_frames_k=obj.num_frames,
-            input_mean=input_mean, input_std=input_std, input_bgr=input_bgr, dtype=obj.dtype)
+            obj.module,
+            teacher_variables["object"],
+            pathways[-1],
+            num_frames_k=obj.num_frames,
+            input_mean=input_mean,
+            input_std=input_std,
+            input_bgr=input_bgr,
+            dtype=obj.dtype,
+        )
     return out

@@ -10,6 +10,7 @@ receive it as a static field, the way flax modules receive ``conv: ModuleDef = n
 XLA (``auto``: exact float32 on CPU, where parity with PyTorch is tested, the platform default
 on TPU / GPU).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,17 +50,24 @@ class Kernels:
 def _exact_on_cpu(fn):
     """``fn`` without a ``precision`` argument: XLA:CPU computes float32 dots and convolutions
     exactly at every precision setting, so the CPU routes take none."""
+
     def call(x, w, stride, precision=None):
         del precision
         return fn(x, w, stride)
+
     call.__name__ = call.__qualname__ = fn.__name__
     call.__doc__ = fn.__doc__
     return call
 
 
 XLA = Kernels("xla", xla.conv3d, xla.depthwise_conv3d, xla.stem_max_pool, xla.group_batch_norm)
-CPU = Kernels("cpu", _exact_on_cpu(cpu_conv.padded_conv), _exact_on_cpu(cpu_pool.depthwise_conv3d),
-              cpu_pool.stem_max_pool, cpu_norm.group_batch_norm)
+CPU = Kernels(
+    "cpu",
+    _exact_on_cpu(cpu_conv.padded_conv),
+    _exact_on_cpu(cpu_pool.depthwise_conv3d),
+    cpu_pool.stem_max_pool,
+    cpu_norm.group_batch_norm,
+)
 _BY_NAME = {"xla": XLA, "cpu": CPU}
 _PRECISIONS = {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}
 
@@ -104,4 +112,5 @@ def remat_policy(choice: str = "none"):
     if choice == "none":
         return None
     return jax.checkpoint_policies.save_from_both_policies(
-        jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names(xla.BN_STATISTICS))
+        jax.checkpoint_policies.dots_saveable, jax.checkpoint_policies.save_only_these_names(xla.BN_STATISTICS)
+    )

@@ -8,6 +8,7 @@ hand-written kernel gradients where XLA's were slow. Every route gives the plain
 to summation order (``tests/test_ops.py``); the measurements behind each choice are in
 BENCHMARKS.md.
 """
+
 from __future__ import annotations
 
 import jax
@@ -50,8 +51,7 @@ def _conv3d_by_frames(x, w):
             cols = _spatial_patches(xi, kh, kw, oh, ow)
             yi = jnp.einsum("nhwk,ko->nhwo", cols, w[i].reshape(-1, w.shape[-1]))
         else:
-            yi = jax.lax.conv_general_dilated(xi, w[i], (1, 1), "VALID",
-                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            yi = jax.lax.conv_general_dilated(xi, w[i], (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         y = yi if y is None else y + yi
     return y.reshape((b, out_t) + y.shape[1:])
 
@@ -87,18 +87,18 @@ def _conv3d_kernel_grad(x, dy, kernel_shape):
     out_t, oh, ow = dy.shape[1:4]
     rows = b * out_t * oh * ow
     if c <= o or (kh == 1 and kw == 1) or oh * ow <= _SMALL_MAP:
-        cols = _spatial_patches(x, kh, kw, oh, ow)             # [B, T, H', W', kh kw C]
+        cols = _spatial_patches(x, kh, kw, oh, ow)  # [B, T, H', W', kh kw C]
         tap = lambda k: jax.lax.slice_in_dim(cols, k, k + out_t, axis=1).reshape(-1, kh * kw * c)
         if rows <= kh * kw * c:  # few positions, wide kernel: transpose the patches, not dW
             d2 = dy.reshape(-1, o)
             return jnp.stack([tap(k).T @ d2 for k in range(kt)]).reshape(kt, kh, kw, c, o)
-        dyt = dy.reshape(-1, o).T                              # [O, B T' H' W']
-        taps = [dyt @ tap(k) for k in range(kt)]               # [O, kh kw C] each
+        dyt = dy.reshape(-1, o).T  # [O, B T' H' W']
+        taps = [dyt @ tap(k) for k in range(kt)]  # [O, kh kw C] each
         return jnp.stack(taps).reshape(kt, o, kh, kw, c).transpose(0, 2, 3, 4, 1)
     # Patches of dy: D[h, w, (i, j, o)] = dy[h - i, w - j, o] (zero outside), over x's H x W grid.
     dyp = jnp.pad(dy, [(0, 0), (0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0)])
     cols = _spatial_patches(dyp, kh, kw, h, w_, kh - 1, kw - 1, sign=-1).reshape(-1, kh * kw * o)
-    xt = x.transpose(4, 0, 1, 2, 3)                            # [C, B, T, H, W]
+    xt = x.transpose(4, 0, 1, 2, 3)  # [C, B, T, H, W]
     taps = [jax.lax.slice_in_dim(xt, k, k + out_t, axis=2).reshape(c, -1) @ cols for k in range(kt)]
     return jnp.stack(taps).reshape(kt, c, kh, kw, o).transpose(0, 2, 3, 1, 4)
 
@@ -174,9 +174,9 @@ def _temporal_conv_fwd(x, w):
 def _temporal_conv_bwd(res, dy):
     x, w = res
     kt, c, o = w.shape[0], x.shape[-1], w.shape[-1]
-    dz = _tap_cotangents(dy, kt)                                           # [B, T, H, W, kt, O]
+    dz = _tap_cotangents(dy, kt)  # [B, T, H, W, kt, O]
     dzm, xm = dz.reshape(-1, kt * o), x.reshape(-1, c)
-    wm = w[:, 0, 0].transpose(1, 0, 2).reshape(c, kt * o)                  # [C, kt O], as forward
+    wm = w[:, 0, 0].transpose(1, 0, 2).reshape(c, kt * o)  # [C, kt O], as forward
     dx = (dzm @ wm.T).reshape(x.shape)
     # Few positions, wide weight (slow res4 / res5): transposing the activations is cheaper than
     # transposing a [kt O, C] kernel gradient into the parameter layout.
@@ -205,8 +205,12 @@ def frame_conv(x, w, stride):
     b, t = x.shape[:2]
     w2 = w.transpose(1, 2, 3, 0, 4).reshape(kh, kw, c, kt * o)
     z = jax.lax.conv_general_dilated(
-        x.reshape((b * t,) + x.shape[2:]), w2, tuple(stride), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x.reshape((b * t,) + x.shape[2:]),
+        w2,
+        tuple(stride),
+        [(kh // 2, kh // 2), (kw // 2, kw // 2)],
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
     return _sum_shifted_taps(z.reshape((b, t) + z.shape[1:3] + (kt, o)))
 
 

@@ -1,6 +1,7 @@
 """Training-mode grouped BatchNorm for XLA:CPU (``model.kernels=cpu``): the formula of
 :func:`egoexo_jax.ops.xla.group_batch_norm` with a hand-written backward, because XLA:CPU's
 derivative of the plain formula reads and writes the activations more often (BENCHMARKS.md)."""
+
 from __future__ import annotations
 
 import functools

@@ -1,6 +1,7 @@
 """Pooling-shaped kernels for XLA:CPU (``model.kernels=cpu``): the ResNet stem's max-pool with a
 strided-compare gradient and the MViT attention pooling (depthwise) conv as a tap sum. Same
 results as :mod:`egoexo_jax.ops.xla` (``tests/test_ops.py``); measurements in BENCHMARKS.md."""
+
 from __future__ import annotations
 
 import jax
@@ -51,7 +52,7 @@ def _stem_max_pool_bwd(res, dy):
     odd_odd = at(1, 1)
     dxp = jnp.stack([jnp.stack([even_even, even_odd], axis=4), jnp.stack([odd_even, odd_odd], axis=4)], axis=3)
     dxp = dxp.reshape(b, t, 2 * oh + 2, 2 * ow + 2, c)  # padded rows 2 r + parity, same for columns
-    return (dxp[:, :, 1:1 + h, 1:1 + w],)
+    return (dxp[:, :, 1 : 1 + h, 1 : 1 + w],)
 
 
 stem_max_pool.defvjp(_stem_max_pool_fwd, _stem_max_pool_bwd)

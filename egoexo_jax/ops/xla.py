@@ -3,6 +3,7 @@
 Every function here is the textbook form of the op, differentiated by JAX; XLA's own
 convolution, pooling and fusion passes decide how it runs on the device.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -15,8 +16,9 @@ def conv3d(x, w, stride, precision=None):
     """3D convolution with padding ``kernel // 2`` and any ``stride``:
     ``x [B, T, H, W, C]``, ``w [kt, kh, kw, C, O]`` -> ``[B, T', H', W', O]``."""
     pad = [(k // 2, k // 2) for k in w.shape[:3]]
-    return jax.lax.conv_general_dilated(x, w, tuple(stride), pad, precision=precision,
-                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return jax.lax.conv_general_dilated(
+        x, w, tuple(stride), pad, precision=precision, dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+    )
 
 
 def depthwise_conv3d(x, w, stride, precision=None):
@@ -24,9 +26,15 @@ def depthwise_conv3d(x, w, stride, precision=None):
     ``w [kt, kh, kw, 1, C]`` (``nn.Conv``'s kernel with ``feature_group_count = C``) ->
     ``[N, T', H', W', C]``."""
     pad = [(k // 2, k // 2) for k in w.shape[:3]]
-    return jax.lax.conv_general_dilated(x, w, tuple(stride), pad, precision=precision,
-                                        feature_group_count=x.shape[-1],
-                                        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return jax.lax.conv_general_dilated(
+        x,
+        w,
+        tuple(stride),
+        pad,
+        precision=precision,
+        feature_group_count=x.shape[-1],
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
+    )
 
 
 def stem_max_pool(x):
