@@ -25,6 +25,7 @@ def _last_json(text: str) -> dict:
     return json.loads(lines[-1])
 
 
+@pytest.mark.slow
 def test_train_step_dry_run_without_torch(capsys):
     import train_step  # pylint: disable=import-outside-toplevel
 

@@ -151,6 +151,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
 # Through egoexo_jax.main (exit status and stderr are the behaviour under test).
 
 
+@pytest.mark.slow
 def test_main_config_errors_are_one_line(tmp_path, kin_root):
     proc = _main(tmp_path, config=str(tmp_path / "missing_recipe.py"))
     assert _error_line(proc) == (
@@ -165,6 +166,7 @@ def test_main_config_errors_are_one_line(tmp_path, kin_root):
     assert "--config.batch_size=abc" in _error_line(proc)
 
 
+@pytest.mark.slow
 def test_main_data_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, kin_root):
     data = tmp_path / "data"
     data.mkdir()

@@ -159,6 +159,7 @@ def _run_cli(args, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_cli_without_torch(fixtures_dir, tmp_path):
     d = fixtures_dir / "pyslowfast" / "egoexo_slowfast_r50"
     out_dir = tmp_path / "converted"

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from egoexo_jax import models
 from egoexo_jax.models import presets
@@ -32,6 +33,7 @@ def _inputs(cfg, batch, key=0, crop=None):
     return [jax.random.normal(k, s) for k, s in zip(keys, models.input_shapes(cfg, batch, crop))]
 
 
+@pytest.mark.slow
 def test_bn_groups_make_batch_composition_irrelevant():
     """Train-mode outputs of 16 clips in groups of 8 == two separate batches of 8."""
     cfg = tiny(bn_group_size=8, dropout_rate=0.0)
@@ -58,6 +60,7 @@ def test_running_stats_follow_pytorch_update():
     np.testing.assert_allclose(upd["batch_stats"]["var"], 0.9 + 0.1 * xs.var(0, ddof=1), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_pyslowfast_initialisation():
     cfg = presets.egoexo_pretrain_heads(tiny())
     v, _ = _init_apply(cfg, _inputs(cfg, 2))
@@ -73,6 +76,7 @@ def test_pyslowfast_initialisation():
     assert float(jnp.std(score)) < 0.02
 
 
+@pytest.mark.slow
 def test_egoexo_outputs_and_test_time_positions():
     cfg = presets.egoexo_pretrain_heads(tiny(num_classes=(7,)))
     cfg.object_classes = 11
@@ -83,6 +87,7 @@ def test_egoexo_outputs_and_test_time_positions():
     np.testing.assert_allclose(out["probs"].sum(-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_multitask_and_sigmoid_heads():
     cfg = presets.epic100_heads(tiny(arch="slow", num_frames=4))
     _, out = _init_apply(cfg, _inputs(cfg, 2))

@@ -190,6 +190,7 @@ def _tiny_v2(**kw):
     )
 
 
+@pytest.mark.slow
 def test_init_conventions_and_odd_grid():
     """docs/method.md#mvit-initialisation (LN, Linear bias 0.02) and a 10x10 grid whose pooled sizes need
     rescaled distances and table interpolation (5 -> 3 tokens, table sized for 2)."""
@@ -407,6 +408,7 @@ def test_converter_maps_egoexo_heads():
         np.testing.assert_array_equal(got[k], want[k])
 
 
+@pytest.mark.slow
 def test_egoexo_student_trains_with_all_auxiliary_losses():
     """Acceptance: an Ego-Exo MViT student (ego 2 / object 1000 / interaction map, docs/method.md#total-loss
     weights, the MViT AdamW recipe) trains through ``train.create_train_state`` and

@@ -90,7 +90,7 @@ def _check_tree(got, want, errors, group, factor):
     return worst
 
 
-@pytest.mark.parametrize("kernels", ["xla", "cpu"])
+@pytest.mark.parametrize("kernels", ["xla", pytest.param("cpu", marks=pytest.mark.slow)])
 def test_two_official_training_steps(kernels):
     inputs, ref = _reference()
     conversion = pyslowfast.convert_checkpoint(str(FIXTURE / "checkpoint.pyth"))

@@ -6,7 +6,7 @@ import pytest
 from egoexo_jax import ops
 from egoexo_jax.convert import load_pyslowfast
 
-KERNELS = pytest.mark.parametrize("kernels", ["xla", "cpu"])
+KERNELS = pytest.mark.parametrize("kernels", ["xla", pytest.param("cpu", marks=pytest.mark.slow)])
 
 RESNET_FIXTURES = ["slowfast_r50", "slow_r50", "egoexo_slowfast_r50", "epic100_multitask_slowfast_r50"]
 TOL = 1e-4  # max|ours - ref| <= TOL * max|ref|

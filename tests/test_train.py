@@ -150,6 +150,7 @@ def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path, kernels):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_one_step_is_the_same_with_either_kernel_set(kin_root, tmp_path):
     """model.kernels=cpu (XLA:CPU routes) and =xla (plain XLA ops) give the same train step."""
     c = tiny_config.get_config(kin_root)
@@ -166,6 +167,7 @@ def test_one_step_is_the_same_with_either_kernel_set(kin_root, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_rematerialised_step_is_the_same_step(kin_root, tmp_path):
     """model.remat=dots (keep conv / matmul outputs and BN statistics, recompute the rest in the
     backward pass) changes what is stored, not the numbers."""
@@ -182,6 +184,7 @@ def test_rematerialised_step_is_the_same_step(kin_root, tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_step_and_term_and_keeps_last_good_checkpoint(kin_root, tmp_path, monkeypatch):
     c = tiny_config.get_config(kin_root)
     c.num_epochs = 8.0
