@@ -9,6 +9,7 @@
 - :func:`global_batch`: the original run's devices and clips per device, which give the batch
   (training, evaluation, and the reference batch of the linear LR rule).
 - :func:`mvit_clips`, :func:`mvit_adamw`: our MViTv2-S 16x4 student and its AdamW recipe.
+- :func:`variant`: the entry of a recipe's variant table that ``file.py:variant`` names.
 """
 
 import ml_collections
@@ -110,3 +111,11 @@ def mvit_adamw(c: ml_collections.ConfigDict, base_lr: float, warmup_epochs: floa
     c.schedule.update(
         policy="cosine", warmup_epochs=warmup_epochs, warmup_start_lr=1e-6, cosine_end_lr=1e-6, steps=(0,), lrs=(1.0,)
     )
+
+
+def variant(table: dict, arg, default: str, recipe_file: str):
+    """``table[arg or default]``; an unknown name is an error naming ``recipe_file`` and the choices."""
+    name = arg or default
+    if name not in table:
+        raise ValueError(f"unknown variant {name!r} of {recipe_file}; expected one of {sorted(table)}")
+    return table[name]

@@ -57,11 +57,8 @@ MODELS = {"slow_r50": lambda: presets.slow(50), "slowfast_r50": lambda: presets.
 
 
 def get_config(arg=None):
-    variant = arg or DEFAULT
-    if variant not in MODELS:
-        raise ValueError(f"unknown variant {variant!r} of configs/ego_teacher.py; expected one of {sorted(MODELS)}")
     c = config_schema.base_config()
-    c.model = MODELS[variant]()
+    c.model = common.variant(MODELS, arg, DEFAULT, "configs/ego_teacher.py")()
     c.model.update(num_classes=(2,), head_name="head", dropout_rate=0.5)
     c.data.update(
         path_to_data_dir="data/charades_ego/ego_exo",

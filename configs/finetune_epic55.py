@@ -104,9 +104,4 @@ VARIANTS = {
 
 
 def get_config(arg=None):
-    variant = arg or DEFAULT
-    if variant not in VARIANTS:
-        raise ValueError(
-            f"unknown variant {variant!r} of configs/finetune_epic55.py; expected one of {sorted(VARIANTS)}"
-        )
-    return VARIANTS[variant]()
+    return common.variant(VARIANTS, arg, DEFAULT, "configs/finetune_epic55.py")()

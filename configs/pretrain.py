@@ -115,7 +115,4 @@ VARIANTS = {
 
 
 def get_config(arg=None):
-    variant = arg or DEFAULT
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r} of configs/pretrain.py; expected one of {sorted(VARIANTS)}")
-    return VARIANTS[variant]()
+    return common.variant(VARIANTS, arg, DEFAULT, "configs/pretrain.py")()

@@ -47,12 +47,7 @@ MODELS = {
 
 
 def get_config(arg=None):
-    variant = arg or DEFAULT
-    if variant not in MODELS:
-        raise ValueError(
-            f"unknown variant {variant!r} of configs/pretrain_baseline.py; expected one of {sorted(MODELS)}"
-        )
-    c = common.kinetics_recipe(MODELS[variant]())
+    c = common.kinetics_recipe(common.variant(MODELS, arg, DEFAULT, "configs/pretrain_baseline.py")())
     c.model.dropout_rate = 0.5
     c.precise_bn.update(enabled=True, num_batches=200)
     return c
