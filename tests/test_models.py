@@ -97,6 +97,7 @@ def test_multitask_and_sigmoid_heads():
     np.testing.assert_allclose(out["probs"], jax.nn.sigmoid(out["logits"]), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_params():
     cfg = tiny(dtype="bfloat16")
     v, out = _init_apply(cfg, _inputs(cfg, 2))

@@ -51,6 +51,7 @@ def test_resnet_fixture_parity(fixtures_dir, name, kernels):
         assert rel <= TOL, f"{name}/{key}: relative error {rel:.2e}"
 
 
+@pytest.mark.slow
 def test_slowfast_fixture_has_2x2_test_positions(fixtures_dir):
     """The slowfast_r50 fixture tests at 96 px with a 64 px pool: 2x2 pooled positions, and
     the per-position softmax then mean differs from softmax of the averaged logits."""
