@@ -16,8 +16,9 @@ them, and reports per chip and per step:
   :data:`CHIPS`, its compute share, and the clips/s per chip that bound allows;
 - with ``--top-ops N``, the N instructions of the compiled module that move the most HBM bytes
   (operand + result sizes in their TPU tiled layouts, from the optimized HLO);
-- with ``--max-batch``, the largest per-chip batch (a multiple of the BN group) whose peak memory
-  fits the chip's HBM: memory is linear in the batch, fitted from two compiles and checked by a third.
+- with ``--max-batch``, the largest per-chip batch (a multiple of the BN group) that compiles within
+  the chip's HBM: doubling until libtpu runs out of memory, then bisecting (XLA:TPU rematerialises
+  to fit, so memory is not linear in the batch).
 
     pip install -r benchmarks/requirements-tpu.txt       # libtpu for the pinned jax; not a runtime dependency
     python benchmarks/tpu_compile.py --models slowfast_r50 --sizes reduced --kernels xla,cpu
@@ -37,6 +38,7 @@ import math
 import os
 import re
 import time
+from typing import Dict, Optional
 
 import common
 
@@ -374,26 +376,46 @@ def measure(compiled, chip: dict, clips_per_chip: int) -> dict:
     }
 
 
+def _fits(cfg, mesh, chip: dict, per_chip: int, compiler_options: dict) -> Optional[float]:
+    """Peak bytes per chip of the train step at ``per_chip`` clips, or None when libtpu refuses to
+    compile it for lack of HBM (``RESOURCE_EXHAUSTED``)."""
+    try:
+        compiled, _ = compile_step(cfg, mesh, "train", per_chip, compiler_options)
+    except Exception as e:  # noqa: BLE001  (jax.errors.JaxRuntimeError; other errors re-raised)
+        if "RESOURCE_EXHAUSTED" in str(e):
+            return None
+        raise
+    return measure(compiled, chip, per_chip)["peak_bytes"]
+
+
 def max_batch(cfg_of, mesh, chip: dict, per_chip: int, group: int, compiler_options: dict) -> dict:
-    """Largest per-chip train batch (multiple of ``group``) whose peak memory fits the chip's HBM:
-    peak(b) is linear in b, fitted from compiles at ``per_chip`` and ``2 * per_chip``, then the
-    prediction is compiled (and stepped down by ``group`` until it fits)."""
-    points = {}
-    for b in (per_chip, 2 * per_chip):
-        compiled, _ = compile_step(cfg_of(b), mesh, "train", b, compiler_options)
-        points[b] = measure(compiled, chip, b)["peak_bytes"]
-    (b0, p0), (b1, p1) = sorted(points.items())
-    slope = (p1 - p0) / (b1 - b0)
+    """Largest per-chip train batch (a multiple of ``group``) that compiles within the chip's HBM.
+
+    XLA:TPU rematerialises to stay inside HBM, so peak memory is not linear in the batch: the batch
+    doubles from ``per_chip`` until a compile runs out of memory, then the last interval is bisected.
+    ``checked`` maps each compiled batch to its peak bytes (None: out of memory)."""
     limit = chip["hbm_gib"] * 2**30
-    guess = max(group, int((limit - (p0 - slope * b0)) // slope) // group * group)
-    checked = {}
-    while guess >= group:
-        compiled, _ = compile_step(cfg_of(guess), mesh, "train", guess, compiler_options)
-        checked[guess] = measure(compiled, chip, guess)["peak_bytes"]
-        if checked[guess] <= limit:
-            break
-        guess -= group
-    return {"max_batch_per_chip": guess, "bytes_per_clip": slope, "fit_points": points, "checked": checked}
+    checked: Dict[int, Optional[float]] = {}
+
+    def fits(b: int) -> bool:
+        checked[b] = _fits(cfg_of(b), mesh, chip, b, compiler_options)
+        print(
+            f"  {b} clips/chip: " + ("out of HBM" if checked[b] is None else f"peak {checked[b] / 2**30:.2f} GiB"),
+            flush=True,
+        )
+        return checked[b] is not None and checked[b] <= limit
+
+    lo, b = 0, max(group, per_chip // group * group)
+    while fits(b):
+        lo, b = b, 2 * b
+    hi = b
+    while hi - lo > group:
+        mid = (lo + hi) // 2 // group * group
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return {"max_batch_per_chip": lo, "checked": checked}
 
 
 def run(args) -> dict:
@@ -471,11 +493,7 @@ def run(args) -> dict:
                     options,
                 )
                 mb.update(model=model, size=size, kernels=kernels[0])
-                print(
-                    f"  largest per-chip batch in {chip['hbm_gib']:g} GiB: {mb['max_batch_per_chip']} "
-                    f"({mb['bytes_per_clip'] / 2**20:.0f} MiB per clip)",
-                    flush=True,
-                )
+                print(f"  largest per-chip batch in {chip['hbm_gib']:g} GiB: {mb['max_batch_per_chip']}", flush=True)
                 result.setdefault("max_batch", []).append(mb)
     return result
 

@@ -133,6 +133,21 @@ def test_model_flops_count_convolutions_and_matmuls():
     assert tpu_compile.forward_flops(jaxpr) == conv + 2 * 2 * (4 * 4 * 4 * 5) * 7
 
 
+def test_max_batch_doubles_then_bisects_over_bn_groups(monkeypatch):
+    import tpu_compile  # pylint: disable=import-outside-toplevel
+
+    gib = 2**30
+    chip = {"hbm_gib": 16.0}
+    # XLA:TPU rematerialises: peak flattens below the limit, then compiles run out of memory past 40.
+    peaks = {8: 10.8 * gib, 16: 14.2 * gib, 24: 14.6 * gib, 32: 14.6 * gib, 40: 15.9 * gib, 48: None, 64: None}
+    monkeypatch.setattr(tpu_compile, "_fits", lambda cfg, mesh, chip, b, options: peaks[b])
+    result = tpu_compile.max_batch(lambda b: None, None, chip, 8, 8, {})
+    assert result["max_batch_per_chip"] == 40
+    assert list(result["checked"]) == [8, 16, 32, 64, 48, 40]
+    peaks[40] = 16.1 * gib  # compiled, but over the chip's HBM
+    assert tpu_compile.max_batch(lambda b: None, None, chip, 8, 8, {})["max_batch_per_chip"] == 32
+
+
 @pytest.mark.slow
 def test_tpu_compile_dry_run():
     """The real sharded train step of the dry SlowFast compiles for a TPU v5e 2x2 slice without a
