@@ -8,7 +8,6 @@ import pathlib
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -149,21 +148,6 @@ def test_padded_clips_are_counted_per_epoch(kin_root, tmp_path, capsys):
     assert "epoch 1: 8 of 8 training clips ran past the end of their video" in capsys.readouterr().out
 
 
-def _main_cmd(kin_root, workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "egoexo_jax.main",
-        f"--config={REPO}/tests/tiny_config.py:{kin_root}",
-        f"--workdir={workdir}",
-        *overrides,
-    ]
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-
-
 def _wait_for_steps(workdir, proc, n):
     path = os.path.join(workdir, "metrics.jsonl")
     deadline = time.time() + 300
@@ -178,8 +162,8 @@ def test_kill_before_the_first_checkpoint_leaves_consistent_metrics(kin_root, tm
     overrides = ("--config.num_epochs=5", "--config.checkpoint.every_steps=4")
     workdir = str(tmp_path / "wd")
     proc = subprocess.Popen(
-        _main_cmd(kin_root, workdir, *overrides),
-        env=_env(),
+        tiny_config.main_command(kin_root, workdir, *overrides),
+        env=tiny_config.main_env(),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -189,7 +173,13 @@ def test_kill_before_the_first_checkpoint_leaves_consistent_metrics(kin_root, tm
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and _steps(workdir)[:2] == [1, 2]
     assert not os.path.exists(os.path.join(workdir, "checkpoints", "4"))
-    subprocess.run(_main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO, check=True, capture_output=True)
+    subprocess.run(
+        tiny_config.main_command(kin_root, workdir, *overrides),
+        env=tiny_config.main_env(),
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
     assert _steps(workdir) == [1, 2, 3, 4, 5]
 
 
@@ -198,8 +188,8 @@ def test_sigterm_saves_and_exits_75_then_resumes(kin_root, tmp_path):
     overrides = ("--config.num_epochs=8", "--config.checkpoint.every_steps=0")
     workdir = str(tmp_path / "wd")
     proc = subprocess.Popen(
-        _main_cmd(kin_root, workdir, *overrides),
-        env=_env(),
+        tiny_config.main_command(kin_root, workdir, *overrides),
+        env=tiny_config.main_env(),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -213,7 +203,11 @@ def test_sigterm_saves_and_exits_75_then_resumes(kin_root, tmp_path):
     stopped = ckpt_lib.read_meta(workdir)[0]
     assert 2 <= stopped < 8
     done = subprocess.run(
-        _main_cmd(kin_root, workdir, *overrides), env=_env(), cwd=REPO, capture_output=True, text=True
+        tiny_config.main_command(kin_root, workdir, *overrides),
+        env=tiny_config.main_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0 and f"resumed from step {stopped}" in done.stdout
     assert _steps(workdir) == list(range(1, 9))

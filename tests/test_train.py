@@ -7,7 +7,6 @@ import pathlib
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import flax.linen as nn
@@ -117,15 +116,7 @@ def _steps(config, mesh, batches, workdir):
     run = train_setup.setup(config, workdir, mesh)
     run.train_iter.close()
     state, _ = train.create_train_state(config, run.model, run.tx, mesh)
-    step = train.make_train_step(
-        mesh,
-        model=run.model,
-        tx=run.tx,
-        schedule=run.schedule,
-        loss_weights=train.loss_weights(config),
-        arch="slowfast",
-        remat=config.model.remat,
-    )
+    step = train.make_config_train_step(config, mesh, model=run.model, tx=run.tx, schedule=run.schedule)
     losses = []
     for b in batches:
         state, m = step(state, sharding.global_batch(b, mesh), run.teacher_variables)
@@ -314,24 +305,6 @@ def test_best_tracker_and_best_checkpoints_survive_pruning_and_resume(tmp_path):
 # Through the command line: resume after SIGKILL, two processes, config errors.
 
 
-def _main_cmd(kin_root, workdir, *overrides):
-    return [
-        sys.executable,
-        "-m",
-        "egoexo_jax.main",
-        f"--config={REPO}/tests/tiny_config.py:{kin_root}",
-        f"--workdir={workdir}",
-        *overrides,
-    ]
-
-
-def _env(**extra):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
-
-
 def _records(workdir):
     with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
         return [json.loads(line) for line in f]
@@ -351,10 +324,16 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
         f"--config.model.kernels={kernels}",
     )
     straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
-    subprocess.run(_main_cmd(kin_root, straight, *overrides), env=_env(), check=True, cwd=REPO, capture_output=True)
+    subprocess.run(
+        tiny_config.main_command(kin_root, straight, *overrides),
+        env=tiny_config.main_env(),
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     proc = subprocess.Popen(
-        _main_cmd(kin_root, killed, *overrides),
-        env=_env(),
+        tiny_config.main_command(kin_root, killed, *overrides),
+        env=tiny_config.main_env(),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -367,7 +346,13 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert ckpt_lib.read_meta(killed)[0] < 10
-    subprocess.run(_main_cmd(kin_root, killed, *overrides), env=_env(), check=True, cwd=REPO, capture_output=True)
+    subprocess.run(
+        tiny_config.main_command(kin_root, killed, *overrides),
+        env=tiny_config.main_env(),
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
     assert _records(killed) == _records(straight)
     assert [r["step"] for r in _records(straight) if "loss" in r] == list(range(1, 11))
     assert [r["step"] for r in _records(straight) if "val/top1" in r] == list(range(1, 11))
@@ -400,16 +385,20 @@ def test_two_processes_equal_one_process(kin_root, tmp_path):
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
     flags4 = "--xla_force_host_platform_device_count=4"
     subprocess.run(
-        _main_cmd(kin_root, one, *overrides), env=_env(XLA_FLAGS=flags4), check=True, cwd=REPO, capture_output=True
+        tiny_config.main_command(kin_root, one, *overrides),
+        env=tiny_config.main_env(XLA_FLAGS=flags4),
+        check=True,
+        cwd=REPO,
+        capture_output=True,
     )
     port = _free_port()
     procs = [
         subprocess.Popen(
-            _main_cmd(kin_root, two, *overrides),
+            tiny_config.main_command(kin_root, two, *overrides),
             cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=_env(
+            env=tiny_config.main_env(
                 XLA_FLAGS="--xla_force_host_platform_device_count=2",
                 JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
                 JAX_NUM_PROCESSES="2",
@@ -432,8 +421,8 @@ def test_two_processes_equal_one_process(kin_root, tmp_path):
 
 def test_unknown_override_suggests_closest_key(kin_root, tmp_path):
     out = subprocess.run(
-        _main_cmd(kin_root, str(tmp_path), "--config.optimizer.base_rl=0.1"),
-        env=_env(),
+        tiny_config.main_command(kin_root, str(tmp_path), "--config.optimizer.base_rl=0.1"),
+        env=tiny_config.main_env(),
         cwd=REPO,
         capture_output=True,
         text=True,

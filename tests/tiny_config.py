@@ -5,10 +5,35 @@
 ``python -m egoexo_jax.main --config=tests/tiny_config.py:DATA_ROOT --workdir=...``.
 """
 
+import os
+import pathlib
+import sys
+
 from egoexo_jax import config_schema
 from egoexo_jax.models import presets
 
 NUM_CLASSES = 8
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def main_command(data_root, workdir, *overrides) -> list:
+    """``python -m egoexo_jax.main`` on this config over ``data_root``, as the subprocess tests run it."""
+    return [
+        sys.executable,
+        "-m",
+        "egoexo_jax.main",
+        f"--config={REPO}/tests/tiny_config.py:{data_root}",
+        f"--workdir={workdir}",
+        *overrides,
+    ]
+
+
+def main_env(**extra) -> dict:
+    """The environment of those subprocesses: the repository first on PYTHONPATH, plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
 
 
 def get_config(data_root: str = ""):
