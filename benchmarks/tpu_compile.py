@@ -332,15 +332,7 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     state, batch = _abstract_train_args(cfg, model, tx, mesh, per_chip * chips)
     t0 = time.perf_counter()
     if which == "train":
-        step = train.make_train_step(
-            mesh,
-            model=model,
-            tx=tx,
-            schedule=optim.make_schedule(cfg, 100),
-            loss_weights=train.loss_weights(cfg),
-            arch=cfg.model.arch,
-            remat=cfg.model.remat,
-        )
+        step = train.make_config_train_step(cfg, mesh, model=model, tx=tx, schedule=optim.make_schedule(cfg, 100))
         lowered = step.lower(state, batch, {})
     else:
         step = evaluate.make_eval_step(mesh, model=model, arch=cfg.model.arch)

@@ -136,14 +136,7 @@ def jax_side(cfg, np_batch, device: str, compile_only: bool = False):
         state, _ = train.create_train_state(cfg, model, tx, mesh)
         jax.block_until_ready(state)
         info["init_s"] = time.perf_counter() - t0
-        step = train.make_train_step(
-            mesh,
-            model=model,
-            tx=tx,
-            schedule=optim.make_schedule(cfg, 100),
-            loss_weights=train.loss_weights(cfg),
-            arch=cfg.model.arch,
-        )
+        step = train.make_config_train_step(cfg, mesh, model=model, tx=tx, schedule=optim.make_schedule(cfg, 100))
         batch = sharding.global_batch(np_batch, mesh)
         t0 = time.perf_counter()
         compiled = step.lower(state, batch, {}).compile()

@@ -233,3 +233,18 @@ def make_train_step(mesh, **kwargs):
     step = functools.partial(train_step, **kwargs)
     rep, data = sharding.replicated(mesh), sharding.data_sharded(mesh)
     return jax.jit(step, in_shardings=(rep, data, rep), out_shardings=(rep, rep), donate_argnums=(0,))
+
+
+def make_config_train_step(config, mesh, *, model, tx, schedule, teacher_fn=None):
+    """:func:`make_train_step` with what the run config decides (loss weights, architecture,
+    ``model.remat``) read from ``config``: the step the training loop runs."""
+    return make_train_step(
+        mesh,
+        model=model,
+        tx=tx,
+        schedule=schedule,
+        loss_weights=loss_weights(config),
+        arch=config.model.arch,
+        teacher_fn=teacher_fn,
+        remat=config.model.remat,
+    )

@@ -21,7 +21,7 @@ from egoexo_jax import batch_scaling, cli, metric_log, sharding
 from egoexo_jax import evaluate as eval_lib
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.precise_bn import PreciseBN
-from egoexo_jax.train import TrainState, loss_weights, make_train_step
+from egoexo_jax.train import TrainState, make_config_train_step
 from egoexo_jax.train_loop_utils import (
     BestTracker,
     MetricAccumulator,
@@ -64,15 +64,8 @@ def train_and_evaluate(
     best = BestTracker(best_metric_name(config), best_state)
     write_config(config, workdir)  # only now: the run has started cleanly
 
-    p_train = make_train_step(
-        run.mesh,
-        model=run.model,
-        tx=run.tx,
-        schedule=run.schedule,
-        loss_weights=loss_weights(config),
-        arch=config.model.arch,
-        teacher_fn=run.teacher_fn,
-        remat=config.model.remat,
+    p_train = make_config_train_step(
+        config, run.mesh, model=run.model, tx=run.tx, schedule=run.schedule, teacher_fn=run.teacher_fn
     )
     first = int(jax.device_get(state.step))
     ckpt_every = (
