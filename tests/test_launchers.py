@@ -99,6 +99,7 @@ def test_help(script, sandbox):
 # ----------------------------------------------------------------------------------- single_gpu.sh
 
 SINGLE_ARGS = ["--config", "configs/finetune_charades_ego.py", "--workdir", "/tmp/ce run", "--batch", "16"]
+SLURM_ARGS = ["--config", "c.py", "--workdir", "/w"]
 
 
 def test_single_gpu_dry_run_exact(sandbox):
@@ -476,10 +477,7 @@ def test_slurm_dry_run_inside_a_job(sandbox, nodelist, first):
     proc = run(
         SLURM,
         "--dry-run",
-        "--config",
-        "c.py",
-        "--workdir",
-        "/w",
+        *SLURM_ARGS,
         env=sandbox["env"],
         via_bash=True,
         extra_env=job_env(sandbox, SLURM_JOB_NODELIST=nodelist),
@@ -497,10 +495,7 @@ def test_slurm_dry_run_inside_a_job(sandbox, nodelist, first):
 def test_slurm_real_run_inside_a_job(sandbox):
     proc = run(
         SLURM,
-        "--config",
-        "c.py",
-        "--workdir",
-        "/w",
+        *SLURM_ARGS,
         "--",
         "--config.x=a b",
         env=sandbox["env"],
@@ -615,10 +610,7 @@ def test_slurm_requeues_the_job_on_preemption_exit_status(sandbox):
     sandbox["exit_codes"](75)  # srun: the training processes stopped on SIGTERM, checkpoint saved
     proc = run(
         SLURM,
-        "--config",
-        "c.py",
-        "--workdir",
-        "/w",
+        *SLURM_ARGS,
         env=sandbox["env"],
         via_bash=True,
         extra_env=job_env(sandbox, PYTHON="fakepython"),
@@ -633,10 +625,7 @@ def test_slurm_passes_other_exit_statuses_through(sandbox):
     sandbox["exit_codes"](2)
     proc = run(
         SLURM,
-        "--config",
-        "c.py",
-        "--workdir",
-        "/w",
+        *SLURM_ARGS,
         env=sandbox["env"],
         via_bash=True,
         extra_env=job_env(sandbox, PYTHON="fakepython"),
@@ -675,10 +664,7 @@ def test_slurm_copy_in_the_spool_folder_finds_the_shared_helpers(sandbox):
     copy.write_text(SLURM.read_text())
     proc = run(
         copy,
-        "--config",
-        "c.py",
-        "--workdir",
-        "/w",
+        *SLURM_ARGS,
         env=sandbox["env"],
         via_bash=True,
         extra_env=job_env(sandbox, SLURM_SUBMIT_DIR=str(REPO), PYTHON="fakepython"),
@@ -687,10 +673,7 @@ def test_slurm_copy_in_the_spool_folder_finds_the_shared_helpers(sandbox):
     assert [c[0] for c in sandbox["calls"]()] == ["srun"]
     proc = run(
         copy,
-        "--config",
-        "c.py",
-        "--workdir",
-        "/w",
+        *SLURM_ARGS,
         env=sandbox["env"],
         via_bash=True,
         extra_env=job_env(sandbox, PYTHON="fakepython"),
