@@ -65,12 +65,12 @@ def epic(model, star=False):
         data_dir="data/epic100/annotations",
         frames_dir="data/epic100/frames",
         sampling_rate=2,  # 32x2 raw frames
-        devices=16,
+        devices=16,  # 2 nodes x 8 GPUs
         num_epochs=30.0,
         base_lr=0.02,
         checkpoint_every=5.0,
         ensemble="sum",
-    )  # 2 nodes x 8 GPUs
+    )
     c.data.epic_val_random = star
     c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01), warmup_epochs=0.0)
     c.precise_bn.update(enabled=not star, num_batches=200)

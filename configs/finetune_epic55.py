@@ -76,9 +76,8 @@ def epic55(model, star=False):
         checkpoint_every=5.0,
         ensemble="sum",
     )
-    c.data.update(
-        epic_val_random=star, path_label_separator="\t"
-    )  # DATA.PATH_LABEL_SEPARATOR of the YAML (unused by EPIC lists)
+    # path_label_separator: DATA.PATH_LABEL_SEPARATOR of the YAML (unused by EPIC lists).
+    c.data.update(epic_val_random=star, path_label_separator="\t")
     c.schedule.update(policy="steps_with_relative_lrs", steps=(0, 20, 25), lrs=(1.0, 0.1, 0.01), warmup_epochs=0.0)
     c.precise_bn.update(enabled=not star, num_batches=200)
     if star:

@@ -69,8 +69,8 @@ def _common(c: ml_collections.ConfigDict, demo: ml_collections.ConfigDict) -> No
         num_spatial_crops=demo.spatial_crops,
         num_threads=2,
         prefetch=2,
-        flip_prob=0.0,
-    )  # the demo's classes have a direction: a flip turns left into right
+        flip_prob=0.0,  # the demo's classes have a direction: a flip turns left into right
+    )
     c.log_every_steps = 10
     c.eval_every_epochs = 0.0
     c.checkpoint.every_epochs = 2.0

@@ -31,9 +31,8 @@ def _convert(fv: flags.FlagValues) -> int:
     from egoexo_jax.checkpoint.converted import save_converted  # pylint: disable=import-outside-toplevel
     from egoexo_jax.convert.pyslowfast import convert_checkpoint  # pylint: disable=import-outside-toplevel
 
-    steps = tqdm(
-        total=2, desc="convert", unit="step", file=sys.stderr, leave=False, disable=None
-    )  # no bar when stderr is not a terminal (logs, pipes)
+    # disable=None: no bar when stderr is not a terminal (logs, pipes).
+    steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr, leave=False, disable=None)
     try:
         conversion = convert_checkpoint(fv.input)
         steps.update()
