@@ -1,22 +1,33 @@
-"""Metric sinks: CLU writers (TensorBoard) plus ``workdir/metrics.jsonl``.
+"""Metric sinks: ``workdir/metrics.jsonl``, TensorBoard events and the log, on local disk or ``gs://``.
 
 ``metrics.jsonl`` holds one JSON object per line, ``{"step": int, "<name>": float, ...}``. Only
-process 0 writes. On start, lines with a step after the restored checkpoint (all lines when the
-run starts without one, e.g. after a kill before the first checkpoint) are dropped first, so a
-resumed run's file reads exactly like an uninterrupted one's.
+process 0 writes it, and since an object store cannot append, it keeps the file's lines in memory
+and writes the whole file at once (:func:`storage.atomic_write`): at :meth:`MetricLogger.flush`,
+which the training loop calls before every checkpoint save and at the end, and otherwise at most
+every :data:`FLUSH_SECONDS`. A reader never sees a torn line, and every line up to a saved
+checkpoint's step is written before that checkpoint. On resume, lines with a step after the
+restored checkpoint (all lines when the run starts without one, e.g. after a kill before the first
+checkpoint) are dropped first, so a resumed run's file reads exactly like an uninterrupted one's.
+
+TensorBoard events go through :class:`egoexo_jax.storage.events.EventWriter` (process 0) on the
+same schedule; every process logs its scalars through absl (CLU's ``LoggingWriter``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-from typing import Mapping
+import time
+from typing import List, Mapping, Optional
 
 import jax
-from clu import metric_writers
+from clu.metric_writers import LoggingWriter
+
+from egoexo_jax import storage
+from egoexo_jax.storage.events import EventWriter
 
 JSONL = "metrics.jsonl"
+FLUSH_SECONDS = 10.0
 
 
 def _plain(v):
@@ -24,45 +35,80 @@ def _plain(v):
     return v if math.isfinite(v) else str(v)
 
 
-class MetricLogger:
-    """``write(step, {name: scalar})`` to TensorBoard and JSON lines."""
+def read_lines(path: str, up_to_step: Optional[int] = None) -> List[str]:
+    """The lines of a ``metrics.jsonl`` (``[]`` when it does not exist), those with a step after
+    ``up_to_step`` left out; reading stops at the first line that is not a JSON object with a
+    step (a torn end)."""
+    if not storage.exists(path):
+        return []
+    keep = []
+    for line in storage.read_text(path).splitlines(keepends=True):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            break
+        if up_to_step is None or step <= up_to_step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    return keep
 
-    def __init__(self, workdir: str):
+
+class MetricLogger:
+    """``write(step, {name: scalar})`` to ``metrics.jsonl``, TensorBoard and the log."""
+
+    def __init__(self, workdir: str, flush_seconds: float = FLUSH_SECONDS):
         self.is_main = jax.process_index() == 0
-        self.path = os.path.join(workdir, JSONL)
-        self.writer = metric_writers.create_default_writer(workdir, just_logging=not self.is_main)
+        self.path = storage.join(workdir, JSONL)
+        self.flush_seconds = flush_seconds
+        self.writer = LoggingWriter()
+        self.events = EventWriter(workdir) if self.is_main else None
+        self._lines: Optional[List[str]] = None  # loaded on first use: the file's lines kept
+        self._dirty = False
+        self._last_flush = time.monotonic()
 
     def truncate_after(self, step: int) -> None:
         """Drops the lines of steps after ``step`` (written by a run that was then interrupted;
-        ``step`` 0: all of them, for a run that starts without a checkpoint)."""
-        if not self.is_main or not os.path.exists(self.path):
+        ``step`` 0: all of them, for a run that starts without a checkpoint) and rewrites the file."""
+        if not self.is_main:
             return
-        with open(self.path, encoding="utf-8") as f:
-            lines = f.readlines()
-        keep = []
-        for line in lines:
-            try:
-                if json.loads(line)["step"] <= step:
-                    keep.append(line)
-            except (ValueError, KeyError):
-                break  # a torn last line from a killed run
-        tmp = self.path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(keep)
-        os.replace(tmp, self.path)
+        self._lines = read_lines(self.path, up_to_step=step)
+        if storage.exists(self.path):
+            self._dirty = True
+            self.flush()
+        self.events.restart(step)
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
         scalars = {k: _plain(v) for k, v in scalars.items()}
-        self.writer.write_scalars(step, {k: v for k, v in scalars.items() if isinstance(v, float)})
-        if self.is_main:
-            try:
-                with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps({"step": int(step), **scalars}, sort_keys=False) + "\n")
-            except OSError as e:  # a full disk reports no file name: name it
-                raise OSError(e.errno, e.strerror, e.filename or self.path) from None
+        floats = {k: v for k, v in scalars.items() if isinstance(v, float)}
+        self.writer.write_scalars(step, floats)
+        if not self.is_main:
+            return
+        if self._lines is None:  # another run's lines (e.g. evaluation into a training workdir) stay
+            self._lines = read_lines(self.path)
+        self._lines.append(json.dumps({"step": int(step), **scalars}, sort_keys=False) + "\n")
+        self.events.write_scalars(step, floats)
+        self._dirty = True
+        if time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        """TensorBoard and the log only (CLU's ``ReportProgress`` writes its rates here)."""
+        self.writer.write_scalars(step, scalars)
+        if self.events is not None:
+            self.events.write_scalars(step, scalars)
 
     def flush(self) -> None:
-        self.writer.flush()
+        """Writes ``metrics.jsonl`` and the TensorBoard events as they stand (process 0)."""
+        self._last_flush = time.monotonic()
+        if not self.is_main:
+            return
+        if self._dirty:
+            text = "".join(self._lines or [])
+            try:
+                storage.write_text(self.path, text)
+            except OSError as e:  # a full disk reports no file name: name it
+                raise OSError(e.errno, e.strerror, e.filename or self.path) from None
+            self._dirty = False
+        self.events.flush()
 
     def close(self) -> None:
-        self.writer.close()
+        self.flush()

@@ -45,3 +45,20 @@ FIXTURES = REPO / "tests" / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """A local Cloud Storage server (loopback, in memory) for the whole session; this process and
+    its subprocesses are pointed at it (``gcs_server.client_environment``)."""
+    import gcs_server  # noqa: PLC0415
+
+    server = gcs_server.start(tmp_path_factory.mktemp("gcs"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(gcs) -> str:
+    """``gs://NAME`` of a new, empty bucket on the local server."""
+    return gcs.new_bucket()
