@@ -16,7 +16,7 @@ from typing import Iterable, List, Optional
 import ml_collections
 from ml_collections import config_dict
 
-from egoexo_jax import ops
+from egoexo_jax import ops, storage
 from egoexo_jax.cli import UserError
 from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
@@ -380,5 +380,32 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
                 f"config.loss uses the {signal} signal but the model has no {signal} head "
                 f"(config.model.{'interaction_head' if signal == 'interaction' else signal + '_classes'})"
             )
+    _check_paths(config)
     if num_devices is not None and config.mode != "demo":
         check_batch_layout(config, num_devices, num_processes, training=config.mode == "train")
+
+
+# Config keys that hold a path (local or gs://); evaluate.checkpoint may also say "best".
+PATH_KEYS = (
+    "init_from",
+    "evaluate.checkpoint",
+    "evaluate.labels",
+    "data.path_to_data_dir",
+    "data.path_prefix",
+    "data.bad_input_log",
+    "data.tfds_data_dir",
+    "teachers.ego.file",
+    "teachers.ego.checkpoint",
+    "teachers.object.file",
+    "teachers.object.weights",
+    "teachers.interaction.detections",
+    "demo.data_root",
+)
+
+
+def _check_paths(config: ml_collections.ConfigDict) -> None:
+    """A path of another URL scheme than gs:// is a one-line error naming its key."""
+    for key in PATH_KEYS:
+        value = _lookup(config, key)
+        if value and value != "best":
+            storage.check(str(value), f"config.{key}")

@@ -28,7 +28,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from egoexo_jax import config_schema
+from egoexo_jax import config_schema, storage
+from egoexo_jax.cli import InputError
 from egoexo_jax.demo_data import demo_sets
 from egoexo_jax.models import presets
 
@@ -125,7 +126,7 @@ def stage_configs(
         "pretrain_egoexo": pretrain_config(paths, demo, egoexo=True),
     }
     for kind in ("baseline", "egoexo"):
-        out[f"finetune_{kind}"] = finetune_config(paths, demo, os.path.join(workdir, f"pretrain_{kind}"))
+        out[f"finetune_{kind}"] = finetune_config(paths, demo, storage.join(workdir, f"pretrain_{kind}"))
     for c in out.values():
         c.dtype = demo.dtype
         config_schema.validate(c)
@@ -159,13 +160,18 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[
 
     start = time.time()
     demo = config.demo
-    workdir = os.path.abspath(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    if demo.xla_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    workdir = storage.absolute(storage.check(workdir, "--workdir"))
+    if storage.is_url(workdir) and not demo.data_root:
+        raise InputError(
+            f"the demo writes its generated videos to a local folder, --workdir={workdir}, expected a local "
+            "--workdir or --config.demo.data_root=LOCAL_FOLDER"
+        )
+    storage.makedirs(workdir)
+    if demo.xla_cache and not os.environ.get("JAX_COMPILATION_CACHE_DIR") and not storage.is_url(workdir):
         # The two fine-tunes (and re-runs) compile identical programs: cache them.
-        jax.config.update("jax_compilation_cache_dir", os.path.join(workdir, "xla_cache"))
+        jax.config.update("jax_compilation_cache_dir", storage.join(workdir, "xla_cache"))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    data_root = demo.data_root or os.path.join(workdir, "data")
+    data_root = demo.data_root or storage.join(workdir, "data")
     print(f"[demo] writing the synthetic datasets to {data_root} ...", flush=True)
     paths = demo_sets.write_demo_data(
         data_root,
@@ -181,7 +187,7 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[
     results: Dict[str, Dict[str, float]] = {}
     for name in STAGES:
         print(f"[demo] stage {name} ({time.time() - start:.0f} s so far)", flush=True)
-        results[name] = train_loop.train_and_evaluate(configs[name], os.path.join(workdir, name))
+        results[name] = train_loop.train_and_evaluate(configs[name], storage.join(workdir, name))
     from egoexo_jax import evaluate as eval_lib  # pylint: disable=import-outside-toplevel
 
     labels = eval_lib.video_labels(configs["finetune_baseline"].data, "test")["label"]
@@ -193,15 +199,14 @@ def run_demo(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Dict[
     minutes = (time.time() - start) / 60
     table = results_table(results, chance, minutes)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.md"), "w", encoding="utf-8") as f:
-            f.write(table + "\n")
+        storage.write_text(storage.join(workdir, "results.md"), table + "\n")
         logger = metric_log.MetricLogger(workdir)
         flat = {f"{stage}/{k}": v for stage, vals in results.items() for k, v in vals.items()}
         flat.update({f"chance/{k}": v for k, v in chance.items()})
         flat["wall_minutes"] = minutes
         logger.write(0, flat)
         logger.close()
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump({"results": results, "chance": chance, "wall_minutes": minutes}, f, indent=2)
+        summary = {"results": results, "chance": chance, "wall_minutes": minutes}
+        storage.write_text(storage.join(workdir, "results.json"), json.dumps(summary, indent=2))
     print(table, flush=True)
     return results

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import pickle
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -45,11 +44,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from egoexo_jax import batch_scaling, config_schema, metric_log, models, sharding
+from egoexo_jax import batch_scaling, config_schema, metric_log, models, sharding, storage
 from egoexo_jax import metrics as metrics_lib
 from egoexo_jax.checkpoint import pretrained
 from egoexo_jax.checkpoint import workdir as ckpt_lib
-from egoexo_jax.data import eval_pipeline
+from egoexo_jax.data import bad_inputs, eval_pipeline
 from egoexo_jax.data.sources import build_source
 from egoexo_jax.train import pathways_of
 
@@ -256,27 +255,23 @@ def format_table(title: str, values: Dict[str, float]) -> str:
 def write_results(
     results_dir: str, tag: str, dataset: str, scores: Sequence[np.ndarray], truth: Dict[str, Any], table: str
 ) -> None:
-    os.makedirs(results_dir, exist_ok=True)
+    """The result files of one evaluation in ``results_dir`` (a folder or ``gs://`` prefix), each
+    written whole (:func:`storage.atomic_write`)."""
+    path = lambda suffix: storage.join(results_dir, f"{tag}{suffix}")  # noqa: E731
     arrays = {f"scores_{i}": s for i, s in enumerate(scores)}
     arrays.update({k: np.asarray(v).astype(str) if v.dtype == object else v for k, v in truth.items()})
-    np.savez_compressed(os.path.join(results_dir, f"{tag}_scores.npz"), **arrays)
+    storage.atomic_write(path("_scores.npz"), lambda f: np.savez_compressed(f, **arrays))
     if dataset == "epic100":
-        with open(os.path.join(results_dir, f"{tag}_epic.pkl"), "wb") as f:
-            pickle.dump(
-                {
-                    "verb_output": scores[0],
-                    "noun_output": scores[1],
-                    "narration_id": np.asarray(truth["keys"]).astype(str),
-                },
-                f,
-            )
-        with open(os.path.join(results_dir, f"{tag}_submission.json"), "w", encoding="utf-8") as f:
-            json.dump(epic_submission(scores[0], scores[1], truth["keys"]), f)
+        epic = {
+            "verb_output": scores[0],
+            "noun_output": scores[1],
+            "narration_id": np.asarray(truth["keys"]).astype(str),
+        }
+        storage.atomic_write(path("_epic.pkl"), lambda f: pickle.dump(epic, f))
+        storage.write_text(path("_submission.json"), json.dumps(epic_submission(scores[0], scores[1], truth["keys"])))
     if dataset == "epic55":
-        with open(os.path.join(results_dir, f"{tag}_submission.json"), "w", encoding="utf-8") as f:
-            json.dump(epic55_submission(scores[0], scores[1], truth["keys"]), f)
-    with open(os.path.join(results_dir, f"{tag}.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
+        storage.write_text(path("_submission.json"), json.dumps(epic55_submission(scores[0], scores[1], truth["keys"])))
+    storage.write_text(path(".md"), table + "\n")
 
 
 def evaluate_split(
@@ -296,7 +291,7 @@ def evaluate_split(
     0) and prints the table. ``data_cfg`` replaces ``config.data`` (another test list)."""
     data_cfg = config.data if data_cfg is None else data_cfg
     tag = tag or split
-    bad_input_log = data_cfg.bad_input_log or os.path.join(evaluator.workdir, BAD_INPUTS)
+    bad_input_log = data_cfg.bad_input_log or storage.join(evaluator.workdir, BAD_INPUTS)
     collected = collect_view_scores(
         evaluator.eval_fn,
         variables,
@@ -307,6 +302,8 @@ def evaluate_split(
         config.evaluate.ensemble,
         bad_input_log=bad_input_log,
     )
+    if jax.process_index() == 0:
+        bad_inputs.consolidate(bad_input_log)
     truth = video_labels(data_cfg, split)
     values = compute_metrics(data_cfg.dataset, collected["scores"], truth, config.evaluate)
     unscored = int(np.sum(collected["views_seen"] == 0))
@@ -317,7 +314,7 @@ def evaluate_split(
     table = format_table(title, values)
     if jax.process_index() == 0:
         write_results(
-            os.path.join(evaluator.workdir, "results"),
+            storage.join(evaluator.workdir, "results"),
             f"{tag}_step{step}",
             data_cfg.dataset,
             collected["scores"],
@@ -364,7 +361,8 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     """``mode=evaluate``: multi-view evaluation of ``config.evaluate.checkpoint`` (a workdir,
     converted directory or ``.pyth``; ``best``: the best-validation checkpoint of ``workdir``),
     else the newest checkpoint in ``workdir``, else ``config.init_from``."""
-    os.makedirs(workdir, exist_ok=True)
+    workdir = storage.absolute(storage.check(workdir, "--workdir"))
+    storage.makedirs(workdir)
     mesh = mesh if mesh is not None else sharding.make_mesh()
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)
@@ -378,7 +376,7 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     if source == "best":
         src_cfg, variables, step = ckpt_lib.load_workdir_variables(workdir, best=True)
         what = f"best-validation checkpoint of {workdir} (step {step})"
-    elif os.path.isdir(source) and ckpt_lib.is_training_workdir(source):
+    elif ckpt_lib.is_training_workdir(source):
         src_cfg, variables, step = ckpt_lib.load_workdir_variables(source)
         what = f"training workdir {source} (step {step})"
     else:

@@ -9,7 +9,6 @@ final multi-view test (:mod:`egoexo_jax.evaluate`).
 
 from __future__ import annotations
 
-import os
 from typing import Dict, Optional
 
 import jax
@@ -17,9 +16,10 @@ import ml_collections
 from absl import logging
 from clu import periodic_actions
 
-from egoexo_jax import batch_scaling, cli, metric_log, sharding
+from egoexo_jax import batch_scaling, cli, metric_log, sharding, storage
 from egoexo_jax import evaluate as eval_lib
 from egoexo_jax.checkpoint import workdir as ckpt_lib
+from egoexo_jax.data import bad_inputs
 from egoexo_jax.precise_bn import PreciseBN
 from egoexo_jax.train import TrainState, make_config_train_step
 from egoexo_jax.train_loop_utils import (
@@ -31,7 +31,7 @@ from egoexo_jax.train_loop_utils import (
     every,
 )
 from egoexo_jax.train_resume import checkpoint_meta, start
-from egoexo_jax.train_setup import Run, log_teacher_missing, setup
+from egoexo_jax.train_setup import BAD_INPUTS, Run, log_teacher_missing, setup
 
 
 def train_and_evaluate(
@@ -46,7 +46,8 @@ def train_and_evaluate(
     Raises:
       cli.Preempted: SIGTERM arrived; a checkpoint of the current step was saved first.
     """
-    os.makedirs(workdir, exist_ok=True)
+    workdir = storage.absolute(storage.check(workdir, "--workdir"))
+    storage.makedirs(workdir)
     mesh = mesh if mesh is not None else sharding.make_mesh()
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     run = setup(config, workdir, mesh)
@@ -79,7 +80,7 @@ def train_and_evaluate(
     evaluator = eval_lib.Evaluator.create(config, run.model, run.mesh, workdir)
     precise_bn = PreciseBN(config, run.model, run.mesh, run.steps_per_epoch) if config.precise_bn.enabled else None
     report_progress = periodic_actions.ReportProgress(
-        num_train_steps=run.total_steps, writer=logger.writer, every_steps=config.log_every_steps
+        num_train_steps=run.total_steps, writer=logger, every_steps=config.log_every_steps
     )
     if jax.process_index() == 0:
         print(
@@ -89,6 +90,7 @@ def train_and_evaluate(
         )
 
     def save(step: int):
+        logger.flush()  # the metric lines up to ``step`` are written before its checkpoint
         checkpointer.save(step, state.as_dict(), checkpoint_meta(run, acc, best))
 
     def save_best(step: int):
@@ -182,16 +184,14 @@ def train_and_evaluate(
                 best_ckpts.close()
             run.train_iter.close()
             logger.flush()
+            if jax.process_index() == 0:
+                bad_inputs.consolidate(storage.join(workdir, BAD_INPUTS))
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
     """``workdir/config.json`` (process 0), written atomically."""
-    if jax.process_index() != 0:
-        return
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    os.replace(path + ".tmp", path)
+    if jax.process_index() == 0:
+        storage.write_text(storage.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
 
 
 def _epoch_summary(epoch: int, acc: MetricAccumulator, run: Run, config) -> Dict[str, float]:

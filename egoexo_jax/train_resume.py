@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from egoexo_jax import sharding
+from egoexo_jax import sharding, storage
 from egoexo_jax.checkpoint import config_json, pretrained
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.train import TrainState, create_train_state, init_variables, model_config
@@ -97,7 +96,7 @@ def check_resumable(config: ml_collections.ConfigDict, run: Run, step: int, meta
     """Raises :class:`checkpoint.CheckpointMismatchError` naming the first config key that makes
     checkpoint ``step`` unusable for this run: the model (architecture and heads; the compute
     dtype may change), or the data order (seed, global batch, training list)."""
-    where = os.path.join(run.workdir, ckpt_lib.CHECKPOINT_DIR, str(step))
+    where = storage.join(run.workdir, ckpt_lib.CHECKPOINT_DIR, str(step))
     hint = "expected the value the run started with (or a new --workdir)"
     if meta.get("model_config") is not None:
         saved_model = json.loads(json.dumps(meta["model_config"]))  # a copy: dtype is dropped below

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import ml_collections
 from absl import logging
 
-from egoexo_jax import batch_scaling, config_schema, models, optim, sharding
+from egoexo_jax import batch_scaling, config_schema, models, optim, sharding, storage
 from egoexo_jax.data import aux_targets, train_pipeline
 from egoexo_jax.data.sources import build_source
 from egoexo_jax.train import init_variables, model_config
@@ -57,7 +56,7 @@ def setup(config, workdir: str, mesh=None) -> Run:
         config.data,
         global_batch_size=config.batch_size,
         seed=config.seed,
-        bad_input_log=os.path.join(workdir, BAD_INPUTS),
+        bad_input_log=storage.join(workdir, BAD_INPUTS),
         aux_fn=aux_fn,
     )
     spe = steps_per_epoch_of(

@@ -19,9 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import os
 import re
-import shutil
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
@@ -30,6 +28,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from egoexo_jax import storage
 from egoexo_jax.checkpoint.config_json import model_config_from_json
 from egoexo_jax.cli import InputError, MissingFileError, UserError
 
@@ -50,7 +49,7 @@ class Checkpointer:
     """Keep-N asynchronous checkpoints of ``(state tree, JSON meta)`` in ``workdir/checkpoints``."""
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        self.directory = storage.join(storage.absolute(workdir), CHECKPOINT_DIR)
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save
         )
@@ -84,7 +83,7 @@ class Checkpointer:
                 meta = self.read_meta(step)
                 check_meta(step, meta)
                 check_tree(
-                    state_tree_metadata(os.path.join(self.directory, str(step), "state")),
+                    state_tree_metadata(storage.join(self.directory, str(step), "state")),
                     state_like,
                     f"{self.directory}/{step}",
                 )
@@ -101,16 +100,16 @@ class Checkpointer:
 
     def move_aside(self, step: int) -> str:
         """Moves checkpoint ``step`` to ``<workdir>/checkpoints_damaged/<step>`` (process 0; a
-        numbered suffix when that exists) and reopens the manager without it."""
-        workdir = os.path.dirname(self.directory)
-        target = os.path.join(workdir, DAMAGED_DIR, str(step))
+        numbered suffix when that exists; on ``gs://`` a copy, then a delete) and reopens the
+        manager without it."""
+        workdir = storage.dirname(self.directory)
+        target = storage.join(workdir, DAMAGED_DIR, str(step))
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
             n = 1
-            while os.path.exists(target):
-                target = os.path.join(workdir, DAMAGED_DIR, f"{step}.{n}")
+            while storage.exists(target):
+                target = storage.join(workdir, DAMAGED_DIR, f"{step}.{n}")
                 n += 1
-            shutil.move(os.path.join(self.directory, str(step)), target)
+            storage.move_tree(storage.join(self.directory, str(step)), target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
 
@@ -136,18 +135,18 @@ class Checkpointer:
             )
 
     def _check_space(self, state: Any) -> None:
-        if not os.path.isdir(self.directory):  # not a local folder (e.g. gs://): no estimate
+        free = storage.free_bytes(self.directory)
+        if free is None:  # a bucket: no free-space figure
             return
         steps = self.all_steps()
         if steps:
-            need = _folder_bytes(os.path.join(self.directory, str(steps[-1])))
+            need = storage.tree_bytes(storage.join(self.directory, str(steps[-1])))
         else:
             need = sum(
                 int(np.prod(x.shape)) * np.dtype(x.dtype).itemsize
                 for x in jax.tree.leaves(state)
                 if hasattr(x, "shape")
             )
-        free = shutil.disk_usage(self.directory).free
         if need > free:
             raise OSError(
                 errno.ENOSPC,
@@ -189,10 +188,6 @@ class Checkpointer:
                 self.manager.wait_until_finished()
             finally:
                 self.manager.close()
-
-
-def _folder_bytes(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
 
 
 _DISK_MESSAGES = (
@@ -279,7 +274,7 @@ class BestCheckpoints:
     """
 
     def __init__(self, workdir: str):
-        self.directory = os.path.join(os.path.abspath(workdir), BEST_DIR)
+        self.directory = storage.join(storage.absolute(workdir), BEST_DIR)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
         )
@@ -322,8 +317,8 @@ def _abstract(x):
 
 
 def _steps_newest_first(workdir: str, best: bool = False) -> Tuple[str, List[int]]:
-    directory = os.path.join(os.path.abspath(workdir), BEST_DIR if best else CHECKPOINT_DIR)
-    if best and not os.path.isdir(directory):
+    directory = storage.join(storage.absolute(workdir), BEST_DIR if best else CHECKPOINT_DIR)
+    if best and not storage.isdir(directory):
         raise MissingFileError(
             f"no best-validation checkpoint, {directory}, expected a run that validated at least once"
         )
@@ -381,7 +376,7 @@ def load_workdir_variables(
                 f"no model_config in the checkpoint meta, {directory}/{step}, expected a "
                 "checkpoint written by egoexo_jax training"
             )
-        return meta, restore_on_this_host(os.path.join(directory, str(step), "state"))
+        return meta, restore_on_this_host(storage.join(directory, str(step), "state"))
 
     step, (meta, tree) = _newest_readable(workdir, step, read, best)
     model_cfg = model_config_from_json(json.dumps(meta["model_config"]))
@@ -406,4 +401,4 @@ def restore_on_this_host(directory: str) -> Any:
 
 def is_training_workdir(path: str) -> bool:
     """Whether ``path`` is a training workdir (holds ``checkpoints/``)."""
-    return os.path.isdir(os.path.join(path, CHECKPOINT_DIR))
+    return storage.isdir(storage.join(path, CHECKPOINT_DIR))
