@@ -1,16 +1,17 @@
 """Metric sinks: ``workdir/metrics.jsonl``, TensorBoard events and the log, on local disk or ``gs://``.
 
-``metrics.jsonl`` holds one JSON object per line, ``{"step": int, "<name>": float, ...}``. Only
-process 0 writes it, and since an object store cannot append, it keeps the file's lines in memory
-and writes the whole file at once (:func:`storage.atomic_write`): at :meth:`MetricLogger.flush`,
-which the training loop calls before every checkpoint save and at the end, and otherwise at most
-every :data:`FLUSH_SECONDS`. A reader never sees a torn line, and every line up to a saved
-checkpoint's step is written before that checkpoint. On resume, lines with a step after the
-restored checkpoint (all lines when the run starts without one, e.g. after a kill before the first
-checkpoint) are dropped first, so a resumed run's file reads exactly like an uninterrupted one's.
+``metrics.jsonl`` holds one JSON object per line, ``{"step": int, "<name>": float, ...}``; only
+process 0 writes it. On local disk each line is appended as it is written. An object store cannot
+append, so for a ``gs://`` workdir the logger keeps the file's lines in memory and writes the whole
+object at once: at :meth:`MetricLogger.flush`, which the training loop calls before every
+checkpoint save and at the end, and otherwise at most every :data:`FLUSH_SECONDS`. Either way every
+line up to a saved checkpoint's step is stored before that checkpoint. On resume, lines with a step
+after the restored checkpoint (all lines when the run starts without one, e.g. after a kill before
+the first checkpoint) are dropped first, so a resumed run's file reads exactly like an
+uninterrupted one's.
 
-TensorBoard events go through :class:`egoexo_jax.storage.events.EventWriter` (process 0) on the
-same schedule; every process logs its scalars through absl (CLU's ``LoggingWriter``).
+TensorBoard events go through :class:`egoexo_jax.storage.events.EventWriter` (process 0), written
+whole at the same flushes; every process logs its scalars through absl (CLU's ``LoggingWriter``).
 """
 
 from __future__ import annotations
@@ -82,10 +83,17 @@ class MetricLogger:
         self.writer.write_scalars(step, floats)
         if not self.is_main:
             return
+        line = json.dumps({"step": int(step), **scalars}, sort_keys=False) + "\n"
+        self.events.write_scalars(step, floats)
+        if not storage.is_url(self.path):
+            try:
+                storage.append_bytes(self.path, line.encode("utf-8"))
+            except OSError as e:  # a full disk reports no file name: name it
+                raise OSError(e.errno, e.strerror, e.filename or self.path) from None
+            return
         if self._lines is None:  # another run's lines (e.g. evaluation into a training workdir) stay
             self._lines = read_lines(self.path)
-        self._lines.append(json.dumps({"step": int(step), **scalars}, sort_keys=False) + "\n")
-        self.events.write_scalars(step, floats)
+        self._lines.append(line)
         self._dirty = True
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()

@@ -101,6 +101,8 @@ def test_objects_read_list_copy_move_and_delete(gcs, bucket, tmp_path):
     storage.remove(f"{bucket}/up/x.txt")
     assert gcs.objects(bucket) == ["up/b/y.bin"]
     assert storage.free_bytes(bucket) is None and storage.free_bytes(str(tmp_path)) > 0
+    with pytest.raises(ValueError, match="cannot be appended"):
+        storage.append_bytes(f"{bucket}/up/log.txt", b"line\n")
 
 
 def test_a_missing_object_is_an_oserror_naming_the_url(bucket):
@@ -124,14 +126,15 @@ def test_makedirs_creates_nothing_for_a_url(tmp_path, monkeypatch, bucket):
 
 
 @pytest.mark.parametrize("where", ["local", "gcs"])
-def test_metric_lines_are_written_at_flush_and_truncated_on_resume(where, tmp_path, request):
+def test_metric_lines_are_stored_by_the_flush_and_truncated_on_resume(where, tmp_path, request):
     workdir = str(tmp_path) if where == "local" else request.getfixturevalue("bucket") + "/run"
     log = MetricLogger(workdir, flush_seconds=3600)
     log.truncate_after(0)
     for step in (1, 2, 3):
         log.write(step, {"loss": 1.0 / step, "odd": float("nan")})
     path = storage.join(workdir, "metrics.jsonl")
-    assert not storage.exists(path)  # not yet: written whole at the flush
+    # Local lines are appended as they come; an object is written whole at the flush.
+    assert len(read_lines(path)) == (3 if where == "local" else 0)
     log.flush()
     assert [json.loads(x)["step"] for x in read_lines(path)] == [1, 2, 3]
     assert json.loads(read_lines(path)[0]) == {"step": 1, "loss": 1.0, "odd": "nan"}

@@ -17,7 +17,6 @@ worker still running cannot lose a line to a merge.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import uuid
@@ -54,17 +53,10 @@ class BadInputLog:
             self._append_locked(head, line)
 
     def _append_locked(self, head: bytes, line: bytes) -> None:
-        storage.makedirs(storage.dirname(self.path) or ".")
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            with os.fdopen(os.dup(fd), "rb") as existing:
-                if any(old.startswith(head) for old in existing.read().splitlines()):
-                    return
-            os.write(fd, line)
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        def unless_listed(existing: bytes) -> bytes | None:
+            return None if any(old.startswith(head) for old in existing.splitlines()) else line
+
+        storage.locked_append(self.path, unless_listed)
 
     def _write_part(self, clean_path: str, line: bytes) -> None:
         if self._part is None or self._part[0] != os.getpid():  # first write in this process

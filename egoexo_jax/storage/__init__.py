@@ -8,6 +8,7 @@ that point every client at a local Cloud Storage server: docs/storage.md#clients
 """
 
 from egoexo_jax.storage.files import (
+    append_bytes,
     atomic_write,
     copy_tree,
     exists,
@@ -16,6 +17,7 @@ from egoexo_jax.storage.files import (
     isdir,
     isfile,
     listdir,
+    locked_append,
     makedirs,
     move_tree,
     open_read,
@@ -35,6 +37,7 @@ from egoexo_jax.storage.paths import PathError, absolute, basename, check, dirna
 __all__ = [
     "PathError",
     "absolute",
+    "append_bytes",
     "atomic_write",
     "basename",
     "check",
@@ -48,6 +51,7 @@ __all__ = [
     "isfile",
     "join",
     "listdir",
+    "locked_append",
     "makedirs",
     "move_tree",
     "open_read",

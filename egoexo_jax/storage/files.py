@@ -7,7 +7,8 @@ POSIX ones:
 - a write is one object upload, which Cloud Storage makes visible all at once, so
   :func:`atomic_write` needs no temporary object and rename there (locally it writes a temporary
   file and renames it);
-- there is no append: callers keep what they add and rewrite the whole object;
+- there is no append: callers keep what they add and rewrite the whole object
+  (:func:`append_bytes` and :func:`locked_append` are for local files only);
 - there are no folders: :func:`makedirs` is a no-op on URLs and :func:`isdir` means "some object
   has this prefix";
 - there is no rename: :func:`move_tree` copies, then deletes the source;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import os
 import shutil
@@ -30,6 +32,7 @@ from typing import IO, BinaryIO, Callable, Iterator, Sequence
 from egoexo_jax.storage.paths import is_url, join
 
 __all__ = [
+    "append_bytes",
     "atomic_write",
     "copy_tree",
     "exists",
@@ -38,6 +41,7 @@ __all__ = [
     "isdir",
     "isfile",
     "listdir",
+    "locked_append",
     "makedirs",
     "move_tree",
     "open_read",
@@ -223,6 +227,37 @@ def write_bytes(path: str, data: bytes) -> None:
 
 def write_text(path: str, text: str, encoding: str = "utf-8") -> None:
     write_bytes(path, text.encode(encoding))
+
+
+def append_bytes(path: str, data: bytes) -> None:
+    """Appends ``data`` to a local file with one ``write`` (O_APPEND: lines written by several
+    processes never interleave). A URL is a ``ValueError``: objects cannot be appended to."""
+    if is_url(path):
+        raise ValueError(f"{path}: Cloud Storage objects cannot be appended to; rewrite the object")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def locked_append(path: str, decide: Callable[[bytes], bytes | None]) -> None:
+    """Under an exclusive ``flock`` on a local file (created with its folder if needed), appends
+    ``decide(current content)`` unless that is ``None``: a check-then-append no other process
+    interleaves with. A URL is a ``ValueError``."""
+    if is_url(path):
+        raise ValueError(f"{path}: Cloud Storage objects cannot be appended to; rewrite the object")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with os.fdopen(os.dup(fd), "rb") as existing:
+            data = decide(existing.read())
+        if data:
+            os.write(fd, data)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def remove(path: str) -> None:
