@@ -20,21 +20,32 @@ Clips per second per core = clips / CPU seconds of this process (all threads), s
 decoding gets no credit for using more cores. Also reported: ours with one decode serving two clips
 (like PySlowFast MViT's AUG.NUM_SAMPLE=2) and the decode-only figures.
 
+`--storage`: our clip loader on the same videos read from local disk and from a local Cloud Storage
+server (fake-gcs-server on the loopback interface, in memory: `tests/gcs_server.py`, the `test`
+extra) as `gs://` URLs, whole-object reads (the default for videos up to
+`egoexo_jax.data.video.WHOLE_OBJECT_LIMIT`) and ranged reads (that bound lowered below the video
+size); one clip of each in turn, so all see the same machine load. The server's own CPU time is not
+counted, and loopback has none of real Cloud Storage's latency.
+
 Prints progress lines, then one JSON object on the last line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
+import pathlib
 import tempfile
 import time
 
 import av
 import numpy as np
 
-from egoexo_jax.data import samples, transforms
+from egoexo_jax import storage
+from egoexo_jax.data import samples, transforms, video
 from egoexo_jax.data.sources import Item
 from egoexo_jax.data.video import VideoReader
 from egoexo_jax.demo_data import media
@@ -53,7 +64,7 @@ def textured_frame(index: int, height: int = 256, width: int = 340) -> np.ndarra
     return np.clip(np.stack([r, g, b], -1) + noise, 0, 255).astype(np.uint8)
 
 
-def write_videos(folder: str, count: int, keyint: int | None) -> list[str]:
+def write_videos(folder: str, count: int, keyint: int | None, frames: int = 300) -> list[str]:
     """x264 defaults when keyint is None (keyint 250 plus scene-cut keyframes), else exactly one
     keyframe every `keyint` frames (scene-cut detection off)."""
     paths = []
@@ -61,7 +72,7 @@ def write_videos(folder: str, count: int, keyint: int | None) -> list[str]:
         path = os.path.join(folder, f"video{i}.mp4")
         media.write_mp4(
             path,
-            (textured_frame(k + 1000 * i) for k in range(300)),
+            (textured_frame(k + 1000 * i) for k in range(frames)),
             fps=30,
             crf=23,
             preset="medium",
@@ -152,18 +163,18 @@ OPTS = samples.SampleOptions(
 
 
 def ours_sample(path: str, rng: np.random.Generator) -> dict:
-    item = Item("kinetics", os.path.basename(path), "v", path, label=0)
+    item = Item("kinetics", storage.basename(path), "v", path, label=0)
     return samples.make_sample(item, samples.View("train"), rng, OPTS, split="train", video_level_labels=False)
 
 
 def ours_decode(path: str, rng: np.random.Generator) -> np.ndarray:
-    item = Item("kinetics", os.path.basename(path), "v", path, label=0)
+    item = Item("kinetics", storage.basename(path), "v", path, label=0)
     return samples.decode_clip(item, samples.View("train"), rng, OPTS).frames
 
 
 def ours_two_clips(path: str, rng: np.random.Generator) -> list[dict]:
     """One open + one pass over the union of two random clips' frames, two samples out."""
-    item = Item("kinetics", os.path.basename(path), "v", path, label=0)
+    item = Item("kinetics", storage.basename(path), "v", path, label=0)
     with VideoReader(path) as reader:
         clips_idx = [
             transforms.kinetics_clip_indices(
@@ -244,6 +255,117 @@ def run(clips: int, num_videos: int, keyint: int | None) -> dict:
     }
 
 
+# --- ours, local disk vs a Cloud Storage server ------------------------------------------------
+
+
+@contextlib.contextmanager
+def _whole_object_limit(limit: int):
+    saved, video.WHOLE_OBJECT_LIMIT = video.WHOLE_OBJECT_LIMIT, limit
+    try:
+        yield
+    finally:
+        video.WHOLE_OBJECT_LIMIT = saved
+
+
+def measure_in_turn(modes: dict, clips: int) -> dict:
+    """`modes`: {name: (fn, paths, whole_object_limit)}. One clip of each mode in turn (after one
+    warm-up each), so a change of machine load hits all of them alike; per-mode CPU and wall time."""
+    rng = {name: np.random.default_rng(0) for name in modes}
+    cpu = dict.fromkeys(modes, 0.0)
+    wall = dict.fromkeys(modes, 0.0)
+    for i in range(-1, clips):
+        for name, (fn, paths, limit) in modes.items():
+            with _whole_object_limit(limit):
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                fn(paths[max(i, 0) % len(paths)], rng[name])
+                if i >= 0:
+                    cpu[name] += time.process_time() - cpu0
+                    wall[name] += time.perf_counter() - wall0
+    out = {}
+    for name in modes:
+        out[name] = {
+            "clips": clips,
+            "cpu_s": round(cpu[name], 3),
+            "wall_s": round(wall[name], 3),
+            "clips_per_s_per_core": round(clips / cpu[name], 3),
+            "clips_per_s_wall": round(clips / wall[name], 3),
+        }
+        print(f"{name:>22}: {json.dumps(out[name])}", flush=True)
+    return out
+
+
+def _gcs_server():
+    """tests/gcs_server.py, loaded from its file (a script run from benchmarks/ does not have tests/
+    on its path)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "gcs_server.py")
+    spec = importlib.util.spec_from_file_location("gcs_server", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_storage(clips: int, num_videos: int, keyint: int | None, *, frames: int = 300, bucket: str = "") -> dict:
+    """Our clip loader on the same videos from local disk and from a Cloud Storage server: `bucket`
+    (`gs://NAME` on a server this process already points at), else a local server started here."""
+    with tempfile.TemporaryDirectory() as folder:
+        videos = os.path.join(folder, "videos")
+        os.makedirs(videos)
+        paths = write_videos(videos, num_videos, keyint, frames)
+        size = min(os.path.getsize(p) for p in paths)
+        server = None
+        if not bucket:
+            os.makedirs(os.path.join(folder, "server"))
+            server = _gcs_server().start(pathlib.Path(folder, "server"))
+            bucket = server.new_bucket()
+        try:
+            storage.copy_tree(videos, bucket + "/videos")
+            urls = [f"{bucket}/videos/{os.path.basename(p)}" for p in paths]
+            ranged_limit = max(size // 4, 1)
+            print(
+                f"wrote {num_videos} videos (mean {np.mean([os.path.getsize(p) for p in paths]) / 1024:.0f} KB) "
+                f"to local disk and {bucket}; ranged reads: bound {ranged_limit} bytes",
+                flush=True,
+            )
+            limit = video.WHOLE_OBJECT_LIMIT
+            result = measure_in_turn(
+                {
+                    "ours local disk": (ours_sample, paths, limit),
+                    "ours gs:// whole": (ours_sample, urls, limit),
+                    "ours gs:// ranged": (ours_sample, urls, ranged_limit),
+                },
+                clips,
+            )
+        finally:
+            if server is not None:
+                server.stop()
+    local, whole, ranged = (result[k] for k in ("ours local disk", "ours gs:// whole", "ours gs:// ranged"))
+    return {
+        "benchmark": "data_pipeline_storage",
+        "local_clips_per_s_per_core": local["clips_per_s_per_core"],
+        "gs_whole_object_clips_per_s_per_core": whole["clips_per_s_per_core"],
+        "gs_ranged_clips_per_s_per_core": ranged["clips_per_s_per_core"],
+        "gs_whole_object_vs_local": round(whole["clips_per_s_per_core"] / local["clips_per_s_per_core"], 3),
+        "gs_ranged_vs_local": round(ranged["clips_per_s_per_core"] / local["clips_per_s_per_core"], 3),
+        "local_clips_per_s_wall": local["clips_per_s_wall"],
+        "gs_whole_object_clips_per_s_wall": whole["clips_per_s_wall"],
+        "gs_ranged_clips_per_s_wall": ranged["clips_per_s_wall"],
+        "clips_each": clips,
+        "ranged_whole_object_limit": ranged_limit,
+        "server": "fake-gcs-server, loopback, in memory (no real Cloud Storage latency; its CPU not counted)",
+        "video": {
+            "count": num_videos,
+            "frames": frames,
+            "size": "340x256",
+            "fps": 30,
+            "codec": "libx264 crf23 medium",
+            "x264_keyint": keyint or "default (250 + scene cuts)",
+            "min_kb": round(size / 1024),
+        },
+        "clip": "SlowFast 32x2 train sampling, 224 crop of jitter 256-320, flip, normalise",
+        "cpu_count": os.cpu_count(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=40, help="clips per measurement")
@@ -255,8 +377,16 @@ def main() -> None:
         help="fixed keyframe interval without scene cuts (0 = x264 defaults); "
         "300 = one keyframe per video, the worst case for seeking",
     )
+    parser.add_argument(
+        "--storage",
+        action="store_true",
+        help="ours from local disk vs from a local Cloud Storage server (gs:// URLs), same videos, same run",
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.clips, args.videos, args.keyint or None)))
+    if args.storage:
+        print(json.dumps(run_storage(args.clips, args.videos, args.keyint or None)))
+    else:
+        print(json.dumps(run(args.clips, args.videos, args.keyint or None)))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ reads the model config the way the model builds it.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Optional
 
 import numpy as np
 
+from egoexo_jax import storage
 from egoexo_jax.cli import InputError, MissingFileError
 from egoexo_jax.data import aux_targets, interaction_maps
 from egoexo_jax.models import mvit_config
@@ -30,7 +30,8 @@ def _configured_path(cfg, signal: str, field: str, *, folder: bool) -> str:
     path = str(cfg[signal][field] or "")
     if not path:
         raise InputError(f"config.teachers.{signal}.source is 'file' but config.{key} is empty")
-    exists = os.path.isdir(path) if folder else os.path.isfile(path)
+    storage.check(path, f"config.{key}")
+    exists = storage.isdir(path) if folder else storage.isfile(path)
     if not exists:
         what = "folder" if folder else "file"
         raise MissingFileError(f"{what} not found, config.{key}={path}, expected an existing {what}")

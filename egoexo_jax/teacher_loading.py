@@ -12,7 +12,6 @@ converts weights and reads the data config.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Optional
 
 import jax
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from egoexo_jax import models
+from egoexo_jax import models, storage
 from egoexo_jax.checkpoint import pretrained
 from egoexo_jax.convert.torchvision_resnet import load_torchvision_resnet
 from egoexo_jax.data.samples import DEFAULT_BGR
@@ -135,8 +134,8 @@ def load_ego_teacher(path: str, dtype=None):
         the head size; for a ``.pyth`` before its weights are converted), or no such path.
       cli.InputError: the path is none of the checkpoint kinds above.
     """
-    path = str(path)
-    if not os.path.exists(path):
+    path = storage.check(str(path), "config.teachers.ego.checkpoint")
+    if not storage.exists(path):
         raise TeacherError(f"ego teacher {path}: no such file or directory")
     cfg, variables, _ = pretrained.load_pretrained(path, flag="config.teachers.ego.checkpoint", check=_check_two_way)
     return ego_teacher_from_variables(cfg, variables, dtype, where=path)

@@ -65,12 +65,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import threading
 from typing import Any
 
 import numpy as np
 
+from egoexo_jax import storage
 from egoexo_jax.data import handobj, interaction_maps, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
 
@@ -176,6 +176,7 @@ class OfflineTeacherTargets:
       ego_scores: path of ``k400_ego_predicts.pkl`` ('' = no Ego-Score fields).
       object_scores: path of ``k400_IN_predicts.pkl`` ('' = no Object-Score fields).
       detections: folder of per-video ``{video}.npy`` hand-object files ('' = no map fields).
+        Each may be a ``gs://`` URL.
       map_mode: ``'soft'`` (cell = max score) or ``'hard'`` (cell = 1).
       arch: ``'slowfast'`` | ``'slow'`` | ``'mvit'`` (decides ``T_map`` when ``map_frames`` is 0).
       alpha: SlowFast frame-rate ratio.
@@ -291,12 +292,13 @@ class OfflineTeacherTargets:
         grid = int(transform["crop_size"]) // self.map_stride
         dets = self._reader("detections")
         video = detection_video_name(meta)
-        if not dets.has_video(video) and not self.allow_missing:
+        present = dets.has_video(video)
+        if not present and not self.allow_missing:
             raise MissingTeacherEntriesError(
                 f"no hand-object detection file for video {video!r}: {dets.path(video)} "
                 f"(config.teachers.allow_missing=True masks such videos out of the map terms)"
             )
-        if not dets.has_video(video):
+        if not present:
             self._warn_once(
                 ("video", video),
                 "no hand-object detection file for video %r: %s; its interaction_mask is 0",
@@ -365,7 +367,7 @@ def missing_entries(aux: OfflineTeacherTargets, dataset: str, ids: list[tuple[st
             reader = aux._reader(name)  # pylint: disable=protected-access
             out[name] = [key for key, _ in ids if key not in reader]
     if aux.detections:
-        present = {n[:-4] for n in os.listdir(aux.detections) if n.endswith(".npy")}
+        present = {n[:-4] for n in storage.listdir(aux.detections) if n.endswith(".npy")}
         out["interaction"] = [key for key, video in ids if _video_name(dataset, key, video) not in present]
     return out
 

@@ -11,8 +11,8 @@ frame positions are 0-based in list order (this is also how its hand-object dete
 
 Official csv (`CharadesEgo_v1_train.csv`, ...): one row per video with an `id` and `actions`
 (`c092 11.90 21.20;c147 0.00 12.60`: class, start s, end s); frames are the JPEGs found in
-`path_prefix/{id}/` (`{id}-000001.jpg` ...); frame i (0-based) is at time i / fps and carries the
-actions whose [start, end] contains that time.
+`path_prefix/{id}/` (`{id}-000001.jpg` ...; folders under a `gs://` prefix are listed concurrently);
+frame i (0-based) is at time i / fps and carries the actions whose [start, end] contains that time.
 
 Labels: 157 classes. Training clips get the union over the sampled span; evaluation uses the union
 over the whole video.
@@ -20,16 +20,20 @@ over the whole video.
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import os
 
 import numpy as np
 
+from egoexo_jax import storage
 from egoexo_jax.data.errors import AnnotationError
-from egoexo_jax.data.video import FrameSequence
+from egoexo_jax.data.frames import FrameSequence
 
 NUM_CLASSES = 157
+# Frame folders listed at once when they are in a bucket (each listing is one request).
+_LISTING_THREADS = 32
 FRAME_LIST_HEADER = ("original_vido_id", "video_id", "frame_id", "path", "labels")
 
 
@@ -109,7 +113,7 @@ def read_frame_list(list_path: str | os.PathLike, *, path_prefix: str = "") -> l
       AnnotationError: missing header, a row without 5 fields, a bad label field.
     """
     rows: dict[str, tuple[list[str], list[int], list[int]]] = {}
-    with open(list_path, encoding="utf-8") as f:
+    with storage.open_text(os.fspath(list_path), encoding="utf-8") as f:
         header = f.readline().split()
         if not header or header[0] != FRAME_LIST_HEADER[0]:
             raise AnnotationError(list_path, 1, f"expected a header starting with {FRAME_LIST_HEADER[0]!r}")
@@ -124,7 +128,7 @@ def read_frame_list(list_path: str | os.PathLike, *, path_prefix: str = "") -> l
             key = fields[0]
             paths, label_frames, label_classes = rows.setdefault(key, ([], [], []))
             position = len(paths)
-            paths.append(os.path.join(path_prefix, fields[3]))
+            paths.append(storage.join(path_prefix, fields[3]))
             for c in _parse_label_field(fields[4], list_path, line_number):
                 label_frames.append(position)
                 label_classes.append(c)
@@ -168,8 +172,8 @@ def read_charades_ego_csv(
     A video whose folder is missing or empty gets its expected frame count from the `length` column
     (so reading it later fails as a missing input rather than silently vanishing from the index).
     """
-    videos = []
-    with open(csv_path, encoding="utf-8", newline="") as f:
+    rows = []
+    with storage.open_text(os.fspath(csv_path), encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "id" not in reader.fieldnames or ("actions" not in reader.fieldnames):
             raise AnnotationError(csv_path, 1, "expected columns 'id' and 'actions'")
@@ -183,45 +187,59 @@ def read_charades_ego_csv(
                 and row["egocentric"].strip() not in ("Yes", "yes", "True", "1")
             ):
                 continue
-            key = row["id"].strip()
             actions = _parse_actions(row["actions"] or "", csv_path, line_number)
-            folder = os.path.join(path_prefix, key)
-            names = (
-                sorted(n for n in os.listdir(folder) if n.lower().endswith((".jpg", ".jpeg")))
-                if (os.path.isdir(folder))
-                else []
+            rows.append((row, line_number, actions))
+    folders = [storage.join(path_prefix, row["id"].strip()) for row, _, _ in rows]
+    videos = []
+    for (row, line_number, actions), folder, names in zip(rows, folders, _frame_names(folders)):
+        key = row["id"].strip()
+        if names:
+            frames = FrameSequence.from_paths([storage.join(folder, n) for n in names])
+        else:
+            try:
+                count = max(int(float(row.get("length") or 0) * fps), 1)
+            except ValueError:
+                raise AnnotationError(csv_path, line_number, f"length {row.get('length')!r}") from None
+            frames = FrameSequence(
+                template=storage.join(folder, key).replace("%", "%%") + "-%06d.jpg", first=1, count=count
             )
-            if names:
-                frames = FrameSequence.from_paths([os.path.join(folder, n) for n in names])
-            else:
-                try:
-                    count = max(int(float(row.get("length") or 0) * fps), 1)
-                except ValueError:
-                    raise AnnotationError(csv_path, line_number, f"length {row.get('length')!r}") from None
-                frames = FrameSequence(
-                    template=os.path.join(folder, key).replace("%", "%%") + "-%06d.jpg", first=1, count=count
-                )
-            times = np.arange(len(frames)) / fps
-            label_frames, label_classes = [], []
-            for c, start, end in actions:
-                inside = np.nonzero((times >= start) & (times <= end))[0]
-                label_frames.extend(inside.tolist())
-                label_classes.extend([c] * len(inside))
-            order = np.argsort(np.asarray(label_frames, np.int64), kind="stable")
-            videos.append(
-                CharadesVideo(
-                    key=key,
-                    frames=frames,
-                    label_frames=np.asarray(label_frames, np.int32)[order],
-                    label_classes=np.asarray(label_classes, np.int32)[order],
-                )
+        times = np.arange(len(frames)) / fps
+        label_frames, label_classes = [], []
+        for c, start, end in actions:
+            inside = np.nonzero((times >= start) & (times <= end))[0]
+            label_frames.extend(inside.tolist())
+            label_classes.extend([c] * len(inside))
+        order = np.argsort(np.asarray(label_frames, np.int64), kind="stable")
+        videos.append(
+            CharadesVideo(
+                key=key,
+                frames=frames,
+                label_frames=np.asarray(label_frames, np.int32)[order],
+                label_classes=np.asarray(label_classes, np.int32)[order],
             )
+        )
     return videos
+
+
+def _frame_names(folders: list[str]) -> list[list[str]]:
+    """Sorted `.jpg` / `.jpeg` names in each folder (`[]` for a missing one); folders in a bucket
+    are listed concurrently (one listing request each, thousands of videos)."""
+
+    def names(folder: str) -> list[str]:
+        try:
+            return [n for n in storage.listdir(folder) if n.lower().endswith((".jpg", ".jpeg"))]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    if not any(storage.is_url(f) for f in folders):
+        return [names(f) for f in folders]
+    with concurrent.futures.ThreadPoolExecutor(_LISTING_THREADS) as pool:
+        return list(pool.map(names, folders))
 
 
 def read_charades_ego(list_path: str | os.PathLike, *, path_prefix: str = "", fps: float = 24.0) -> list[CharadesVideo]:
     """Reads a frame list, or an official csv (recognised by its header), into videos."""
-    with open(list_path, encoding="utf-8") as f:
+    with storage.open_text(os.fspath(list_path), encoding="utf-8") as f:
         first = f.readline()
     if first.split() and first.split()[0] == FRAME_LIST_HEADER[0]:
         return read_frame_list(list_path, path_prefix=path_prefix)

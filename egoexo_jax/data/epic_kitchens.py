@@ -23,8 +23,9 @@ import csv
 import dataclasses
 import os
 
+from egoexo_jax import storage
 from egoexo_jax.data.errors import AnnotationError
-from egoexo_jax.data.video import FrameSequence, epic_frame_sequence
+from egoexo_jax.data.frames import FrameSequence, epic_frame_sequence
 
 NUM_VERBS = 97
 NUM_NOUNS = 300
@@ -63,7 +64,7 @@ class EpicSegment:
         """The segment's frame paths; position 0 is `start_frame`. `flat`: the EPIC-55 layout
         `{path_prefix}/{video_id}/frame_*.jpg`, else EPIC-100's `{P}/rgb_frames/{video_id}/...`."""
         if flat:
-            template = os.path.join(path_prefix, self.video_id).replace("%", "%%")
+            template = storage.join(path_prefix, self.video_id).replace("%", "%%")
             return FrameSequence(template=template + "/frame_%010d.jpg", first=self.start_frame, count=self.num_frames)
         return epic_frame_sequence(path_prefix, self.participant_id, self.video_id, self.start_frame, self.stop_frame)
 
@@ -119,7 +120,7 @@ def read_epic_csv(
       AnnotationError: missing columns, a row with the wrong number of fields, a bad number.
     """
     segments = []
-    with open(csv_path, encoding="utf-8", newline="") as f:
+    with storage.open_text(os.fspath(csv_path), encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
@@ -141,14 +142,16 @@ def read_epic_pickle(
     try:
         import pandas as pd  # pylint: disable=g-import-not-at-top
     except ImportError:
-        csv_name = os.path.splitext(os.fspath(pkl_path))[0] + ".csv"
+        stem = os.fspath(pkl_path)
+        csv_name = (stem[: -len(".pkl")] if stem.endswith(".pkl") else stem) + ".csv"
         raise ImportError(
             f"{pkl_path} is a pandas pickle and pandas is not installed: pip install pandas, or use a "
             f"csv of the same table ({csv_name}: EPIC-100 ships one in epic-kitchens-100-annotations; "
             f"for the EPIC-55 split pickles write it once where pandas is installed with "
             f"pandas.read_pickle(pkl).to_csv(csv)) and name it in the data config"
         ) from None
-    frame = pd.read_pickle(pkl_path)
+    with storage.open_read(os.fspath(pkl_path)) as f:
+        frame = pd.read_pickle(f)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise AnnotationError(pkl_path, 0, f"missing columns {missing}")

@@ -1,10 +1,17 @@
-"""Errors raised by the data pipeline (user errors: see `egoexo_jax.cli`)."""
+"""Errors raised by the data pipeline (user errors: see `egoexo_jax.cli`; a `DecodeError` spoils one
+sample, which the pipelines count and list)."""
 
 from __future__ import annotations
 
+import io
 import os
 
+from egoexo_jax import storage
 from egoexo_jax.cli import UserError
+
+
+class DecodeError(RuntimeError):
+    """A video or frame could not be read (missing, empty, corrupt)."""
 
 
 class AnnotationError(UserError, ValueError):
@@ -27,7 +34,7 @@ class TooManyBadInputsError(UserError, RuntimeError):
 
 def not_utf8(path: str | os.PathLike, error: UnicodeDecodeError) -> AnnotationError:
     """The :class:`AnnotationError` for a text file that is not UTF-8, naming the first bad line."""
-    with open(path, "rb") as f:
+    with io.BytesIO(storage.read_bytes(os.fspath(path))) as f:
         for number, raw in enumerate(f, 1):
             try:
                 raw.decode("utf-8")

@@ -33,6 +33,7 @@ file and the entry.
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import pickle
 import threading
@@ -40,7 +41,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
-from egoexo_jax.atomic_write import atomic_write
+from egoexo_jax import storage
 from egoexo_jax.data import restricted_pickle
 from egoexo_jax.data.errors import TeacherFileError
 
@@ -57,7 +58,7 @@ __all__ = [
 
 def kinetics_video_name(video_path: str) -> str:
     """Kinetics detection-file stem: basename of the video path without its extension."""
-    base = os.path.basename(video_path)
+    base = storage.basename(video_path)
     dot = base.rfind(".")
     return base[:dot] if dot >= 0 else base
 
@@ -196,28 +197,39 @@ class HandObjectDetections:
     """Per-video hand-object detection files in one folder, loaded lazily with an LRU cache.
 
     Args:
-      folder: the unzipped ``*_handobj_predicts`` folder holding ``{video}.npy`` files.
+      folder: the unzipped ``*_handobj_predicts`` folder holding ``{video}.npy`` files (a local
+        folder or a ``gs://`` prefix).
       cache_size: number of videos kept in memory (per process; the official loader keeps 64).
+
+    Whether a video has a file is asked of storage once per video and process (one request for an
+    object), then remembered: the teacher files do not change during a run.
     """
 
     def __init__(self, folder: str | os.PathLike, cache_size: int = 64):
         self.folder = os.fspath(folder)
         self.cache_size = int(cache_size)
         self._cache: "collections.OrderedDict[str, VideoDetections]" = collections.OrderedDict()
+        self._present: dict[str, bool] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self):
-        # Picklable for data-loader worker processes: the cache and the lock stay behind.
+        # Picklable for data-loader worker processes: the caches and the lock stay behind.
         return {"folder": self.folder, "cache_size": self.cache_size}
 
     def __setstate__(self, state):
         self.__init__(state["folder"], state["cache_size"])
 
     def path(self, video: str) -> str:
-        return os.path.join(self.folder, f"{video}.npy")
+        return storage.join(self.folder, f"{video}.npy")
 
     def has_video(self, video: str) -> bool:
-        return os.path.exists(self.path(video))
+        with self._lock:
+            known = self._present.get(video)
+        if known is None:
+            known = storage.exists(self.path(video))
+            with self._lock:
+                self._present[video] = known
+        return known
 
     def video(self, video: str) -> VideoDetections:
         """The (cached) detections of ``video``; ``FileNotFoundError`` naming the path if absent."""
@@ -227,10 +239,14 @@ class HandObjectDetections:
                 self._cache.move_to_end(video)
                 return hit
         path = self.path(video)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no hand-object detection file for video {video!r}: {path}")
-        dets = load_detection_file(path)
+        try:
+            dets = load_detection_file(path)
+        except FileNotFoundError:
+            with self._lock:
+                self._present[video] = False
+            raise FileNotFoundError(errno.ENOENT, f"no hand-object detection file for video {video!r}", path) from None
         with self._lock:
+            self._present[video] = True
             self._cache[video] = dets
             self._cache.move_to_end(video)
             while len(self._cache) > self.cache_size:
@@ -282,4 +298,4 @@ def write_detections(path: str | os.PathLike, per_frame: Sequence[Tuple[Any, Any
                 if value.shape[1] == 5:
                     value = np.concatenate([value, np.zeros((len(value), 1), value.dtype)], axis=1)
             frames[f, j] = value
-    atomic_write(path, lambda fp: np.save(fp, frames, allow_pickle=True))
+    storage.atomic_write(path, lambda fp: np.save(fp, frames, allow_pickle=True))

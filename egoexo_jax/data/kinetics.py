@@ -1,6 +1,7 @@
 """Kinetics split lists: one `relative/path label` line per video, no header.
 
-`{path_to_data_dir}/{train,val,test}.csv`; the full path of a video is `path_prefix/relative/path`;
+`{path_to_data_dir}/{train,val,test}.csv`; the full path of a video is `path_prefix/relative/path`
+(either may be a `gs://` URL);
 labels are integers 0..num_classes-1 (400 for Kinetics-400).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+from egoexo_jax import storage
 from egoexo_jax.data.errors import AnnotationError
 
 NUM_CLASSES = 400
@@ -31,7 +33,7 @@ class KineticsVideo:
     @property
     def video_id(self) -> str:
         """Basename without extension (names the hand-object detection file `{video_id}.npy`)."""
-        return os.path.splitext(os.path.basename(self.key))[0]
+        return os.path.splitext(storage.basename(self.key))[0]
 
 
 def read_kinetics_list(
@@ -47,7 +49,7 @@ def read_kinetics_list(
         [0, num_classes).
     """
     videos = []
-    with open(list_path, encoding="utf-8") as f:
+    with storage.open_text(os.fspath(list_path), encoding="utf-8") as f:
         for line_number, line in enumerate(f, start=1):
             line = line.strip()
             if not line:
@@ -62,5 +64,5 @@ def read_kinetics_list(
                 raise AnnotationError(list_path, line_number, f"label {label_text!r} is not an integer") from None
             if not 0 <= label < num_classes:
                 raise AnnotationError(list_path, line_number, f"label {label} outside [0, {num_classes})")
-            videos.append(KineticsVideo(key=key, path=os.path.join(path_prefix, key), label=label))
+            videos.append(KineticsVideo(key=key, path=storage.join(path_prefix, key), label=label))
     return videos

@@ -18,7 +18,7 @@ Public functions:
 * :func:`loads` / :func:`load` — restricted ``pickle.loads`` / ``pickle.load``.
 * :func:`load_npy` — ``numpy.load(path, allow_pickle=True)`` semantics (``.npy`` header, object
   arrays unpickled, and the raw-pickle fallback that ``numpy.load`` has) with the restricted
-  unpickler.
+  unpickler; ``path`` may be a ``gs://`` URL.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import pickle
 from typing import Any, BinaryIO, Dict, Tuple
 
 import numpy as np
+
+from egoexo_jax import storage
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _multiarray
@@ -107,7 +109,8 @@ def load_npy(path: str | os.PathLike) -> Any:
     teacher files and are rejected.
     """
     path = os.fspath(path)
-    with open(path, "rb") as fp:
+    # An object (a detection file: one per video, small) is fetched in one request.
+    with io.BytesIO(storage.read_bytes(path)) if storage.is_url(path) else storage.open_read(path) as fp:
         magic = fp.read(6)
         fp.seek(0)
         if magic == b"\x93NUMPY":

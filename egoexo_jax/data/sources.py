@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from egoexo_jax import storage
 from egoexo_jax.cli import InputError, MissingFileError
 from egoexo_jax.data import charades_ego, epic_kitchens, kinetics
 from egoexo_jax.data.errors import not_utf8
-from egoexo_jax.data.video import FrameSequence
+from egoexo_jax.data.frames import FrameSequence
 
 DATASETS = ("kinetics", "charades_ego", "epic100", "epic55")
 EPIC_DATASETS = ("epic100", "epic55")
@@ -64,17 +65,18 @@ class Item:
         if isinstance(self.media, (str, os.PathLike)):
             return os.fspath(self.media)
         if isinstance(self.media, FrameSequence) and len(self.media):
-            return os.path.dirname(self.media[0])
+            return storage.dirname(self.media[0])
         return f"{self.dataset}:{self.key}"
 
 
 def split_list(cfg, split: str) -> str:
     name = {"train": cfg.train_list, "val": cfg.val_list, "test": cfg.test_list}[split]
-    return os.path.join(cfg.path_to_data_dir, name)
+    return storage.join(cfg.path_to_data_dir, name)
 
 
 class FileSource:
-    """Items from the official split/annotation files; media are paths under `path_prefix`."""
+    """Items from the official split/annotation files; media are paths under `path_prefix` (lists and
+    media may be `gs://` URLs)."""
 
     def __init__(self, cfg, split: str):
         self.dataset = cfg.dataset
@@ -83,12 +85,14 @@ class FileSource:
         self._prefix = cfg.path_prefix
         if cfg.dataset not in DATASETS:
             raise InputError(f"unknown dataset, config.data.dataset={cfg.dataset!r}, expected one of {DATASETS}")
-        if not os.path.isdir(cfg.path_to_data_dir or "."):
+        storage.check(cfg.path_to_data_dir, "config.data.path_to_data_dir")
+        storage.check(cfg.path_prefix, "config.data.path_prefix")
+        if not storage.isdir(cfg.path_to_data_dir or "."):
             raise MissingFileError(
                 f"data folder not found, config.data.path_to_data_dir={cfg.path_to_data_dir!r}, "
-                f"expected the folder holding the {split} list {os.path.basename(self.list_path)}"
+                f"expected the folder holding the {split} list {storage.basename(self.list_path)}"
             )
-        if not os.path.isfile(self.list_path):
+        if not storage.isfile(self.list_path):
             raise MissingFileError(
                 f"{split} list not found, {self.list_path}, expected the file named by "
                 f"config.data.{split}_list inside config.data.path_to_data_dir"
@@ -144,7 +148,8 @@ def _text(value) -> str:
 
 
 class TfdsSource:
-    """Items read from a TFDS ArrayRecord build (see `tfds_builders.py`) through `tfds.data_source`."""
+    """Items read from a TFDS ArrayRecord build (see `tfds_builders.py`) through `tfds.data_source`
+    (`tfds_data_dir` may be a `gs://` URL: TFDS reaches it through etils.epath, ArrayRecord itself)."""
 
     def __init__(self, cfg, split: str):
         if cfg.dataset not in TFDS_NAMES:
@@ -155,7 +160,7 @@ class TfdsSource:
         self.dataset = cfg.dataset
         self.split = split
         self.name = cfg.tfds_name or TFDS_NAMES[cfg.dataset]
-        self.data_dir = cfg.tfds_data_dir or None
+        self.data_dir = storage.check(cfg.tfds_data_dir, "config.data.tfds_data_dir") if cfg.tfds_data_dir else None
         self.tfds_split = {"train": cfg.tfds_train_split, "val": cfg.tfds_val_split, "test": cfg.tfds_test_split}[split]
         self._source = None
         self._length = len(self._open())

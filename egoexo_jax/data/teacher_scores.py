@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from egoexo_jax.atomic_write import atomic_write
+from egoexo_jax import storage
 from egoexo_jax.data import restricted_pickle
 from egoexo_jax.data.errors import TeacherFileError
 
@@ -49,7 +49,8 @@ class TeacherScores:
     """Per-video teacher vectors (Ego-Score ``[2]`` or Object-Score ``[1000]``), read-only.
 
     Args:
-      source: path of an official score pickle, or an in-memory mapping ``key -> [C] array``.
+      source: path (or ``gs://`` URL) of an official score pickle, or an in-memory mapping
+        ``key -> [C] array``.
       num_classes: expected vector length (2 for the ego file, 1000 for the ImageNet one); if
         ``None`` every vector must have the length of the first one.
       name: label used in error messages (defaults to the path).
@@ -68,7 +69,8 @@ class TeacherScores:
         if isinstance(source, (str, os.PathLike)):
             self.name = name or os.fspath(source)
             try:
-                with open(source, "rb") as fp:
+                # Streamed: the Object-Score file is about 1 GB; an object is read in 32 MiB ranges.
+                with storage.open_read(os.fspath(source), block_size=32 * 2**20) as fp:
                     data = restricted_pickle.load(fp)
             except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
                 raise TeacherFileError(f"{self.name}: not a readable teacher score pickle ({err})") from err
@@ -158,4 +160,4 @@ def write_score_pickle(path: str | os.PathLike, scores: Mapping[str, Any]) -> No
         elif len(vector) != length:
             raise TeacherFileError(f"{path}: entry {key!r} has {len(vector)} values, expected {length}")
         out[key] = vector
-    atomic_write(path, lambda fp: pickle.dump(out, fp, protocol=4))
+    storage.atomic_write(path, lambda fp: pickle.dump(out, fp, protocol=4))

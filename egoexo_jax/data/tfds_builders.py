@@ -14,6 +14,13 @@ Build (once per dataset):
 
 or from python: `tfds_builders.build("kinetics", manual_dir=..., data_dir=...)`.
 
+Any of the three folders may be a `gs://` URL: lists and media are read through
+`egoexo_jax.storage` (a record's frames fetched concurrently). ArrayRecord's writer opens its shards
+as local files, so a `gs://` data_dir is built in a local temporary folder (`tmp_dir`; it needs room
+for the whole build) and then copied to the bucket with `storage.copy_tree`, `dataset_info.json`
+last: a reader never sees a build whose shards are still uploading. Readers need nothing of the
+sort: TFDS reaches `gs://` through etils.epath and ArrayRecord reads shards from Cloud Storage itself.
+
 Items whose media are missing or empty are left out of the build and reported (log and return
 value), never silently.
 """
@@ -22,13 +29,15 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Iterator
+import tempfile
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from egoexo_jax import storage
 from egoexo_jax.data import charades_ego, epic_kitchens, kinetics
 
 _STRING = np.object_
@@ -39,12 +48,17 @@ def _string():
 
 
 def _read_bytes(path: str) -> bytes | None:
+    """The file's bytes; None when it is missing, unreadable or empty."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = storage.read_bytes(path)
     except OSError:
         return None
     return data or None
+
+
+def _read_all(paths: Sequence[str]) -> list[bytes | None]:
+    """`_read_bytes` of every path; objects are fetched concurrently."""
+    return [None if isinstance(data, Exception) or not data else data for data in storage.read_many(paths)]
 
 
 class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -78,8 +92,8 @@ class _Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         manual_dir = os.fspath(dl_manager.manual_dir)
         splits = {}
         for split, name in self._split_lists.items():
-            path = os.path.join(manual_dir, name)
-            if os.path.exists(path):
+            path = storage.join(manual_dir, name)
+            if storage.exists(path):
                 splits[split] = self._generate_examples(path, self._prefix(manual_dir))
         if not splits:
             raise FileNotFoundError(f"none of {sorted(self._split_lists.values())} in {manual_dir}")
@@ -140,7 +154,7 @@ class EgoexoCharadesEgo(_Builder):
 
     def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
         for video in charades_ego.read_charades_ego(list_path, path_prefix=prefix):
-            frames = [_read_bytes(video.frames[i]) for i in range(len(video.frames))]
+            frames = _read_all([video.frames[i] for i in range(len(video.frames))])
             missing = [video.frames[i] for i, f in enumerate(frames) if f is None]
             if missing:
                 self._skip(video.key, f"{len(missing)} missing frames, first {missing[0]}")
@@ -190,7 +204,7 @@ class EgoexoEpic100(_Builder):
     def _generate_examples(self, list_path: str, prefix: str) -> Iterator:
         for segment in epic_kitchens.read_epic_annotations(list_path):
             paths = segment.frames(prefix)
-            frames = [_read_bytes(paths[i]) for i in range(len(paths))]
+            frames = _read_all([paths[i] for i in range(len(paths))])
             missing = [paths[i] for i, f in enumerate(frames) if f is None]
             if missing:
                 self._skip(segment.key, f"{len(missing)} missing frames, first {missing[0]}")
@@ -224,21 +238,48 @@ def build(
     data_dir: str,
     path_prefix: str | None = None,
     split_lists: dict[str, str] | None = None,
+    tmp_dir: str | None = None,
 ) -> list[tuple[str, str]]:
     """Builds the ArrayRecord version of `dataset` under `data_dir`.
 
     Args:
       dataset: 'kinetics' | 'charades_ego' | 'epic100'.
       manual_dir: folder with the split lists (and, by default, the media).
-      data_dir: TFDS data dir to write (`{data_dir}/egoexo_{dataset}/1.0.0/`).
+      data_dir: TFDS data dir to write (`{data_dir}/egoexo_{dataset}/1.0.0/`); a `gs://` URL is built
+        in a local temporary folder and copied there (module docstring).
       path_prefix: where the media paths of the lists start (default: manual_dir).
       split_lists: {tfds split: list file name} to override the defaults.
+      tmp_dir: local folder for that temporary build (default: the system's temporary folder).
 
     Returns:
       the (item, reason) pairs left out because their media were missing.
     """
-    builder = BUILDERS[dataset](
-        data_dir=data_dir, file_format="array_record", path_prefix=path_prefix, split_lists=split_lists
-    )
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    manual_dir = storage.check(manual_dir, "manual_dir")
+    data_dir = storage.check(data_dir, "data_dir")
+    if path_prefix is not None:
+        storage.check(path_prefix, "path_prefix")
+    builder_class = BUILDERS[dataset]
+
+    def prepare(root: str) -> _Builder:
+        builder = builder_class(
+            data_dir=root, file_format="array_record", path_prefix=path_prefix, split_lists=split_lists
+        )
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+        return builder
+
+    if not storage.is_url(data_dir):
+        return prepare(data_dir).skipped
+    target = storage.join(data_dir, builder_class.name, str(builder_class.VERSION))
+    if storage.exists(storage.join(target, "dataset_info.json")):
+        logging.info("tfds build of %s: %s already holds a build, kept", builder_class.name, target)
+        return []
+    with tempfile.TemporaryDirectory(prefix="egoexo-tfds-", dir=tmp_dir) as local:
+        builder = prepare(local)
+        # dataset_info.json marks a finished build for TFDS: it goes up after every shard.
+        info = storage.join(builder.data_dir, "dataset_info.json")
+        info_bytes = storage.read_bytes(info)
+        storage.remove(info)
+        storage.copy_tree(builder.data_dir, target)
+        storage.write_bytes(storage.join(target, "dataset_info.json"), info_bytes)
+        logging.info("tfds build of %s: built in %s, copied to %s", builder.name, local, target)
     return builder.skipped

@@ -1,4 +1,4 @@
-"""Reading clip frames: encoded videos through PyAV, JPEG frame folders through Pillow.
+"""Reading clip frames from encoded videos through PyAV (JPEG frame sequences: `frames.py`).
 
 Every reader returns `[T, H, W, 3] uint8` arrays for the requested frame indices, in the order asked
 (repeats allowed); indices outside the video's frame range are clamped to it.
@@ -16,34 +16,106 @@ count that overstates the stream by rounding) is filled with the last frame.
 Display rotation (the display matrix phones write): frames come back as a player shows them,
 rotated by the stored multiple of 90 degrees; any other angle is a `DecodeError`.
 
-JPEG frames: Charades-Ego (`VIDEOID/VIDEOID-000001.jpg`, listed in frame lists) and EPIC-Kitchens
-(`{P}/rgb_frames/{video}/frame_{n:010d}.jpg`, n = absolute 1-based frame number) layouts, or a list of
-encoded JPEG bytes (TFDS records). `bgr=True` returns the channels reversed, which is what OpenCV's
-`imdecode` gave the original Charades-Ego / EPIC code.
+`gs://` URLs (through `egoexo_jax.storage`): a video object of at most `WHOLE_OBJECT_LIMIT` bytes is
+fetched in one request and decoded from memory; a larger one is handed to PyAV as a seekable file
+(the bytes that request brought, then ranged reads with read-ahead). Local paths are opened by PyAV.
 """
 
 from __future__ import annotations
 
 import io
 import os
-from typing import Iterable, Sequence
+from typing import BinaryIO, Iterable, Sequence
 
 import av
 import numpy as np
-from PIL import Image
 
+from egoexo_jax import storage
+from egoexo_jax.data.errors import DecodeError
+from egoexo_jax.data.frames import (
+    FrameSequence,
+    channel_order,
+    decode_jpeg,
+    epic_frame_path,
+    epic_frame_sequence,
+    read_jpeg_frames,
+)
 
-class DecodeError(RuntimeError):
-    """A video or frame could not be read (missing, empty, corrupt)."""
+# The frame-sequence readers are imported from here too.
+__all__ = [
+    "DecodeError",
+    "FrameSequence",
+    "VideoReader",
+    "WHOLE_OBJECT_LIMIT",
+    "decode_jpeg",
+    "epic_frame_path",
+    "epic_frame_sequence",
+    "read_jpeg_frames",
+    "read_video_clip",
+]
 
-
-def _to_channel_order(frames: np.ndarray, bgr: bool) -> np.ndarray:
-    return np.ascontiguousarray(frames[..., ::-1]) if bgr else frames
+# A `gs://` video up to this size is fetched whole (one request) and decoded from memory; a larger
+# one is read in ranges as PyAV seeks (Kinetics clips are a few MB; long EPIC/Ego4D videos are not).
+WHOLE_OBJECT_LIMIT = 64 * 2**20
 
 
 def _unique_sorted(indices: np.ndarray, low: int, high: int) -> np.ndarray:
     """Clamps `indices` to [low, high] and returns the sorted distinct values."""
     return np.unique(np.clip(np.asarray(indices, dtype=np.int64), low, high))
+
+
+class _LargeObject(io.RawIOBase):
+    """A `gs://` object larger than `WHOLE_OBJECT_LIMIT` as a seekable binary file: the first bytes,
+    already fetched, from memory; the rest through `storage.open_read` (ranged reads with
+    read-ahead), opened when first needed (an mp4 keeps its index at the start or the end)."""
+
+    def __init__(self, path: str, head: bytes):
+        super().__init__()
+        self._path, self._head, self._pos = path, head, 0
+        self._ranged = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def _tail(self) -> BinaryIO:
+        if self._ranged is None:
+            self._ranged = storage.open_read(self._path)
+        return self._ranged
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_END:
+            base = self._tail().seek(0, io.SEEK_END)
+        else:
+            base = self._pos if whence == io.SEEK_CUR else 0
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset} in {self._path}")
+        self._pos = base + offset
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._pos < len(self._head):
+            chunk = self._head[self._pos : self._pos + len(view)]
+        else:
+            tail = self._tail()
+            tail.seek(self._pos)
+            chunk = tail.read(len(view))
+        view[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+    def close(self) -> None:
+        if self._ranged is not None:
+            self._ranged.close()
+            self._ranged = None
+        self._head = b""
+        super().close()
 
 
 class VideoReader:
@@ -62,7 +134,7 @@ class VideoReader:
         """Opens `source`.
 
         Args:
-          source: a file path, or the encoded file's bytes.
+          source: a file path or `gs://` URL, or the encoded file's bytes.
           threads: PyAV codec `thread_type` ("AUTO", "FRAME", "SLICE", or "NONE" for one thread).
           seek_gap: when the next wanted frame lies more than this many frames after the current decode
             position, seek instead of decoding through the gap.
@@ -70,31 +142,36 @@ class VideoReader:
         Raises:
           DecodeError: missing, empty, or unreadable file, or no video stream.
         """
+        self._file = None  # the ranged-read file object of a large `gs://` video
         if isinstance(source, (bytes, bytearray, memoryview)):
             if len(source) == 0:
                 raise DecodeError("empty video bytes")
             self._name = "<bytes>"
             handle = io.BytesIO(source)
+        elif storage.is_url(source):
+            self._name = os.fspath(source)
+            handle = self._open_object()
         else:
             self._name = os.fspath(source)
-            if not os.path.exists(self._name):
+            if not storage.exists(self._name):
                 raise DecodeError(f"missing file {self._name}")
-            if os.path.getsize(self._name) == 0:
+            if storage.size(self._name) == 0:
                 raise DecodeError(f"zero-length file {self._name}")
             handle = self._name
         try:
             self._container = av.open(handle)
         except (av.error.FFmpegError, OSError, ValueError) as e:
+            self._close_file()
             raise DecodeError(f"cannot open {self._name}: {e}") from e
         if not self._container.streams.video:
-            self._container.close()
+            self.close()
             raise DecodeError(f"no video stream in {self._name}")
         self._stream = self._container.streams.video[0]
         if threads != "NONE":
             self._stream.thread_type = threads
         rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
         if not rate:
-            self._container.close()
+            self.close()
             raise DecodeError(f"no frame rate in {self._name}")
         self.fps = float(rate)
         self._time_base = self._stream.time_base
@@ -104,7 +181,7 @@ class VideoReader:
         self.width = self._stream.codec_context.width
         self.num_frames = self._count_frames()
         if self.num_frames <= 0:
-            self._container.close()
+            self.close()
             raise DecodeError(f"no frames in {self._name}")
         # Index of the last frame the container's duration promises (frame count when unknown), and
         # how far the stream may fall short of it before a read counts as truncated.
@@ -113,6 +190,29 @@ class VideoReader:
         self._seek_gap = seek_gap
         self._frames = None  # live decode generator
         self._position = None  # index of the last frame pulled from the generator
+
+    def _open_object(self) -> BinaryIO:
+        """The `gs://` object as a file PyAV reads: its bytes in memory when it is at most
+        `WHOLE_OBJECT_LIMIT` (one request: asking for one byte more tells whether that was all),
+        else `_LargeObject` (those bytes, then ranged reads)."""
+        limit = WHOLE_OBJECT_LIMIT
+        try:
+            head = storage.read_bytes(self._name, start=0, end=limit + 1)
+            if len(head) == 0:
+                raise DecodeError(f"zero-length file {self._name}")
+            if len(head) <= limit:
+                return io.BytesIO(head)
+            self._file = _LargeObject(self._name, head)
+            return self._file
+        except FileNotFoundError:
+            raise DecodeError(f"missing file {self._name}") from None
+        except OSError as e:
+            raise DecodeError(f"cannot read {self._name}: {e}") from e
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def _count_frames(self) -> int:
         if self._stream.frames:
@@ -150,6 +250,7 @@ class VideoReader:
     def close(self) -> None:
         self._frames = None
         self._container.close()
+        self._close_file()
 
     def _index_of(self, frame: av.VideoFrame) -> int:
         if frame.pts is None:
@@ -237,7 +338,7 @@ class VideoReader:
                         for index in pending[k:]:
                             out[index] = array
                     break
-        except (av.error.FFmpegError, ValueError) as e:
+        except (av.error.FFmpegError, OSError, ValueError) as e:  # OSError: a failed ranged read of an object
             raise DecodeError(f"decode failed in {self._name}: {e}") from e
         return out
 
@@ -285,150 +386,4 @@ def read_video_clip(
 ) -> np.ndarray:
     """Opens `source`, reads frames `indices` and closes it. Returns `[T, H, W, 3] uint8`."""
     with VideoReader(source, threads=threads) as reader:
-        return _to_channel_order(reader.read(indices), bgr)
-
-
-def decode_jpeg(data_or_path: str | os.PathLike | bytes) -> np.ndarray:
-    """Decodes one JPEG (path or bytes) into `[H, W, 3] uint8` RGB.
-
-    Raises:
-      DecodeError: missing, empty or unreadable image.
-    """
-    try:
-        if isinstance(data_or_path, (bytes, bytearray, memoryview)):
-            if len(data_or_path) == 0:
-                raise DecodeError("empty JPEG bytes")
-            image = Image.open(io.BytesIO(data_or_path))
-        else:
-            path = os.fspath(data_or_path)
-            if not os.path.exists(path):
-                raise DecodeError(f"missing frame {path}")
-            image = Image.open(path)
-        with image:
-            return np.asarray(image.convert("RGB"))
-    except DecodeError:
-        raise
-    except (OSError, ValueError, SyntaxError) as e:
-        shown = data_or_path if not isinstance(data_or_path, bytes) else "<bytes>"
-        raise DecodeError(f"cannot decode frame {shown}: {e}") from e
-
-
-def read_jpeg_frames(
-    items: Sequence[str | bytes], positions: Sequence[int] | np.ndarray, *, bgr: bool = False
-) -> np.ndarray:
-    """Reads the frames at `positions` of an ordered frame sequence.
-
-    Args:
-      items: the sequence's frames, as file paths or encoded JPEG bytes (anything indexable).
-      positions: `[T]` 0-based positions into `items`; clamped to [0, len(items) - 1]; each distinct
-        frame is decoded once.
-      bgr: reverse the channels (OpenCV order).
-
-    Returns:
-      `[T, H, W, 3] uint8`.
-    """
-    n = len(items)
-    if n == 0:
-        raise DecodeError("empty frame sequence")
-    positions = np.clip(np.asarray(positions, dtype=np.int64), 0, n - 1)
-    cache: dict[int, np.ndarray] = {}
-    frames = []
-    for p in positions:
-        p = int(p)
-        if p not in cache:
-            cache[p] = decode_jpeg(items[p])
-        frames.append(cache[p])
-    shapes = {f.shape for f in cache.values()}
-    if len(shapes) != 1:
-        raise DecodeError(f"frames of different sizes {sorted(shapes)}")
-    return _to_channel_order(np.stack(frames), bgr)
-
-
-class FrameSequence:
-    """Ordered list of frame file paths, stored compactly.
-
-    Either a printf-style template with a first number (`template % (first + i)` is frame i), which is
-    what the Charades-Ego and EPIC layouts reduce to, or an explicit array of paths.
-    """
-
-    def __init__(
-        self,
-        *,
-        template: str | None = None,
-        first: int = 0,
-        count: int = 0,
-        paths: np.ndarray | Sequence[str] | None = None,
-    ):
-        if (template is None) == (paths is None):
-            raise ValueError("give either template or paths")
-        self.template = template
-        self.first = int(first)
-        if paths is not None:
-            self._paths = np.asarray(paths, dtype=np.str_)
-            self.count = len(self._paths)
-        else:
-            self._paths = None
-            self.count = int(count)
-
-    @classmethod
-    def from_paths(cls, paths: Sequence[str]) -> "FrameSequence":
-        """Compresses `paths` into a template when they are consecutively numbered, else keeps them."""
-        paths = list(paths)
-        if paths:
-            template, first = _template_of(paths[0])
-            if template is not None and all(template % (first + i) == p for i, p in enumerate(paths)):
-                return cls(template=template, first=first, count=len(paths))
-        return cls(paths=paths)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int) -> str:
-        if not 0 <= i < self.count:
-            raise IndexError(i)
-        if self._paths is not None:
-            return str(self._paths[i])
-        return self.template % (self.first + i)
-
-    def __eq__(self, other) -> bool:
-        return (
-            isinstance(other, FrameSequence)
-            and len(self) == len(other)
-            and all(self[i] == other[i] for i in range(len(self)))
-        )
-
-    def __repr__(self) -> str:
-        head = self[0] if self.count else ""
-        return f"FrameSequence({self.count} frames, first={head!r})"
-
-
-def _template_of(path: str) -> tuple[str | None, int]:
-    """Finds the last run of digits in the file name: 'a/V-000012.jpg' -> ('a/V-%06d.jpg', 12)."""
-    base_start = path.rfind("/") + 1
-    end = len(path)
-    i = end - 1
-    while i >= base_start and not path[i].isdigit():
-        i -= 1
-    if i < base_start:
-        return None, 0
-    j = i
-    while j >= base_start and path[j].isdigit():
-        j -= 1
-    digits = path[j + 1 : i + 1]
-    escaped_head = path[: j + 1].replace("%", "%%")
-    escaped_tail = path[i + 1 :].replace("%", "%%")
-    return f"{escaped_head}%0{len(digits)}d{escaped_tail}", int(digits)
-
-
-def epic_frame_path(prefix: str, participant_id: str, video_id: str, frame_number: int) -> str:
-    """Path of EPIC frame `frame_number` (absolute, 1-based)."""
-    return os.path.join(prefix, participant_id, "rgb_frames", video_id, f"frame_{int(frame_number):010d}.jpg")
-
-
-def epic_frame_sequence(
-    prefix: str, participant_id: str, video_id: str, start_frame: int, stop_frame: int
-) -> FrameSequence:
-    """Frames start_frame..stop_frame (inclusive, absolute 1-based) of an EPIC video; position 0 is
-    `start_frame`."""
-    template = os.path.join(prefix, participant_id, "rgb_frames", video_id).replace("%", "%%")
-    return FrameSequence(template=template + "/frame_%010d.jpg", first=start_frame, count=stop_frame - start_frame + 1)
+        return channel_order(reader.read(indices), bgr)
