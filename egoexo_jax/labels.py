@@ -3,7 +3,8 @@
 ``load_class_names("kinetics400")`` (400), ``"charades_ego"`` (157), ``"epic100_verb"`` (97) and
 ``"epic100_noun"`` (300) read the files bundled with the package in ``egoexo_jax/class_names/``
 (their sources are in ``egoexo_jax/class_names/SOURCES.md``); any other argument is taken as the
-path of a text file with one class name per line. Index ``i`` of the returned list is the name of label ``i``.
+path (or ``gs://`` URL) of a text file with one class name per line. Index ``i`` of the returned list is the
+name of label ``i``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from egoexo_jax import storage
 from egoexo_jax.cli import InputError, MissingFileError
 
 DATA_DIR = Path(__file__).resolve().parent / "class_names"  # package data: installed with the code
@@ -27,10 +29,10 @@ BUILTIN = {
 _CHARADES_LINE = re.compile(r"c(\d{3}) (\S.*)")
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: str) -> list[str]:
     """Non-blank lines of ``path`` (surrounding whitespace removed); blank lines and duplicates are errors."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = storage.read_text(path)
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err})") from None
     lines = text.splitlines()
@@ -49,7 +51,7 @@ def _read_lines(path: Path) -> list[str]:
     return names
 
 
-def _strip_charades_ids(path: Path, lines: list[str]) -> list[str]:
+def _strip_charades_ids(path: str, lines: list[str]) -> list[str]:
     descriptions = []
     for index, line in enumerate(lines):
         match = _CHARADES_LINE.fullmatch(line)
@@ -63,8 +65,8 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
     """Class names in label order, for a bundled dataset name or a one-name-per-line text file.
 
     Args:
-      name_or_path: ``kinetics400``, ``charades_ego``, ``epic100_verb``, ``epic100_noun``, or the path of
-        a UTF-8 text file with one class name per line (no blank lines, no duplicates).
+      name_or_path: ``kinetics400``, ``charades_ego``, ``epic100_verb``, ``epic100_noun``, or the path
+        (or ``gs://`` URL) of a UTF-8 text file with one class name per line (no blank lines, no duplicates).
       with_ids: Charades-Ego only: keep the ``cNNN `` class id in front of each description
         (``"c000 Holding some clothes"``); by default only the description is returned.
     """
@@ -73,8 +75,8 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
         raise ValueError(f"with_ids=True applies only to 'charades_ego', not {key!r}")
     if key in BUILTIN:
         filename, expected = BUILTIN[key]
-        path = DATA_DIR / filename
-        if not path.is_file():
+        path = os.fspath(DATA_DIR / filename)
+        if not storage.isfile(path):
             raise MissingFileError(
                 f"class-name file for {key!r} not found: {path} (it ships with the package, in "
                 f"egoexo_jax/class_names/; expected an installation that includes it)"
@@ -86,10 +88,10 @@ def load_class_names(name_or_path: str | os.PathLike, *, with_ids: bool = False)
             descriptions = _strip_charades_ids(path, names)
             return names if with_ids else descriptions
         return names
-    path = Path(key)
-    if not path.is_file():
+    path = storage.check(key)
+    if not storage.isfile(path):
         raise MissingFileError(
             f"{key!r} is neither a known dataset ({', '.join(BUILTIN)}) nor an existing file "
-            f"({path.resolve()} not found)"
+            f"({storage.absolute(path)} not found)"
         )
     return _read_lines(path)

@@ -2,7 +2,8 @@
 of the settings they were made with, and the merge of the parts into the official pickles.
 
 ``OUTPUT/parts/part-NNNNNN.npz`` holds chunk ``N``'s keys, scores per online signal and unreadable
-videos, written atomically (a temporary file, then a rename), so a part that exists is complete.
+videos, written atomically (a temporary file, then a rename; on ``gs://`` one object upload), so a
+part that exists is complete. ``OUTPUT`` may be a local folder or a ``gs://`` prefix.
 ``OUTPUT/parts/manifest.json`` records the run's settings; parts made with other settings are
 refused, never mixed. :func:`merge` joins the parts in list order, so a resumed run writes the
 same bytes as an uninterrupted one.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-from typing import Dict, Sequence, Tuple
+import re
+from typing import Dict, Sequence, Set, Tuple
 
 import numpy as np
 
-from egoexo_jax.atomic_write import atomic_write
+from egoexo_jax import storage
 from egoexo_jax.cli import UserError
 from egoexo_jax.data import teacher_scores
 
@@ -30,6 +32,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 SIGNALS = ("ego", "object")
 OUTPUT_FILES = {"ego": EGO_FILE, "object": OBJECT_FILE}
+_PART_NAME = re.compile(r"part-(\d{6})\.npz")
 
 
 class PrecomputeError(UserError, ValueError):
@@ -38,7 +41,15 @@ class PrecomputeError(UserError, ValueError):
 
 def part_path(output: str, chunk: int) -> str:
     """``OUTPUT/parts/part-NNNNNN.npz`` of ``chunk``."""
-    return os.path.join(output, PARTS, f"part-{chunk:06d}.npz")
+    return storage.join(output, PARTS, f"part-{chunk:06d}.npz")
+
+
+def finished_chunks(output: str) -> Set[int]:
+    """Chunks whose part file exists in ``OUTPUT/parts`` (one listing, not one request per chunk)."""
+    folder = storage.join(output, PARTS)
+    if not storage.isdir(folder):
+        return set()
+    return {int(m.group(1)) for m in map(_PART_NAME.fullmatch, storage.listdir(folder)) if m}
 
 
 def write_part(
@@ -52,7 +63,8 @@ def write_part(
     bad: Sequence[Tuple[str, str]],
 ) -> None:
     """One chunk's results, atomically: ``keys [k] str``, ``{signal} [k, C] float32`` per online
-    signal, ``bad_paths`` / ``bad_reasons [m] str`` and the chunk's ``[chunk, start, stop]``."""
+    signal, ``bad_paths`` / ``bad_reasons [m] str`` and the chunk's ``[chunk, start, stop]``.
+    The archive is built in memory and written in one step (``np.savez`` cannot stream to an object)."""
     arrays = {
         "chunk": np.asarray([chunk, start, stop], np.int64),
         "keys": np.asarray(list(keys), dtype=str),
@@ -61,13 +73,15 @@ def write_part(
     }
     for signal, values in scores.items():
         arrays[signal] = np.asarray(values, np.float32)
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    storage.write_bytes(path, buffer.getvalue())
 
 
 def read_part(path: str, chunk: int, signals: Sequence[str]) -> Dict[str, np.ndarray]:
     """The arrays of ``write_part``; ``PrecomputeError`` naming the file when it is not one."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as e:
         raise PrecomputeError(f"{path}: unreadable part file ({e}); delete it and run again") from None
@@ -90,12 +104,12 @@ def manifest(config, split: str, source, online: Sequence[str], chunk_size: int,
     teachers = {}
     if "ego" in online:
         teachers["ego"] = {
-            "checkpoint": os.path.abspath(tcfg.ego.checkpoint),
+            "checkpoint": storage.absolute(tcfg.ego.checkpoint),
             **{k: tcfg.ego.get(k) for k in ("input_mean", "input_std", "input_bgr")},
         }
     if "object" in online:
         teachers["object"] = {
-            "weights": os.path.abspath(tcfg.object.weights) if tcfg.object.weights else "",
+            "weights": storage.absolute(tcfg.object.weights) if tcfg.object.weights else "",
             "depth": int(tcfg.object.depth),
             "width": int(tcfg.object.width),
             "num_frames": int(tcfg.object.num_frames),
@@ -125,13 +139,12 @@ def manifest(config, split: str, source, online: Sequence[str], chunk_size: int,
 def check_or_write_manifest(output: str, settings: dict) -> None:
     """Writes ``settings`` into a new parts folder; raises :class:`PrecomputeError` naming the
     differing settings when the folder was started with others."""
-    path = os.path.join(output, PARTS, MANIFEST)
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            try:
-                old = json.load(f)
-            except ValueError:
-                old = None
+    path = storage.join(output, PARTS, MANIFEST)
+    if storage.exists(path):
+        try:
+            old = json.loads(storage.read_text(path))
+        except ValueError:
+            old = None
         if old != settings:
             diff = (
                 [k for k in sorted(set(settings) | set(old)) if old.get(k) != settings.get(k)]
@@ -139,11 +152,11 @@ def check_or_write_manifest(output: str, settings: dict) -> None:
                 else ["(unreadable)"]
             )
             raise PrecomputeError(
-                f"{path}: the parts in {os.path.dirname(path)} were made with other settings "
+                f"{path}: the parts in {storage.dirname(path)} were made with other settings "
                 f"(differing: {', '.join(diff)}); use another --output or delete that folder"
             )
         return
-    atomic_write(path, lambda f: f.write(json.dumps(settings, indent=2, sort_keys=True).encode("utf-8")))
+    storage.write_text(path, json.dumps(settings, indent=2, sort_keys=True))
 
 
 def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, str]:
@@ -151,11 +164,12 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
 
     Returns ``{signal: pickle path}``. Raises ``PrecomputeError`` naming missing chunks.
     """
-    missing = [c for c in range(num_chunks) if not os.path.exists(part_path(output, c))]
+    finished = finished_chunks(output)
+    missing = [c for c in range(num_chunks) if c not in finished]
     if missing:
         shown = ", ".join(str(c) for c in missing[:10]) + (" ..." if len(missing) > 10 else "")
         raise PrecomputeError(
-            f"{os.path.join(output, PARTS)}: {len(missing)} of {num_chunks} chunks missing "
+            f"{storage.join(output, PARTS)}: {len(missing)} of {num_chunks} chunks missing "
             f"({shown}); run the remaining hosts (or copy their parts/ here) first"
         )
     scores: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in signals}
@@ -168,7 +182,7 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
         bad_lines += [f"{p}\t{r}\n" for p, r in zip(data["bad_paths"].tolist(), data["bad_reasons"].tolist())]
     written = {}
     for s in signals:
-        written[s] = os.path.join(output, OUTPUT_FILES[s])
+        written[s] = storage.join(output, OUTPUT_FILES[s])
         teacher_scores.write_score_pickle(written[s], scores[s])
-    atomic_write(os.path.join(output, BAD_INPUTS), lambda f: f.write("".join(bad_lines).encode("utf-8")))
+    storage.write_text(storage.join(output, BAD_INPUTS), "".join(bad_lines))
     return written

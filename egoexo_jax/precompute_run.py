@@ -10,7 +10,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
-import os
 import sys
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -18,11 +17,19 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from egoexo_jax import teacher_loading
+from egoexo_jax import storage, teacher_loading
 from egoexo_jax.data import samples, sources, transforms
 from egoexo_jax.data.video import DecodeError
 from egoexo_jax.models import teachers
-from egoexo_jax.precompute_parts import PrecomputeError, check_or_write_manifest, manifest, merge, part_path, write_part
+from egoexo_jax.precompute_parts import (
+    PrecomputeError,
+    check_or_write_manifest,
+    finished_chunks,
+    manifest,
+    merge,
+    part_path,
+    write_part,
+)
 
 SIGNALS = ("ego", "object")
 
@@ -99,7 +106,8 @@ def check_config(config, where: str = "config", check_files: bool = True) -> Lis
                 f"{where}: config.teachers.ego.checkpoint is empty; expected a 2-way "
                 "ego/exo classifier (training workdir, converted directory or .pyth)"
             )
-        if not os.path.exists(path):
+        storage.check(path, "config.teachers.ego.checkpoint")
+        if not storage.exists(path):
             raise PrecomputeError(
                 f"{where}: config.teachers.ego.checkpoint={path}: no such file or "
                 "directory (expected a training workdir, converted directory or .pyth)"
@@ -109,7 +117,7 @@ def check_config(config, where: str = "config", check_files: bool = True) -> Lis
 
 def _check_object_weights(config, where: str, allow_random: bool) -> None:
     weights = config.teachers.object.weights
-    if weights and not os.path.isfile(weights):
+    if weights and not storage.isfile(storage.check(weights, "config.teachers.object.weights")):
         raise PrecomputeError(
             f"{where}: config.teachers.object.weights={weights}: no such file "
             "(expected torchvision's ImageNet ResNet .pth, e.g. resnet50-0676ba61.pth)"
@@ -299,7 +307,7 @@ def precompute(
 
     Args:
       config: an experiment config (``configs/pretrain.py:online``-style: see ``REQUIRED_KEYS``).
-      output: output folder (created).
+      output: output folder (created), local or ``gs://``.
       split: 'train' | 'val' | 'test' (which list of ``config.data``).
       chunk_size: list entries per part file; batch_size: clips per teacher call.
       merge_only: only merge existing parts (the ``--merge`` step).
@@ -319,7 +327,7 @@ def precompute(
         _check_object_weights(config, where, allow_random_object_teacher)
     if process_index is None or process_count is None:
         process_index, process_count = jax.process_index(), jax.process_count()
-    output = os.path.abspath(output)
+    output = storage.absolute(storage.check(output, "--output"))
     try:
         source = sources.build_source(config.data, split)
     except (OSError, ValueError) as e:
@@ -332,7 +340,8 @@ def precompute(
         return Result(merge(output, num_chunks=num_chunks, signals=online), 0, num_chunks, True)
 
     mine = chunks_of_process(num_chunks, process_index, process_count)
-    todo = [c for c in mine if not os.path.exists(part_path(output, c))]
+    finished = finished_chunks(output)
+    todo = [c for c in mine if c not in finished]
     sizes = {c: _chunk_range(c, chunk_size, num_items)[1] - _chunk_range(c, chunk_size, num_items)[0] for c in mine}
     done_items = sum(sizes[c] for c in mine if c not in todo)
     computed = 0

@@ -13,7 +13,7 @@ The teachers are the ones ``config.teachers.{ego,object}`` sets to ``source="onl
 ImageNet ResNet); the videos are those of the config's ``data.{train,val,test}_list`` (``--split``,
 default ``train``), read with the training data readers (``egoexo_jax.data.sources``).
 
-Output, in ``DIR``:
+Output, in ``DIR`` (a local folder or a ``gs://`` prefix):
 
 - ``k400_ego_predicts.pkl``: ``{csv relative path: [2] float32 logits}`` (index 1 = egocentric),
   when the ego teacher is online;
@@ -44,17 +44,19 @@ clip; the official files hold one vector per video, and the centre view is the d
 stand-in.
 
 **Resumable.** Chunk ``c`` holds list entries ``[c * chunk_size, (c + 1) * chunk_size)``. Each
-finished chunk is written atomically (temporary file + rename) to ``parts/part-c.npz``; a restart
-with the same settings skips the chunks already there (a manifest written with other settings is an
-error, not a silent mix). The pickles are merged from the parts in list order, so an interrupted and
-restarted run writes byte-identical files to an uninterrupted one.
+finished chunk is written atomically (temporary file + rename; on ``gs://`` one object upload) to
+``parts/part-c.npz``; a restart with the same settings skips the chunks already there (a manifest
+written with other settings is an error, not a silent mix). The pickles are merged from the parts
+in list order, so an interrupted and restarted run writes byte-identical files to an uninterrupted
+one.
 
 **Several hosts.** Process ``p`` of ``P`` (``jax.process_index()`` / ``jax.process_count()``,
 after ``jax.distributed`` is initialised from the environment as in ``egoexo_jax.main``) computes
 the chunks ``c`` with ``c % P == p`` on its first local device. Then all processes meet at a
-barrier and process 0 merges, which needs ``DIR`` on a shared file system; otherwise copy every
-host's ``parts/`` into one ``DIR`` and run the same command with ``--merge`` (merge only; it names
-the missing chunks if any). For several accelerators on one host, launch one process per device.
+barrier and process 0 merges, which needs ``DIR`` on a shared file system or a ``gs://`` bucket;
+otherwise copy every host's ``parts/`` into one ``DIR`` and run the same command with ``--merge``
+(merge only; it names the missing chunks if any). For several accelerators on one host, launch one
+process per device.
 
 Progress: a tqdm bar (videos) on stderr. Errors (a config key that is missing, teacher weights that
 do not exist, a manifest of another run) are one line on stderr, exit status 2 (``--debug`` adds
@@ -64,14 +66,13 @@ merge are :mod:`egoexo_jax.precompute_parts`.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import List, Optional, Sequence
 
 from absl import flags
 from ml_collections import config_flags
 
-from egoexo_jax import cli, hostenv, recipe
+from egoexo_jax import cli, hostenv, recipe, storage
 from egoexo_jax.precompute_parts import BAD_INPUTS
 
 PROG = "python -m egoexo_jax.precompute_teachers"
@@ -119,9 +120,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             where=recipe.config_spec(argv) or "--config",
         )
         if result.complete:
-            bad = os.path.join(os.path.abspath(fv.output), BAD_INPUTS)
-            with open(bad, encoding="utf-8") as f:
-                num_bad = sum(1 for line in f if line.strip())
+            bad = storage.join(storage.absolute(fv.output), BAD_INPUTS)
+            num_bad = sum(1 for line in storage.read_text(bad).splitlines() if line.strip())
             for signal, path in result.files.items():
                 print(f"{signal} teacher: {path}")
             print(f"{num_bad} unreadable videos listed in {bad}")

@@ -6,17 +6,18 @@
 (``egoexo-predict`` takes the same flags once the package is installed.)
 
 ``CKPT``: a training workdir (its newest checkpoint), a converted checkpoint directory or an
-official ``.pyth``. The video is scored with multi-view testing (``--temporal_views`` clips x
-``--spatial_crops`` crops, PySlowFast's Kinetics placement), views combined by the mean of the
-head's test-time scores (softmax) or their max (sigmoid heads). For Ego-Exo students
-``--save_maps`` writes a PNG: every frame of the middle view's clip (one column each, with its
-time in seconds) and, below it, the predicted hand (red) and object (blue) probabilities of the
-map time step that frame falls in. Errors are one line on stderr, exit status 2 (``--debug`` adds
-the traceback).
+official ``.pyth``. Every path (checkpoint, video, labels file, PNG) may be a ``gs://`` URL. The
+video is scored with multi-view testing (``--temporal_views`` clips x ``--spatial_crops`` crops,
+PySlowFast's Kinetics placement), views combined by the mean of the head's test-time scores
+(softmax) or their max (sigmoid heads). For Ego-Exo students ``--save_maps`` writes a PNG: every
+frame of the middle view's clip (one column each, with its time in seconds) and, below it, the
+predicted hand (red) and object (blue) probabilities of the map time step that frame falls in.
+Errors are one line on stderr, exit status 2 (``--debug`` adds the traceback).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from absl import flags
 
-from egoexo_jax import cli, hostenv
+from egoexo_jax import cli, hostenv, storage
 from egoexo_jax.cli import InputError, MissingFileError
 
 PROG = "python -m egoexo_jax.predict"
@@ -34,10 +35,9 @@ DEFAULT_SAMPLING = {"slowfast": 2, "slow": 8, "mvit": 4}
 
 
 def _sampling_rate(checkpoint: str, arch: str) -> int:
-    cfg_path = os.path.join(checkpoint, "config.json")
-    if os.path.isfile(cfg_path):
-        with open(cfg_path, encoding="utf-8") as f:
-            return int(json.load(f)["data"]["sampling_rate"])
+    cfg_path = storage.join(checkpoint, "config.json")  # a training workdir's experiment config
+    if storage.isfile(cfg_path):
+        return int(json.loads(storage.read_text(cfg_path))["data"]["sampling_rate"])
     return DEFAULT_SAMPLING.get(arch, 2)
 
 
@@ -48,29 +48,28 @@ def _num_frames(model_cfg) -> int:
 
 
 def load_views(video: str, data_cfg):
-    """All test views of one video as stacked pathway arrays, plus the middle view's frame times."""
+    """All test views of one video as stacked pathway arrays, plus the middle view's frame times.
+
+    A ``gs://`` video is read once into memory (one clip: small) and decoded from there."""
     import av  # pylint: disable=import-outside-toplevel
 
     from egoexo_jax.data import samples  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.sources import Item  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.video import DecodeError  # pylint: disable=import-outside-toplevel
 
-    if not os.path.isfile(video):
+    if not storage.isfile(video):
         raise MissingFileError(f"video not found, --video={video}, expected a video file")
+    media = storage.read_bytes(video) if storage.is_url(video) else video
     try:
-        with av.open(video) as container:
+        with av.open(io.BytesIO(media) if isinstance(media, bytes) else media) as container:
             fps = float(container.streams.video[0].average_rate or data_cfg.target_fps)
     except (av.error.FFmpegError, IndexError) as e:
         raise InputError(
             f"not a readable video ({e}), --video={video}, expected a video file PyAV can decode"
         ) from None
     opts = samples.SampleOptions.from_config(data_cfg)
-    item = Item(
-        dataset="kinetics",
-        key=os.path.basename(video),
-        video_id=os.path.splitext(os.path.basename(video))[0],
-        media=video,
-    )
+    name = storage.basename(video)
+    item = Item(dataset="kinetics", key=name, video_id=os.path.splitext(name)[0], media=media)
     num_views = opts.num_ensemble_views * opts.num_spatial_crops
     middle = (opts.num_ensemble_views // 2) * opts.num_spatial_crops + min(1, opts.num_spatial_crops - 1)
     metas: Dict[int, dict] = {}
@@ -189,6 +188,9 @@ def predict(
     from egoexo_jax.checkpoint import pretrained  # pylint: disable=import-outside-toplevel
     from egoexo_jax.data.config import default_data_config  # pylint: disable=import-outside-toplevel
 
+    storage.check(video, "--video")
+    if save_maps:
+        storage.check(save_maps, "--save_maps")
     model_cfg, variables, what = pretrained.load_pretrained(checkpoint, flag="--checkpoint")
     if save_maps and not model_cfg.interaction_head:  # before scoring any view
         raise InputError(
@@ -227,7 +229,9 @@ def predict(
         frames = views[f"pathway{len(views) - 1}"][middle] * data_cfg.std + data_cfg.mean
         indices = np.asarray(meta["frame_indices"])
         times = indices[np.floor(np.linspace(0, len(indices) - 1, frames.shape[0])).astype(int)] / fps
-        maps_picture(frames, np.asarray(maps), times).save(save_maps)
+        png = io.BytesIO()
+        maps_picture(frames, np.asarray(maps), times).save(png, format="PNG")
+        storage.write_bytes(save_maps, png.getvalue())
         result["maps_png"] = save_maps
     return result
 

@@ -16,7 +16,6 @@ and what was not is reported.
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ml_collections
@@ -24,6 +23,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from egoexo_jax import storage
 from egoexo_jax.checkpoint import converted
 from egoexo_jax.checkpoint.workdir import (
     CHECKPOINT_DIR,
@@ -43,7 +43,7 @@ def load_pretrained(
     """``(model_config, variables, description)`` from a converted dir, a training workdir or a ``.pyth``.
 
     Args:
-      path: the checkpoint.
+      path: the checkpoint, a local path or a ``gs://`` URL.
       flag: the option that named it, for error messages.
       check: ``check(model_config, path)`` raises when the architecture cannot serve the caller
         (e.g. an ego teacher that is not 2-way); for a ``.pyth`` it runs before the weights are
@@ -53,28 +53,30 @@ def load_pretrained(
       cli.InputError: ``path`` is none of the three kinds (the message lists the checkpoints a
         folder of them holds).
     """
-    if not os.path.exists(path):
+    path = storage.check(str(path), flag)
+    if not storage.exists(path):
         raise MissingFileError(
             f"checkpoint not found, {flag}={path}, expected a converted checkpoint "
             "directory, a training workdir or a .pyth file"
         )
-    if os.path.isdir(path) and converted.is_converted_dir(path):
+    is_dir = storage.isdir(path)
+    if is_dir and converted.is_converted_dir(path):
         _, variables, cfg = converted.load_converted(path)
         what = f"converted checkpoint {path}"
-    elif os.path.isdir(path) and is_training_workdir(path):
+    elif is_dir and is_training_workdir(path):
         cfg, variables, step = load_workdir_variables(path)
         what = f"training workdir {path} (step {step})"
-    elif os.path.isfile(path):
+    elif storage.isfile(path):
         conv = pyslowfast.convert_checkpoint(path, check=check)
         return conv.model_config, conv.variables, f"PySlowFast checkpoint {path} (epoch {conv.epoch})"
     else:
         inside = sorted(
             f"{name}/"
-            for name in os.listdir(path)
-            if is_training_workdir(os.path.join(path, name)) or converted.is_converted_dir(os.path.join(path, name))
+            for name in storage.listdir(path)
+            if is_training_workdir(storage.join(path, name)) or converted.is_converted_dir(storage.join(path, name))
         )
         hint = (
-            f"; it holds {', '.join(inside)}: pass one of them, e.g. {flag}={os.path.join(path, inside[0][:-1])}"
+            f"; it holds {', '.join(inside)}: pass one of them, e.g. {flag}={storage.join(path, inside[0][:-1])}"
             if inside
             else ""
         )

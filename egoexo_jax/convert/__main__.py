@@ -3,8 +3,8 @@ takes the same flags once the package is installed).
 
 Reads a PySlowFast / Ego-Exo checkpoint, rebuilds its architecture from the stored
 config, maps every weight and writes an orbax checkpoint directory that
-``--config.init_from=DIR`` accepts. Errors are one line on stderr, exit status 2 (``--debug`` adds
-the traceback).
+``--config.init_from=DIR`` accepts. Either path may be a ``gs://`` URL. Errors are one line on
+stderr, exit status 2 (``--debug`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import List, Optional, Sequence
 
 from absl import flags
 
-from egoexo_jax import cli, hostenv
+from egoexo_jax import cli, hostenv, storage
 
 PROG = "python -m egoexo_jax.convert"
 
@@ -25,7 +25,13 @@ def _define_flags(fv: flags.FlagValues, argv: List[str]) -> None:  # pylint: dis
 
 
 def _convert(fv: flags.FlagValues) -> int:
-    # Imported here: --help and flag errors answer without loading JAX and the models.
+    source = storage.check(fv.input, "--input")
+    storage.check(fv.output, "--output")
+    if storage.isdir(source):
+        raise cli.InputError(f"a folder, --input={source}, expected a PySlowFast .pyth checkpoint file")
+    if not storage.isfile(source):
+        raise cli.MissingFileError(f"no such file, --input={source}, expected a PySlowFast .pyth checkpoint file")
+    # Imported here: --help, flag errors and a missing input answer without loading JAX and the models.
     from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
     from egoexo_jax.checkpoint.converted import save_converted  # pylint: disable=import-outside-toplevel
@@ -34,9 +40,9 @@ def _convert(fv: flags.FlagValues) -> int:
     # disable=None: no bar when stderr is not a terminal (logs, pipes).
     steps = tqdm(total=2, desc="convert", unit="step", file=sys.stderr, leave=False, disable=None)
     try:
-        conversion = convert_checkpoint(fv.input)
+        conversion = convert_checkpoint(source)
         steps.update()
-        summary = save_converted(conversion, fv.output, fv.input)
+        summary = save_converted(conversion, fv.output, source)
         steps.update()
     except FileExistsError as e:  # an --output that holds a conversion already
         raise cli.InputError(str(e)) from None

@@ -224,7 +224,7 @@ class Conversion:
 
 
 def read_checkpoint(path: str) -> tuple[dict, dict, int | None]:
-    """(model_state, parsed cfg, epoch) of a PySlowFast checkpoint."""
+    """(model_state, parsed cfg, epoch) of a PySlowFast checkpoint (a local path or ``gs://`` URL)."""
     ckpt = load_torch_file(path)
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         raise CheckpointReadError(f"{path}: no 'model_state' entry; not a PySlowFast checkpoint")

@@ -13,6 +13,9 @@ rebuild, storage types, ``OrderedDict``) and refuses every other global, so a fi
 asks for, say, ``os.system`` fails before anything runs. Tensors come back as numpy
 arrays (contiguous copies with the checkpoint's shape and dtype), each built only after its
 offset, size and stride were checked against its storage (:func:`check_geometry`).
+
+The file may be a local path or a ``gs://`` URL: it is read through
+:func:`egoexo_jax.storage.open_read` (seekable, ranged reads), never loaded whole.
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ import collections
 import io
 import math
 import operator
-import os
 import pickle
 import struct
 import zipfile
-from typing import Any, Tuple
+from typing import Any, BinaryIO, Tuple
 
 import numpy as np
 
+from egoexo_jax import storage
 from egoexo_jax.cli import UserError
 
 __all__ = ["CheckpointReadError", "check_geometry", "load_torch_file"]
@@ -223,9 +226,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._storage_fn(key, storage_type.dtype)
 
 
-def _load_zip(path: str) -> Any:
-    file_bytes = os.path.getsize(path)
-    with zipfile.ZipFile(path) as zf:
+def _load_zip(f: BinaryIO, file_bytes: int) -> Any:
+    with zipfile.ZipFile(f) as zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
@@ -236,7 +238,7 @@ def _load_zip(path: str) -> Any:
             raise CheckpointReadError("big-endian checkpoints are not supported")
         cache: dict[str, _Storage] = {}
 
-        def storage(key, dtype):
+        def load_storage(key, dtype):
             if key not in cache:
                 member = f"{root}data/{key}"
                 if member not in names:
@@ -252,44 +254,41 @@ def _load_zip(path: str) -> Any:
                 cache[key] = _Storage(dtype, key, zf.read(member))
             return cache[key]
 
-        obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), storage).load()
+        obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), load_storage).load()
     return _materialise(obj, "", file_bytes)
 
 
-def _load_legacy(path: str) -> Any:
-    file_bytes = os.path.getsize(path)
-    with open(path, "rb") as f:
+def _load_legacy(f: BinaryIO, file_bytes: int) -> Any:
+    def plain():
+        return _RestrictedUnpickler(f, _no_storage).load()
 
-        def plain():
-            return _RestrictedUnpickler(f, _no_storage).load()
+    if plain() != _LEGACY_MAGIC:
+        raise CheckpointReadError("not a PyTorch checkpoint (bad magic number)")
+    plain()  # protocol version
+    plain()  # system info
+    storages: dict[str, _Storage] = {}
 
-        if plain() != _LEGACY_MAGIC:
-            raise CheckpointReadError("not a PyTorch checkpoint (bad magic number)")
-        plain()  # protocol version
-        plain()  # system info
-        storages: dict[str, _Storage] = {}
+    def load_storage(key, dtype):
+        return storages.setdefault(key, _Storage(dtype, key))
 
-        def storage(key, dtype):
-            return storages.setdefault(key, _Storage(dtype, key))
-
-        obj = _RestrictedUnpickler(f, storage).load()
-        keys = plain()
-        if not isinstance(keys, (list, tuple)):
-            raise CheckpointReadError(f"storage key list is a {type(keys).__name__}, not a list")
-        for key in keys:
-            (numel,) = struct.unpack("<q", f.read(8))
-            if str(key) not in storages:
-                raise CheckpointReadError(f"storage {key} is listed but no tensor uses it")
-            st = storages[str(key)]
-            nbytes = numel * _itemsize(st.dtype)
-            if numel < 0 or nbytes > file_bytes - f.tell():
-                raise CheckpointReadError(
-                    f"storage {key} claims {numel} elements ({nbytes} bytes) but the file has "
-                    f"{file_bytes - f.tell()} bytes left: truncated or corrupt"
-                )
-            st.data = f.read(nbytes)
-            if len(st.data) != nbytes:
-                raise CheckpointReadError(f"file ends inside storage {key}")
+    obj = _RestrictedUnpickler(f, load_storage).load()
+    keys = plain()
+    if not isinstance(keys, (list, tuple)):
+        raise CheckpointReadError(f"storage key list is a {type(keys).__name__}, not a list")
+    for key in keys:
+        (numel,) = struct.unpack("<q", f.read(8))
+        if str(key) not in storages:
+            raise CheckpointReadError(f"storage {key} is listed but no tensor uses it")
+        st = storages[str(key)]
+        nbytes = numel * _itemsize(st.dtype)
+        if numel < 0 or nbytes > file_bytes - f.tell():
+            raise CheckpointReadError(
+                f"storage {key} claims {numel} elements ({nbytes} bytes) but the file has "
+                f"{file_bytes - f.tell()} bytes left: truncated or corrupt"
+            )
+        st.data = f.read(nbytes)
+        if len(st.data) != nbytes:
+            raise CheckpointReadError(f"file ends inside storage {key}")
     return _materialise(obj, "", file_bytes)
 
 
@@ -305,18 +304,23 @@ def load_torch_file(path: str) -> Any:
     outside a storage nor allocate more than the file's size per tensor.
 
     Args:
-      path: a ``.pyth``/``.pth`` file (zip or legacy layout).
+      path: a ``.pyth``/``.pth`` file (zip or legacy layout), local or ``gs://``.
     Returns:
       The saved object; every tensor is a numpy array of its dtype (bfloat16 -> float32).
     Raises:
       CheckpointReadError: unreadable, truncated or unsafe file; the message names the file and,
         for a bad tensor, its key.
+      storage.PathError: ``path`` is a URL of another scheme.
     """
-    path = str(path)
+    path = storage.check(str(path))
     try:
-        if zipfile.is_zipfile(path):
-            return _load_zip(path)
-        return _load_legacy(path)
+        with storage.open_read(path) as f:
+            file_bytes = storage.size(path)
+            if zipfile.is_zipfile(f):
+                f.seek(0)
+                return _load_zip(f, file_bytes)
+            f.seek(0)
+            return _load_legacy(f, file_bytes)
     except CheckpointReadError as e:
         raise CheckpointReadError(f"{path}: {e}") from None
     except FileNotFoundError:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Sequence
 
-from egoexo_jax.atomic_write import atomic_write
+from egoexo_jax.storage import atomic_write
 
 __all__ = ["MARKER", "FORMAT_VERSION", "read_marker", "write_marker", "remove", "write_lines", "progress"]
 
