@@ -8,6 +8,9 @@
 # preempted, resumable), up to --max-restarts times; it resumes from the newest checkpoint.
 # The global batch is the recipe's clips per device times the chips of the slice unless --batch sets
 # it; the trainer scales the recipe's learning rates to it.
+# Storage: the TPU VM's service account needs read access to the data buckets and read/write access
+# to the workdir's bucket (docs/storage.md#clients); data lists, videos and teacher files may be
+# gs:// URLs too (config keys after --).
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -44,7 +47,9 @@ Steps (each printed as '+ command' before it runs):
   --tpu NAME            TPU VM / pod slice name
   --zone ZONE           e.g. us-central2-b
   --config CFG          recipe file relative to the repository root, optionally file.py:variant
-  --workdir gs://...    checkpoints, metrics and results, shared by all hosts (must start with gs://)
+  --workdir gs://...    checkpoints, metrics and results, shared by all hosts (must start with gs://;
+                        the TPU VM's service account needs read/write access to the bucket, e.g.
+                        roles/storage.objectAdmin; data paths after -- may be gs:// URLs too)
   --project P           GCP project (default: gcloud's configured project)
   --accelerator T       accelerator type for --create (default v4-32)
   --version V           TPU software version for --create (default tpu-ubuntu2204-base)

@@ -2,7 +2,6 @@
 one restored, a mismatching one is named, a full disk is one OSError naming the folder, and
 metrics.jsonl drops the lines a restart repeats."""
 
-import collections
 import errno
 import glob
 import json
@@ -113,8 +112,7 @@ def test_read_only_loaders_skip_a_damaged_newest_without_moving_it(workdir, caps
 def test_a_save_the_disk_cannot_hold_is_refused_with_the_folder(workdir, monkeypatch):
     cp = ckpt_lib.Checkpointer(str(workdir), keep=3, async_save=False)
     need = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(workdir / "checkpoints" / "2") for f in fs)
-    usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(ckpt_lib.shutil, "disk_usage", lambda path: usage(1 << 40, 0, need - 1))
+    monkeypatch.setattr(ckpt_lib.storage, "free_bytes", lambda path: need - 1)
     with pytest.raises(OSError) as e:
         cp.save(3, _state(3), _meta(3))
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(workdir / "checkpoints")

@@ -16,7 +16,17 @@ import numpy as np
 import optax
 import pytest
 
-from egoexo_jax import config_schema, optim, precise_bn, sharding, train, train_loop, train_loop_utils, train_setup
+from egoexo_jax import (
+    config_schema,
+    optim,
+    precise_bn,
+    sharding,
+    storage,
+    train,
+    train_loop,
+    train_loop_utils,
+    train_setup,
+)
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import train_pipeline
 from egoexo_jax.models import norm
@@ -379,23 +389,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_processes_equal_one_process(kin_root, tmp_path):
-    overrides = ("--config.total_steps=3", "--config.checkpoint.every_steps=0", "--config.model.dropout_rate=0.0")
-    one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    flags4 = "--xla_force_host_platform_device_count=4"
-    subprocess.run(
-        tiny_config.main_command(kin_root, one, *overrides),
-        env=tiny_config.main_env(XLA_FLAGS=flags4),
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-    )
+def _two_processes(data_root, workdir, overrides, cwd=REPO):
+    """The tiny config as two ``jax.distributed`` CPU processes of 2 devices each; their outputs."""
     port = _free_port()
     procs = [
         subprocess.Popen(
-            tiny_config.main_command(kin_root, two, *overrides),
-            cwd=REPO,
+            tiny_config.main_command(data_root, workdir, *overrides),
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=tiny_config.main_env(
@@ -411,12 +411,42 @@ def test_two_processes_equal_one_process(kin_root, tmp_path):
     outs = [p.communicate(timeout=600)[0].decode() for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
+    return outs
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_and_run_on_gcs(kin_root, tmp_path, gcs):
+    """Two processes give the one-process numbers (to float tolerance: another summation order),
+    and bit for bit the same with data and workdir on the Cloud Storage server as on local disk."""
+    overrides = ("--config.total_steps=3", "--config.checkpoint.every_steps=0", "--config.model.dropout_rate=0.0")
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    flags4 = "--xla_force_host_platform_device_count=4"
+    subprocess.run(
+        tiny_config.main_command(kin_root, one, *overrides),
+        env=tiny_config.main_env(XLA_FLAGS=flags4),
+        check=True,
+        cwd=REPO,
+        capture_output=True,
+    )
+    outs = _two_processes(kin_root, two, overrides)
     assert "4 devices" in outs[0]
     _, a, _ = ckpt_lib.load_workdir_variables(one)
     _, b, _ = ckpt_lib.load_workdir_variables(two)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_allclose(x, y, atol=1e-5, rtol=1e-5)
     assert [r["loss"] for r in _records(one)] == pytest.approx([r["loss"] for r in _records(two)], rel=1e-5)
+    bucket = gcs.new_bucket()
+    storage.copy_tree(kin_root, f"{bucket}/data")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    _two_processes(f"{bucket}/data", f"{bucket}/run", overrides, cwd=cwd)
+    with open(os.path.join(two, "metrics.jsonl"), "rb") as f:
+        assert storage.read_bytes(f"{bucket}/run/metrics.jsonl") == f.read()
+    _, c, step = ckpt_lib.load_workdir_variables(f"{bucket}/run")
+    assert step == 3
+    for x, y in zip(jax.tree.leaves(b), jax.tree.leaves(c)):
+        np.testing.assert_array_equal(x, y)
+    assert os.listdir(cwd) == []
 
 
 def test_unknown_override_suggests_closest_key(kin_root, tmp_path):

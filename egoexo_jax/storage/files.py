@@ -131,14 +131,20 @@ def makedirs(path: str) -> None:
 
 
 def read_bytes(path: str, *, start: int | None = None, end: int | None = None) -> bytes:
-    """The bytes of ``path`` (or of ``[start, end)``): one request for an object."""
+    """The bytes of ``path`` (or of ``[start, end)``, shorter at the end of the file): one request
+    for an object."""
     if not is_url(path):
         with open(path, "rb") as f:
             if start:
                 f.seek(start)
             return f.read() if end is None else f.read(end - (start or 0))
-    with _errors(path):
-        return gcs().cat_file(path, start=start, end=end)
+    try:
+        with _errors(path):
+            return gcs().cat_file(path, start=start, end=end)
+    except Exception as e:  # HTTP 416: a range that starts at or past the end (e.g. an empty object)
+        if getattr(e, "code", None) == 416:
+            return b""
+        raise
 
 
 def read_text(path: str, encoding: str = "utf-8") -> str:
