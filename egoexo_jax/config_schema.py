@@ -390,6 +390,10 @@ PATH_KEYS = (
     "init_from",
     "evaluate.checkpoint",
     "evaluate.labels",
+    "evaluate.epic_tail_classes",  # two paths, "verbs.csv,nouns.csv"
+    "evaluate.epic_unseen_participants",
+    "evaluate.epic55_s1",
+    "evaluate.epic55_s2",
     "data.path_to_data_dir",
     "data.path_prefix",
     "data.bad_input_log",
@@ -407,5 +411,6 @@ def _check_paths(config: ml_collections.ConfigDict) -> None:
     """A path of another URL scheme than gs:// is a one-line error naming its key."""
     for key in PATH_KEYS:
         value = _lookup(config, key)
-        if value and value != "best":
-            storage.check(str(value), f"config.{key}")
+        for part in str(value or "").split(",") if key == "evaluate.epic_tail_classes" else [value]:
+            if part and part != "best":
+                storage.check(str(part), f"config.{key}")

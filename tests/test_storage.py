@@ -222,3 +222,24 @@ def test_bad_inputs_from_several_processes_merge_once_each(gcs, bucket):
     lines = storage.read_text(path).splitlines()
     assert sorted(lines) == ["a\tcannot decode a", "b\tcannot decode b", "c\tcannot decode c", "d\ttruncated"]
     assert len(bad_inputs.read_bad_input_log(path)) == 4
+
+
+def test_config_paths_and_workdirs_of_another_scheme_stop_before_anything_runs(tmp_path, monkeypatch):
+    from egoexo_jax import config_schema, evaluate, train_loop  # noqa: PLC0415
+
+    import tiny_config  # noqa: PLC0415
+
+    monkeypatch.chdir(tmp_path)
+    c = tiny_config.get_config(str(tmp_path))
+    c.init_from = "s3://bucket/pretrain"
+    with pytest.raises(storage.PathError, match=r"^unsupported path s3://bucket/pretrain \(config.init_from\)"):
+        config_schema.validate(c)
+    c.init_from = ""
+    c.evaluate.epic_tail_classes = "gs://b1x/verbs.csv,gs:/b1x/nouns.csv"
+    with pytest.raises(storage.PathError, match=r"gs:/b1x/nouns.csv \(config.evaluate.epic_tail_classes\)"):
+        config_schema.validate(c)
+    c.evaluate.epic_tail_classes = ""
+    for run in (train_loop.train_and_evaluate, evaluate.evaluate_only):
+        with pytest.raises(storage.PathError, match=r"\(--workdir\)"):
+            run(c, "gs:/bucket/run")
+    assert os.listdir(tmp_path) == []
