@@ -31,32 +31,6 @@ from typing import IO, BinaryIO, Callable, Iterator, Sequence
 
 from egoexo_jax.storage.paths import is_url, join
 
-__all__ = [
-    "append_bytes",
-    "atomic_write",
-    "copy_tree",
-    "exists",
-    "free_bytes",
-    "gcs",
-    "isdir",
-    "isfile",
-    "listdir",
-    "locked_append",
-    "makedirs",
-    "move_tree",
-    "open_read",
-    "open_text",
-    "read_bytes",
-    "read_many",
-    "read_text",
-    "remove",
-    "remove_tree",
-    "size",
-    "tree_bytes",
-    "write_bytes",
-    "write_text",
-]
-
 
 def gcs():
     """This process's ``gcsfs`` file system (fsspec caches one per process)."""
