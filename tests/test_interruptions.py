@@ -1,6 +1,7 @@
 """Training runs that are interrupted or restarted differently: kill -9 before the first checkpoint,
-SIGTERM (exit 75), a damaged newest checkpoint, a config that no longer fits the checkpoint,
-mode=evaluate on a workdir, and the per-epoch count of padded clips."""
+SIGTERM (exit 75), a config that no longer fits the checkpoint, mode=evaluate on a workdir, and the
+per-epoch count of padded clips. (A whole run resuming past a damaged newest checkpoint:
+test_storage_training.py, on the Cloud Storage server; the local fallback: test_checkpoint_restore.py.)"""
 
 import json
 import os
@@ -112,27 +113,6 @@ def test_evaluate_mode_lists_bad_inputs_and_reports_the_checkpoint_step(saved_wo
 
 # ----------------------------------------------------------------------------------------------
 # Whole training runs.
-
-
-@pytest.mark.slow
-def test_damaged_newest_checkpoint_training_resumes_from_the_previous(kin_root, tmp_path, capsys):
-    c = tiny_config.get_config(kin_root)  # checkpoints every 2 steps, the newest 2 kept
-    workdir = str(tmp_path / "wd")
-    train_loop.train_and_evaluate(c, workdir)
-    newest = os.path.join(workdir, "checkpoints", "4")
-    for root, _, files in os.walk(os.path.join(newest, "state")):
-        for f in files:
-            if os.path.basename(root) == "d":
-                os.truncate(os.path.join(root, f), 8)
-    c.num_epochs = 5.0
-    capsys.readouterr()
-    train_loop.train_and_evaluate(c, workdir)
-    out = capsys.readouterr().out
-    assert f"checkpoint {newest} cannot be read (" in out and "trying the previous one" in out
-    assert "resumed from step 2" in out
-    assert os.path.isdir(os.path.join(workdir, "checkpoints_damaged", "4", "state"))
-    assert _steps(workdir) == [1, 2, 3, 4, 5]
-    assert ckpt_lib.read_meta(workdir)[0] == 5
 
 
 @pytest.mark.slow

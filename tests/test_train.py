@@ -316,13 +316,15 @@ def test_best_tracker_and_best_checkpoints_survive_pruning_and_resume(tmp_path):
 
 
 def _records(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f]
+    return [json.loads(line) for line in storage.read_text(storage.join(workdir, "metrics.jsonl")).splitlines()]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", ["xla", "cpu"])
-def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, kernels):
+@pytest.mark.parametrize("kernels,killed_on", [("xla", "local"), ("cpu", "gcs")])
+def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, request, kernels, killed_on):
+    """A run killed with SIGKILL and resumed ends with the same ``metrics.jsonl`` bytes, parameters
+    and best checkpoint as an uninterrupted one on local disk; with ``killed_on="gcs"`` the killed
+    run reads its data from and writes its workdir to the local Cloud Storage server."""
     # One step per epoch: validation (best-checkpoint tracking) and precise BN after every step,
     # periodic checkpoints every 2 steps, so a kill can fall between a best and its checkpoint.
     overrides = (
@@ -333,7 +335,12 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
         "--config.precise_bn.num_batches=3",
         f"--config.model.kernels={kernels}",
     )
-    straight, killed = str(tmp_path / "straight"), str(tmp_path / "killed")
+    straight, killed, data, cwd = str(tmp_path / "straight"), str(tmp_path / "killed"), kin_root, tmp_path / "cwd"
+    if killed_on == "gcs":
+        bucket = request.getfixturevalue("gcs").new_bucket()
+        killed, data = f"{bucket}/run", f"{bucket}/data"
+        storage.copy_tree(kin_root, data)
+    cwd.mkdir()
     subprocess.run(
         tiny_config.main_command(kin_root, straight, *overrides),
         env=tiny_config.main_env(),
@@ -342,28 +349,30 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
         capture_output=True,
     )
     proc = subprocess.Popen(
-        tiny_config.main_command(kin_root, killed, *overrides),
+        tiny_config.main_command(data, killed, *overrides),
         env=tiny_config.main_env(),
-        cwd=REPO,
+        cwd=cwd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    target = pathlib.Path(killed, "checkpoints", "4")
+    # A complete save: orbax renames a local step folder into place, and on GCS writes its marker last.
+    target = storage.join(killed, "checkpoints", "4", "commit_success.txt" if killed_on == "gcs" else "")
     deadline = time.time() + 300
-    while not target.is_dir() and proc.poll() is None and time.time() < deadline:
+    while not storage.exists(target) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
     assert ckpt_lib.read_meta(killed)[0] < 10
     subprocess.run(
-        tiny_config.main_command(kin_root, killed, *overrides),
+        tiny_config.main_command(data, killed, *overrides),
         env=tiny_config.main_env(),
         check=True,
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
     )
-    assert _records(killed) == _records(straight)
+    with open(os.path.join(straight, "metrics.jsonl"), "rb") as f:
+        assert storage.read_bytes(storage.join(killed, "metrics.jsonl")) == f.read()
     assert [r["step"] for r in _records(straight) if "loss" in r] == list(range(1, 11))
     assert [r["step"] for r in _records(straight) if "val/top1" in r] == list(range(1, 11))
     _, a, step_a = ckpt_lib.load_workdir_variables(straight)
@@ -381,6 +390,7 @@ def test_resume_after_sigkill_reproduces_uninterrupted_run(kin_root, tmp_path, k
     _, b, _ = ckpt_lib.load_workdir_variables(killed, best=True)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         np.testing.assert_array_equal(x, y)
+    assert os.listdir(cwd) == []  # nothing where the killed run was started (no folder named gs:)
 
 
 def _free_port() -> int:
