@@ -63,8 +63,7 @@ def write_part(
     bad: Sequence[Tuple[str, str]],
 ) -> None:
     """One chunk's results, atomically: ``keys [k] str``, ``{signal} [k, C] float32`` per online
-    signal, ``bad_paths`` / ``bad_reasons [m] str`` and the chunk's ``[chunk, start, stop]``.
-    The archive is built in memory and written in one step (``np.savez`` cannot stream to an object)."""
+    signal, ``bad_paths`` / ``bad_reasons [m] str`` and the chunk's ``[chunk, start, stop]``."""
     arrays = {
         "chunk": np.asarray([chunk, start, stop], np.int64),
         "keys": np.asarray(list(keys), dtype=str),
@@ -73,9 +72,7 @@ def write_part(
     }
     for signal, values in scores.items():
         arrays[signal] = np.asarray(values, np.float32)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    storage.write_bytes(path, buffer.getvalue())
+    storage.atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def read_part(path: str, chunk: int, signals: Sequence[str]) -> Dict[str, np.ndarray]:

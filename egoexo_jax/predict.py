@@ -229,9 +229,8 @@ def predict(
         frames = views[f"pathway{len(views) - 1}"][middle] * data_cfg.std + data_cfg.mean
         indices = np.asarray(meta["frame_indices"])
         times = indices[np.floor(np.linspace(0, len(indices) - 1, frames.shape[0])).astype(int)] / fps
-        png = io.BytesIO()
-        maps_picture(frames, np.asarray(maps), times).save(png, format="PNG")
-        storage.write_bytes(save_maps, png.getvalue())
+        picture = maps_picture(frames, np.asarray(maps), times)
+        storage.atomic_write(save_maps, lambda f: picture.save(f, format="PNG"))
         result["maps_png"] = save_maps
     return result
 
