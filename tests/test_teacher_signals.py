@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from egoexo_jax.data import handobj, restricted_pickle, teacher_scores
+from egoexo_jax.data import aux_targets, handobj, restricted_pickle, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
 
 # ------------------------------------------------------------------------------ restricted unpickler
@@ -233,3 +233,63 @@ def test_truncated_detection_file(tmp_path):
     (tmp_path / "v.npy").write_bytes(data[: len(data) - 20])
     with pytest.raises(TeacherFileError, match="v.npy"):
         handobj.load_detection_file(tmp_path / "v.npy")
+
+
+# ------------------------------------------------------------------------------ range checks when read
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            [10, 10, 20, 20, 1e30, 0],
+            r"frame entry 1 \(hands\): row 1 has score 1e\+30; expected a detector confidence in \[0, 1\]",
+        ),
+        ([10, 10, 20, 20, -0.5, 0], r"row 1 has score -0.5; expected a detector confidence"),
+        ([10, 1e30, 20, 20, 0.5, 0], r"row 1 has box corners \[10.0, 1e\+30, 20.0, 20.0\]; expected pixel coordinates"),
+        ([10, 10, np.inf, 20, 0.5, 0], r"row 1 \[10.0, 10.0, inf, 20.0, 0.5\] has NaN or infinite values"),
+    ],
+)
+def test_detection_scores_and_boxes_out_of_range_name_file_entry_and_row(tmp_path, row, message):
+    """A hand score of 1e30 used to end training as a non-finite loss; now the file names it."""
+    hands = np.array([[1, 1, 5, 5, 0.9, 0], row], np.float64)
+    arr = np.empty((2, 2), dtype=object)
+    arr[0] = (None, None)
+    arr[1] = (None, hands)
+    with open(tmp_path / "v.npy", "wb") as fp:
+        np.save(fp, arr, allow_pickle=True)
+    with pytest.raises(TeacherFileError, match=message) as err:
+        handobj.load_detection_file(tmp_path / "v.npy")
+    assert str(err.value).startswith(f"{tmp_path / 'v.npy'}: frame entry 1 (hands)")
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ([[0.1, 0.2], [0.3]], r"entry 'b.mp4': element 0 is a list; expected a flat vector of 2 numbers"),
+        ([0.5, [[[[0.1]]]]], r"entry 'b.mp4': element 1 is a list; expected a flat vector of 2 numbers"),
+        (
+            np.array([1.0, 1e30], np.float32),
+            r"entry 'b.mp4' has the value 1e\+30; expected teacher logits within \+-10000",
+        ),
+    ],
+)
+def test_ragged_nested_or_huge_score_entries_name_the_file_and_entry(tmp_path, entry, message):
+    path = tmp_path / "ego.pkl"
+    path.write_bytes(pickle.dumps({"a.mp4": np.zeros(2, np.float32), "b.mp4": entry}))
+    aux = aux_targets.OfflineTeacherTargets(ego_scores=str(path))
+    with pytest.raises(TeacherFileError, match=message) as err:
+        aux({"key": "a.mp4"})
+    assert str(err.value).startswith(f"{path}: entry 'b.mp4'")
+    # A good file loads, with the entry's logits.
+    path.write_bytes(pickle.dumps({"a.mp4": [1.5, -2.0], "b.mp4": (0, 1)}))
+    np.testing.assert_array_equal(aux_targets.load_score_file(str(path), 2)["a.mp4"], [1.5, -2.0])
+
+
+def test_memo_bomb_score_file_is_refused_naming_the_file(tmp_path):
+    """441 bytes asking the C unpickler for 16 GiB of memo: refused before it allocates."""
+    path = tmp_path / "ego.pkl"
+    path.write_bytes(b"\x80\x02}r\x00\x00\x00\x40" + b"N" * 400 + b".")
+    with pytest.raises(TeacherFileError, match=r"not a readable teacher score pickle \(memo index 1073741824") as err:
+        aux_targets.load_score_file(str(path), 2)
+    assert str(err.value).startswith(str(path))

@@ -224,7 +224,7 @@ def test_zip_bomb_storage_is_refused(tmp_path):
         z.writestr("archive/data.pkl", tensors_pickle({"w": ("FloatStorage", "0", n, 0, (n,), (1,))}))
         z.writestr("archive/data/0", bytes(4 * n))
     assert path.stat().st_size < 1 << 20
-    with pytest.raises(CheckpointReadError, match="unpacks to 16777216 bytes, more than the whole file"):
+    with pytest.raises(CheckpointReadError, match="entry .archive/data/0. declares 16777216 bytes unpacked, more than"):
         load_torch_file(path)
 
 
@@ -256,3 +256,113 @@ def test_converter_cli_refuses_a_hostile_tensor_in_one_line(tmp_path):
         "has none"
     ], res.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Bombs: each runs in a subprocess whose address space is capped 1 GiB above what the import took.
+
+_LIMITED_LOAD = r"""
+import resource, sys
+from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
+size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), size + (1 << 30)))
+try:
+    load_torch_file(sys.argv[1])
+except CheckpointReadError as e:
+    print(e)
+    sys.exit(2)
+print("loaded")
+"""
+
+
+def _load_limited(path):
+    res = subprocess.run(
+        [sys.executable, "-c", _LIMITED_LOAD, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    return res.stdout.strip()
+
+
+def test_zero_stride_tensors_cannot_multiply_memory_beyond_the_storages(tmp_path):
+    """40,000 stride-0 views of one float, 2 MB each (each under the file's size): 80 GB asked."""
+    path = tmp_path / "expand.pyth"
+    n = 500_000
+    spec = {f"t{i}": ("FloatStorage", "0", 1, 0, (n,), (0,)) for i in range(40_000)}
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", tensors_pickle(spec))
+        z.writestr("archive/data/0", np.ones(1, np.float32).tobytes())
+    assert path.stat().st_size > 4 * n
+    message = _load_limited(path)
+    assert message.startswith(f"{path}: tensor 't")
+    assert "more than the file's storages plus 16777216 bytes" in message, message
+
+
+def _declare_size(data: bytes, name: bytes, declared: int) -> bytes:
+    """The zip ``data`` with entry ``name``'s uncompressed size set to ``declared`` in its local and
+    central headers (what a deflate bomb's headers say; the stream itself stays small)."""
+    out = bytearray(data)
+    local = out.index(b"PK\x03\x04")
+    while local >= 0:
+        if out[local + 30 : local + 30 + len(name)] == name:
+            out[local + 22 : local + 26] = struct.pack("<I", declared)
+        local = out.find(b"PK\x03\x04", local + 4)
+    central = out.find(b"PK\x01\x02")
+    while central >= 0:
+        if out[central + 46 : central + 46 + len(name)] == name:
+            out[central + 24 : central + 28] = struct.pack("<I", declared)
+        central = out.find(b"PK\x01\x02", central + 4)
+    return bytes(out)
+
+
+def test_deflate_bomb_data_pkl_is_refused_before_inflating(tmp_path):
+    path = tmp_path / "bomb_pkl.pyth"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", tensors_pickle({"w": ("FloatStorage", "0", 4, 0, (4,), (1,))}))
+        z.writestr("archive/data/0", np.zeros(4, np.float32).tobytes())
+    path.write_bytes(_declare_size(path.read_bytes(), b"archive/data.pkl", 3 << 30))
+    message = _load_limited(path)
+    assert message == (
+        f"{path}: entry 'archive/data.pkl' declares 3221225472 bytes unpacked, more than 67108864 bytes; "
+        f"expected a torch.save archive (stored entries no larger than the {path.stat().st_size}-byte file)"
+    )
+
+
+def test_entries_declaring_more_than_the_file_in_all_are_refused(tmp_path):
+    """Each storage entry under the file's size, together far over it."""
+    path = tmp_path / "many.pyth"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr(
+            "archive/data.pkl", tensors_pickle({f"w{i}": ("ByteStorage", str(i), 1, 0, (1,), (1,)) for i in range(50)})
+        )
+        for i in range(50):
+            z.writestr(f"archive/data/{i}", bytes(1))
+    data = path.read_bytes()
+    for i in range(50):
+        data = _declare_size(data, f"archive/data/{i}".encode(), len(data) - 1)
+    path.write_bytes(data)
+    with pytest.raises(CheckpointReadError, match=r"entries declare \d+ bytes unpacked in all, more than twice"):
+        load_torch_file(path)
+
+
+def test_pickle_memo_bomb_in_a_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "memo.pyth"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02]r\x00\x00\x00\x40.")
+    message = _load_limited(path)
+    assert message.startswith(f"{path}: not a readable PyTorch checkpoint")
+    assert "memo index 1073741824" in message, message
+
+
+def test_shared_tensor_is_built_once_and_views_within_the_budget_load(tmp_path):
+    """A checkpoint whose views overlap a little (an expanded bias) still loads."""
+    path = tmp_path / "ok.pyth"
+    flat = np.arange(16, dtype=np.float32)
+    write_pyth(path, {"0": flat}, {"w": ("0", 0, (4, 4), (4, 1)), "b": ("0", 0, (3, 4), (0, 1))})
+    state = load_torch_file(path)["model_state"]
+    np.testing.assert_array_equal(state["b"], np.tile(flat[:4], (3, 1)))
+    np.testing.assert_array_equal(state["w"], flat.reshape(4, 4))

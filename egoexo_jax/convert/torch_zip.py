@@ -33,6 +33,7 @@ import numpy as np
 
 from egoexo_jax import storage
 from egoexo_jax.cli import UserError
+from egoexo_jax.data import restricted_pickle
 
 __all__ = ["CheckpointReadError", "check_geometry", "load_torch_file"]
 
@@ -93,6 +94,30 @@ def _itemsize(dtype) -> int:
     return 2 if dtype == "bfloat16" else np.dtype(dtype).itemsize
 
 
+# ``data.pkl`` of a real checkpoint is kilobytes to a few MiB (names and tensor metadata only).
+MAX_PICKLE_BYTES = 64 * 2**20
+# All tensors together may take this much more than the storages in the file (views that overlap,
+# e.g. ``expand``): stride-0 or overlapping views cannot multiply memory beyond the file's data.
+TENSOR_SLACK_BYTES = 16 * 2**20
+
+
+class _Budget:
+    """Bytes that the tensors built from one file may still take (storage bytes + slack)."""
+
+    def __init__(self, storage_bytes: int):
+        self.limit = int(storage_bytes) + TENSOR_SLACK_BYTES
+        self.left = self.limit
+
+    def take(self, nbytes: int, where: str) -> None:
+        if nbytes > self.left:
+            raise CheckpointReadError(
+                f"{where}: {nbytes} more bytes would make the tensors take more than the file's "
+                f"storages plus {TENSOR_SLACK_BYTES} bytes ({self.limit} bytes in all); expected "
+                "tensors that are views of the stored data, not expansions of it"
+            )
+        self.left -= nbytes
+
+
 class _PendingTensor:
     """A tensor as the pickle describes it; built by :func:`_materialise` once every storage's
     bytes are known and the tensor's name in the saved object is (so errors can name it)."""
@@ -101,20 +126,24 @@ class _PendingTensor:
         self.args = (storage, offset, size, stride)
 
 
-def _materialise(obj: Any, name: str, max_bytes: int) -> Any:
+def _materialise(obj: Any, name: str, max_bytes: int, budget: _Budget, built: dict | None = None) -> Any:
     """Replaces every :class:`_PendingTensor` in plain containers by its array; ``name`` is the
-    container path so far (``model_state/s1.conv.weight``)."""
+    container path so far (``model_state/s1.conv.weight``). Every array built is charged to
+    ``budget``; one pickled tensor referenced twice is built (and charged) once."""
+    built = {} if built is None else built
     if isinstance(obj, _PendingTensor):
-        return _tensor(*obj.args, name=name or "<root>", max_bytes=max_bytes)
+        if id(obj) not in built:
+            built[id(obj)] = (obj, _tensor(*obj.args, name=name or "<root>", max_bytes=max_bytes, budget=budget))
+        return built[id(obj)][1]
     join = (lambda k: f"{name}/{k}") if name else str
     if isinstance(obj, dict):
         for k in list(obj):
-            obj[k] = _materialise(obj[k], join(k), max_bytes)
+            obj[k] = _materialise(obj[k], join(k), max_bytes, budget, built)
         return obj
     if isinstance(obj, list):
-        return [_materialise(x, join(i), max_bytes) for i, x in enumerate(obj)]
+        return [_materialise(x, join(i), max_bytes, budget, built) for i, x in enumerate(obj)]
     if isinstance(obj, tuple):
-        return tuple(_materialise(x, join(i), max_bytes) for i, x in enumerate(obj))
+        return tuple(_materialise(x, join(i), max_bytes, budget, built) for i, x in enumerate(obj))
     return obj
 
 
@@ -173,12 +202,13 @@ def check_geometry(
     return offset, size, stride
 
 
-def _tensor(storage: _Storage, offset, size, stride, *, name: str, max_bytes: int) -> np.ndarray:
-    """A contiguous copy of the (validated) view; never reads outside the storage."""
+def _tensor(storage: _Storage, offset, size, stride, *, name: str, max_bytes: int, budget: _Budget) -> np.ndarray:
+    """A contiguous copy of the (validated) view, charged to ``budget``; never reads outside the
+    storage."""
     flat = storage.array()
-    offset, size, stride = check_geometry(
-        f"tensor '{name}' (storage {storage.key})", flat.size, _itemsize(storage.dtype), offset, size, stride, max_bytes
-    )
+    where = f"tensor '{name}' (storage {storage.key})"
+    offset, size, stride = check_geometry(where, flat.size, _itemsize(storage.dtype), offset, size, stride, max_bytes)
+    budget.take(math.prod(size) * flat.itemsize, where)
     out_dtype = flat.dtype.newbyteorder("=")
     if math.prod(size) == 0:
         return np.zeros(size, dtype=out_dtype)
@@ -226,6 +256,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._storage_fn(key, storage_type.dtype)
 
 
+def _unpickle(stream: BinaryIO, storage_fn) -> Any:
+    """One pickle from ``stream``, after its memo indices and nesting were checked
+    (:func:`egoexo_jax.data.restricted_pickle.check_bounds`)."""
+    restricted_pickle.check_bounds(stream)
+    return _RestrictedUnpickler(stream, storage_fn).load()
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """The entry's bytes, never more than its declared size (a lying header cannot inflate more)."""
+    with zf.open(info) as member:
+        data = member.read(info.file_size)
+    if len(data) != info.file_size:
+        raise CheckpointReadError(f"entry '{info.filename}' has {len(data)} bytes, its header says {info.file_size}")
+    return data
+
+
 def _load_zip(f: BinaryIO, file_bytes: int) -> Any:
     with zipfile.ZipFile(f) as zf:
         names = zf.namelist()
@@ -233,8 +279,9 @@ def _load_zip(f: BinaryIO, file_bytes: int) -> Any:
         if len(pkl) != 1:
             raise CheckpointReadError("zip archive without a single data.pkl")
         root = pkl[0][: -len("data.pkl")]
+        _check_declared_sizes(zf, root, file_bytes)
         byteorder = root + "byteorder"
-        if byteorder in names and zf.read(byteorder).strip() != b"little":
+        if byteorder in names and _read_member(zf, zf.getinfo(byteorder)).strip() != b"little":
             raise CheckpointReadError("big-endian checkpoints are not supported")
         cache: dict[str, _Storage] = {}
 
@@ -243,24 +290,39 @@ def _load_zip(f: BinaryIO, file_bytes: int) -> Any:
                 member = f"{root}data/{key}"
                 if member not in names:
                     raise CheckpointReadError(f"storage '{member}' missing from the archive")
-                info = zf.getinfo(member)
-                # torch.save stores storages uncompressed; a compressed member may not unpack to
-                # more than the file itself (no zip bombs).
-                if info.file_size > file_bytes:
-                    raise CheckpointReadError(
-                        f"storage '{member}' unpacks to {info.file_size} bytes, more than the whole "
-                        f"file ({file_bytes} bytes)"
-                    )
-                cache[key] = _Storage(dtype, key, zf.read(member))
+                cache[key] = _Storage(dtype, key, _read_member(zf, zf.getinfo(member)))
             return cache[key]
 
-        obj = _RestrictedUnpickler(io.BytesIO(zf.read(pkl[0])), load_storage).load()
-    return _materialise(obj, "", file_bytes)
+        obj = _unpickle(io.BytesIO(_read_member(zf, zf.getinfo(pkl[0]))), load_storage)
+        storage_bytes = sum(len(st.data) for st in cache.values())
+    return _materialise(obj, "", file_bytes, _Budget(storage_bytes))
+
+
+def _check_declared_sizes(zf: zipfile.ZipFile, root: str, file_bytes: int) -> None:
+    """Refuses, before anything is inflated, an archive whose entries declare more bytes than a
+    checkpoint of this size holds: ``data.pkl`` over :data:`MAX_PICKLE_BYTES`, an entry over the
+    file's size, or the other entries together over twice the file's size (torch.save stores
+    entries uncompressed, so they sum to about the file's size)."""
+    total = 0
+    for info in zf.infolist():
+        is_pickle = info.filename == root + "data.pkl"
+        limit = MAX_PICKLE_BYTES if is_pickle else file_bytes
+        if info.file_size > limit:
+            raise CheckpointReadError(
+                f"entry '{info.filename}' declares {info.file_size} bytes unpacked, more than {limit} "
+                f"bytes; expected a torch.save archive (stored entries no larger than the {file_bytes}-byte file)"
+            )
+        total += 0 if is_pickle else info.file_size
+    if total > 2 * file_bytes:
+        raise CheckpointReadError(
+            f"entries declare {total} bytes unpacked in all, more than twice the file's {file_bytes} "
+            "bytes; expected a torch.save archive (entries stored uncompressed)"
+        )
 
 
 def _load_legacy(f: BinaryIO, file_bytes: int) -> Any:
     def plain():
-        return _RestrictedUnpickler(f, _no_storage).load()
+        return _unpickle(f, _no_storage)
 
     if plain() != _LEGACY_MAGIC:
         raise CheckpointReadError("not a PyTorch checkpoint (bad magic number)")
@@ -271,7 +333,7 @@ def _load_legacy(f: BinaryIO, file_bytes: int) -> Any:
     def load_storage(key, dtype):
         return storages.setdefault(key, _Storage(dtype, key))
 
-    obj = _RestrictedUnpickler(f, load_storage).load()
+    obj = _unpickle(f, load_storage)
     keys = plain()
     if not isinstance(keys, (list, tuple)):
         raise CheckpointReadError(f"storage key list is a {type(keys).__name__}, not a list")
@@ -289,7 +351,8 @@ def _load_legacy(f: BinaryIO, file_bytes: int) -> Any:
         st.data = f.read(nbytes)
         if len(st.data) != nbytes:
             raise CheckpointReadError(f"file ends inside storage {key}")
-    return _materialise(obj, "", file_bytes)
+    storage_bytes = sum(len(st.data) for st in storages.values() if st.data is not None)
+    return _materialise(obj, "", file_bytes, _Budget(storage_bytes))
 
 
 def _no_storage(key, dtype):
@@ -301,7 +364,9 @@ def load_torch_file(path: str) -> Any:
 
     Every tensor's geometry is checked against its storage before it is built
     (:func:`check_geometry`), so a damaged or hostile file can neither make this process read
-    outside a storage nor allocate more than the file's size per tensor.
+    outside a storage nor allocate more than the file's size per tensor; all tensors together take
+    at most the storages' bytes plus :data:`TENSOR_SLACK_BYTES`. Zip entries are checked against
+    their declared sizes before they are inflated, and pickles against memo and nesting bounds.
 
     Args:
       path: a ``.pyth``/``.pth`` file (zip or legacy layout), local or ``gs://``.

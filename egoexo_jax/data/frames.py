@@ -7,7 +7,9 @@ clamped to the sequence). `bgr=True` returns the channels reversed, which is wha
 gave the original Charades-Ego / EPIC code.
 
 Frames may be `gs://` URLs (through `egoexo_jax.storage`): a clip's distinct frames are fetched
-concurrently, then decoded from memory. Local frames are opened by Pillow.
+concurrently, then decoded from memory. Local frames are read through `egoexo_jax.storage` (a FIFO
+or device is refused, never waited on) and decoded by Pillow. A frame over `MAX_FRAME_PIXELS` is a
+`DecodeError`, found from its header before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ from PIL import Image
 from egoexo_jax import storage
 from egoexo_jax.data.errors import DecodeError
 
+# Frames larger than this (pixels, read from the image header before decoding) are refused as a
+# `DecodeError`: 8192 x 8192 is far above any dataset's frames, and a header claiming 30000 x 30000
+# would otherwise make one worker allocate gigabytes (PIL itself refuses headers over twice its own
+# limit inside `Image.open`; that becomes the same `DecodeError`).
+MAX_FRAME_PIXELS = 8192 * 8192
+
+
+def check_frame_size(width: int, height: int, name: str) -> None:
+    """Raises `DecodeError` naming `name` when a `width x height` frame exceeds `MAX_FRAME_PIXELS`."""
+    if int(width) * int(height) > MAX_FRAME_PIXELS:
+        raise DecodeError(
+            f"frame {name} is {width}x{height} pixels, more than the limit of {MAX_FRAME_PIXELS} "
+            "(8192x8192); expected a video frame"
+        )
+
 
 def channel_order(frames: np.ndarray, bgr: bool) -> np.ndarray:
     """`frames` as they are (RGB), or with the channels reversed (BGR, OpenCV's order)."""
@@ -34,7 +51,8 @@ def decode_jpeg(data_or_path: str | os.PathLike | bytes, *, name: str | None = N
     `name`: what errors call bytes (e.g. the URL they were fetched from); default `<bytes>`.
 
     Raises:
-      DecodeError: missing, empty or unreadable image.
+      DecodeError: missing, empty, unreadable or not a regular file, or larger than
+        `MAX_FRAME_PIXELS` (checked from the header, before decoding).
     """
     if isinstance(data_or_path, (bytes, bytearray, memoryview)):
         shown = name or "<bytes>"
@@ -47,10 +65,21 @@ def decode_jpeg(data_or_path: str | os.PathLike | bytes, *, name: str | None = N
             return decode_jpeg(_fetched(shown, storage.read_many([shown])[0]), name=shown)
         if not storage.exists(shown):
             raise DecodeError(f"missing frame {shown}")
-        source = shown
+        try:  # through storage: a FIFO or device is refused before a byte is read
+            source = io.BytesIO(storage.read_bytes(shown))
+        except OSError as e:
+            raise DecodeError(f"cannot read frame {shown}: {e}") from e
+        if not source.getbuffer().nbytes:
+            raise DecodeError(f"zero-length frame {shown}")
     try:
         with Image.open(source) as image:
+            check_frame_size(image.width, image.height, shown)
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError as e:  # PIL refuses headers over twice its own limit in open()
+        raise DecodeError(
+            f"frame {shown} is larger than the limit of {MAX_FRAME_PIXELS} pixels (8192x8192) ({e}); "
+            "expected a video frame"
+        ) from e
     except (OSError, ValueError, SyntaxError) as e:
         raise DecodeError(f"cannot decode frame {shown}: {e}") from e
 

@@ -77,8 +77,15 @@ def epic_frame_positions(start_frame: int, offsets: Sequence[int]) -> np.ndarray
     return int(start_frame) + np.asarray(offsets, dtype=np.int64)
 
 
+# Box corners beyond this many pixels from the origin are not a frame's detections (frames are at
+# most 8192 pixels a side, see egoexo_jax.data.frames.MAX_FRAME_PIXELS); scores are detector
+# confidences in [0, 1]. A value outside either is a damaged file, named with its entry and row.
+MAX_BOX_PIXELS = 65536.0
+
+
 def _check_dets(value: Any, *, where: str) -> Optional[np.ndarray]:
-    """Validate one ``objects`` / ``hands`` element; returns ``[N, 5]`` or ``None``."""
+    """Validate one ``objects`` / ``hands`` element (numeric ``[N, >=5]``, finite, corners within
+    ``MAX_BOX_PIXELS``, scores in [0, 1]); returns ``[N, 5]`` or ``None``."""
     if value is None:
         return None
     if not isinstance(value, np.ndarray):
@@ -89,7 +96,21 @@ def _check_dets(value: Any, *, where: str) -> Optional[np.ndarray]:
         raise TeacherFileError(f"{where}: expected shape [N, >=6] ([x1, y1, x2, y2, score, ...]), got {value.shape}")
     boxes = value[:, :5]
     if not np.all(np.isfinite(boxes)):
-        raise TeacherFileError(f"{where}: boxes or scores contain NaN or infinite values")
+        row = int(np.argmax(~np.all(np.isfinite(boxes), axis=1)))
+        raise TeacherFileError(f"{where}: row {row} {boxes[row].tolist()} has NaN or infinite values")
+    bad_box = np.any(np.abs(boxes[:, :4]) > MAX_BOX_PIXELS, axis=1)
+    if np.any(bad_box):
+        row = int(np.argmax(bad_box))
+        raise TeacherFileError(
+            f"{where}: row {row} has box corners {boxes[row, :4].tolist()}; expected pixel "
+            f"coordinates of the frame (within +-{MAX_BOX_PIXELS:g})"
+        )
+    bad_score = (boxes[:, 4] < 0) | (boxes[:, 4] > 1)
+    if np.any(bad_score):
+        row = int(np.argmax(bad_score))
+        raise TeacherFileError(
+            f"{where}: row {row} has score {boxes[row, 4].item()!r}; expected a detector confidence in [0, 1]"
+        )
     return boxes
 
 
@@ -186,7 +207,7 @@ def load_detection_file(path: str | os.PathLike) -> VideoDetections:
         data = restricted_pickle.load_npy(path)
     except restricted_pickle.UnsafePickleError as err:
         raise TeacherFileError(f"{path}: {err}") from err
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RecursionError) as err:
         raise TeacherFileError(f"{path}: not a readable hand-object detection file ({err})") from err
     if isinstance(data, np.ndarray) and data.ndim == 0:
         data = data.item()

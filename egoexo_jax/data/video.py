@@ -18,7 +18,9 @@ rotated by the stored multiple of 90 degrees; any other angle is a `DecodeError`
 
 `gs://` URLs (through `egoexo_jax.storage`): a video object of at most `WHOLE_OBJECT_LIMIT` bytes is
 fetched in one request and decoded from memory; a larger one is handed to PyAV as a seekable file
-(the bytes that request brought, then ranged reads with read-ahead). Local paths are opened by PyAV.
+(the bytes that request brought, then ranged reads with read-ahead). Local paths are opened by PyAV,
+once the storage layer found them to be regular files (a FIFO would block the open forever). A stream
+whose coded frames exceed `MAX_FRAME_PIXELS` is a `DecodeError` before anything is decoded.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ import numpy as np
 from egoexo_jax import storage
 from egoexo_jax.data.errors import DecodeError
 from egoexo_jax.data.frames import (
+    MAX_FRAME_PIXELS,
     FrameSequence,
     channel_order,
+    check_frame_size,
     decode_jpeg,
     epic_frame_path,
     epic_frame_sequence,
@@ -45,6 +49,7 @@ from egoexo_jax.data.frames import (
 __all__ = [
     "DecodeError",
     "FrameSequence",
+    "MAX_FRAME_PIXELS",
     "VideoReader",
     "WHOLE_OBJECT_LIMIT",
     "decode_jpeg",
@@ -140,7 +145,8 @@ class VideoReader:
             position, seek instead of decoding through the gap.
 
         Raises:
-          DecodeError: missing, empty, or unreadable file, or no video stream.
+          DecodeError: missing, empty, unreadable or not a regular file, no video stream, or frames
+            over `MAX_FRAME_PIXELS` (from the stream header, before decoding).
         """
         self._file = None  # the ranged-read file object of a large `gs://` video
         if isinstance(source, (bytes, bytearray, memoryview)):
@@ -155,6 +161,11 @@ class VideoReader:
             self._name = os.fspath(source)
             if not storage.exists(self._name):
                 raise DecodeError(f"missing file {self._name}")
+            try:  # a FIFO or device is refused here instead of blocking inside PyAV
+                with storage.open_read(self._name):
+                    pass
+            except OSError as e:
+                raise DecodeError(f"cannot read {self._name}: {e}") from e
             if storage.size(self._name) == 0:
                 raise DecodeError(f"zero-length file {self._name}")
             handle = self._name
@@ -179,6 +190,11 @@ class VideoReader:
         self._frames_per_tick = float(self._time_base) * self.fps
         self.height = self._stream.codec_context.height
         self.width = self._stream.codec_context.width
+        try:
+            check_frame_size(self.width, self.height, f"size of {self._name}")
+        except DecodeError:
+            self.close()
+            raise
         self.num_frames = self._count_frames()
         if self.num_frames <= 0:
             self.close()

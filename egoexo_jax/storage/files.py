@@ -26,10 +26,42 @@ import fcntl
 import io
 import os
 import shutil
+import stat
 import tempfile
 from typing import IO, BinaryIO, Callable, Iterator, Sequence
 
+from egoexo_jax.cli import InputError
 from egoexo_jax.storage.paths import is_url, join
+
+
+class NotRegularFileError(InputError, OSError):
+    """A local path to read is a FIFO, socket or device: reading it could block forever or never end."""
+
+
+_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _open_local(path: str) -> BinaryIO:
+    """``open(path, 'rb')`` of a regular file only: opened non-blocking (a FIFO without a writer
+    would block the open) and checked with ``fstat`` before a byte is read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        if not stat.S_ISREG(mode):
+            kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise NotRegularFileError(f"{path}: is {kind}, not a regular file; expected a regular file to read")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def gcs():
@@ -106,9 +138,9 @@ def makedirs(path: str) -> None:
 
 def read_bytes(path: str, *, start: int | None = None, end: int | None = None) -> bytes:
     """The bytes of ``path`` (or of ``[start, end)``, shorter at the end of the file): one request
-    for an object."""
+    for an object; a local path must be a regular file (:class:`NotRegularFileError` otherwise)."""
     if not is_url(path):
-        with open(path, "rb") as f:
+        with _open_local(path) as f:
             if start:
                 f.seek(start)
             return f.read() if end is None else f.read(end - (start or 0))
@@ -152,9 +184,10 @@ def read_many(paths: Sequence[str]) -> list[bytes | Exception]:
 
 def open_read(path: str, *, block_size: int = 8 * 2**20) -> BinaryIO:
     """A seekable binary file; for an object, reads are ranged requests of ``block_size`` with
-    read-ahead (for readers that seek, e.g. a zip archive or a long video)."""
+    read-ahead (for readers that seek, e.g. a zip archive or a long video). A local path must be a
+    regular file (:class:`NotRegularFileError` otherwise)."""
     if not is_url(path):
-        return open(path, "rb")
+        return _open_local(path)
     with _errors(path):
         return gcs().open(path, "rb", block_size=block_size, cache_type="readahead")
 
