@@ -18,6 +18,7 @@ from ml_collections import config_dict
 
 from egoexo_jax import ops, storage
 from egoexo_jax.cli import UserError
+from egoexo_jax.data import charades_ego, epic_kitchens
 from egoexo_jax.data.config import default_data_config
 from egoexo_jax.models import DTYPES, default_model_config
 
@@ -235,7 +236,248 @@ _RANGES = {
     "log_every_steps": "int >= 1",
     "eval_every_epochs": ">= 0",
     "precise_bn.num_batches": "int >= 1",
+    "seed": "int [0, 4294967296)",  # numpy / jax seeds are unsigned 32-bit
+    "model.dropout_rate": "[0, 1)",  # 1 drops everything: zero gradients
+    "model.depth": "int >= 1",
+    "model.width_per_group": "int >= 1",
+    "model.num_groups": "int >= 1",
+    "model.alpha": "int >= 1",
+    "model.beta_inv": "int >= 1",
+    "model.fusion_conv_channel_ratio": "int >= 1",
+    "model.fusion_kernel_size": "int >= 1",
+    "model.num_frames": "int >= 1",
+    "model.crop_size": "int >= 1",
+    "model.ego_classes": "int >= 0",
+    "model.object_classes": "int >= 0",
+    "model.interaction_conv_dim": "int >= 1",
+    "model.interaction_num_convs": "int >= 1",
+    "model.bn_momentum": "[0, 1]",
+    "model.bn_epsilon": "> 0",
+    "model.mvit.depth": "int >= 1",
+    "model.mvit.embed_dim": "int >= 1",
+    "model.mvit.num_heads": "int >= 1",
+    "model.mvit.in_chans": "int >= 1",
+    "model.mvit.mlp_ratio": "> 0",
+    "model.mvit.droppath_rate": "[0, 1)",
+    "model.mvit.dropout_rate": "[0, 1)",
+    "model.mvit.layer_scale_init_value": ">= 0",
+    "model.mvit.head_init_scale": "> 0",
+    "data.num_classes": "int >= 1",
+    "data.charades_fps": "> 0",
+    "data.alpha": "int >= 1",
+    "data.num_workers": "int >= 0",
+    "data.num_threads": "int >= 0",
+    "data.prefetch": "int >= 0",
+    "data.eval_seed": "int [0, 4294967296)",
+    "teachers.object.width": "int >= 1",
+    "teachers.object.num_frames": "int >= 1",
+    "demo.seed": "int [0, 4294967296)",
+    "demo.pretrain_videos": "int >= 1",
+    "demo.finetune_videos": "int >= 1",
+    "demo.height": "int >= 1",
+    "demo.width_px": "int >= 1",
+    "demo.video_frames": "int >= 1",
+    "demo.finetune_video_frames": "int >= 1",
+    "demo.width": "int >= 1",
+    "demo.num_frames": "int >= 1",
+    "demo.sampling_rate": "int >= 1",
+    "demo.finetune_sampling_rate": "int >= 1",
+    "demo.crop": "int >= 1",
+    "demo.bn_group_size": "int >= 0",
+    "demo.temporal_views": "int >= 1",
+    "demo.spatial_crops": "int >= 1",
+    "demo.batch_size": "int >= 1",
+    "demo.eval_batch_size": "int >= 1",
+    "demo.pretrain_epochs": "> 0",
+    "demo.finetune_epochs": "> 0",
+    "demo.pretrain_lr": "> 0",
+    "demo.finetune_lr": "> 0",
 }
+
+# Leaves with a fixed set of values (checked by _check_leaves; the kernel / precision / remat
+# choices come from egoexo_jax.ops).
+_CHOICES = {
+    "mode": MODES,
+    "dtype": tuple(DTYPES),
+    "eval_split": ("val", "test"),
+    "model.arch": ("slowfast", "slow", "mvit"),
+    "model.head_act": ("softmax", "sigmoid", "none"),
+    "model.dtype": tuple(DTYPES),
+    "model.kernels": ops.KERNEL_CHOICES,
+    "model.precision": ops.PRECISION_CHOICES,
+    "model.remat": ops.REMAT_CHOICES,
+    "optimizer.name": ("sgd", "adamw"),
+    "optimizer.no_decay": ("bn", "1d", "none"),
+    "schedule.policy": ("cosine", "steps_with_relative_lrs", "constant"),
+    "evaluate.split": ("val", "test"),
+    "evaluate.ensemble": ("sum", "max"),
+    "data.dataset": ("kinetics", "charades_ego", "epic100", "epic55"),
+    "data.source": ("files", "tfds"),
+    "data.arch": ("slowfast", "slow", "mvit"),
+    "data.decode_threads": ("AUTO", "FRAME", "SLICE", "NONE"),
+    "teachers.ego.source": SIGNAL_SOURCES["ego"],
+    "teachers.object.source": SIGNAL_SOURCES["object"],
+    "teachers.interaction.source": SIGNAL_SOURCES["interaction"],
+    "teachers.interaction.mode": ("soft", "hard"),
+    "teachers.interaction.repeated_frames": ("last", "all"),
+    "teachers.object.depth": (18, 34, 50, 101, 152),  # torchvision ResNet depths (models.resnet2d)
+    "demo.dtype": tuple(DTYPES),
+    "demo.pretrain_optimizer": ("sgd", "adamw"),
+}
+
+# True / False switches.
+_BOOLS = (
+    "batch_from_devices",
+    "reinit_heads",
+    "test_at_end",
+    "optimizer.scale_lr_with_batch",
+    "optimizer.nesterov",
+    "loss.multi_label",
+    "teachers.allow_missing",
+    "checkpoint.async_save",
+    "checkpoint.keep_best",
+    "precise_bn.enabled",
+    "model.multi_task",
+    "model.interaction_head",
+    "model.zero_init_final_bn",
+    "model.mvit.qkv_bias",
+    "model.mvit.cls_embed_on",
+    "model.mvit.use_abs_pos",
+    "model.mvit.sep_pos_embed",
+    "model.mvit.rel_pos_spatial",
+    "model.mvit.rel_pos_temporal",
+    "model.mvit.rel_pos_zero_init",
+    "model.mvit.residual_pooling",
+    "model.mvit.dim_mul_in_att",
+    "model.mvit.norm_stem",
+    "model.mvit.use_mean_pooling",
+    "data.epic_val_random",
+    "demo.xla_cache",
+)
+
+# Free-form strings: any value is accepted here; the value's meaning is checked where it is used.
+_STRINGS = {
+    "model.head_name": "module name of the task head (decides fine-tune transfer)",
+    "checkpoint.best_metric": "a metric name of the validation results ('' = the dataset's)",
+    "data.train_list": "file name inside data.path_to_data_dir",
+    "data.val_list": "file name inside data.path_to_data_dir",
+    "data.test_list": "file name inside data.path_to_data_dir",
+    "data.path_label_separator": "Kinetics list separator",
+    "data.tfds_name": "TFDS dataset name",
+    "data.tfds_train_split": "TFDS split name",
+    "data.tfds_val_split": "TFDS split name",
+    "data.tfds_test_split": "TFDS split name",
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _ints(value, n: int, low: int) -> bool:
+    return isinstance(value, (tuple, list)) and len(value) == n and all(_is_int(v) and v >= low for v in value)
+
+
+def _norm_values(value, positive: bool) -> bool:
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    return len(values) in (1, 3) and all(_is_num(v) and (v > 0 if positive else True) for v in values)
+
+
+def _index_list(value, width: int) -> bool:
+    return isinstance(value, (tuple, list)) and all(
+        isinstance(e, (tuple, list)) and len(e) == width and all(_is_num(x) for x in e) for e in value
+    )
+
+
+# Leaves whose values are tuples or optional: (what is expected, test of a value).
+_CUSTOM = {
+    "schedule.steps": ("non-negative epochs in increasing order", lambda v: isinstance(v, (tuple, list))),
+    "schedule.lrs": ("LRs relative to base_lr, each >= 0", lambda v: isinstance(v, (tuple, list))),
+    "data.train_jitter_scales": (
+        "(min, max) short sides, positive integers with min <= max",
+        lambda v: _ints(v, 2, 1) and v[0] <= v[1],
+    ),
+    "data.mean": ("a number or 3 numbers (per channel)", lambda v: _norm_values(v, False)),
+    "data.std": ("a positive number or 3 positive numbers (per channel)", lambda v: _norm_values(v, True)),
+    "data.bgr": ("None (the dataset's order), True or False", lambda v: v is None or isinstance(v, bool)),
+    "teachers.ego.input_mean": ("None or a number or 3 numbers", lambda v: v is None or _norm_values(v, False)),
+    "teachers.ego.input_std": ("None or a positive number or 3", lambda v: v is None or _norm_values(v, True)),
+    "teachers.ego.input_bgr": ("None, True or False", lambda v: v is None or isinstance(v, bool)),
+    "model.num_classes": (
+        "a non-empty tuple of class counts >= 1 (one per task)",
+        lambda v: (
+            (_is_int(v) and v >= 1)
+            or (isinstance(v, (tuple, list)) and len(v) > 0 and all(_is_int(n) and n >= 1 for n in v))
+        ),
+    ),
+    "model.num_block_temp_kernel": (
+        "4 stages of per-pathway block counts >= 1",
+        lambda v: (
+            isinstance(v, (tuple, list))
+            and len(v) == 4
+            and all(isinstance(r, (tuple, list)) and len(r) >= 1 and all(_is_int(n) and n >= 1 for n in r) for r in v)
+        ),
+    ),
+    "model.spatial_strides": ("4 stage strides >= 1", lambda v: _ints(v, 4, 1)),
+    "model.mvit.patch_kernel": ("3 integers >= 1 (t, h, w)", lambda v: _ints(v, 3, 1)),
+    "model.mvit.patch_stride": ("3 integers >= 1 (t, h, w)", lambda v: _ints(v, 3, 1)),
+    "model.mvit.patch_padding": ("3 integers >= 0 (t, h, w)", lambda v: _ints(v, 3, 0)),
+    "model.mvit.dim_mul": ("(block, multiplier) pairs", lambda v: _index_list(v, 2)),
+    "model.mvit.head_mul": ("(block, multiplier) pairs", lambda v: _index_list(v, 2)),
+    "model.mvit.pool_q_stride": ("(block, t, h, w) entries", lambda v: _index_list(v, 4)),
+    "model.mvit.pool_kv_stride": ("(block, t, h, w) entries", lambda v: _index_list(v, 4)),
+    "model.mvit.pool_kv_stride_adaptive": ("None or 3 integers >= 1", lambda v: v is None or _ints(v, 3, 1)),
+    "model.mvit.pool_kvq_kernel": ("None or 3 integers >= 1", lambda v: v is None or _ints(v, 3, 1)),
+}
+
+
+def rule_of(key: str) -> str:
+    """What :func:`validate` requires of the leaf ``key`` ('' when no rule covers it)."""
+    if key in _RANGES:
+        return _RANGES[key]
+    if key in _CHOICES:
+        return f"one of {list(_CHOICES[key])}"
+    if key in _BOOLS:
+        return "True or False"
+    if key in _STRINGS:
+        return f"any string: {_STRINGS[key]}"
+    if key in PATH_KEYS:
+        return "a path (local or gs://)"
+    if key in _CUSTOM:
+        return _CUSTOM[key][0]
+    return ""
+
+
+def leaves(config: ml_collections.ConfigDict, prefix: str = "") -> List[str]:
+    """Dotted names of every leaf (not sub-dict) of a config."""
+    out = []
+    for k in config.keys():
+        v = config[k]
+        if isinstance(v, ml_collections.ConfigDict):
+            out.extend(leaves(v, f"{prefix}{k}."))
+        else:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _check_leaves(config: ml_collections.ConfigDict) -> None:
+    """Every leaf that has a rule: its type and range / choice (a leaf without one is left alone)."""
+    for key in leaves(config):
+        value = _lookup(config, key)
+        if key in _RANGES:
+            _check_range(value, key, _RANGES[key])
+        elif key in _CHOICES:
+            _check_choice(value, _CHOICES[key], key)
+        elif key in _BOOLS and not isinstance(value, bool):
+            raise ConfigError(f"config.{key}={value!r}; expected True or False")
+        elif (key in _STRINGS or key in PATH_KEYS) and not isinstance(value, str):
+            raise ConfigError(f"config.{key}={value!r}; expected a string ({rule_of(key)})")
+        elif key in _CUSTOM and not _CUSTOM[key][1](value):
+            raise ConfigError(f"config.{key}={value!r}; expected {_CUSTOM[key][0]}")
 
 
 def _lookup(config, key: str):
@@ -270,10 +512,7 @@ def _check_range(value, key: str, rule: str) -> None:
 
 
 def _check_ranges(config: ml_collections.ConfigDict) -> None:
-    for key, rule in _RANGES.items():
-        value = _lookup(config, key)
-        if value is not None:
-            _check_range(value, key, rule)
+    _check_leaves(config)
     for i, rel in enumerate(config.schedule.lrs):
         _check_range(rel, f"schedule.lrs[{i}]", ">= 0")
     starts = list(config.schedule.steps)
@@ -324,19 +563,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
     With ``num_devices``, also checks that the batches split over the devices, processes and
     BatchNorm groups (:func:`check_batch_layout`).
     """
-    _check_choice(config.mode, MODES, "mode")
-    _check_choice(config.dtype, tuple(DTYPES), "dtype")
-    _check_choice(config.model.kernels, ops.KERNEL_CHOICES, "model.kernels")
-    _check_choice(config.model.precision, ops.PRECISION_CHOICES, "model.precision")
-    _check_choice(config.model.remat, ops.REMAT_CHOICES, "model.remat")
-    _check_choice(config.optimizer.name, ("sgd", "adamw"), "optimizer.name")
-    _check_choice(config.optimizer.no_decay, ("bn", "1d", "none"), "optimizer.no_decay")
-    _check_choice(config.schedule.policy, ("cosine", "steps_with_relative_lrs", "constant"), "schedule.policy")
-    _check_choice(config.evaluate.ensemble, ("sum", "max"), "evaluate.ensemble")
-    _check_choice(config.teachers.interaction.mode, ("soft", "hard"), "teachers.interaction.mode")
-    _check_choice(config.teachers.interaction.repeated_frames, ("last", "all"), "teachers.interaction.repeated_frames")
-    for signal, allowed in SIGNAL_SOURCES.items():
-        _check_choice(config.teachers[signal].source, allowed, f"teachers.{signal}.source")
     _check_ranges(config)
     if len(config.schedule.steps) != len(config.schedule.lrs):
         raise ConfigError(
@@ -380,9 +606,80 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
                 f"config.loss uses the {signal} signal but the model has no {signal} head "
                 f"(config.model.{'interaction_head' if signal == 'interaction' else signal + '_classes'})"
             )
+    _check_heads(config)
+    _check_model(config)
+    _check_batch_memory(config, num_processes)
     _check_paths(config)
     if num_devices is not None and config.mode != "demo":
         check_batch_layout(config, num_devices, num_processes, training=config.mode == "train")
+
+
+def dataset_classes(data: ml_collections.ConfigDict) -> tuple:
+    """Class counts per task the dataset's labels have (Kinetics-format lists: data.num_classes)."""
+    if data.dataset == "charades_ego":
+        return (charades_ego.NUM_CLASSES,)
+    if data.dataset in epic_kitchens.CLASS_COUNTS:
+        return tuple(epic_kitchens.CLASS_COUNTS[data.dataset])
+    return (int(data.num_classes),)
+
+
+def _check_heads(config: ml_collections.ConfigDict) -> None:
+    """The task heads have the dataset's classes (a mismatch fails inside the loss, or trains on
+    labels the head cannot output)."""
+    heads = config.model.num_classes
+    heads = tuple(heads) if isinstance(heads, (tuple, list)) else (heads,)
+    want = dataset_classes(config.data)
+    if heads != want:
+        source = "config.data.num_classes" if config.data.dataset == "kinetics" else "its label files"
+        raise ConfigError(
+            f"config.model.num_classes={heads} does not match config.data.dataset={config.data.dataset!r}; "
+            f"expected {want} (the classes of {source})"
+        )
+
+
+def _check_model(config: ml_collections.ConfigDict) -> None:
+    """Architecture relations: ResNet depths the model builds; MViT blocks, crops and pooling lists."""
+    m, data = config.model, config.data
+    if m.arch in ("slowfast", "slow") and m.depth not in (18, 50, 101, 152):
+        raise ConfigError(f"config.model.depth={m.depth}; expected 18, 50, 101 or 152 for a ResNet")
+    if m.arch != "mvit":
+        return
+    if data.test_crop_size != data.train_crop_size or m.crop_size != data.train_crop_size:
+        raise ConfigError(
+            f"config.data.test_crop_size={data.test_crop_size}, data.train_crop_size={data.train_crop_size}, "
+            f"model.crop_size={m.crop_size}; expected one crop for MViT (its position tables are sized for it)"
+        )
+    from egoexo_jax.models import mvit_config  # pylint: disable=import-outside-toplevel
+
+    try:
+        mcfg = mvit_config.mvit_config_from_model_config(m)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(
+            f"config.model.mvit is incomplete or malformed ({e}); expected an MViT preset's fields"
+        ) from None
+    problems = mvit_config.config_problems(mcfg)
+    if problems:
+        field, what = problems[0]
+        key = mvit_config.model_config_key(field)
+        raise ConfigError(f"config.{key}={what}")
+
+
+# Largest batch of float32 clips one process may hold (a larger one exhausts the host's memory
+# while it is assembled, before anything fails cleanly).
+MAX_BATCH_BYTES = 64 * 2**30
+
+
+def _check_batch_memory(config: ml_collections.ConfigDict, num_processes: int) -> None:
+    data = config.data
+    for key, crop in (("batch_size", data.train_crop_size), ("eval_batch_size", data.test_crop_size)):
+        per_clip = int(data.num_frames) * int(crop) ** 2 * 3 * 4
+        size = int(config[key]) // max(int(num_processes), 1) * per_clip
+        if size > MAX_BATCH_BYTES:
+            most = MAX_BATCH_BYTES // per_clip * max(int(num_processes), 1)
+            raise ConfigError(
+                f"config.{key}={config[key]} clips of {data.num_frames} x {crop}^2 need {size / 2**30:.0f} GiB per "
+                f"process; expected at most {most} ({MAX_BATCH_BYTES // 2**30} GiB of float32 clips per process)"
+            )
 
 
 # Config keys that hold a path (local or gs://); evaluate.checkpoint may also say "best".

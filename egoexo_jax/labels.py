@@ -32,7 +32,7 @@ _CHARADES_LINE = re.compile(r"c(\d{3}) (\S.*)")
 def _read_lines(path: str) -> list[str]:
     """Non-blank lines of ``path`` (surrounding whitespace removed); blank lines and duplicates are errors."""
     try:
-        text = storage.read_text(path)
+        text = storage.read_text(path, encoding="utf-8-sig")  # a BOM is not part of the first name
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text ({err})") from None
     lines = text.splitlines()

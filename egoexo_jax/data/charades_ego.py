@@ -113,7 +113,7 @@ def read_frame_list(list_path: str | os.PathLike, *, path_prefix: str = "") -> l
       AnnotationError: missing header, a row without 5 fields, a bad label field.
     """
     rows: dict[str, tuple[list[str], list[int], list[int]]] = {}
-    with storage.open_text(os.fspath(list_path), encoding="utf-8") as f:
+    with storage.open_text(os.fspath(list_path), encoding="utf-8-sig") as f:
         header = f.readline().split()
         if not header or header[0] != FRAME_LIST_HEADER[0]:
             raise AnnotationError(list_path, 1, f"expected a header starting with {FRAME_LIST_HEADER[0]!r}")
@@ -173,7 +173,7 @@ def read_charades_ego_csv(
     (so reading it later fails as a missing input rather than silently vanishing from the index).
     """
     rows = []
-    with storage.open_text(os.fspath(csv_path), encoding="utf-8", newline="") as f:
+    with storage.open_text(os.fspath(csv_path), encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or "id" not in reader.fieldnames or ("actions" not in reader.fieldnames):
             raise AnnotationError(csv_path, 1, "expected columns 'id' and 'actions'")
@@ -239,7 +239,7 @@ def _frame_names(folders: list[str]) -> list[list[str]]:
 
 def read_charades_ego(list_path: str | os.PathLike, *, path_prefix: str = "", fps: float = 24.0) -> list[CharadesVideo]:
     """Reads a frame list, or an official csv (recognised by its header), into videos."""
-    with storage.open_text(os.fspath(list_path), encoding="utf-8") as f:
+    with storage.open_text(os.fspath(list_path), encoding="utf-8-sig") as f:
         first = f.readline()
     if first.split() and first.split()[0] == FRAME_LIST_HEADER[0]:
         return read_frame_list(list_path, path_prefix=path_prefix)

@@ -120,7 +120,7 @@ def read_epic_csv(
       AnnotationError: missing columns, a row with the wrong number of fields, a bad number.
     """
     segments = []
-    with storage.open_text(os.fspath(csv_path), encoding="utf-8", newline="") as f:
+    with storage.open_text(os.fspath(csv_path), encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]

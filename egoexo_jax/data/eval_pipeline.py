@@ -2,8 +2,9 @@
 
 Every (video, view) pair is visited once across all hosts: positions 0..N*V-1, padded to a
 multiple of the global batch; global batch s covers [s*G, (s+1)*G) and each host takes its
-contiguous block of it (`grain_hosts`). Padding positions repeat real samples with `mask` 0, so
-every host yields the same number of full batches. A video that cannot be read also gets `mask` 0.
+contiguous block of it (`grain_hosts`). Padding positions (only in the last batch) repeat one real
+sample with `mask` 0, decoded once per loader rather than per position, so every host yields the
+same number of full batches. A video that cannot be read also gets `mask` 0.
 
 Batches are dicts of numpy arrays; see `make_eval_iterator`.
 """
@@ -54,6 +55,7 @@ class _EvalLoader:
         self.max_retries = max_retries
         self.total = len(source) * num_views
         self._cache = None  # (item index, temporal clip, Clip): test crops of one clip decode once
+        self._last = None  # the newest real sample: padding positions copy it instead of decoding
 
     def _view(self, view_index: int) -> samples.View:
         if self.view_mode == "test":
@@ -76,8 +78,21 @@ class _EvalLoader:
         )
 
     def __call__(self, position: int) -> dict[str, np.ndarray]:
-        real = position < self.total
-        video, view_index = divmod(position % self.total, self.num_views)
+        if position >= self.total:
+            return self._padding()
+        return self._real(position)
+
+    def _padding(self) -> dict[str, np.ndarray]:
+        """A masked copy of a real sample (decoded once per loader when none was made yet)."""
+        if self._last is None:
+            self._last = self._real(0)
+        sample = dict(self._last)
+        sample["mask"] = np.float32(0.0)
+        sample["bad_inputs"] = np.int32(0)
+        return sample
+
+    def _real(self, position: int) -> dict[str, np.ndarray]:
+        video, view_index = divmod(position, self.num_views)
         view = self._view(view_index)
         ok = True
         bad = 0
@@ -98,8 +113,9 @@ class _EvalLoader:
             )
         sample["video_index"] = np.int32(video)
         sample["view_index"] = np.int32(view_index)
-        sample["mask"] = np.float32(real and ok)
+        sample["mask"] = np.float32(ok)
         sample["bad_inputs"] = np.int32(bad)
+        self._last = sample
         return sample
 
 

@@ -49,7 +49,7 @@ def read_kinetics_list(
         [0, num_classes).
     """
     videos = []
-    with storage.open_text(os.fspath(list_path), encoding="utf-8") as f:
+    with storage.open_text(os.fspath(list_path), encoding="utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             line = line.strip()
             if not line:
