@@ -7,6 +7,11 @@ part that exists is complete. ``OUTPUT`` may be a local folder or a ``gs://`` pr
 ``OUTPUT/parts/manifest.json`` records the run's settings; parts made with other settings are
 refused, never mixed. :func:`merge` joins the parts in list order, so a resumed run writes the
 same bytes as an uninterrupted one.
+
+A part that cannot be read back (truncated by a copy, damaged on disk) is set aside as
+``part-NNNNNN.npz.damaged`` with one warning line and its chunk is computed again
+(:func:`set_aside_damaged`): a rerun checks this process's parts cheaply (the zip directory), the
+merge reads them whole.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ import hashlib
 import io
 import json
 import re
-from typing import Dict, Sequence, Set, Tuple
+import zipfile
+from typing import Dict, List, Sequence, Set, Tuple
 
 import numpy as np
+from absl import logging
 
 from egoexo_jax import storage
 from egoexo_jax.cli import UserError
@@ -32,11 +39,17 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 SIGNALS = ("ego", "object")
 OUTPUT_FILES = {"ego": EGO_FILE, "object": OBJECT_FILE}
+DAMAGED_SUFFIX = ".damaged"
 _PART_NAME = re.compile(r"part-(\d{6})\.npz")
+_PART_KEYS = ("chunk", "keys", "bad_paths", "bad_reasons")
 
 
 class PrecomputeError(UserError, ValueError):
     """A config, teacher or output folder this run cannot use (the message names it)."""
+
+
+class DamagedPartError(PrecomputeError):
+    """A part file that exists but cannot be read back as its chunk's results."""
 
 
 def part_path(output: str, chunk: int) -> str:
@@ -76,21 +89,53 @@ def write_part(
 
 
 def read_part(path: str, chunk: int, signals: Sequence[str]) -> Dict[str, np.ndarray]:
-    """The arrays of ``write_part``; ``PrecomputeError`` naming the file when it is not one."""
+    """The arrays of ``write_part``; :class:`DamagedPartError` naming the file when it is not one."""
+    raw = storage.read_bytes(path)
     try:
-        with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as z:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise PrecomputeError(f"{path}: unreadable part file ({e}); delete it and run again") from None
-    missing = [k for k in ("chunk", "keys", "bad_paths", "bad_reasons", *signals) if k not in data]
-    if missing or int(data["chunk"][0]) != chunk:
-        raise PrecomputeError(
-            f"{path}: not the part of chunk {chunk} with {list(signals)} (missing {missing}); delete it and run again"
-        )
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DamagedPartError(f"{path}: unreadable part file ({type(e).__name__}: {e})") from None
+    missing = [k for k in (*_PART_KEYS, *signals) if k not in data]
+    if missing or data["chunk"].shape != (3,) or int(data["chunk"][0]) != chunk:
+        raise DamagedPartError(f"{path}: not the part of chunk {chunk} with {list(signals)} (missing {missing})")
     for s in signals:
         if data[s].shape[0] != len(data["keys"]):
-            raise PrecomputeError(f"{path}: {len(data['keys'])} keys but {data[s].shape[0]} {s} rows")
+            raise DamagedPartError(f"{path}: {len(data['keys'])} keys but {data[s].shape[0]} {s} rows")
     return data
+
+
+def _directory_problem(path: str, signals: Sequence[str]) -> str | None:
+    """Why the part's zip directory is unreadable or lacks an array (cheap: only the end of the
+    file is read); ``None`` when it looks complete."""
+    try:
+        with storage.open_read(path) as f, zipfile.ZipFile(f) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        return f"unreadable part file ({type(e).__name__}: {e})"
+    missing = [k for k in (*_PART_KEYS, *signals) if f"{k}.npy" not in names]
+    return f"arrays {missing} missing" if missing else None
+
+
+def _set_aside(path: str, chunk: int, problem: str) -> None:
+    """Renames the part to ``part-NNNNNN.npz.damaged`` (copy and delete on ``gs://``), one warning line."""
+    aside = path + DAMAGED_SUFFIX
+    storage.write_bytes(aside, storage.read_bytes(path))
+    storage.remove(path)
+    logging.warning("%s: %s; set aside as %s, chunk %d is computed again", path, problem, aside, chunk)
+
+
+def set_aside_damaged(output: str, chunks: Sequence[int], signals: Sequence[str]) -> List[int]:
+    """Sets aside each part of ``chunks`` whose zip directory is unreadable or incomplete (only the
+    end of each file is read), so its chunk is computed again; returns those chunks."""
+    damaged = []
+    for chunk in chunks:
+        path = part_path(output, chunk)
+        problem = _directory_problem(path, signals)
+        if problem is not None:
+            _set_aside(path, chunk, problem)
+            damaged.append(chunk)
+    return damaged
 
 
 def manifest(config, split: str, source, online: Sequence[str], chunk_size: int, batch_size: int, view) -> dict:
@@ -159,7 +204,8 @@ def check_or_write_manifest(output: str, settings: dict) -> None:
 def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, str]:
     """Merges ``parts/part-*.npz`` (chunk order) into the final pickles and ``bad_inputs.txt``.
 
-    Returns ``{signal: pickle path}``. Raises ``PrecomputeError`` naming missing chunks.
+    Returns ``{signal: pickle path}``. Raises ``PrecomputeError`` naming missing chunks, or the
+    damaged ones, which it sets aside first (:func:`set_aside_damaged`) so a rerun computes them.
     """
     finished = finished_chunks(output)
     missing = [c for c in range(num_chunks) if c not in finished]
@@ -171,12 +217,25 @@ def merge(output: str, *, num_chunks: int, signals: Sequence[str]) -> Dict[str, 
         )
     scores: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in signals}
     bad_lines = []
+    damaged = []
     for c in range(num_chunks):
-        data = read_part(part_path(output, c), c, signals)
+        path = part_path(output, c)
+        try:
+            data = read_part(path, c, signals)
+        except DamagedPartError as e:
+            _set_aside(path, c, str(e)[len(path) + 2 :])
+            damaged.append(c)
+            continue
         for i, key in enumerate(data["keys"].tolist()):
             for s in signals:
                 scores[s][key] = data[s][i]
         bad_lines += [f"{p}\t{r}\n" for p, r in zip(data["bad_paths"].tolist(), data["bad_reasons"].tolist())]
+    if damaged:
+        shown = ", ".join(str(c) for c in damaged[:10]) + (" ..." if len(damaged) > 10 else "")
+        raise PrecomputeError(
+            f"{storage.join(output, PARTS)}: {len(damaged)} of {num_chunks} part files were unreadable "
+            f"(chunks {shown}) and are set aside as *{DAMAGED_SUFFIX}; run again to compute them"
+        )
     written = {}
     for s in signals:
         written[s] = storage.join(output, OUTPUT_FILES[s])

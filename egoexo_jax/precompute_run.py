@@ -28,6 +28,7 @@ from egoexo_jax.precompute_parts import (
     manifest,
     merge,
     part_path,
+    set_aside_damaged,
     write_part,
 )
 
@@ -341,6 +342,8 @@ def precompute(
 
     mine = chunks_of_process(num_chunks, process_index, process_count)
     finished = finished_chunks(output)
+    # A part left truncated or damaged (e.g. by a copy) is set aside and its chunk redone.
+    finished -= set(set_aside_damaged(output, [c for c in mine if c in finished], online))
     todo = [c for c in mine if c not in finished]
     sizes = {c: _chunk_range(c, chunk_size, num_items)[1] - _chunk_range(c, chunk_size, num_items)[0] for c in mine}
     done_items = sum(sizes[c] for c in mine if c not in todo)

@@ -183,3 +183,45 @@ def test_errors_name_the_key_or_file(setup, tmp_path, capsys):
         ["--config=configs/pretrain.py:online", f"--output={tmp_path / 'cli'}", "--config.teachers.ego.chekpoint=x"]
     )
     assert rc == 2 and "did you mean 'teachers.ego.checkpoint'" in capsys.readouterr().err
+
+
+def _parts(out, chunks):
+    for c in chunks:
+        precompute_parts.write_part(
+            precompute_parts.part_path(str(out), c),
+            chunk=c,
+            start=2 * c,
+            stop=2 * c + 2,
+            keys=[f"v{2 * c}.mp4", f"v{2 * c + 1}.mp4"],
+            scores={"ego": np.full((2, 2), c, np.float32)},
+            bad=[],
+        )
+
+
+def test_truncated_part_is_set_aside_and_its_chunk_redone(tmp_path, caplog):
+    """Was zipfile.BadZipFile on rerun; now one warning line and the chunk counts as not done."""
+    _parts(tmp_path, range(3))
+    part = tmp_path / precompute_parts.PARTS / "part-000001.npz"
+    whole = part.read_bytes()
+    part.write_bytes(whole[: len(whole) // 2])
+    assert precompute_parts.finished_chunks(str(tmp_path)) == {0, 1, 2}
+    with caplog.at_level("WARNING"):
+        assert precompute_parts.set_aside_damaged(str(tmp_path), [0, 1, 2], ["ego"]) == [1]
+    assert precompute_parts.finished_chunks(str(tmp_path)) == {0, 2}
+    assert (tmp_path / precompute_parts.PARTS / "part-000001.npz.damaged").read_bytes() == whole[: len(whole) // 2]
+    (line,) = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert line.startswith(f"{part}: unreadable part file (BadZipFile: ") and line.endswith(
+        f"set aside as {part}.damaged, chunk 1 is computed again"
+    )
+    # A part damaged inside (its directory intact) is found by the merge, set aside, named.
+    _parts(tmp_path, [1])
+    whole = part.read_bytes()
+    at = whole.index(b"v2.mp4".decode().encode("utf-32-le"))
+    part.write_bytes(whole[:at] + b"X" + whole[at + 1 :])
+    assert precompute_parts.set_aside_damaged(str(tmp_path), [0, 1, 2], ["ego"]) == []
+    with pytest.raises(precompute_parts.PrecomputeError, match=r"1 of 3 part files were unreadable \(chunks 1\)"):
+        precompute_parts.merge(str(tmp_path), num_chunks=3, signals=["ego"])
+    assert precompute_parts.finished_chunks(str(tmp_path)) == {0, 2}
+    _parts(tmp_path, [1])
+    written = precompute_parts.merge(str(tmp_path), num_chunks=3, signals=["ego"])
+    assert list(teacher_scores.TeacherScores(written["ego"], num_classes=2).keys()) == [f"v{i}.mp4" for i in range(6)]
