@@ -64,12 +64,16 @@ def start(
     checkpoint that fits the config (:func:`check_resumable`), else a fresh state.
     ``metrics.jsonl`` keeps only the lines up to the restored step (none without a checkpoint),
     and best-validation states saved after it are dropped (the run recomputes them), so an
-    interrupted run leaves no duplicate steps."""
+    interrupted run leaves no duplicate steps. The remaining best states are checked against their
+    digests now; a damaged one is set aside (one line) and, if it was the tracked best, the
+    tracker starts over, so the next validation saves a new best."""
     resumed = checkpointer.restore_newest(abstract_state(config, run), functools.partial(check_resumable, config, run))
     latest = 0 if resumed is None else resumed[0]
     logger.truncate_after(latest)
+    damaged_best = []
     if best_ckpts is not None:
         best_ckpts.discard_after(latest)
+        damaged_best = best_ckpts.set_aside_damaged()
     if resumed is None:
         state, report = create_train_state(config, run.model, run.tx, run.mesh)
         return state, MetricAccumulator(), report, None
@@ -77,7 +81,11 @@ def start(
     run.train_iter.set_state(meta["data_iterator"])
     logging.info("resumed from %s/%d", checkpointer.directory, latest)
     print(f"resumed from step {latest}", flush=True)
-    return (TrainState.from_dict(restored), MetricAccumulator(meta.get("metrics_accumulator")), None, meta.get("best"))
+    best = meta.get("best")
+    if best is not None and best.get("step") in damaged_best:
+        logging.warning("the best state (step %s) was set aside; the next validation starts a new best", best["step"])
+        best = None
+    return (TrainState.from_dict(restored), MetricAccumulator(meta.get("metrics_accumulator")), None, best)
 
 
 def _first_difference(saved: Any, current: Any, prefix: str = "") -> Optional[str]:

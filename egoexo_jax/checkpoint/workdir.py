@@ -6,6 +6,10 @@ metric accumulator, the model config). Saves are asynchronous and atomic (orbax 
 temporary directory and renames it when complete), so a run killed at any moment leaves only
 complete checkpoints; the newest ``keep`` are kept.
 
+Every committed checkpoint also holds ``digests.json``, checked before a restore: a file whose bytes
+changed makes the checkpoint damaged (set aside, the previous one used; see
+:mod:`egoexo_jax.checkpoint.integrity`).
+
 The state with the best periodic validation metric (PySlowFast's ``checkpoint_best.pyth``) lives in
 ``workdir/checkpoints_best/<step>/`` with the same layout (:class:`BestCheckpoints`), outside the
 keep-N pruning; ``meta["best"]`` names the metric and its value.
@@ -30,15 +34,20 @@ from etils import epath
 
 from egoexo_jax import storage
 from egoexo_jax.checkpoint.config_json import model_config_from_json
+from egoexo_jax.checkpoint.integrity import (  # noqa: F401  (re-exported: the checkpoint API)
+    DAMAGED_DIR,
+    DIGESTS,
+    DamagedCheckpointError,
+    PendingDigests,
+    move_aside,
+    verify_digests,
+    write_digests,
+)
+from egoexo_jax.checkpoint.integrity import short as _short
 from egoexo_jax.cli import InputError, MissingFileError, UserError
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "checkpoints_best"  # best-validation states, outside keep-N pruning
-DAMAGED_DIR = "checkpoints_damaged"  # unreadable checkpoints are moved here, never deleted
-
-
-class DamagedCheckpointError(Exception):
-    """A checkpoint's files cannot be read (truncated, missing, corrupt)."""
 
 
 class CheckpointMismatchError(UserError, ValueError):
@@ -50,6 +59,7 @@ class Checkpointer:
 
     def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
         self.directory = storage.join(storage.absolute(workdir), CHECKPOINT_DIR)
+        self._digests = PendingDigests(self.directory)  # of the last save, written once committed
         self._options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=async_save
         )
@@ -76,10 +86,13 @@ class Checkpointer:
         ``check_meta(step, meta)`` raises when the checkpoint does not fit the run's config
         (a :class:`CheckpointMismatchError`, which propagates: the checkpoint is fine, the config
         is not). A checkpoint whose files cannot be read is reported in one line and moved to
-        ``workdir/checkpoints_damaged/`` (never deleted); the previous one is tried next.
+        ``workdir/checkpoints_damaged/`` (never deleted); the previous one is tried next. So is
+        one whose files differ from its ``digests.json`` (:func:`verify_digests`).
         """
+        self.wait()
         for step in reversed(self.all_steps()):
             try:
+                verify_digests(storage.join(self.directory, str(step)))
                 meta = self.read_meta(step)
                 check_meta(step, meta)
                 check_tree(
@@ -87,7 +100,7 @@ class Checkpointer:
                     state_like,
                     f"{self.directory}/{step}",
                 )
-                state, meta = self.restore(state_like, step)
+                state, meta = self._restore(state_like, step)
                 return step, state, meta
             except DamagedCheckpointError as e:
                 moved = self.move_aside(step)
@@ -102,18 +115,7 @@ class Checkpointer:
         """Moves checkpoint ``step`` to ``<workdir>/checkpoints_damaged/<step>`` (process 0; a
         numbered suffix when that exists; on ``gs://`` a copy, then a delete) and reopens the
         manager without it."""
-        workdir = storage.dirname(self.directory)
-        target = storage.join(workdir, DAMAGED_DIR, str(step))
-        if jax.process_index() == 0:
-            n = 1
-            while storage.exists(target):
-                target = storage.join(workdir, DAMAGED_DIR, f"{step}.{n}")
-                n += 1
-            storage.move_tree(storage.join(self.directory, str(step)), target)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-            multihost_utils.sync_global_devices(f"egoexo_move_aside_{step}")
+        target = move_aside(self.directory, step, str(step))
         self.manager.close()
         self.manager = ocp.CheckpointManager(self.directory, options=self._options)
         return target
@@ -127,12 +129,19 @@ class Checkpointer:
         """
         with _disk_errors(self.directory):
             self.manager.wait_until_finished()  # the previous save counts in the space left
+            self._digests.write()
             self._check_space(state)
+            self._digests.start(step)
             self.manager.save(
                 step,
                 args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
                 force=True,
             )
+        if self._options.enable_async_checkpointing:
+            self._digests.watch(self.manager, step)
+        else:
+            with _disk_errors(self.directory):
+                self._digests.write()
 
     def _check_space(self, state: Any) -> None:
         free = storage.free_bytes(self.directory)
@@ -159,11 +168,16 @@ class Checkpointer:
         """Restores ``(state, meta)`` at ``step`` (default newest) onto ``state_like``'s structure,
         shapes and shardings (arrays or ``jax.ShapeDtypeStruct`` s).
 
-        Raises :class:`DamagedCheckpointError` when the files cannot be read, and
-        :class:`CheckpointMismatchError` when they are readable but hold a train state of another
-        structure (e.g. optimizer settings changed).
+        Raises :class:`DamagedCheckpointError` when the files cannot be read or differ from their
+        digests, and :class:`CheckpointMismatchError` when they are readable but hold a train
+        state of another structure (e.g. optimizer settings changed).
         """
+        self.wait()
         step = self.latest_step() if step is None else step
+        verify_digests(storage.join(self.directory, str(step)))
+        return self._restore(state_like, step)
+
+    def _restore(self, state_like: Any, step: int) -> Tuple[Any, Dict[str, Any]]:
         abstract = jax.tree.map(_abstract, state_like)
         try:
             out = self.manager.restore(
@@ -179,13 +193,16 @@ class Checkpointer:
         return out["state"], out["meta"]
 
     def wait(self) -> None:
+        """Waits for the save in progress to be committed and its digests written."""
         with _disk_errors(self.directory):
             self.manager.wait_until_finished()
+            self._digests.write()
 
     def close(self) -> None:
         with _disk_errors(self.directory):
             try:
                 self.manager.wait_until_finished()
+                self._digests.write()
             finally:
                 self.manager.close()
 
@@ -215,13 +232,6 @@ def _disk_errors(directory: str):
                 path = re.search(r'Failed (?:writing|to write)[^"]*"([^"]+)"', text)
                 raise OSError(code, words, path.group(1) if path else directory) from e
         raise
-
-
-def _short(e: BaseException, limit: int = 200) -> str:
-    """One line of an exception's message (orbax / tensorstore messages span pages)."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    text = text.split(" See full TensorStore details")[0]
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def state_tree_metadata(directory: str) -> Any:
@@ -275,19 +285,39 @@ class BestCheckpoints:
 
     def __init__(self, workdir: str):
         self.directory = storage.join(storage.absolute(workdir), BEST_DIR)
-        options = ocp.CheckpointManagerOptions(
+        self._options = ocp.CheckpointManagerOptions(
             max_to_keep=None, create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True
         )
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self.manager = ocp.CheckpointManager(self.directory, options=self._options)
 
     def steps(self) -> List[int]:
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state: Any, meta: Dict[str, Any]) -> None:
+        """Saves a best state and, once committed, its ``digests.json``."""
         self.manager.save(
             step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
         )
         self.manager.wait_until_finished()
+        if jax.process_index() == 0:
+            write_digests(storage.join(self.directory, str(step)))
+
+    def set_aside_damaged(self) -> List[int]:
+        """Checks every best state against its digests (:func:`verify_digests`); a damaged one is
+        reported in one line and moved to ``<workdir>/checkpoints_damaged/best-<step>``. Returns
+        the steps set aside."""
+        damaged = []
+        for step in self.steps():
+            try:
+                verify_digests(storage.join(self.directory, str(step)))
+            except DamagedCheckpointError as e:
+                moved = move_aside(self.directory, step, f"best-{step}")
+                print(f"best checkpoint {self.directory}/{step} cannot be read ({e}); moved to {moved}", flush=True)
+                damaged.append(step)
+        if damaged:
+            self.manager.close()
+            self.manager = ocp.CheckpointManager(self.directory, options=self._options)
+        return damaged
 
     def discard_after(self, step: int) -> None:
         """Deletes the bests saved after ``step`` (the step a run resumes from)."""
@@ -367,9 +397,11 @@ def load_workdir_variables(
     workdir: str, step: Optional[int] = None, *, best: bool = False
 ) -> Tuple[ml_collections.ConfigDict, dict, int]:
     """``(model_config, {"params", "batch_stats"}, step)`` from a training workdir's newest
-    readable (or the given) checkpoint, or with ``best`` its best-validation one."""
+    readable (or the given) checkpoint, or with ``best`` its best-validation one; a checkpoint
+    whose files differ from its digests counts as unreadable."""
 
     def read(directory: str, step: int):
+        verify_digests(storage.join(directory, str(step)))
         meta = _read_step_meta(directory, step)
         if "model_config" not in meta:
             raise InputError(

@@ -3,7 +3,8 @@
 :mod:`~egoexo_jax.storage.paths` tells the two apart and checks them (an unknown scheme is a
 one-line error); :mod:`~egoexo_jax.storage.files` reads, writes, lists, copies and deletes with
 object-store semantics where the path is a URL. Nothing else in the package opens, renames or
-lists a workdir, data or output path itself. Why fsspec / gcsfs, and the environment variables
+lists a workdir, data or output path itself. :mod:`~egoexo_jax.storage.lock` keeps one run per
+workdir (:class:`WorkdirLock`). Why fsspec / gcsfs, and the environment variables
 that point every client at a local Cloud Storage server: docs/storage.md#clients.
 """
 
@@ -32,10 +33,13 @@ from egoexo_jax.storage.files import (
     write_bytes,
     write_text,
 )
+from egoexo_jax.storage.lock import WorkdirLock, WorkdirLockedError
 from egoexo_jax.storage.paths import PathError, absolute, basename, check, dirname, is_url, join, split_url
 
 __all__ = [
     "PathError",
+    "WorkdirLock",
+    "WorkdirLockedError",
     "absolute",
     "append_bytes",
     "atomic_write",
