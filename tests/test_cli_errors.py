@@ -164,6 +164,14 @@ def test_main_config_errors_are_one_line(tmp_path, kin_root):
     assert not (tmp_path / "wd").exists()  # refused before anything was written
     proc = _main(tmp_path, "--config.batch_size=abc", config=f"{REPO}/tests/tiny_config.py:{kin_root}")
     assert "--config.batch_size=abc" in _error_line(proc)
+    # Values that used to train with zero gradients or end in a traceback (issue 24).
+    for override, line in (
+        ("--config.model.dropout_rate=2.0", "error: config.model.dropout_rate=2.0; expected a finite number in [0, 1)"),
+        ("--config.seed=-1", "error: config.seed=-1; expected an integer in [0, 4294967296)"),
+    ):
+        proc = _main(tmp_path, override, config=f"{REPO}/tests/tiny_config.py:{kin_root}")
+        assert proc.returncode == 2 and _error_line(proc) == line
+        assert not (tmp_path / "wd").exists()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import pytest
 
 from egoexo_jax import models
 from egoexo_jax.checkpoint.converted import load_converted
+from egoexo_jax.cli import UserError
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
 from egoexo_jax.models import presets
@@ -188,3 +189,31 @@ def test_cli_bad_input_is_one_line(tmp_path):
     assert last.startswith("error: ") and "garbage.pyth" in last
     res = _run_cli(["--input", str(tmp_path / "missing.pyth"), "--output", str(tmp_path / "o")], tmp_path)
     assert res.returncode == 2 and "no such file" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "old,new,error",
+    [
+        ("  MODE: conv\n", "  MODE: max\n", "MViT cfg MVIT.MODE='max' is not supported; expected 'conv'"),
+        ("  TEST_CROP_SIZE: 64\n", "  TEST_CROP_SIZE: 80\n", "MViT cfg DATA.TEST_CROP_SIZE=80 differs"),
+        ("  RESIDUAL_POOLING: true\n", "  RESIDUAL_POOLING: false\n", None),
+    ],
+)
+def test_mvit_stored_cfg_edits(fixtures_dir, tmp_path, caplog, old, new, error):
+    """MViT cfg values the JAX model lacks are one-line errors naming the field; a value the weights
+    cannot reveal (RESIDUAL_POOLING) converts, and the fields trusted as stored are logged."""
+    src = fixtures_dir / "pyslowfast" / "mvit_v2_b_32x3" / "checkpoint.pyth"
+    cfg = load_torch_file(src)["cfg"]
+    assert cfg.count(old) == 1
+    edited = tmp_path / "edited.pyth"
+    _rewrite_zip(src, edited, lambda d: _replace_pickled_str(d, cfg, cfg.replace(old, new)))
+    if error:
+        with pytest.raises(UserError) as e:
+            pyslowfast.convert_checkpoint(edited)
+        assert str(e.value).startswith(error) and "\n" not in str(e.value)
+        return
+    with caplog.at_level("WARNING"):
+        conv = pyslowfast.convert_checkpoint(edited)
+    assert conv.model_config.mvit.residual_pooling is False
+    lines = [r.getMessage() for r in caplog.records if "trusted as stored" in r.getMessage()]
+    assert len(lines) == 1 and "MVIT.RESIDUAL_POOLING=False" in lines[0] and "MVIT.POOL_Q_STRIDE=" in lines[0]

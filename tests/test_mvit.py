@@ -438,7 +438,7 @@ def test_egoexo_student_trains_with_all_auxiliary_losses():
     c = config_schema.base_config()
     c.model = presets.egoexo_pretrain_heads(MC.model_config_from_mvit_config(small))
     c.model.interaction_conv_dim = 32
-    c.data.update(arch="mvit", num_frames=8, train_crop_size=64)
+    c.data.update(arch="mvit", num_frames=8, train_crop_size=64, test_crop_size=64, num_classes=8)
     c.loss.update(ce=0.5, ego=0.1, object=0.5, hand=1.0, object_map=1.0)
     for signal in ("ego", "object", "interaction"):
         c.teachers[signal].source = "file"

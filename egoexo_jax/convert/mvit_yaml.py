@@ -317,19 +317,14 @@ def check_against_weights(mcfg: MViTConfig, shapes: Mapping[str, Sequence[int]])
     return unconfirmed_fields(mcfg)
 
 
-_LOGGED: set = set()
-
-
 def model_config_from_pyslowfast(cfg: Mapping[str, Any], shapes: Optional[Mapping[str, Sequence[int]]] = None):
     """Registry model config from a parsed PySlowFast cfg (see :func:`mvit_config_from_pyslowfast`);
     with ``shapes`` ({key: shape} of the checkpoint) checked against them (:func:`check_against_weights`).
 
-    Logs once per distinct cfg which fields are trusted without confirmation from the weights."""
+    Logs (one line) which fields are trusted without confirmation from the weights."""
     if isinstance(cfg, str):
         cfg = yaml.safe_load(cfg)
     mcfg = mvit_config_from_pyslowfast(cfg)
     line = check_against_weights(mcfg, shapes) if shapes is not None else unconfirmed_fields(mcfg, cfg)
-    if line not in _LOGGED:
-        _LOGGED.add(line)
-        logging.warning("%s", line)
+    logging.warning("%s", line)
     return model_config_from_mvit_config(mcfg)
