@@ -570,9 +570,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = Non
             f"{tuple(config.schedule.lrs)} must have the same length"
         )
     if (config.evaluate.epic55_s1 or config.evaluate.epic55_s2) and config.data.dataset != "epic55":
-        raise ValueError(
+        raise ConfigError(
             f"config.evaluate.epic55_s1 / epic55_s2 name EPIC-55 test lists but "
-            f"config.data.dataset is {config.data.dataset!r}"
+            f"config.data.dataset is {config.data.dataset!r}; expected 'epic55' or empty lists"
         )
     if config.data.arch != config.model.arch and config.model.arch != "mvit":
         raise ConfigError(

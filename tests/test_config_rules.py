@@ -46,6 +46,10 @@ def test_every_leaf_of_every_recipe_has_a_rule_and_validates():
     ruled = set(config_schema._RANGES) | set(config_schema._CHOICES) | set(config_schema._BOOLS)
     ruled |= set(config_schema._STRINGS) | set(config_schema._CUSTOM) | set(config_schema.PATH_KEYS)
     assert ruled - seen == set()
+    # The walk sees a leaf that a recipe adds without a rule.
+    extra = tiny_config.get_config("/tmp/data")
+    extra.data.new_knob = 3
+    assert [k for k in config_schema.leaves(extra) if not config_schema.rule_of(k)] == ["data.new_knob"]
 
 
 def _tiny(**flat):
@@ -206,3 +210,9 @@ def test_eval_padding_decodes_no_extra_videos(tmp_path, monkeypatch):
     assert batches[0]["mask"].tolist() == [1.0, 1.0] + [0.0] * 62
     assert int(batches[0]["bad_inputs"].sum()) == 0
     assert len(calls) == 2  # one decode per real view; the 62 padding views copy a real sample
+
+
+def test_epic55_lists_need_the_epic55_dataset():
+    c = _tiny(**{"evaluate.epic55_s1": "s1.pkl"})
+    with pytest.raises(config_schema.ConfigError, match=r"^config\.evaluate\.epic55_s1 .*expected 'epic55'"):
+        config_schema.validate(c)
