@@ -3,6 +3,8 @@
 Absent keys take the newer facebookresearch/SlowFast defaults; options outside the family our
 :class:`egoexo_jax.models.mvit.MViT` reimplements (``MODE=conv``, ``POOL_FIRST=False``, fused
 ``qkv``, layer norm) are refused by name rather than silently built differently.
+:func:`check_against_weights` compares the cfg with what a checkpoint's weight shapes reveal and
+names the fields it has to trust (``RESIDUAL_POOLING``, pooling strides ...).
 """
 
 from __future__ import annotations
@@ -66,7 +68,6 @@ UNCONFIRMED = (
     "MVIT.PATCH_STRIDE",
     "MVIT.PATCH_PADDING",
     "MVIT.USE_MEAN_POOLING",
-    "MVIT.DIM_MUL_IN_ATT",
     "MODEL.HEAD_ACT",
 )
 
@@ -121,10 +122,10 @@ def mvit_config_from_pyslowfast(cfg: Mapping[str, Any]) -> MViTConfig:
         ``POOL_KV_STRIDE_ADAPTIVE`` when the latter is set, as the official builder does.
 
     Raises:
-      NotImplementedError: for options outside the supported family (pool-first,
-        separate q/k/v, non-conv pooling, 2-D patches, reversible, sin-cos positions,
-        detection heads).
-      ValueError: if ``DATA.TEST_CROP_SIZE`` is given and differs from the train crop.
+      MViTCfgError: (a one-line :class:`UserError` naming the cfg key) for options outside the
+        supported family (pool-first, separate q/k/v, non-conv pooling, 2-D patches, reversible,
+        sin-cos positions, detection heads), ``DATA.TEST_CROP_SIZE`` != ``DATA.TRAIN_CROP_SIZE``,
+        and block indices or tuples the model cannot build (``models.mvit_config.config_problems``).
     """
     if isinstance(cfg, str):
         cfg = yaml.safe_load(cfg)
@@ -240,7 +241,9 @@ def unconfirmed_fields(mcfg: MViTConfig, cfg: Optional[Mapping[str, Any]] = None
     mv = {**_MVIT_DEFAULTS, **((cfg or {}).get("MVIT") or {})}
     parts = []
     for key in UNCONFIRMED:
-        section, name = key.split(".")
+        if key == "MVIT.POOL_KV_STRIDE" and mcfg.pool_kv_stride_adaptive is not None:
+            continue  # recomputed from POOL_KV_STRIDE_ADAPTIVE, as the official builder does
+        name = key.split(".")[1]
         field = next((f for f, k in CFG_KEYS.items() if k == key), None)
         value = getattr(mcfg, field) if field else mv.get(name)
         parts.append(f"{key}={value!r}")
