@@ -558,7 +558,9 @@ def check_batch_layout(
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: Optional[int] = None, num_processes: int = 1) -> None:
-    """Raises :class:`ConfigError` (a ``ValueError``) naming the key for values that cannot work.
+    """Raises :class:`ConfigError` (a ``ValueError``) naming the key for values that cannot work:
+    each leaf against its rule (:func:`rule_of`), then the relations between leaves (heads = the
+    dataset's classes, MViT one crop, pathways, teachers, batch memory, paths).
 
     With ``num_devices``, also checks that the batches split over the devices, processes and
     BatchNorm groups (:func:`check_batch_layout`).
