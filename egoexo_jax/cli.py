@@ -55,8 +55,11 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the config or command line names does not exist."""
 
 
-class Preempted(Exception):
-    """Training stopped on SIGTERM after saving a checkpoint (exit :data:`EXIT_PREEMPTED`)."""
+class Preempted(BaseException):
+    """The run stopped on SIGTERM (exit :data:`EXIT_PREEMPTED`); in the training loop after saving
+    a checkpoint. A ``BaseException``, like ``KeyboardInterrupt``: raised from the signal handler
+    into any code, it must not be taken for that code's own failure (e.g. an unreadable
+    checkpoint) by an ``except Exception``."""
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -182,7 +185,7 @@ def run_command(
         return EXIT_USER_ERROR
     try:
         return body(fv)
-    except Exception as e:  # pylint: disable=broad-except
+    except (Exception, Preempted) as e:  # pylint: disable=broad-except
         if not handles(e):
             raise  # a bug: keep the traceback
         return report(e, debug=fv.debug, where=fv[where_flag].value if where_flag else "")

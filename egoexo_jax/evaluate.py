@@ -361,8 +361,12 @@ def evaluate_only(config: ml_collections.ConfigDict, workdir: str, *, mesh=None)
     """``mode=evaluate``: multi-view evaluation of ``config.evaluate.checkpoint`` (a workdir,
     converted directory or ``.pyth``; ``best``: the best-validation checkpoint of ``workdir``),
     else the newest checkpoint in ``workdir``, else ``config.init_from``."""
-    workdir = storage.absolute(storage.check(workdir, "--workdir"))
-    storage.makedirs(workdir)
+    workdir = ckpt_lib.prepare_workdir(workdir)
+    with storage.WorkdirLock(workdir):
+        return _evaluate_only(config, workdir, mesh)
+
+
+def _evaluate_only(config: ml_collections.ConfigDict, workdir: str, mesh) -> Dict[str, float]:
     mesh = mesh if mesh is not None else sharding.make_mesh()
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     config_schema.check_batch_layout(config, mesh.devices.size, jax.process_count(), training=False)

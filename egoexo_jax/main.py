@@ -22,7 +22,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from egoexo_jax import cli, config_schema, hostenv, recipe
+from egoexo_jax import cli, hostenv
+from egoexo_jax.preemption import Preemption
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file, optionally file.py:variant.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
@@ -39,7 +40,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
         _run(_CONFIG.value, _WORKDIR.value)
-    except Exception as e:  # pylint: disable=broad-except
+    except (Exception, cli.Preempted) as e:  # pylint: disable=broad-except
         if not cli.handles(e):
             raise  # a bug: keep the traceback
         code = cli.report(e, debug=_DEBUG.value, where=_WORKDIR.value or "")
@@ -54,7 +55,7 @@ def main(argv):
 def _run(config, workdir: str) -> None:
     import jax  # pylint: disable=import-outside-toplevel
 
-    from egoexo_jax import batch_scaling, sharding  # pylint: disable=import-outside-toplevel
+    from egoexo_jax import batch_scaling, config_schema, sharding  # pylint: disable=import-outside-toplevel
 
     sharding.maybe_initialize_distributed()
     cli.quiet_disk_error_tracebacks()
@@ -84,8 +85,21 @@ def _parse_flags(argv):
 
 
 def run():
-    """``egoexo-train`` and ``python -m egoexo_jax.main``: host set-up, the recipe checks, then absl."""
+    """``egoexo-train`` and ``python -m egoexo_jax.main``: host set-up, the recipe checks, then absl.
+
+    A SIGTERM from here until the training loop takes over ends the process with exit 75 (this
+    module imports the heavy libraries only after the handler is installed)."""
     hostenv.prepare_process()
+    with Preemption():
+        try:
+            _run_command()
+        except cli.Preempted as e:
+            sys.exit(cli.report(e))
+
+
+def _run_command():
+    from egoexo_jax import recipe  # pylint: disable=import-outside-toplevel
+
     argv = sys.argv
     if "--help" in argv[1:] or "-h" in argv[1:]:  # the same help as the other entry points, exit 0
         module = flags.FLAGS.find_module_defining_flag(_WORKDIR.name)

@@ -21,15 +21,9 @@ from egoexo_jax import evaluate as eval_lib
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import bad_inputs
 from egoexo_jax.precise_bn import PreciseBN
+from egoexo_jax.preemption import Interrupted, Preemption
 from egoexo_jax.train import TrainState, make_config_train_step
-from egoexo_jax.train_loop_utils import (
-    BestTracker,
-    MetricAccumulator,
-    Preemption,
-    best_metric_name,
-    check_finite,
-    every,
-)
+from egoexo_jax.train_loop_utils import BestTracker, MetricAccumulator, best_metric_name, check_finite, every
 from egoexo_jax.train_resume import checkpoint_meta, start
 from egoexo_jax.train_setup import BAD_INPUTS, Run, log_teacher_missing, setup
 
@@ -44,10 +38,15 @@ def train_and_evaluate(
     ``stop_after``: leave the loop after that many steps of this call (tests).
 
     Raises:
-      cli.Preempted: SIGTERM arrived; a checkpoint of the current step was saved first.
+      cli.Preempted: SIGTERM arrived; in the loop a checkpoint of the current step was saved first.
     """
-    workdir = storage.absolute(storage.check(workdir, "--workdir"))
-    storage.makedirs(workdir)
+    with Preemption(interruptible_waits=jax.process_count() == 1) as preempt:
+        workdir = ckpt_lib.prepare_workdir(workdir)
+        with storage.WorkdirLock(workdir):
+            return _train(config, workdir, mesh, stop_after, preempt)
+
+
+def _train(config, workdir: str, mesh, stop_after: Optional[int], preempt: Preemption) -> Dict[str, float]:
     mesh = mesh if mesh is not None else sharding.make_mesh()
     config = batch_scaling.resolve_batch(config, mesh.devices.size)
     run = setup(config, workdir, mesh)
@@ -63,25 +62,33 @@ def train_and_evaluate(
         run.train_iter.close()
         raise
     best = BestTracker(best_metric_name(config), best_state)
-    write_config(config, workdir)  # only now: the run has started cleanly
-
-    p_train = make_config_train_step(
-        config, run.mesh, model=run.model, tx=run.tx, schedule=run.schedule, teacher_fn=run.teacher_fn
-    )
     first = int(jax.device_get(state.step))
-    ckpt_every = (
-        max(int(round(config.checkpoint.every_epochs * run.steps_per_epoch)), 0)
-        if config.checkpoint.every_epochs > 0
-        else 0
-    )
-    eval_every = (
-        max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1) if config.eval_every_epochs > 0 else 0
-    )
-    evaluator = eval_lib.Evaluator.create(config, run.model, run.mesh, workdir)
-    precise_bn = PreciseBN(config, run.model, run.mesh, run.steps_per_epoch) if config.precise_bn.enabled else None
-    report_progress = periodic_actions.ReportProgress(
-        num_train_steps=run.total_steps, writer=logger, every_steps=config.log_every_steps
-    )
+    # A run stopped by SIGTERM during precise BN or validation redoes that work at its step.
+    redo = checkpointer.read_meta(first).get("pending") if first else None
+    try:
+        write_config(config, workdir)  # only now: the run has started cleanly
+        p_train = make_config_train_step(
+            config, run.mesh, model=run.model, tx=run.tx, schedule=run.schedule, teacher_fn=run.teacher_fn
+        )
+        ckpt_every = (
+            max(int(round(config.checkpoint.every_epochs * run.steps_per_epoch)), 0)
+            if config.checkpoint.every_epochs > 0
+            else 0
+        )
+        eval_every = (
+            max(int(round(config.eval_every_epochs * run.steps_per_epoch)), 1) if config.eval_every_epochs > 0 else 0
+        )
+        evaluator = eval_lib.Evaluator.create(config, run.model, run.mesh, workdir)
+        precise_bn = PreciseBN(config, run.model, run.mesh, run.steps_per_epoch) if config.precise_bn.enabled else None
+        report_progress = periodic_actions.ReportProgress(
+            num_train_steps=run.total_steps, writer=logger, every_steps=config.log_every_steps
+        )
+    except BaseException:
+        checkpointer.close()
+        if best_ckpts is not None:
+            best_ckpts.close()
+        run.train_iter.close()
+        raise
     if jax.process_index() == 0:
         print(
             f"training {run.total_steps} steps ({run.steps_per_epoch} per epoch, global batch "
@@ -89,9 +96,12 @@ def train_and_evaluate(
             flush=True,
         )
 
-    def save(step: int):
+    def save(step: int, pending: Optional[str] = None):
         logger.flush()  # the metric lines up to ``step`` are written before its checkpoint
-        checkpointer.save(step, state.as_dict(), checkpoint_meta(run, acc, best))
+        meta = checkpoint_meta(run, acc, best)
+        if pending:
+            meta["pending"] = pending
+        checkpointer.save(step, state.as_dict(), meta)
 
     def save_best(step: int):
         checkpointer.wait()  # older bests stay until a periodic checkpoint covers the new one
@@ -99,14 +109,64 @@ def train_and_evaluate(
         best_ckpts.save(step, state.as_dict(), checkpoint_meta(run, acc, best))
         logging.info("best %s %.4f at step %d", best.metric, best.value, step)
 
+    def stop_now(step: int, pending: Optional[str] = None, during: str = ""):
+        """Saves the state of ``step`` (unless that checkpoint exists) and raises Preempted."""
+        preempt.saving()
+        if checkpointer.latest_step() != step:
+            save(step, pending)
+        checkpointer.wait()
+        if jax.process_count() > 1:  # every process exits only once the save is complete
+            from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+
+            multihost_utils.sync_global_devices("egoexo_preempted")
+        logging.warning("stopped after SIGTERM at step %d (checkpoint saved)", step)
+        raise cli.Preempted(
+            f"SIGTERM at step {step} of {run.total_steps}{during}; checkpoint saved in {checkpointer.directory}/{step}"
+        )
+
+    def boundary_work(step: int, from_phase: str = "precise_bn") -> Dict[str, float]:
+        """Precise BN, the epoch's teacher log and validation (with the best checkpoint) after
+        ``step``; SIGTERM during precise BN or validation saves ``step`` to redo them on resume."""
+        nonlocal state
+        epoch_end = every(step, run.steps_per_epoch)
+        values: Dict[str, float] = {}
+        try:
+            if from_phase == "precise_bn":
+                if precise_bn is not None and (epoch_end or step == run.total_steps):
+                    with preempt.interruptible("precise BN"):
+                        state = precise_bn(state, step)
+                if epoch_end:
+                    log_teacher_missing(run, logger, step)
+            if every(step, eval_every) or (eval_every and step == run.total_steps):
+                with preempt.interruptible("validation"):
+                    values = eval_lib.evaluate_split(
+                        config, evaluator, state.variables, config.eval_split, step, logger
+                    )
+                if best_ckpts is not None and best.update(step, values):
+                    save_best(step)
+        except Interrupted as e:
+            stop_now(step, "precise_bn" if e.phase == "precise BN" else "eval", f" ({e.phase} is redone on resume)")
+        return values
+
     last_eval: Dict[str, float] = {}
     pending = None
     step = first
     end = run.total_steps if stop_after is None else min(run.total_steps, first + stop_after)
-    with Preemption() as preempt:
+    with preempt.deferred():
         try:
+            if redo:
+                last_eval = boundary_work(first, redo)
             while step < end:
-                host_batch = next(run.train_iter)
+                before = run.train_iter.get_state()
+                try:
+                    with preempt.interruptible("reading training data"):
+                        host_batch = next(run.train_iter)
+                except Interrupted:
+                    run.train_iter.set_state(before)  # the batch is read again on resume
+                    if pending is not None:
+                        _consume(pending, acc)
+                        pending = None
+                    stop_now(step)
                 batch = sharding.global_batch(host_batch, run.mesh)
                 state, metrics = p_train(state, batch, run.teacher_variables)
                 if pending is not None:  # fetch the previous step's metrics (one-step lag)
@@ -137,34 +197,13 @@ def train_and_evaluate(
                     scalars.update(_epoch_summary(step // run.steps_per_epoch, acc, run, config))
                 if scalars:
                     logger.write(step, scalars)
-                if precise_bn is not None and (epoch_end or step == run.total_steps):
-                    state = precise_bn(state, step)
-                if epoch_end:
-                    log_teacher_missing(run, logger, step)
-                if every(step, eval_every) or (eval_every and step == run.total_steps):
-                    last_eval = eval_lib.evaluate_split(
-                        config, evaluator, state.variables, config.eval_split, step, logger
-                    )
-                    if best_ckpts is not None and best.update(step, last_eval):
-                        save_best(step)
-                if (
-                    every(step, ckpt_every)
-                    or every(step, config.checkpoint.every_steps)
-                    or step == run.total_steps
-                    or stop
-                ):
-                    save(step)
+                last_eval = boundary_work(step) or last_eval
+                if jax.process_count() == 1:
+                    stop = stop or preempt.requested
                 if stop:
-                    checkpointer.wait()
-                    if jax.process_count() > 1:  # every process exits only once the save is complete
-                        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-                        multihost_utils.sync_global_devices("egoexo_preempted")
-                    logging.warning("stopped after SIGTERM at step %d (checkpoint saved)", step)
-                    raise cli.Preempted(
-                        f"SIGTERM at step {step} of {run.total_steps}; checkpoint saved in "
-                        f"{checkpointer.directory}/{step}"
-                    )
+                    stop_now(step)
+                if every(step, ckpt_every) or every(step, config.checkpoint.every_steps) or step == run.total_steps:
+                    save(step)
             if pending is not None:
                 _consume(pending, acc)
             if step >= run.total_steps:
@@ -172,9 +211,16 @@ def train_and_evaluate(
                 if best_ckpts is not None:
                     best_ckpts.prune(checkpointer.latest_step())
                 if config.test_at_end:
-                    last_eval = eval_lib.evaluate_final(
-                        config, evaluator, _test_variables(run, state), "test", step, logger
-                    )
+                    try:
+                        with preempt.interruptible("the final test"):
+                            last_eval = eval_lib.evaluate_final(
+                                config, evaluator, _test_variables(run, state), "test", step, logger
+                            )
+                    except Interrupted as e:
+                        raise cli.Preempted(
+                            f"SIGTERM during the final test after step {step}; the checkpoint of step {step} is "
+                            f"in {checkpointer.directory}, the rerun repeats the test"
+                        ) from e
             else:
                 save(step)
             return last_eval

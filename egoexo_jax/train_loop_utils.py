@@ -1,13 +1,10 @@
-"""Small pieces of the training loop (:mod:`egoexo_jax.train_loop`): the SIGTERM handler, the
-host-side metric sums, the finite-loss check and the best-validation tracker.
-"""
+"""Small pieces of the training loop (:mod:`egoexo_jax.train_loop`): the host-side metric sums,
+the finite-loss check and the best-validation tracker."""
 
 from __future__ import annotations
 
-import signal
 from typing import Dict, Optional
 
-import jax
 import numpy as np
 from absl import logging
 
@@ -16,39 +13,6 @@ from egoexo_jax import cli
 
 class NonFiniteLossError(cli.UserError, FloatingPointError):
     """A training step produced a non-finite loss; names the step and the terms."""
-
-
-class Preemption:
-    """SIGTERM -> save a checkpoint at the next step and stop with :class:`cli.Preempted`
-    (the previous handler is restored on exit)."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):  # pylint: disable=unused-argument
-        logging.warning("SIGTERM: saving a checkpoint and stopping")
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
-
-    def any_host(self) -> bool:
-        """Whether any process got SIGTERM (a collective: every process must call it together)."""
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-
-        flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
-        return bool(np.any(flags))
 
 
 class MetricAccumulator:

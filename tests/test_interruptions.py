@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from egoexo_jax import cli, evaluate, train_loop, train_loop_utils, train_resume, train_setup
+from egoexo_jax import cli, evaluate, storage, train_loop, train_loop_utils, train_resume, train_setup
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data.bad_inputs import read_bad_input_log
 from egoexo_jax.models import presets
@@ -39,13 +39,14 @@ def kin_root(tmp_path_factory):
 @pytest.fixture(scope="module")
 def saved_workdir(kin_root, tmp_path_factory):
     """A workdir with a checkpoint at step 2 of the tiny config's train state (small random
-    values in its shapes: nothing is compiled)."""
+    values in its shapes, the step counter 2: nothing is compiled)."""
     workdir = str(tmp_path_factory.mktemp("saved") / "wd")
     c = tiny_config.get_config(kin_root)
     run = train_setup.setup(c, workdir)
     abstract = train_resume.abstract_state(c, run)
     rng = np.random.default_rng(0)
     state = jax.tree.map(lambda s: (rng.normal(size=s.shape) * 0.01).astype(s.dtype), abstract)
+    state["step"] = np.asarray(2, state["step"].dtype)
     cp = ckpt_lib.Checkpointer(workdir, async_save=False)
     cp.save(2, state, train_resume.checkpoint_meta(run, train_loop_utils.MetricAccumulator()))
     cp.close()
@@ -192,3 +193,145 @@ def test_sigterm_saves_and_exits_75_then_resumes(kin_root, tmp_path):
     assert done.returncode == 0 and f"resumed from step {stopped}" in done.stdout
     assert _steps(workdir) == list(range(1, 9))
     np.testing.assert_equal(ckpt_lib.read_meta(workdir)[0], 8)
+
+
+def _sigterm_then_wait(*unused, **unused_kw):
+    """Stands in for a wait that would last (a stuck read, a long evaluation): SIGTERM to this
+    process, then sleep far longer than any test may take."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(600)
+    raise AssertionError("SIGTERM did not interrupt the wait")
+
+
+def test_sigterm_during_the_final_test_exits_preempted_and_keeps_the_checkpoint(
+    saved_workdir, kin_root, tmp_path, monkeypatch
+):
+    workdir = _copy(saved_workdir, tmp_path)
+    c = tiny_config.get_config(kin_root)
+    c.total_steps, c.test_at_end = 2, True  # the checkpoint is at step 2: straight to the final test
+    monkeypatch.setattr(evaluate, "evaluate_final", _sigterm_then_wait)
+    started = time.monotonic()
+    with pytest.raises(cli.Preempted, match=r"SIGTERM during the final test after step 2; .*repeats the test"):
+        train_loop.train_and_evaluate(c, workdir)
+    assert time.monotonic() - started < 300 and ckpt_lib.read_meta(workdir)[0] == 2
+    assert signal.getsignal(signal.SIGTERM) is not None  # the handler of before is back
+
+
+def test_sigterm_during_start_up_exits_preempted(saved_workdir, kin_root, tmp_path, monkeypatch):
+    workdir = _copy(saved_workdir, tmp_path)
+    monkeypatch.setattr(train_loop, "start", _sigterm_then_wait)
+    with pytest.raises(cli.Preempted, match="SIGTERM during start-up"):
+        train_loop.train_and_evaluate(tiny_config.get_config(kin_root), workdir)
+    assert ckpt_lib.read_meta(workdir)[0] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_while_a_read_is_blocked_and_during_validation_resumes_every_step_once(kin_root, tmp_path, monkeypatch):
+    """A blocked read at step 3 and then a SIGTERM in the middle of validation each end the run with a
+    checkpoint; the rerun after the second redoes that validation; the metrics hold every step and
+    every validation once."""
+    from egoexo_jax.data import train_pipeline  # pylint: disable=import-outside-toplevel
+
+    c = tiny_config.get_config(kin_root)
+    c.eval_every_epochs, c.checkpoint.every_steps = 1.0, 0
+    workdir = str(tmp_path / "wd")
+    real_next = train_pipeline.TrainIterator.__next__
+    calls = {"n": 0}
+
+    def next_blocking_at_the_third(self):
+        calls["n"] += 1
+        return _sigterm_then_wait() if calls["n"] == 3 else real_next(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_pipeline.TrainIterator, "__next__", next_blocking_at_the_third)
+        with pytest.raises(cli.Preempted, match="SIGTERM at step 2 of 4"):
+            train_loop.train_and_evaluate(c, workdir)
+    assert ckpt_lib.read_meta(workdir)[1]["data_iterator"]["batches"] == 2
+
+    real_split = evaluate.evaluate_split
+    with monkeypatch.context() as m:
+        m.setattr(evaluate, "evaluate_split", _sigterm_then_wait)
+        with pytest.raises(cli.Preempted, match=r"SIGTERM at step 3 of 4 \(validation is redone on resume\)"):
+            train_loop.train_and_evaluate(c, workdir)
+    step, meta = ckpt_lib.read_meta(workdir)
+    assert (step, meta["pending"]) == (3, "eval")
+    assert evaluate.evaluate_split is real_split
+    train_loop.train_and_evaluate(c, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
+        lines = [json.loads(line) for line in f]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in lines if "val/top1" in r] == [1, 2, 3, 4]
+
+
+def test_sigterm_in_a_deferred_region_is_a_request_and_a_wait_cuts_it_short():
+    from egoexo_jax.preemption import Interrupted, Preemption  # pylint: disable=import-outside-toplevel
+
+    with Preemption() as preempt:
+        with pytest.raises(cli.Preempted, match="start-up"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+    with Preemption(grace_s=600) as preempt:
+        with preempt.deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+            assert preempt.requested
+            with pytest.raises(Interrupted, match="SIGTERM during reading"):
+                with preempt.interruptible("reading"):
+                    time.sleep(60)
+
+
+def test_a_stop_that_never_reaches_a_boundary_exits_75_after_the_grace_time():
+    code = (
+        "import os, signal, time\n"
+        "from egoexo_jax.preemption import Preemption\n"
+        "with Preemption(grace_s=0.5) as p, p.deferred():\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(120)\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run(
+        [os.sys.executable, "-c", code], env=tiny_config.main_env(), capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == cli.EXIT_PREEMPTED, proc.stderr
+    assert "no step boundary within 0.5 s" in proc.stderr and time.monotonic() - started < 60
+
+
+def test_sigterm_before_the_loop_of_the_command_exits_75(kin_root, tmp_path):
+    proc = subprocess.Popen(
+        tiny_config.main_command(kin_root, str(tmp_path / "wd")),
+        env=tiny_config.main_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # importing and setting up: the loop is tens of seconds away on this config
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == cli.EXIT_PREEMPTED, err[-3000:]
+    assert "preempted: SIGTERM during start-up" in err and "Traceback" not in err
+
+
+def test_a_second_run_on_a_workdir_in_use_is_refused_before_anything_is_built(saved_workdir, kin_root, tmp_path):
+    from test_workdir_lock import _holder  # pylint: disable=import-outside-toplevel
+
+    workdir = _copy(saved_workdir, tmp_path)
+    proc = _holder(workdir)
+    try:
+        for run in (train_loop.train_and_evaluate, evaluate.evaluate_only):
+            with pytest.raises(storage.WorkdirLockedError, match=f"held by pid {proc.pid} on host"):
+                run(tiny_config.get_config(kin_root), workdir)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _steps(workdir) == [] if os.path.exists(os.path.join(workdir, "metrics.jsonl")) else True
+
+
+@pytest.mark.parametrize("workdir,words", [("", "--workdir is empty; expected a directory"), ("FILE", "is a file")])
+def test_a_workdir_that_is_empty_or_a_file_is_one_line(kin_root, tmp_path, workdir, words):
+    if workdir == "FILE":
+        workdir = str(tmp_path / "afile")
+        pathlib.Path(workdir).write_text("x")
+    with pytest.raises(cli.UserError, match=words):
+        train_loop.train_and_evaluate(tiny_config.get_config(kin_root), workdir)
+    assert not os.path.exists(os.path.join(os.getcwd(), "metrics.jsonl"))

@@ -2,6 +2,8 @@
 
 - :mod:`egoexo_jax.checkpoint.workdir`: training checkpoints of a workdir (save, resume, best,
   read back);
+- :mod:`egoexo_jax.checkpoint.integrity`: the digests written with every checkpoint and checked
+  when it is read;
 - :mod:`egoexo_jax.checkpoint.converted`: converted-checkpoint directories written by
   ``python -m egoexo_jax.convert``;
 - :mod:`egoexo_jax.checkpoint.config_json`: the model config as both formats store it;

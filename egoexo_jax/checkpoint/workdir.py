@@ -434,3 +434,15 @@ def restore_on_this_host(directory: str) -> Any:
 def is_training_workdir(path: str) -> bool:
     """Whether ``path`` is a training workdir (holds ``checkpoints/``)."""
     return storage.isdir(storage.join(path, CHECKPOINT_DIR))
+
+
+def prepare_workdir(workdir: str, flag: str = "--workdir") -> str:
+    """``workdir`` as an absolute path or URL, created if new; an empty value or a file is a
+    :class:`UserError` naming ``flag``."""
+    if not str(workdir or "").strip():
+        raise UserError(f"{flag} is empty; expected a directory (local or gs://BUCKET/PATH) for this run")
+    workdir = storage.absolute(storage.check(workdir, flag))
+    if storage.isfile(workdir):
+        raise UserError(f"{flag}={workdir} is a file; expected a directory (new or of an earlier run)")
+    storage.makedirs(workdir)
+    return workdir
