@@ -335,3 +335,46 @@ def test_a_workdir_that_is_empty_or_a_file_is_one_line(kin_root, tmp_path, workd
     with pytest.raises(cli.UserError, match=words):
         train_loop.train_and_evaluate(tiny_config.get_config(kin_root), workdir)
     assert not os.path.exists(os.path.join(os.getcwd(), "metrics.jsonl"))
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A mount point for a tmpfs of the test's options (needs root; skipped where mounting is not
+    allowed), unmounted afterwards."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    mounted = []
+
+    def mount(options):
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)], capture_output=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        mounted.append(point)
+        return point
+
+    yield mount
+    for p in mounted:
+        subprocess.run(["umount", "-l", str(p)], check=False)
+
+
+@pytest.mark.parametrize("disk", ["read-only", "no-inodes"])
+def test_an_existing_workdir_on_a_read_only_or_inode_less_disk_is_one_line(kin_root, small_tmpfs, disk):
+    point = small_tmpfs("size=8m,nr_inodes=64" if disk == "read-only" else "size=8m,nr_inodes=3")
+    (point / "wd").mkdir()
+    (point / "wd" / "config.json").write_text("{}")  # a workdir of an earlier run
+    if disk == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+    done = subprocess.run(
+        tiny_config.main_command(kin_root, str(point / "wd")),
+        env=tiny_config.main_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    expected = "Read-only file system" if disk == "read-only" else "No space left on device"
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == cli.EXIT_USER_ERROR and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert last.startswith(f"error: {expected}, {point}/wd") and last.endswith(
+        "expected " + ("a writable file system" if disk == "read-only" else "free space on the device")
+    )
