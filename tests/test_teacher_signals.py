@@ -283,7 +283,14 @@ def test_ragged_nested_or_huge_score_entries_name_the_file_and_entry(tmp_path, e
     assert str(err.value).startswith(f"{path}: entry 'b.mp4'")
     # A good file loads, with the entry's logits.
     path.write_bytes(pickle.dumps({"a.mp4": [1.5, -2.0], "b.mp4": (0, 1)}))
-    np.testing.assert_array_equal(aux_targets.load_score_file(str(path), 2)["a.mp4"], [1.5, -2.0])
+    np.testing.assert_array_equal(teacher_scores.TeacherScores(str(path), 2)["a.mp4"], [1.5, -2.0])
+    # The plain reader checks the same (one place: teacher_scores), and so does the writer.
+    path.write_bytes(pickle.dumps({"a.mp4": np.zeros(2, np.float32), "b.mp4": entry}))
+    with pytest.raises(TeacherFileError, match=message) as err:
+        teacher_scores.TeacherScores(path, num_classes=2)
+    assert str(err.value).startswith(f"{path}: entry 'b.mp4'")
+    with pytest.raises(TeacherFileError, match="entry 'b.mp4'"):
+        teacher_scores.write_score_pickle(tmp_path / "out.pkl", {"b.mp4": entry})
 
 
 def test_memo_bomb_score_file_is_refused_naming_the_file(tmp_path):
@@ -291,5 +298,5 @@ def test_memo_bomb_score_file_is_refused_naming_the_file(tmp_path):
     path = tmp_path / "ego.pkl"
     path.write_bytes(b"\x80\x02}r\x00\x00\x00\x40" + b"N" * 400 + b".")
     with pytest.raises(TeacherFileError, match=r"not a readable teacher score pickle \(memo index 1073741824") as err:
-        aux_targets.load_score_file(str(path), 2)
+        teacher_scores.TeacherScores(str(path), 2)
     assert str(err.value).startswith(str(path))

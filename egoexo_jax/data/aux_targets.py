@@ -65,15 +65,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import numbers
-import pickle
 import threading
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from egoexo_jax import storage
-from egoexo_jax.data import handobj, interaction_maps, restricted_pickle, teacher_scores
+from egoexo_jax.data import handobj, interaction_maps, teacher_scores
 from egoexo_jax.data.errors import TeacherFileError
 
 __all__ = [
@@ -83,7 +81,6 @@ __all__ = [
     "detection_video_name",
     "map_frame_count",
     "interaction_target",
-    "load_score_file",
     "missing_entries",
     "missing_entries_message",
 ]
@@ -91,9 +88,6 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 ARCHS = ("slowfast", "slow", "mvit")
-# Teacher scores are logits (docs/formats.md#teacher-score-pickles); a classifier's logits are
-# tens at most, so a value beyond this is a damaged file, not a confident teacher.
-MAX_TEACHER_LOGIT = 1e4
 MAP_MODES = ("soft", "hard")
 EGO_CLASSES = 2
 
@@ -167,47 +161,6 @@ def interaction_target(
     objs = interaction_maps.transform_rows(obj_rows, **spatial)
     slow = None if map_frames == num_frames else int(map_frames)
     return interaction_maps.build_targets(hands, objs, num_frames, grid, slow_frames=slow, mode=mode).astype(np.float32)
-
-
-def load_score_file(path: str, num_classes: int) -> teacher_scores.TeacherScores:
-    """Reads an Ego-/Object-Score pickle, checking each entry is a flat numeric vector and every
-    value a logit within ``MAX_TEACHER_LOGIT``; ``TeacherFileError`` names the file and entry."""
-    try:
-        # Streamed: the Object-Score file is about 1 GB; an object is read in 32 MiB ranges.
-        with storage.open_read(path, block_size=32 * 2**20) as fp:
-            data = restricted_pickle.load(fp)
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RecursionError) as err:
-        raise TeacherFileError(f"{path}: not a readable teacher score pickle ({err})") from None
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            _check_flat(value, f"{path}: entry {key!r}", num_classes)
-    try:
-        scores = teacher_scores.TeacherScores(data, num_classes=num_classes, name=path)
-    except (ValueError, TypeError) as err:
-        if isinstance(err, TeacherFileError):
-            raise
-        raise TeacherFileError(f"{path}: not a teacher score pickle ({err})") from None
-    large = np.abs(scores.values) > MAX_TEACHER_LOGIT
-    if np.any(large):
-        row = int(np.argmax(np.any(large, axis=1)))
-        key = next(k for i, k in enumerate(scores.keys()) if i == row)
-        value = float(scores.values[row][np.argmax(large[row])])
-        raise TeacherFileError(
-            f"{path}: entry {key!r} has the value {value:g}; expected teacher logits within +-{MAX_TEACHER_LOGIT:g}"
-        )
-    return scores
-
-
-def _check_flat(value: Any, where: str, num_classes: int) -> None:
-    """A list/tuple entry must hold numbers only (a ragged or nested one names its entry)."""
-    if isinstance(value, np.ndarray) and value.dtype.hasobject:
-        value = value.tolist() if value.ndim == 1 else value
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            if not isinstance(item, (numbers.Real, np.number, np.bool_)):
-                raise TeacherFileError(
-                    f"{where}: element {i} is a {type(item).__name__}; expected a flat vector of {num_classes} numbers"
-                )
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,9 +246,9 @@ class OfflineTeacherTargets:
             reader = self._readers.get(name)
             if reader is None:
                 if name == "ego":
-                    reader = load_score_file(self.ego_scores, EGO_CLASSES)
+                    reader = teacher_scores.TeacherScores(self.ego_scores, EGO_CLASSES)
                 elif name == "object":
-                    reader = load_score_file(self.object_scores, self.object_classes)
+                    reader = teacher_scores.TeacherScores(self.object_scores, self.object_classes)
                 else:
                     reader = handobj.HandObjectDetections(self.detections)
                 self._readers[name] = reader

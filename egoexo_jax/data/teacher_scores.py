@@ -8,12 +8,14 @@ applies ``softmax(t / T)``).  :class:`TeacherScores` reads them (through the res
 :mod:`egoexo_jax.data.restricted_pickle`, never the plain one) into one contiguous
 ``[num_videos, C] float32`` matrix plus a key -> row table.
 
-Any malformed file or entry raises :class:`~egoexo_jax.data.errors.TeacherFileError` naming the
-file and the entry.
+Any malformed file or entry (not a flat numeric vector, not finite, a logit beyond
+``MAX_TEACHER_LOGIT``, the wrong length) raises :class:`~egoexo_jax.data.errors.TeacherFileError`
+naming the file and the entry.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import pickle
 from typing import Any, Iterable, Mapping, Optional, Sequence, Tuple
@@ -24,14 +26,26 @@ from egoexo_jax import storage
 from egoexo_jax.data import restricted_pickle
 from egoexo_jax.data.errors import TeacherFileError
 
-__all__ = ["TeacherScores", "write_score_pickle"]
+__all__ = ["MAX_TEACHER_LOGIT", "TeacherScores", "write_score_pickle"]
+
+# Teacher scores are logits (docs/formats.md#teacher-score-pickles); a classifier's logits are
+# tens at most, so a value beyond this is a damaged file, not a confident teacher.
+MAX_TEACHER_LOGIT = 1e4
 
 
-def _score_vector(value: Any, *, where: str) -> np.ndarray:
-    """Validate one teacher entry and return it as a ``[C] float32`` vector."""
-    if isinstance(value, np.ndarray):
+def _score_vector(value: Any, *, where: str, length: Optional[int] = None) -> np.ndarray:
+    """One teacher entry as a ``[C] float32`` vector: flat, numeric, finite logits within
+    ``MAX_TEACHER_LOGIT`` (``where`` names the file and entry in the error)."""
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):  # before np.asarray: a ragged / nested list is its unnamed ValueError
+            if not isinstance(item, (numbers.Real, np.number, np.bool_)):
+                of = f"{length} numbers" if length else "numbers"
+                what = type(item).__name__
+                raise TeacherFileError(f"{where}: element {i} is a {what}; expected a flat vector of {of}")
+        array = np.asarray(value)
+    elif isinstance(value, np.ndarray):
         array = value
-    elif isinstance(value, (list, tuple)) or np.isscalar(value):
+    elif np.isscalar(value):
         array = np.asarray(value)
     else:
         raise TeacherFileError(f"{where}: value of type {type(value).__name__} is not a numeric array")
@@ -39,10 +53,15 @@ def _score_vector(value: Any, *, where: str) -> np.ndarray:
         raise TeacherFileError(f"{where}: dtype {array.dtype} is not numeric")
     if array.ndim != 1:
         raise TeacherFileError(f"{where}: expected a 1-D vector, got shape {array.shape}")
-    array = array.astype(np.float32)
     if not np.all(np.isfinite(array)):
         raise TeacherFileError(f"{where}: contains NaN or infinite values")
-    return array
+    large = np.abs(array.astype(np.float64)) > MAX_TEACHER_LOGIT
+    if np.any(large):
+        raise TeacherFileError(
+            f"{where} has the value {float(array[np.argmax(large)]):g}; "
+            f"expected teacher logits within +-{MAX_TEACHER_LOGIT:g}"
+        )
+    return array.astype(np.float32)
 
 
 class TeacherScores:
@@ -72,7 +91,7 @@ class TeacherScores:
                 # Streamed: the Object-Score file is about 1 GB; an object is read in 32 MiB ranges.
                 with storage.open_read(os.fspath(source), block_size=32 * 2**20) as fp:
                     data = restricted_pickle.load(fp)
-            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as err:
+            except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, RecursionError) as err:
                 raise TeacherFileError(f"{self.name}: not a readable teacher score pickle ({err})") from err
         else:
             self.name = name or "<teacher scores>"
@@ -83,10 +102,13 @@ class TeacherScores:
         values = None
         for row, (key, value) in enumerate(data.items()):
             if isinstance(key, bytes):
-                key = key.decode("utf-8")
+                try:
+                    key = key.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise TeacherFileError(f"{self.name}: key {key!r} is not UTF-8 text") from None
             if not isinstance(key, str):
                 raise TeacherFileError(f"{self.name}: key {key!r} is not a string")
-            vector = _score_vector(value, where=f"{self.name}: entry {key!r}")
+            vector = _score_vector(value, where=f"{self.name}: entry {key!r}", length=num_classes)
             if values is None:  # one preallocated matrix: the ImageNet file is ~1 GB as float32
                 if num_classes is None:
                     num_classes = len(vector)
@@ -154,7 +176,7 @@ def write_score_pickle(path: str | os.PathLike, scores: Mapping[str, Any]) -> No
     for key, value in scores.items():
         if not isinstance(key, str):
             raise TeacherFileError(f"{path}: key {key!r} is not a string")
-        vector = _score_vector(value, where=f"{path}: entry {key!r}")
+        vector = _score_vector(value, where=f"{path}: entry {key!r}", length=length)
         if length is None:
             length = len(vector)
         elif len(vector) != length:
