@@ -329,7 +329,7 @@ def ensemble_views(view_scores: np.ndarray, method: str = "sum") -> np.ndarray:
 def read_epic_tail_classes(path: str | os.PathLike) -> np.ndarray:
     """Read ``EPIC_100_tail_verbs.csv`` / ``EPIC_100_tail_nouns.csv`` (header ``verb`` / ``noun``)
     -> ``[K] int64`` class ids."""
-    with storage.open_text(os.fspath(path), newline="") as fp:
+    with storage.open_text(os.fspath(path), encoding="utf-8-sig", newline="") as fp:
         reader = csv.reader(fp)
         header = next(reader)
         if len(header) != 1 or header[0] not in ("verb", "noun"):
@@ -339,7 +339,7 @@ def read_epic_tail_classes(path: str | os.PathLike) -> np.ndarray:
 
 def read_epic_unseen_participants(path: str | os.PathLike) -> np.ndarray:
     """Read ``EPIC_100_unseen_participant_ids_{validation,test}.csv`` -> participant ids (str)."""
-    with storage.open_text(os.fspath(path), newline="") as fp:
+    with storage.open_text(os.fspath(path), encoding="utf-8-sig", newline="") as fp:
         reader = csv.reader(fp)
         header = next(reader)
         if not header or header[0] != "participant_id":

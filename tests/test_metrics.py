@@ -103,6 +103,14 @@ def test_read_epic_tail_and_unseen(fixtures_dir):
     assert list(unseen) == ["P18", "P32"]
 
 
+def test_read_epic_lists_with_a_bom(tmp_path):
+    """A UTF-8 BOM (a spreadsheet's export) is not part of the header."""
+    (tmp_path / "tail.csv").write_bytes(b"\xef\xbb\xbfverb\n10\n12\n")
+    (tmp_path / "unseen.csv").write_bytes(b"\xef\xbb\xbfparticipant_id\nP18\n")
+    assert list(metrics.read_epic_tail_classes(tmp_path / "tail.csv")) == [10, 12]
+    assert list(metrics.read_epic_unseen_participants(tmp_path / "unseen.csv")) == ["P18"]
+
+
 def _softmax(x):
     e = np.exp(x - x.max(-1, keepdims=True))
     return e / e.sum(-1, keepdims=True)
