@@ -1,6 +1,7 @@
-"""Config validation (egoexo_jax/config_schema.py): every leaf of every recipe has a rule, and the
-values that used to crash or train silently wrong are one-line errors naming the key; the MViT
-cfg reader's one-line refusals and weight check; lazy evaluation padding; BOM-prefixed lists."""
+"""Config validation (egoexo_jax/config_schema.py, config_rules.py): every leaf of every recipe has
+a rule, and the values that used to crash or train silently wrong are one-line errors naming the
+key; the MViT cfg reader's one-line refusals and weight check; lazy evaluation padding; BOM-prefixed
+lists."""
 
 import importlib.util
 import os
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from test_configs import REPO, VARIANTS, config
 
-from egoexo_jax import config_schema, labels
+from egoexo_jax import config_rules, config_schema, labels
 from egoexo_jax.cli import UserError
 from egoexo_jax.convert import mvit_yaml
 from egoexo_jax.data import charades_ego, epic_kitchens, eval_pipeline, kinetics, samples
@@ -43,8 +44,8 @@ def test_every_leaf_of_every_recipe_has_a_rule_and_validates():
         seen.update(config_schema.leaves(c))
         config_schema.validate(c)
     # Every rule names a real leaf (a misspelt rule key would check nothing).
-    ruled = set(config_schema._RANGES) | set(config_schema._CHOICES) | set(config_schema._BOOLS)
-    ruled |= set(config_schema._STRINGS) | set(config_schema._CUSTOM) | set(config_schema.PATH_KEYS)
+    ruled = set(config_rules._RANGES) | set(config_rules._CHOICES) | set(config_rules._BOOLS)
+    ruled |= set(config_rules._STRINGS) | set(config_rules._CUSTOM) | set(config_rules.PATH_KEYS)
     assert ruled - seen == set()
     # The walk sees a leaf that a recipe adds without a rule.
     extra = tiny_config.get_config("/tmp/data")

@@ -16,11 +16,11 @@ import yaml
 from absl import logging
 
 from egoexo_jax.cli import UserError
+from egoexo_jax.models.mvit_checks import config_problems
 from egoexo_jax.models.mvit_config import (
     MViTConfig,
     as_tuple,
     block_specs,
-    config_problems,
     model_config_from_mvit_config,
 )
 
@@ -125,7 +125,7 @@ def mvit_config_from_pyslowfast(cfg: Mapping[str, Any]) -> MViTConfig:
       MViTCfgError: (a one-line :class:`UserError` naming the cfg key) for options outside the
         supported family (pool-first, separate q/k/v, non-conv pooling, 2-D patches, reversible,
         sin-cos positions, detection heads), ``DATA.TEST_CROP_SIZE`` != ``DATA.TRAIN_CROP_SIZE``,
-        and block indices or tuples the model cannot build (``models.mvit_config.config_problems``).
+        and block indices or tuples the model cannot build (``models.mvit_checks.config_problems``).
     """
     if isinstance(cfg, str):
         cfg = yaml.safe_load(cfg)

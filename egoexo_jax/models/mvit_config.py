@@ -5,7 +5,8 @@ derives each block's widths, heads, pooling kernels / strides and drop-path rate
 PySlowFast's ``MViT.__init__`` does. The presets are the full-size official K400 variants.
 The registry glue maps an :class:`MViTConfig` to and from the model config that
 ``egoexo_jax.models.build`` reads (``arch="mvit"``). Reading a PySlowFast YAML into an
-:class:`MViTConfig` is the converter's job (``egoexo_jax.convert.mvit_yaml``).
+:class:`MViTConfig` is the converter's job (``egoexo_jax.convert.mvit_yaml``); what a config must
+satisfy to be built is :func:`egoexo_jax.models.mvit_checks.config_problems`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "model_config_from_mvit_config",
     "mvit_config_from_model_config",
     "model_config_key",
-    "config_problems",
 ]
 
 
@@ -427,68 +427,8 @@ def mvit_config_from_model_config(model_cfg) -> MViTConfig:
     return MViTConfig(**kwargs)
 
 
-# --------------------------------------------------------------------------------------
-# Consistency of one MViTConfig (before block_specs indexes lists with block numbers)
-# --------------------------------------------------------------------------------------
-def _triple(value, low: int) -> bool:
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 3
-        and all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)
-    )
-
-
 def model_config_key(field: str) -> str:
     """Dotted model-config key (``model.dropout_rate``, ``model.mvit.depth`` ...) of an MViTConfig field."""
     if field == "num_classes" or field in _SHARED_FIELDS:
         return f"model.{_SHARED_FIELDS.get(field, field)}"
     return f"model.mvit.{field}"
-
-
-def config_problems(cfg: MViTConfig) -> list:
-    """``[(field, what is wrong and what is expected)]`` for an :class:`MViTConfig` the model
-    cannot build as described (block indices past ``depth``, malformed strides); [] when fine."""
-    out = []
-    depth = cfg.depth
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        return [("depth", f"{depth!r}; expected an integer >= 1")]
-    for name in ("embed_dim", "num_heads", "in_chans", "num_frames", "crop_size"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            out.append((name, f"{v!r}; expected an integer >= 1"))
-    for name in ("dim_mul", "head_mul"):
-        for entry in getattr(cfg, name) or ():
-            if len(entry) != 2 or not 0 <= int(entry[0]) <= depth or not float(entry[1]) > 0:
-                out.append(
-                    (
-                        name,
-                        f"entry {tuple(entry)}; expected (block, multiplier > 0) "
-                        f"with block in [0, {depth}] (depth={depth})",
-                    )
-                )
-                break
-    for name in ("pool_q_stride", "pool_kv_stride"):
-        for entry in getattr(cfg, name) or ():
-            if len(entry) != 4 or not 0 <= int(entry[0]) < depth or not _triple(tuple(entry[1:]), 1):
-                out.append(
-                    (
-                        name,
-                        f"entry {tuple(entry)}; expected (block, t, h, w) "
-                        f"with block in [0, {depth}) (depth={depth}) and strides >= 1",
-                    )
-                )
-                break
-    for name, low in (("patch_kernel", 1), ("patch_stride", 1), ("patch_padding", 0)):
-        if not _triple(tuple(getattr(cfg, name)), low):
-            out.append((name, f"{getattr(cfg, name)!r}; expected 3 integers >= {low}"))
-    for name in ("pool_kv_stride_adaptive", "pool_kvq_kernel"):
-        v = getattr(cfg, name)
-        if v is not None and not _triple(tuple(v), 1):
-            out.append((name, f"{v!r}; expected None or 3 integers >= 1"))
-    for name in ("droppath_rate", "dropout_rate", "head_dropout"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
-            out.append((name, f"{v!r}; expected a number in [0, 1)"))
-    if not isinstance(cfg.mlp_ratio, (int, float)) or not cfg.mlp_ratio > 0:
-        out.append(("mlp_ratio", f"{cfg.mlp_ratio!r}; expected a number > 0"))
-    return out
