@@ -5,8 +5,6 @@ import os
 import pathlib
 import pickle
 import struct
-import subprocess
-import sys
 import threading
 
 import numpy as np
@@ -19,6 +17,7 @@ from egoexo_jax.data import frames, restricted_pickle
 from egoexo_jax.data.video import DecodeError, VideoReader, read_jpeg_frames
 
 import fake_media as fm
+from capped_run import run_capped
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MEMO_BOMB = b"\x80\x02}r\x00\x00\x00\x40" + b"N" * 432 + b"."  # 441 bytes; LONG_BINPUT 2**30
@@ -31,23 +30,15 @@ def test_memo_bomb_is_refused_under_a_memory_limit(tmp_path):
     path = tmp_path / "scores.pkl"
     path.write_bytes(MEMO_BOMB)
     assert len(MEMO_BOMB) == 441
-    script = (
-        "import resource, sys\n"
-        "from egoexo_jax.data import restricted_pickle\n"
-        "size = next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmSize:'))\n"
-        "resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20), size + (512 << 20)))\n"
+    res = run_capped(
+        "from egoexo_jax.data import restricted_pickle\n",
         "try:\n"
         "    restricted_pickle.load(open(sys.argv[1], 'rb'))\n"
         "except restricted_pickle.PickleLimitError as e:\n"
-        "    print(e)\n"
-    )
-    res = subprocess.run(
-        [sys.executable, "-c", script, str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+        "    print(e)\n",
+        path,
+        headroom=512 << 20,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith("memo index 1073741824 at byte 8 after only 3 opcodes"), res.stdout

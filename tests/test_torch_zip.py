@@ -13,6 +13,8 @@ import pytest
 
 from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
 
+from capped_run import run_capped
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------------------------
@@ -261,11 +263,7 @@ def test_converter_cli_refuses_a_hostile_tensor_in_one_line(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Bombs: each runs in a subprocess whose address space is capped 1 GiB above what the import took.
 
-_LIMITED_LOAD = r"""
-import resource, sys
-from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file
-size = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
-resource.setrlimit(resource.RLIMIT_AS, (size + (1 << 30), size + (1 << 30)))
+_LOAD = """
 try:
     load_torch_file(sys.argv[1])
 except CheckpointReadError as e:
@@ -276,13 +274,12 @@ print("loaded")
 
 
 def _load_limited(path):
-    res = subprocess.run(
-        [sys.executable, "-c", _LIMITED_LOAD, str(path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    res = run_capped(
+        "from egoexo_jax.convert.torch_zip import CheckpointReadError, load_torch_file\n",
+        _LOAD,
+        path,
+        headroom=1 << 30,
         timeout=120,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     assert res.returncode == 2, res.stdout + res.stderr
     return res.stdout.strip()
