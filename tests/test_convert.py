@@ -197,11 +197,14 @@ def test_cli_bad_input_is_one_line(tmp_path):
         ("  MODE: conv\n", "  MODE: max\n", "MViT cfg MVIT.MODE='max' is not supported; expected 'conv'"),
         ("  TEST_CROP_SIZE: 64\n", "  TEST_CROP_SIZE: 80\n", "MViT cfg DATA.TEST_CROP_SIZE=80 differs"),
         ("  RESIDUAL_POOLING: true\n", "  RESIDUAL_POOLING: false\n", None),
+        ("  EMBED_DIM: 16\n", "  EMBED_DIM: 32\n", "MViT cfg MVIT.EMBED_DIM=32 contradicts the weights"),
+        ("  MLP_RATIO: 4.0\n", "  MLP_RATIO: 2.0\n", "MViT cfg MVIT.MLP_RATIO=2.0 contradicts the weights"),
     ],
 )
 def test_mvit_stored_cfg_edits(fixtures_dir, tmp_path, caplog, old, new, error):
-    """MViT cfg values the JAX model lacks are one-line errors naming the field; a value the weights
-    cannot reveal (RESIDUAL_POOLING) converts, and the fields trusted as stored are logged."""
+    """MViT cfg values the JAX model lacks, or the weights contradict (EMBED_DIM, MLP_RATIO), are
+    one-line errors naming the field; a value the weights cannot reveal (RESIDUAL_POOLING) converts,
+    and the fields trusted as stored are logged."""
     src = fixtures_dir / "pyslowfast" / "mvit_v2_b_32x3" / "checkpoint.pyth"
     cfg = load_torch_file(src)["cfg"]
     assert cfg.count(old) == 1

@@ -63,12 +63,13 @@ def _get(cfg: dict, dotted: str, default=None):
     return node
 
 
-def model_config_from_pyslowfast(cfg: dict) -> ml_collections.ConfigDict:
-    """Our model config from a parsed PySlowFast config (the checkpoint's ``cfg``)."""
+def model_config_from_pyslowfast(cfg: dict, shapes: dict | None = None) -> ml_collections.ConfigDict:
+    """Our model config from a parsed PySlowFast config (the checkpoint's ``cfg``); for MViT,
+    ``shapes`` ({key: shape} of the checkpoint's weights) are checked against the cfg."""
     arch = _get(cfg, "MODEL.ARCH")
     name = _get(cfg, "MODEL.MODEL_NAME")
     if arch == "mvit":
-        return mvit_yaml.model_config_from_pyslowfast(cfg)
+        return mvit_yaml.model_config_from_pyslowfast(cfg, shapes)
     if arch not in ("slowfast", "slow"):
         raise ConversionError(f"MODEL.ARCH={arch!r} is not supported (expected slowfast, slow or mvit)")
     if name not in _MODEL_NAMES:
@@ -247,7 +248,7 @@ def convert_checkpoint(
     before any weight is converted, so a checkpoint the caller cannot use fails early.
     """
     state, cfg, epoch = read_checkpoint(path)
-    model_cfg = model_config_from_pyslowfast(cfg)
+    model_cfg = model_config_from_pyslowfast(cfg, {k: np.shape(v) for k, v in state.items()})
     if check is not None:
         check(model_cfg, path)
     model_cfg.dtype = dtype
