@@ -55,17 +55,10 @@ def _train(config, workdir: str, mesh, stop_after: Optional[int], preempt: Preem
     best_ckpts = ckpt_lib.BestCheckpoints(workdir) if config.checkpoint.keep_best else None
     try:
         state, acc, _, best_state = start(config, run, checkpointer, logger, best_ckpts)
-    except BaseException:
-        checkpointer.close()
-        if best_ckpts is not None:
-            best_ckpts.close()
-        run.train_iter.close()
-        raise
-    best = BestTracker(best_metric_name(config), best_state)
-    first = int(jax.device_get(state.step))
-    # A run stopped by SIGTERM during precise BN or validation redoes that work at its step.
-    redo = checkpointer.read_meta(first).get("pending") if first else None
-    try:
+        best = BestTracker(best_metric_name(config), best_state)
+        first = int(jax.device_get(state.step))
+        # A run stopped by SIGTERM during precise BN or validation redoes that work at its step.
+        redo = checkpointer.read_meta(first).get("pending") if first else None
         write_config(config, workdir)  # only now: the run has started cleanly
         p_train = make_config_train_step(
             config, run.mesh, model=run.model, tx=run.tx, schedule=run.schedule, teacher_fn=run.teacher_fn
@@ -83,7 +76,7 @@ def _train(config, workdir: str, mesh, stop_after: Optional[int], preempt: Preem
         report_progress = periodic_actions.ReportProgress(
             num_train_steps=run.total_steps, writer=logger, every_steps=config.log_every_steps
         )
-    except BaseException:
+    except BaseException:  # the loop's ``finally`` is not reached: close what is open
         checkpointer.close()
         if best_ckpts is not None:
             best_ckpts.close()
