@@ -199,6 +199,8 @@ def test_cli_bad_input_is_one_line(tmp_path):
         ("  RESIDUAL_POOLING: true\n", "  RESIDUAL_POOLING: false\n", None),
         ("  EMBED_DIM: 16\n", "  EMBED_DIM: 32\n", "MViT cfg MVIT.EMBED_DIM=32 contradicts the weights"),
         ("  MLP_RATIO: 4.0\n", "  MLP_RATIO: 2.0\n", "MViT cfg MVIT.MLP_RATIO=2.0 contradicts the weights"),
+        ("  DEPTH: 5\n", "  DEPTH: 4\n", "MViT cfg MVIT.POOL_Q_STRIDE=entry (4, 1, 2, 2); expected (block"),
+        ("  ARCH: mvit\n", "  ARCH: slowfast\n", "MODEL.MODEL_NAME='MViT' is not supported"),
     ],
 )
 def test_mvit_stored_cfg_edits(fixtures_dir, tmp_path, caplog, old, new, error):
