@@ -8,7 +8,8 @@ the next step boundary, and :meth:`Preemption.interruptible` marks the waits ins
 :class:`Interrupted` so the loop can save the state it has. A watchdog thread bounds the time from
 the signal to the exit: if the process has not begun its save ``grace_s`` seconds after the
 signal (a read stuck in C code, a collective waiting for a host that is gone), it prints one line
-and exits 75 without a new checkpoint; the newest one on disk is where the rerun resumes.
+and exits 75 without a new checkpoint; the newest one on disk is where the rerun resumes. Leaving
+the ``with`` block (the run is over, one way or the other) stands the watchdog down.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Iterator, Optional
 
 from absl import logging
@@ -56,6 +56,7 @@ class Preemption:
         self._old = None
         self._installed = False
         self._watchdog: Optional[threading.Thread] = None
+        self._done = threading.Event()  # set on exit: a watchdog of this run stands down
 
     def __enter__(self) -> "Preemption":
         try:
@@ -66,6 +67,7 @@ class Preemption:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._done.set()
         if self._installed:
             signal.signal(signal.SIGTERM, self._old if self._old is not None else signal.SIG_DFL)
             self._installed = False
@@ -130,9 +132,8 @@ class Preemption:
         self._watchdog.start()
 
     def _watch(self) -> None:
-        time.sleep(self.grace_s)
-        if self._saving:
-            return
+        if self._done.wait(self.grace_s) or self._saving:
+            return  # the run ended (or began its save) within the grace time
         print(
             f"preempted: SIGTERM and no step boundary within {self.grace_s:g} s; stopped without a new "
             f"checkpoint, the newest one in the workdir is where the rerun resumes (exit {cli.EXIT_PREEMPTED})",

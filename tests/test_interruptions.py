@@ -278,6 +278,9 @@ def test_sigterm_in_a_deferred_region_is_a_request_and_a_wait_cuts_it_short():
             with pytest.raises(Interrupted, match="SIGTERM during reading"):
                 with preempt.interruptible("reading"):
                     time.sleep(60)
+    watchdog = preempt._watchdog  # pylint: disable=protected-access
+    watchdog.join(10)
+    assert not watchdog.is_alive()  # the run is over: its watchdog must not end this process later
 
 
 def test_a_stop_that_never_reaches_a_boundary_exits_75_after_the_grace_time():
@@ -305,7 +308,10 @@ def test_sigterm_before_the_loop_of_the_command_exits_75(kin_root, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)  # importing and setting up: the loop is tens of seconds away on this config
+    lock = tmp_path / "wd" / "workdir.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the lock is taken before set-up: the loop is tens of seconds away
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == cli.EXIT_PREEMPTED, err[-3000:]
