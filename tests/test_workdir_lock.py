@@ -80,7 +80,7 @@ def test_gcs_lock_refuses_a_second_run_takes_over_a_stale_heartbeat_and_release_
     assert gcs.objects(bucket) == []
 
     # A run that died: its record stays, its heartbeat gets older than stale_after_s.
-    dead = dict(before, pid=999999, heartbeat=time.time() - 30)
+    dead = dict(before, pid=999999, host="another-host", heartbeat=time.time() - 30)
     storage.write_bytes(f"{workdir}/workdir.lock", json.dumps(dead).encode())
     with pytest.raises(lock_lib.WorkdirLockedError, match="pid 999999"):
         storage.WorkdirLock(workdir, stale_after_s=60, process_index=0).acquire()
@@ -90,6 +90,23 @@ def test_gcs_lock_refuses_a_second_run_takes_over_a_stale_heartbeat_and_release_
         assert len(out) == 1 and "taking over the lock of pid 999999" in out[0] and "no heartbeat for 30 s" in out[0]
         assert json.loads(storage.read_bytes(f"{workdir}/workdir.lock"))["pid"] == os.getpid()
     assert gcs.objects(bucket) == []
+
+
+def test_gcs_lock_of_a_killed_process_on_this_host_is_taken_over_at_once(bucket, capsys):
+    """A run killed by SIGKILL leaves its lock object with a fresh heartbeat; a restart on the same
+    host sees that the pid is gone and goes on (another host would wait for the heartbeat)."""
+    workdir = f"{bucket}/run"
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, workdir], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(lock_lib.WorkdirLockedError, match=f"pid {proc.pid}"):
+        storage.WorkdirLock(workdir, process_index=0).acquire()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    capsys.readouterr()
+    with storage.WorkdirLock(workdir, process_index=0):
+        out = capsys.readouterr().out.strip().splitlines()
+        assert len(out) == 1 and f"taking over the lock of pid {proc.pid}" in out[0] and "gone from this host" in out[0]
+    assert not storage.exists(f"{workdir}/workdir.lock")
 
 
 def test_gcs_release_leaves_a_lock_another_run_took_over(bucket):

@@ -11,7 +11,9 @@ the ``ifGenerationMatch=0`` precondition) and rewritten by a background thread e
 whose heartbeat (the holder's wall-clock time in the object) is older than ``stale_after_s`` is
 stale: the next run replaces it (conditional on the stale generation, so of two runs that race
 only one wins) with one logged line. Clocks of the hosts must agree to well within
-``stale_after_s``. Release deletes the object.
+``stale_after_s``. A lock whose holder ran on this host (same host name) under a pid that no
+longer exists is stale at once: a run killed by SIGKILL and restarted on the same machine goes on
+without waiting. Release deletes the object.
 
 Several processes of one run (a multi-host JAX job) share the workdir: only process 0 takes the
 lock; on the others :class:`WorkdirLock` does nothing (``process_index``, default
@@ -69,6 +71,21 @@ def _parse(data: bytes) -> Dict[str, Any]:
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def _dead_here(info: Dict[str, Any]) -> bool:
+    """Whether the holder ran on this host and its pid is gone (a run killed by SIGKILL or a crash
+    leaves its lock object behind: a restart on the same machine need not wait for it to go stale)."""
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _who(info: Dict[str, Any]) -> str:
@@ -238,17 +255,19 @@ class WorkdirLock:
             if info is None:  # released meanwhile: try to create it again
                 continue
             age = time.time() - float(info.get("heartbeat", 0) or 0)
-            if age <= self.stale_after_s:
+            dead = _dead_here(info)
+            if age <= self.stale_after_s and not dead:
                 raise self._error(info)
             try:
                 self._generation = self._upload(generation)
             except FileExistsError:  # another run took it over first
                 continue
-            print(
-                f"{self.path}: taking over the lock of {_who(info)} (no heartbeat for {age:.0f} s, "
-                f"more than {self.stale_after_s:g} s)",
-                flush=True,
+            why = (
+                "that process is gone from this host"
+                if dead
+                else f"no heartbeat for {age:.0f} s, more than {self.stale_after_s:g} s"
             )
+            print(f"{self.path}: taking over the lock of {_who(info)} ({why})", flush=True)
             return
         raise self._error(self._read_object()[0] or {})
 
