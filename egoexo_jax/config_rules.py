@@ -145,6 +145,7 @@ _CHOICES = {
     "model.kernels": ops.KERNEL_CHOICES,
     "model.precision": ops.PRECISION_CHOICES,
     "model.remat": ops.REMAT_CHOICES,
+    "model.rewrites": ops.REWRITE_CHOICES,
     "optimizer.name": ("sgd", "adamw"),
     "optimizer.no_decay": ("bn", "1d", "none"),
     "schedule.policy": ("cosine", "steps_with_relative_lrs", "constant"),

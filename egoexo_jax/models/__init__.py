@@ -50,6 +50,7 @@ def default_model_config() -> ml_collections.ConfigDict:
     c.kernels = "auto"  # auto | xla | cpu: egoexo_jax.ops implementation (auto: cpu on the CPU backend)
     c.precision = "auto"  # auto | default | high | highest: matmul / conv precision (auto: highest on CPU)
     c.remat = "none"  # none | dots: training keeps only conv / matmul outputs (+ BN statistics) for backward
+    c.rewrites = "auto"  # auto | on | off: exact TPU rewrites of the xla kernels (auto: on for TPU only)
     c.mvit = ml_collections.ConfigDict()  # MViT settings (arch == "mvit")
     return c
 
@@ -90,15 +91,16 @@ def _tuplify(v):
     return v
 
 
-RUNTIME_FIELDS = ("kernels", "precision", "remat")
+RUNTIME_FIELDS = ("kernels", "precision", "remat", "rewrites")
 
 
 def build(cfg: ml_collections.ConfigDict):
-    """Builds the flax module described by a model config, with the kernels and precision its
-    ``kernels`` / ``precision`` fields select (``auto`` when absent, e.g. in a converted checkpoint)."""
+    """Builds the flax module described by a model config, with the kernels, precision and
+    rewrites its ``kernels`` / ``precision`` / ``rewrites`` fields select (``auto`` when absent,
+    e.g. in a converted checkpoint)."""
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model.dtype={cfg.dtype!r}; expected one of {sorted(DTYPES)}")
-    kernels = ops.select(cfg.get("kernels", "auto"), cfg.get("precision", "auto"))
+    kernels = ops.select(cfg.get("kernels", "auto"), cfg.get("precision", "auto"), cfg.get("rewrites", "auto"))
     if cfg.arch in ("slowfast", "slow"):
         if cfg.depth not in (18, 50, 101, 152):
             raise ValueError(f"model.depth={cfg.depth}; expected 18, 50, 101 or 152")

@@ -23,6 +23,7 @@ from egoexo_jax.ops import cpu_conv, cpu_norm, cpu_pool, xla
 KERNEL_CHOICES = ("auto", "xla", "cpu")
 PRECISION_CHOICES = ("auto", "default", "high", "highest")
 REMAT_CHOICES = ("none", "dots")
+REWRITE_CHOICES = ("auto", "on", "off")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,9 @@ class Kernels:
     - ``stem_max_pool(x [B,T,H,W,C])``: 1x3x3 window, stride 1x2x2, padding 1, gradient to the
       first maximum of each window;
     - ``group_batch_norm(x [G,g,...,C], scale, bias, epsilon) -> (y, mean, var)``;
-    - ``precision``: what the model passes to its matmuls and convolutions (None = JAX default).
+    - ``precision``: what the model passes to its matmuls and convolutions (None = JAX default);
+    - ``space_to_depth``: the ResNet stems run their 7x7 stride-2 convolution as a 4x4 stride-1
+      convolution over the 2x2 space-to-depth fold of the frames (``model.rewrites``).
     """
 
     name: str
@@ -45,6 +48,7 @@ class Kernels:
     stem_max_pool: Callable
     group_batch_norm: Callable
     precision: Optional[jax.lax.Precision] = None
+    space_to_depth: bool = False
 
 
 def _exact_on_cpu(fn):
@@ -87,9 +91,24 @@ def resolve_kernels(choice: str) -> str:
     return choice
 
 
-def select(kernels: str = "auto", precision: str = "auto") -> Kernels:
-    """The :class:`Kernels` for ``model.kernels`` and ``model.precision``."""
-    return dataclasses.replace(_BY_NAME[resolve_kernels(kernels)], precision=resolve_precision(precision))
+def select(kernels: str = "auto", precision: str = "auto", rewrites: str = "auto") -> Kernels:
+    """The :class:`Kernels` for ``model.kernels``, ``model.precision`` and ``model.rewrites``."""
+    chosen = dataclasses.replace(_BY_NAME[resolve_kernels(kernels)], precision=resolve_precision(precision))
+    if chosen.name == "xla" and resolve_rewrites(rewrites):
+        chosen = dataclasses.replace(chosen, group_batch_norm=xla.group_batch_norm_one_pass, space_to_depth=True)
+    return chosen
+
+
+def resolve_rewrites(choice: str = "auto") -> bool:
+    """Whether the ``xla`` kernels use the exact TPU rewrites (space-to-depth stems, one-pass
+    BatchNorm statistics) for ``model.rewrites``: ``auto`` turns them on for the TPU backend only
+    (XLA:TPU's cost model favours them; on CPU the ``cpu`` kernels run, and GPU keeps the plain
+    forms until measured there)."""
+    if choice not in REWRITE_CHOICES:
+        raise ValueError(f"model.rewrites={choice!r}; expected one of {REWRITE_CHOICES}")
+    if choice == "auto":
+        return backend() == "tpu"
+    return choice == "on"
 
 
 def resolve_precision(choice: str = "auto") -> Optional[jax.lax.Precision]:
