@@ -7,25 +7,36 @@ each model on a ``Mesh`` over the slice's chips, lowers them with abstract state
 them, and reports per chip and per step:
 
 - compile time on this host;
-- XLA's FLOPs and HBM bytes accessed (``cost_analysis``), model FLOPs counted from the architecture
-  (2 x MACs of every convolution and matmul of the forward pass, x3 for forward + both gradients)
-  and model / XLA FLOPs;
+- **XLA:TPU's own estimate of the step time**: the sum of the ``estimated_cycles`` its cost model
+  writes into every instruction of the entry computation, over the TensorCore clock the chip's bf16
+  peak implies (:func:`clock_hz`), split by model region (fast / slow pathway, lateral connections,
+  heads, outside the model), and the estimated MFU (model FLOPs / estimated time / peak);
+  instructions without an estimate (``select-and-scatter``, collectives) are listed with their HBM
+  bytes (``benchmarks/hlo_cost.py``);
+- **HBM-only bytes**: operands and results of the entry computation outside on-chip VMEM, each
+  asynchronous copy once, next to ``cost_analysis()["bytes accessed"]``, which also counts VMEM
+  traffic and both halves of asynchronous copies;
+- XLA's FLOPs, model FLOPs counted from the architecture (2 x MACs of every convolution and matmul
+  of the forward pass, x3 for forward + both gradients) and model / XLA FLOPs;
 - argument, output, aliased (donated) and temporary memory (``memory_analysis``) and the peak they
   add up to, against the chip's HBM;
-- the roofline bound ``max(flops / peak FLOP/s, bytes / HBM bandwidth)`` with the chip numbers in
-  :data:`CHIPS`, its compute share, and the clips/s per chip that bound allows;
-- with ``--top-ops N``, the N instructions of the compiled module that move the most HBM bytes
-  (operand + result sizes in their TPU tiled layouts, from the optimized HLO);
+- secondary: the roofline bound ``max(flops / peak FLOP/s, bytes accessed / HBM bandwidth)``
+  (with "bytes accessed" it over-counts memory time: VMEM traffic included);
+- with ``--top-ops N``, the N instructions with the largest estimated time, mapped back to model
+  layers through their ``op_name`` metadata;
 - with ``--max-batch``, the largest per-chip batch (a multiple of the BN group) that compiles within
   the chip's HBM: doubling until libtpu runs out of memory, then bisecting (XLA:TPU rematerialises
   to fit, so memory is not linear in the batch).
 
     pip install -r benchmarks/requirements-tpu.txt       # libtpu for the pinned jax; not a runtime dependency
-    python benchmarks/tpu_compile.py --models slowfast_r50 --sizes reduced --kernels xla,cpu
+    python benchmarks/tpu_compile.py --models slowfast_r50 --sizes reduced --kernels xla --top-ops 20
+    python benchmarks/tpu_compile.py --models slowfast_r50 --sizes full --kernels xla --rewrites on,off
     python benchmarks/tpu_compile.py --models slowfast_r50 --sizes full --kernels xla --max-batch
     python benchmarks/tpu_compile.py --dry-run           # tiny networks: checks the whole path
 
-The last line of output is one JSON object (``rows``: one per model, size, kernels and step).
+``--rewrites`` compiles with ``model.rewrites`` on (the TPU default: space-to-depth stems with the
+input folded on the host, one-pass BatchNorm statistics) and / or off (the plain forms). The last
+line of output is one JSON object (``rows``: one per model, size, kernels, rewrites and step).
 Compiling for TPU is slow on a small host (minutes per row on 2 cores); ``--out FILE`` appends each
 row as it finishes.
 """
@@ -36,9 +47,10 @@ import argparse
 import json
 import math
 import os
-import re
 import time
 from typing import Dict, Optional
+
+import hlo_cost
 
 import common
 
@@ -47,14 +59,23 @@ import common
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
-# Per chip: dense bf16 peak (TFLOP/s), HBM bandwidth (GB/s), HBM capacity (GiB); Google Cloud TPU
-# system-architecture pages.
+# Per chip: dense bf16 peak (TFLOP/s), HBM bandwidth (GB/s), HBM capacity (GiB), matrix units and
+# their side; Google Cloud TPU system-architecture pages.
 CHIPS = {
-    "v4": {"peak_tflops": 275.0, "hbm_gbps": 1228.0, "hbm_gib": 32.0},
-    "v5e": {"peak_tflops": 197.0, "hbm_gbps": 819.0, "hbm_gib": 16.0},
-    "v5p": {"peak_tflops": 459.0, "hbm_gbps": 2765.0, "hbm_gib": 95.0},
-    "v6e": {"peak_tflops": 918.0, "hbm_gbps": 1640.0, "hbm_gib": 32.0},
+    "v4": {"peak_tflops": 275.0, "hbm_gbps": 1228.0, "hbm_gib": 32.0, "mxus": 8, "mxu_dim": 128},
+    "v5e": {"peak_tflops": 197.0, "hbm_gbps": 819.0, "hbm_gib": 16.0, "mxus": 4, "mxu_dim": 128},
+    "v5p": {"peak_tflops": 459.0, "hbm_gbps": 2765.0, "hbm_gib": 95.0, "mxus": 8, "mxu_dim": 128},
+    "v6e": {"peak_tflops": 918.0, "hbm_gbps": 1640.0, "hbm_gib": 32.0, "mxus": 2, "mxu_dim": 256},
 }
+
+
+def clock_hz(chip: dict) -> float:
+    """The TensorCore clock the bf16 peak implies: each matrix unit does ``mxu_dim**2``
+    multiply-adds (2 FLOPs each) per cycle, so clock = peak / (mxus x mxu_dim**2 x 2)
+    (v5e: 197e12 / (4 x 128**2 x 2) = 1.50 GHz). ``estimated_cycles`` are in these cycles."""
+    return chip["peak_tflops"] * 1e12 / (chip["mxus"] * chip["mxu_dim"] ** 2 * 2)
+
+
 # Per-chip training batch of the recipes: 8 clips per GPU for the ResNets (PySlowFast), 2 for
 # MViT-v2-S (128 clips on 64 GPUs); evaluation batch per chip: one 8-view batch.
 RECIPE_BATCH = {"slowfast_r50": 8, "slow_r50": 8, "mvit_v2_s": 2}
@@ -70,7 +91,8 @@ def parse_args(argv=None):
     p.add_argument("--steps", default="train,eval", help="train, eval or train,eval")
     p.add_argument("--batch-per-chip", type=int, default=0, help="override the recipe's per-chip batch")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--top-ops", type=int, default=0, help="list the N instructions moving the most HBM bytes")
+    p.add_argument("--rewrites", default="on", help="model.rewrites settings to compile: on, off or on,off")
+    p.add_argument("--top-ops", type=int, default=0, help="list the N instructions with the largest estimated time")
     p.add_argument(
         "--max-batch",
         action="store_true",
@@ -172,92 +194,16 @@ def model_forward_flops_per_clip(cfg, crop: int) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# HBM bytes per instruction of the optimized HLO.
-
-_SHAPE = re.compile(r"\b(pred|s8|u8|s16|u16|s32|u32|s64|u64|bf16|f16|f32|f64|c64)\[([0-9,]*)\](\{[^}]*\})?")
-_BYTES = {
-    "pred": 1,
-    "s8": 1,
-    "u8": 1,
-    "s16": 2,
-    "u16": 2,
-    "bf16": 2,
-    "f16": 2,
-    "s32": 4,
-    "u32": 4,
-    "f32": 4,
-    "s64": 8,
-    "u64": 8,
-    "f64": 8,
-    "c64": 8,
-}
-
-
-def padded_bytes(dtype: str, dims: str, layout: str | None) -> int:
-    """Bytes of one array in its TPU layout: the minor-to-major order and the first tile ``T(a,b)``
-    pad the two most minor dimensions up to multiples of the tile."""
-    shape = [int(d) for d in dims.split(",") if d]
-    if not shape:
-        return _BYTES[dtype]
-    order = list(range(len(shape)))[::-1]
-    tile = None
-    if layout:
-        body = layout[1:-1]
-        minor, _, rest = body.partition(":")
-        if minor.strip():
-            order = [int(i) for i in minor.split(",") if i.strip()]
-        m = re.search(r"T\((\d+)(?:,(\d+))?\)", rest)
-        if m:
-            tile = [int(m.group(1))] + ([int(m.group(2))] if m.group(2) else [])
-    padded = list(shape)
-    if tile:
-        for t, dim in zip(reversed(tile), order):  # tile's last entry covers the most minor dim
-            padded[dim] = -(-padded[dim] // t) * t
-    return math.prod(padded) * _BYTES[dtype]
-
-
-def top_hbm_instructions(hlo_text: str, n: int) -> list:
-    """The ``n`` instructions of the entry computation whose operands + result take the most bytes
-    (a proxy for their HBM traffic: fusions read their operands and write their result once)."""
-    entry = hlo_text[hlo_text.index("\nENTRY") :]
-    entry = entry[: entry.index("\n}")]
-    sizes, rows = {}, []
-    for line in entry.splitlines()[1:]:
-        line = line.strip()
-        m = re.match(r"(ROOT )?%?([\w.\-]+) = (.+?) (\w[\w\-]*)\((.*)$", line)
-        if not m:
-            continue
-        name, result, op, rest = m.group(2), m.group(3), m.group(4), m.group(5)
-        out = sum(padded_bytes(*s) for s in _SHAPE.findall(result))
-        sizes[name] = out
-        if op in ("parameter", "constant", "get-tuple-element", "tuple", "bitcast"):
-            continue
-        operands = re.findall(r"%([\w.\-]+)", rest.split("), ")[0])
-        read = sum(sizes.get(o, 0) for o in operands)
-        kind = re.search(r"kind=(\w+)", rest)
-        calls = re.search(r"calls=%?([\w.\-]+)", rest)
-        rows.append(
-            {
-                "name": name,
-                "op": op + (f"/{kind.group(1)}" if kind else ""),
-                "calls": calls.group(1) if calls else "",
-                "result": result[:80],
-                "bytes": read + out,
-            }
-        )
-    rows.sort(key=lambda r: -r["bytes"])
-    return rows[:n]
-
-
-# ----------------------------------------------------------------------------------------------
 # Compiling one row.
 
 
-def row_config(model: str, size: str, kernels: str, dtype: str, batch: int, remat: str = "none"):
-    """The recipe's Ego-Exo config at a benchmark size with ``batch`` clips in all."""
+def row_config(model: str, size: str, kernels: str, dtype: str, batch: int, remat: str = "none", rewrites: str = "on"):
+    """The recipe's Ego-Exo config at a benchmark size with ``batch`` clips in all. ``rewrites``
+    is set explicitly: ``auto`` would resolve against this host's CPU backend."""
     c = common.experiment_config(model, size, heads=True, dtype=dtype, batch=batch)
     c.model.kernels = kernels
     c.model.remat = remat
+    c.model.rewrites = rewrites
     c.model.precision = "default"  # the platform default, what auto picks on TPU
     if size == "full":  # the recipe's test crop (common sets it to the training crop)
         c.data.test_crop_size = common.recipe_config("pretrain", model).data.test_crop_size
@@ -341,8 +287,9 @@ def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     return compiled, time.perf_counter() - t0
 
 
-def measure(compiled, chip: dict, clips_per_chip: int) -> dict:
-    """Per-chip cost, memory and roofline numbers of one compiled step."""
+def measure(compiled, chip: dict, clips_per_chip: int, top: int = 0) -> dict:
+    """Per-chip estimated time, HBM-only bytes, cost, memory and roofline numbers of one compiled
+    step (``top``: also the ``top`` instructions by estimated time)."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     mem = compiled.memory_analysis()
@@ -351,7 +298,14 @@ def measure(compiled, chip: dict, clips_per_chip: int) -> dict:
     memory_s = hbm / (chip["hbm_gbps"] * 1e9)
     bound = max(compute_s, memory_s)
     peak = mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes + mem.temp_size_in_bytes
+    est = hlo_cost.estimate(compiled.as_text(), clock_hz(chip), chip["hbm_gbps"] * 1e9, top=top)
     return {
+        "estimated_s": est["estimated_s"],
+        "estimated_clips_per_s": clips_per_chip / est["estimated_s"] if est["estimated_s"] else 0.0,
+        "estimated_by_region": est["estimated_by_region"],
+        "unestimated": est["unestimated"],
+        "hbm_only_bytes": est["hbm_only_bytes"],
+        **({"top_estimated": est["top_estimated"]} if top else {}),
         "xla_flops": flops,
         "hbm_bytes": hbm,
         "argument_bytes": mem.argument_size_in_bytes,
@@ -418,6 +372,10 @@ def run(args) -> dict:
     chips = mesh.devices.size
     options = dict(f.split("=", 1) for f in args.xla_flag)
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
+    rewrites = [r.strip() for r in args.rewrites.split(",") if r.strip()]
+    for r in rewrites:
+        if r not in ("on", "off"):
+            raise SystemExit(f"error: --rewrites={args.rewrites}: expected on, off or on,off")
     which_steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     result = {
         "benchmark": "tpu_compile",
@@ -439,44 +397,43 @@ def run(args) -> dict:
             raise SystemExit(f"error: unknown model {model!r}; expected one of {common.MODELS}")
         for size in [s.strip() for s in args.sizes.split(",") if s.strip()]:
             per_chip = args.batch_per_chip or RECIPE_BATCH[model]
-            for k in kernels:
-                for which in which_steps:
-                    b = per_chip if which == "train" else EVAL_BATCH
-                    cfg = row_config(model, size, k, args.dtype, b * chips, args.remat)
-                    crop = cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size
-                    compiled, seconds = compile_step(cfg, mesh, which, b, options)
-                    row = {
-                        "model": model,
-                        "size": size,
-                        "kernels": k,
-                        "remat": cfg.model.remat,
-                        "step": which,
-                        "batch_per_chip": b,
-                        "frames": cfg.data.num_frames,
-                        "crop": crop,
-                        "compile_s": round(seconds, 1),
-                        **measure(compiled, chip, b),
-                    }
-                    passes = 3 if which == "train" else 1
-                    row["model_flops"] = passes * b * model_forward_flops_per_clip(cfg, crop)
-                    row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
-                    if args.top_ops:
-                        row["top_hbm_instructions"] = top_hbm_instructions(compiled.as_text(), args.top_ops)
-                    if args.dump_hlo:
-                        os.makedirs(args.dump_hlo, exist_ok=True)
-                        name = f"{model}_{size}_{k}_{cfg.model.remat}_{which}.hlo.txt"
-                        with open(os.path.join(args.dump_hlo, name), "w", encoding="utf-8") as f:
-                            f.write(compiled.as_text())
-                    _report(row, chip)
-                    result["rows"].append(row)
-                    if args.out:
-                        with open(args.out, "a", encoding="utf-8") as f:
-                            f.write(json.dumps(row) + "\n")
+            for k, rw, which in [(k, rw, w) for k in kernels for rw in rewrites for w in which_steps]:
+                b = per_chip if which == "train" else EVAL_BATCH
+                cfg = row_config(model, size, k, args.dtype, b * chips, args.remat, rw)
+                crop = cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size
+                compiled, seconds = compile_step(cfg, mesh, which, b, options)
+                row = {
+                    "model": model,
+                    "size": size,
+                    "kernels": k,
+                    "rewrites": rw,
+                    "remat": cfg.model.remat,
+                    "step": which,
+                    "batch_per_chip": b,
+                    "frames": cfg.data.num_frames,
+                    "crop": crop,
+                    "compile_s": round(seconds, 1),
+                    **measure(compiled, chip, b, args.top_ops),
+                }
+                passes = 3 if which == "train" else 1
+                row["model_flops"] = passes * b * model_forward_flops_per_clip(cfg, crop)
+                row["model_over_xla_flops"] = row["model_flops"] / row["xla_flops"] if row["xla_flops"] else 0.0
+                row["estimated_mfu"] = row["model_flops"] / row["estimated_s"] / (chip["peak_tflops"] * 1e12)
+                if args.dump_hlo:
+                    os.makedirs(args.dump_hlo, exist_ok=True)
+                    name = f"{model}_{size}_{k}_{rw}_{cfg.model.remat}_{which}.hlo.txt"
+                    with open(os.path.join(args.dump_hlo, name), "w", encoding="utf-8") as f:
+                        f.write(compiled.as_text())
+                _report(row, chip)
+                result["rows"].append(row)
+                if args.out:
+                    with open(args.out, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
             if args.max_batch:
                 group = int(row_config(model, size, kernels[0], args.dtype, per_chip).model.bn_group_size or 1)
                 mb = max_batch(
                     lambda b, model=model, size=size: row_config(
-                        model, size, kernels[0], args.dtype, b * chips, args.remat
+                        model, size, kernels[0], args.dtype, b * chips, args.remat, rewrites[0]
                     ),
                     mesh,
                     chip,
@@ -492,16 +449,27 @@ def run(args) -> dict:
 
 def _report(row: dict, chip: dict) -> None:
     gib = 2**30
+    regions = ", ".join(f"{k} {v * 1e3:.2f}" for k, v in row["estimated_by_region"].items())
     print(
-        f"[{row['model']} {row['size']} kernels={row['kernels']} {row['step']}] {row['batch_per_chip']} clips/chip, "
-        f"compile {row['compile_s']:.0f} s: {row['xla_flops'] / 1e12:.3f} TFLOP, {row['hbm_bytes'] / 1e9:.2f} GB HBM, "
-        f"args {row['argument_bytes'] / gib:.2f} GiB + temp {row['temp_bytes'] / gib:.2f} GiB "
-        f"(peak {row['peak_bytes'] / gib:.2f} of {chip['hbm_gib']:g} GiB); bound {row['bound_s'] * 1e3:.1f} ms "
-        f"= {row['bound_clips_per_s']:.0f} clips/s/chip, compute share {row['compute_share']:.2f}",
+        f"[{row['model']} {row['size']} kernels={row['kernels']} rewrites={row['rewrites']} {row['step']}] "
+        f"{row['batch_per_chip']} clips/chip, compile {row['compile_s']:.0f} s: "
+        f"estimated {row['estimated_s'] * 1e3:.2f} ms "
+        f"({regions} ms) = {row['estimated_clips_per_s']:.0f} clips/s/chip, MFU {row['estimated_mfu']:.3f}; "
+        f"HBM-only {row['hbm_only_bytes'] / 1e9:.2f} GB (bytes accessed {row['hbm_bytes'] / 1e9:.2f} GB); "
+        f"{row['xla_flops'] / 1e12:.3f} TFLOP; args {row['argument_bytes'] / gib:.2f} GiB + temp "
+        f"{row['temp_bytes'] / gib:.2f} GiB (peak {row['peak_bytes'] / gib:.2f} of {chip['hbm_gib']:g} GiB); "
+        f"roofline {row['bound_s'] * 1e3:.1f} ms",
         flush=True,
     )
-    for r in row.get("top_hbm_instructions", []):
-        print(f"    {r['bytes'] / 1e6:9.1f} MB  {r['op']:<22} {r['name']:<40} {r['result']}", flush=True)
+    for op, u in row["unestimated"].items():
+        if u["hbm_bytes"] > 1e6:
+            print(f"    not estimated: {u['count']} x {op}, {u['hbm_bytes'] / 1e6:.0f} MB HBM", flush=True)
+    for r in row.get("top_estimated", []):
+        print(
+            f"    {r['estimated_s'] * 1e3:7.3f} ms {100 * r['share']:5.1f}%  {r['pass']:<8} {r['layer']:<36} "
+            f"{r['op_name']:<24} {r['result']}",
+            flush=True,
+        )
 
 
 def main(argv=None) -> dict:
