@@ -160,9 +160,12 @@ def model_layer(op_name: str) -> Dict[str, str]:
 
 def region(layer: str) -> str:
     """Where a layer sits in a SlowFast / Slow / MViT: ``fast``, ``slow`` (or a Slow's only
-    pathway), ``lateral``, ``heads``, ``model`` (MViT blocks etc.), ``outside`` (loss, optimizer)."""
+    pathway), ``lateral``, ``heads``, ``top`` (the model's own top-level ops: the input casts),
+    ``model`` (MViT blocks etc.), ``outside`` (loss, optimizer)."""
     if layer == "-":
         return "outside"
+    if layer == "(top)":
+        return "top"
     if "_fuse" in layer:
         return "lateral"
     if "pathway1" in layer:

@@ -164,6 +164,7 @@ def test_hlo_cost_counts_hbm_only_and_sums_estimated_cycles():
         ),
         ("jit(train_step)/jvp(ResNetVideo)/head/dot_general", "head", "heads"),
         ("jit(train_step)/add", "-", "outside"),
+        ("jit(train_step)/jvp(ResNetVideo)/convert_element_type", "(top)", "top"),
     ],
 )
 def test_op_names_map_back_to_model_layers(op_name, layer, where):

@@ -49,7 +49,7 @@ class BatchNorm(nn.Module):
             if b % g:
                 raise ValueError(f"batch of {b} clips is not a multiple of bn_group_size={g}")
             grouped = xf.reshape((b // g, g) + x.shape[1:])
-            y, mean, var = self.kernels.group_batch_norm(grouped, scale, bias, self.epsilon)
+            y, mean, var = self.kernels.group_batch_norm(grouped, scale, bias, self.epsilon, ra_mean.value)
             y = y.reshape(x.shape)
             if not self.is_initializing():
                 n = grouped.size // (grouped.shape[0] * c)

@@ -36,7 +36,8 @@ class Kernels:
       padding ``kernel // 2``;
     - ``stem_max_pool(x [B,T,H,W,C])``: 1x3x3 window, stride 1x2x2, padding 1, gradient to the
       first maximum of each window;
-    - ``group_batch_norm(x [G,g,...,C], scale, bias, epsilon) -> (y, mean, var)``;
+    - ``group_batch_norm(x [G,g,...,C], scale, bias, epsilon, shift [C]) -> (y, mean, var)``
+      (``shift``: the running mean, a conditioning hint the one-pass statistics use);
     - ``precision``: what the model passes to its matmuls and convolutions (None = JAX default);
     - ``space_to_depth``: the ResNet stems run their 7x7 stride-2 convolution as a 4x4 stride-1
       convolution over the 2x2 space-to-depth fold of the frames (``model.rewrites``).

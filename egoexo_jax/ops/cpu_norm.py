@@ -12,8 +12,15 @@ import jax.numpy as jnp
 from egoexo_jax.ops.xla import group_stats
 
 
+def group_batch_norm(x, scale, bias, epsilon, shift=None):
+    """:func:`_group_batch_norm`; ``shift`` (the running mean, which the one-pass ``xla`` form
+    uses to condition its moments) is not needed by these two-pass statistics."""
+    del shift
+    return _group_batch_norm(x, scale, bias, epsilon)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def group_batch_norm(x, scale, bias, epsilon):
+def _group_batch_norm(x, scale, bias, epsilon):
     """Training-mode BatchNorm of ``x [G, g, ..., C] float32`` with one mean / biased variance per
     group ``G`` and channel; ``scale``, ``bias`` ``[C]``. Returns ``(y, mean, var)``, statistics
     ``[G, 1, ..., 1, C]`` (no gradient flows through them: they only feed the running averages).
@@ -55,4 +62,4 @@ def _group_batch_norm_bwd(epsilon, res, cotangents):
     return dx, dscale, dbias
 
 
-group_batch_norm.defvjp(_group_batch_norm_fwd, _group_batch_norm_bwd)
+_group_batch_norm.defvjp(_group_batch_norm_fwd, _group_batch_norm_bwd)
