@@ -103,3 +103,64 @@ def test_bfloat16_compute_keeps_float32_params():
     v, out = _init_apply(cfg, _inputs(cfg, 2))
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v))
     assert np.isfinite(np.asarray(out["logits"])).all()
+
+
+def _train_mode_loss_and_grads(module, variables, xs):
+    """Train-mode ``sum(sin(logits)) + sum(sin(features))``, its gradients w.r.t. the parameters
+    and the inputs, and the updated BatchNorm statistics (jitted)."""
+
+    def loss(params, xs):
+        out, upd = module.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, xs, train=True, mutable=["batch_stats"]
+        )
+        return jnp.sum(jnp.sin(out["logits"])) + jnp.sum(jnp.sin(out["features"])), (out, upd["batch_stats"])
+
+    (value, (out, stats)), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+        variables["params"], xs
+    )
+    return value, out, stats, grads
+
+
+def _assert_close_trees(got, want, rtol, what):
+    """Every leaf within ``rtol`` of its largest entry, or of 1 % of the tree's largest entry when
+    that is more (a leaf of near-cancelling sums, e.g. the 1-channel fast stem's BN scale, is only
+    as exact as the terms it sums)."""
+    flat_want = dict(jax.tree_util.tree_flatten_with_path(want)[0])
+    top = max(float(np.abs(np.asarray(w)).max()) for w in flat_want.values())
+    for path, g in jax.tree_util.tree_flatten_with_path(got)[0]:
+        w = np.asarray(flat_want[path])
+        assert np.shape(g) == w.shape, (what, jax.tree_util.keystr(path))
+        err = float(np.abs(np.asarray(g) - w).max())
+        bound = rtol * max(float(np.abs(w).max()), 1e-2 * top)
+        assert err <= bound, f"{what}{jax.tree_util.keystr(path)}: {err:.3g} > {bound:.3g}"
+
+
+@pytest.mark.slow  # 35 s (slow) and 90 s (slowfast) on 2 cores: six train-step compiles
+@pytest.mark.parametrize("arch", ["slowfast", "slow"])
+def test_rewrites_on_is_the_same_model(arch):
+    """model.rewrites=on (space-to-depth stems, one-pass BatchNorm statistics) vs off, kernels=xla:
+    the same parameter tree (official stem kernel shapes), and in train mode the same outputs, BatchNorm
+    statistics and gradients (parameters and inputs), whether the rewritten model gets the frames
+    (its stems fold them) or their host fold (numpy, as the pipeline delivers it)."""
+    from egoexo_jax.ops import space_to_depth
+
+    off = tiny(arch, kernels="xla", rewrites="off", bn_group_size=2, dropout_rate=0.0)
+    on = tiny(arch, kernels="xla", rewrites="on", bn_group_size=2, dropout_rate=0.0)
+    m_off, m_on = models.build(off), models.build(on)
+    assert m_on.kernels.space_to_depth and not m_off.kernels.space_to_depth
+    xs = _inputs(off, 4)
+    folded = [jnp.asarray(space_to_depth.fold(np.asarray(x))) for x in xs]
+    assert [f.shape for f in folded] == [tuple(s) for s in models.input_shapes(on, 4, None, folded=True)]
+    v_off = jax.jit(lambda k, x: m_off.init(k, x, train=False))(jax.random.key(0, impl="rbg"), xs)
+    shapes = lambda m, x: jax.tree.map(np.shape, jax.eval_shape(lambda: m.init(jax.random.key(0), x, train=False)))  # noqa: E731
+    assert shapes(m_on, xs) == shapes(m_on, folded) == jax.tree.map(np.shape, v_off)
+    assert v_off["params"]["s1"]["pathway0_stem"]["conv"]["kernel"].shape == (1, 7, 7, 3, 8)
+    value, out, stats, (gp, gx) = _train_mode_loss_and_grads(m_off, v_off, xs)
+    for inputs in (xs, folded):
+        v, o, s, (gp_on, gx_on) = _train_mode_loss_and_grads(m_on, v_off, inputs)
+        np.testing.assert_allclose(v, value, rtol=1e-5)
+        _assert_close_trees(o, out, 2e-4, "outputs")
+        _assert_close_trees(s, stats, 2e-4, "batch_stats")
+        _assert_close_trees(gp_on, gp, 2e-4, "grads")
+        want = gx if inputs is xs else [space_to_depth.fold(np.asarray(g)) for g in gx]
+        _assert_close_trees(list(gx_on), list(want), 2e-4, "input grads")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from egoexo_jax import ops
-from egoexo_jax.ops import cpu_conv, xla
+from egoexo_jax.ops import cpu_conv, space_to_depth, xla
 
 
 def _check(fn, ref, args, argnums, rtol=1e-4):
@@ -143,11 +143,14 @@ def test_group_batch_norm_cpu_equals_xla(shape):
 
 
 @pytest.mark.parametrize("offset", [2.0, 300.0])
-@pytest.mark.parametrize("kernels", [ops.CPU, ops.XLA], ids=["cpu", "xla"])
+@pytest.mark.parametrize(
+    "kernels", [ops.CPU, ops.XLA, ops.select("xla", rewrites="on")], ids=["cpu", "xla", "xla-rewrites"]
+)
 def test_group_batch_norm_gradient_matches_float64(offset, kernels):
-    """Both forms' gradients == float64 autodiff of (x - mean) / std * g + b, also for activations
-    whose mean is 100 standard deviations from 0 (the cpu backward takes mean(dy * x_hat) from
-    mean(dy * x))."""
+    """Every form's gradients (cpu, plain xla, xla's one-pass statistics) == float64 autodiff of
+    (x - mean) / std * g + b, also for activations whose mean is 100 standard deviations from 0
+    (the cpu backward takes mean(dy * x_hat) from mean(dy * x); the one-pass statistics sum
+    squares of x minus a shift)."""
     rng = np.random.default_rng(0)
     x64 = rng.standard_normal((2, 3, 4, 5, 6)) * 3 + offset
     g64, b64 = rng.standard_normal(6), rng.standard_normal(6)
@@ -215,3 +218,132 @@ def test_xla_module_defaults_are_plain():
 
     assert Conv3D(4, (1, 3, 3), (1, 1, 1)).kernels is ops.XLA
     assert xla.conv3d is ops.XLA.conv3d
+
+
+# ---------------------------------------------------------------------------------------------
+# The exact TPU rewrites (model.rewrites): space-to-depth stems, one-pass BatchNorm statistics.
+
+STEM_CASES = [
+    # (frames shape, temporal kernel, out channels)
+    ((2, 4, 12, 10, 3), 5, 8),  # the fast stem (5x7x7, 3 -> 8)
+    ((2, 2, 10, 12, 3), 1, 16),  # the slow stem (1x7x7)
+    ((1, 3, 11, 9, 3), 5, 8),  # odd H and W: the fold pads them to even
+    ((2, 1, 7, 8, 3), 1, 4),  # odd H only, one frame
+]
+
+
+@pytest.mark.parametrize("x_shape, kt, out", STEM_CASES)
+@pytest.mark.parametrize("folded", [False, True], ids=["frames", "folded"])
+def test_space_to_depth_stem_equals_strided_conv(x_shape, kt, out, folded):
+    """The 4x4 stride-1 convolution over the 2x2 fold == the 7x7 stride-2 convolution, in value
+    and in the gradients w.r.t. the (official-shape) weight and the frames; a host-folded input
+    gives the same values and its gradient is the fold of the frames' gradient."""
+    x, w = _conv_args(x_shape, (kt, 7, 7), out, seed=4)
+    plain = lambda a, b: xla.conv3d(a, b, (1, 2, 2), jax.lax.Precision.HIGHEST)  # noqa: E731
+    rewritten = lambda a, b: space_to_depth.stem_conv(a, b, jax.lax.Precision.HIGHEST)  # noqa: E731
+    assert rewritten(x, w).shape == plain(x, w).shape
+    if not folded:
+        _check(rewritten, lambda a, b: _lax_conv3d(a, b, (1, 2, 2)), (x, w), (0, 1))
+        _check(plain, lambda a, b: _lax_conv3d(a, b, (1, 2, 2)), (x, w), (0, 1))
+        return
+    z = jnp.asarray(space_to_depth.fold(np.asarray(x)))
+    assert z.shape == (*x_shape[:2], -(-x_shape[2] // 2), -(-x_shape[3] // 2), 12)
+    # Weight gradient and value: the same function of the weight.
+    _check(lambda b: rewritten(z, b), lambda b: _lax_conv3d(x, b, (1, 2, 2)), (w,), (0,))
+    # Input gradient: d/dz of the folded form == fold(d/dx of the plain form) on the frames'
+    # positions (the zero slots past an odd edge stand for padding: their gradient is unused).
+    loss = lambda f: lambda a: jnp.sum(jnp.sin(f(a, w)))  # noqa: E731
+    gz = jax.grad(loss(rewritten))(z)
+    gx = jax.grad(loss(lambda a, b: _lax_conv3d(a, b, (1, 2, 2))))(x)
+    want = space_to_depth.fold(gx)
+    real = space_to_depth.fold(np.ones(x_shape, np.float32)) > 0
+    assert float(jnp.abs(jnp.where(real, gz, 0.0) - want).max()) <= 1e-4 * float(jnp.abs(want).max())
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6, 3), (1, 2, 7, 9, 3), (5, 4, 2)])
+def test_space_to_depth_fold_numpy_equals_jax(shape):
+    """The host (numpy) fold and the device (jax) fold agree element for element, keep the dtype,
+    and put x[..., 2i + p, 2j + q, c] at channel (2p + q) * C + c (zeros past an odd edge)."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(np.float32)
+    host = space_to_depth.fold(x)
+    device = space_to_depth.fold(jnp.asarray(x))
+    assert isinstance(host, np.ndarray) and host.dtype == np.float32 and host.flags.c_contiguous
+    assert host.shape == space_to_depth.folded_shape(shape) == device.shape
+    np.testing.assert_array_equal(host, np.asarray(device))
+    *_, h, w, c = shape
+    padded = np.zeros((*shape[:-3], h + h % 2, w + w % 2, c), np.float32)
+    padded[..., :h, :w, :] = x
+    for p in range(2):
+        for q in range(2):
+            k = 2 * p + q
+            np.testing.assert_array_equal(host[..., k * c : (k + 1) * c], padded[..., p::2, q::2, :])
+    assert space_to_depth.fold(x.astype(np.float16)).dtype == np.float16
+
+
+def test_space_to_depth_stem_rejects_other_shapes():
+    x, w = _conv_args((1, 2, 8, 8, 3), (1, 7, 7), 4)
+    with pytest.raises(ValueError, match=r"input shape \(1, 2, 8, 8, 5\).*\[B, T, H, W, 3\].*12\]"):
+        space_to_depth.stem_conv(jnp.zeros((1, 2, 8, 8, 5)), w)
+    with pytest.raises(ValueError, match=r"input shape \(2, 8, 8, 3\)"):
+        space_to_depth.stem_conv(x[0], w)
+    with pytest.raises(ValueError, match=r"weight shape \(1, 3, 3, 3, 4\)"):
+        space_to_depth.stem_conv(x, w[:, :3, :3])
+
+
+def _bn_data(shape, offset, seed=6):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) + offset
+    x[..., 0] = offset  # a constant channel: variance 0
+    g = rng.uniform(0.5, 1.5, shape[-1])
+    b = rng.standard_normal(shape[-1])
+    return tuple(jnp.asarray(a, jnp.float32) for a in (x, g, b))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+@pytest.mark.parametrize("shape", BN_SHAPES)
+def test_one_pass_batch_norm_equals_two_pass(shape, offset):
+    """xla.group_batch_norm_one_pass == xla.group_batch_norm: outputs, statistics (mean, biased
+    variance) and gradients, also for data at mean 1e3 with std 1, where the one-pass form stays
+    within 1e-4 of float64 (unshifted sums of squares would lose the variance: 1e6 * 6e-8 = 0.06),
+    and a constant channel (variance 0: no NaN, output = bias). Tolerances at offset 1e3 allow a
+    few float32 spacings of 1e3 (6e-5), which the plain form's own mean is off by."""
+    x, g, b = _bn_data(shape, offset)
+    one = jax.jit(xla.group_batch_norm_one_pass, static_argnums=3)(x, g, b, 1e-5)
+    two = jax.jit(xla.group_batch_norm, static_argnums=3)(x, g, b, 1e-5)
+    assert all(np.all(np.isfinite(np.asarray(t))) for t in one)
+    assert float(jnp.abs(one[2][..., 0]).max()) == 0.0  # the constant channel
+    np.testing.assert_allclose(one[0][..., 0], jnp.broadcast_to(b[0], one[0][..., 0].shape), atol=1e-6)
+    spacing = 8 * float(np.spacing(np.float32(offset)))
+    for got, want, tol in zip(one, two, (2e-5 + spacing, 2e-6 + spacing, 2e-6)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=tol)
+    x64 = np.asarray(x, np.float64)
+    axes = tuple(range(1, x64.ndim - 1))
+    m64 = x64.mean(axes, keepdims=True)
+    v64 = np.square(x64 - m64).mean(axes, keepdims=True)
+    y64 = (x64 - m64) / np.sqrt(v64 + 1e-5) * np.asarray(g, np.float64) + np.asarray(b, np.float64)
+    for got, want in zip(one, (y64, m64, v64)):
+        assert float(np.abs(np.asarray(got, np.float64) - want).max()) <= 1e-4
+    _check(
+        lambda *a: xla.group_batch_norm_one_pass(*a, 1e-5)[0],
+        lambda *a: xla.group_batch_norm(*a, 1e-5)[0],
+        (x, g, b),
+        (0, 1, 2),
+        rtol=1e-4 if offset == 0 else 5e-4,
+    )
+
+
+def test_rewrites_select_the_rewritten_xla_kernels():
+    """model.rewrites=on swaps in the space-to-depth stem and one-pass BatchNorm for the xla kernels
+    only; off (and auto on CPU) keeps the plain ones; the cpu kernels are never rewritten."""
+    on = ops.select("xla", rewrites="on")
+    assert on.space_to_depth and on.group_batch_norm is xla.group_batch_norm_one_pass
+    assert on.conv3d is xla.conv3d and on.stem_max_pool is xla.stem_max_pool
+    assert ops.select("xla", rewrites="off") == ops.select("xla", "auto")
+    assert not ops.select("xla", rewrites="off").space_to_depth
+    assert ops.select("cpu", rewrites="on") == ops.select("cpu", rewrites="off")
+    if jax.default_backend() == "cpu":
+        assert not ops.select("xla", rewrites="auto").space_to_depth
+    with pytest.raises(ValueError, match="model.rewrites='yes'"):
+        ops.select("xla", rewrites="yes")
+    hash(on)

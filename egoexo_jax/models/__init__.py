@@ -12,6 +12,7 @@ import ml_collections
 
 from egoexo_jax import ops
 from egoexo_jax.models.slowfast import ResNetVideo
+from egoexo_jax.ops import space_to_depth
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -115,9 +116,13 @@ def build(cfg: ml_collections.ConfigDict):
     raise ValueError(f"model.arch={cfg.arch!r}; expected 'slowfast', 'slow' or 'mvit'")
 
 
-def input_shapes(cfg: ml_collections.ConfigDict, batch: int = 1, crop: int | None = None):
-    """Shapes of the pathway inputs ``[B, T_p, H, W, 3]`` for a model config."""
+def input_shapes(cfg: ml_collections.ConfigDict, batch: int = 1, crop: int | None = None, folded: bool = False):
+    """Shapes of the pathway inputs for a model config: the frames ``[B, T_p, H, W, 3]``, or with
+    ``folded`` their 2x2 space-to-depth fold ``[B, T_p, ceil(H/2), ceil(W/2), 12]`` (what the run's
+    steps receive when :func:`egoexo_jax.train.folds_input`; every ResNet model takes the frames)."""
     crop = crop or cfg.crop_size
     if cfg.arch == "slowfast":
-        return [(batch, cfg.num_frames // cfg.alpha, crop, crop, 3), (batch, cfg.num_frames, crop, crop, 3)]
-    return [(batch, cfg.num_frames, crop, crop, 3)]
+        shapes = [(batch, cfg.num_frames // cfg.alpha, crop, crop, 3), (batch, cfg.num_frames, crop, crop, 3)]
+    else:
+        shapes = [(batch, cfg.num_frames, crop, crop, 3)]
+    return [space_to_depth.folded_shape(s) for s in shapes] if folded else shapes

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from egoexo_jax import ops
 from egoexo_jax.models.norm import BatchNorm
+from egoexo_jax.ops import space_to_depth
 
 # He/MSRA normal with fan_out and ReLU gain (fvcore's c2_msra_fill).
 msra_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -83,21 +84,67 @@ class NormCfg:
 
 
 class Stem(nn.Module):
-    """Conv (kt x 7 x 7, stride 1x2x2) -> BN -> ReLU -> max-pool (1x3x3, stride 1x2x2)."""
+    """Conv (kt x 7 x 7, stride 1x2x2) -> BN -> ReLU -> max-pool (1x3x3, stride 1x2x2).
+
+    Input: the frames ``[B, T, H, W, in_channels]``; with ``kernels.space_to_depth`` also their
+    2x2 space-to-depth fold ``[B, T, ceil(H/2), ceil(W/2), 4 * in_channels]`` (the host pipeline
+    folds when the run does, :func:`egoexo_jax.train.folds_input`). The conv's parameter is
+    ``conv/kernel [kt, 7, 7, in_channels, O]`` either way.
+    """
 
     features: int
     temporal_kernel: int
     norm: Any
     dtype: Any = jnp.float32
     kernels: ops.Kernels = ops.XLA
+    in_channels: int = 3  # channels of a frame (RGB): tells the frames from their fold
 
     @nn.compact
     def __call__(self, x, train: bool):
-        x = conv3d(
-            self.features, (self.temporal_kernel, 7, 7), (1, 2, 2), name="conv", dtype=self.dtype, kernels=self.kernels
-        )(x)
+        c, ic = x.shape[-1], self.in_channels
+        if self.kernels.space_to_depth and c not in (ic, 4 * ic):
+            raise ValueError(
+                f"{self.name}: input shape {tuple(x.shape)}; expected frames [B, T, H, W, {ic}] or their 2x2 "
+                f"space-to-depth fold [B, T, ceil(H/2), ceil(W/2), {4 * ic}]"
+            )
+        if not self.kernels.space_to_depth and c != ic:
+            hint = " (that is a 2x2 space-to-depth fold: only the xla kernels with model.rewrites on take it)"
+            raise ValueError(
+                f"{self.name}: input shape {tuple(x.shape)}; expected frames [B, T, H, W, {ic}]"
+                + (hint if c == 4 * ic else "")
+            )
+        if self.kernels.space_to_depth:
+            x = _SpaceToDepthStemConv(
+                self.features, self.temporal_kernel, self.in_channels, self.dtype, self.kernels, name="conv"
+            )(x)
+        else:
+            x = conv3d(
+                self.features,
+                (self.temporal_kernel, 7, 7),
+                (1, 2, 2),
+                name="conv",
+                dtype=self.dtype,
+                kernels=self.kernels,
+            )(x)
         x = nn.relu(self.norm.make("bn")(x, train))
         return self.kernels.stem_max_pool(x)
+
+
+class _SpaceToDepthStemConv(nn.Module):
+    """The stem's ``Conv3D`` (``kernel [kt, 7, 7, C, O]``, same name, init and values) computed by
+    :func:`egoexo_jax.ops.space_to_depth.stem_conv` on frames or their fold."""
+
+    features: int
+    temporal_kernel: int
+    in_channels: int
+    dtype: Any
+    kernels: ops.Kernels
+
+    @nn.compact
+    def __call__(self, x):
+        shape = (self.temporal_kernel, 7, 7, self.in_channels, self.features)
+        kernel = self.param("kernel", msra_fan_out, shape, jnp.float32)
+        return space_to_depth.stem_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.kernels.precision)
 
 
 class Bottleneck(nn.Module):

@@ -1,6 +1,7 @@
 """SlowFast (two pathways) and Slow-only (one pathway) 3D ResNets with Ego-Exo heads.
 
-Input: a list of pathways, slow first, each ``[B, T_p, H, W, 3] float32``. Output dict
+Input: a list of pathways, slow first, each ``[B, T_p, H, W, 3] float32`` (with space-to-depth
+kernels also its fold ``[B, T_p, ceil(H/2), ceil(W/2), 12]``, see ``resnet3d.Stem``). Output dict
 (docs/method.md#model-outputs): ``logits``, ``probs`` (tuples for multi-task heads), ``features``
 ``[B, C]``, and for Ego-Exo students ``ego_logits`` ``[B, 2]``, ``object_logits``
 ``[B, K]``, ``interaction_logits`` ``[B, T_slow, h, w, 2]``.
