@@ -18,7 +18,10 @@ Both sides use the same numpy bilinear kernel for resizing, so the transform dif
 
 Clips per second per core = clips / CPU seconds of this process (all threads), so threaded
 decoding gets no credit for using more cores. Also reported: ours with one decode serving two clips
-(like PySlowFast MViT's AUG.NUM_SAMPLE=2) and the decode-only figures.
+(like PySlowFast MViT's AUG.NUM_SAMPLE=2), the decode-only figures, and what delivering a clip
+as its 2x2 space-to-depth fold adds on the host (a run with `model.rewrites` on): CPU microseconds
+per clip and their share of ours' CPU time per clip, for the fold written by the spatial transform
+(what the pipeline does) and for a separate `egoexo_jax.ops.space_to_depth.fold` pass.
 
 `--storage`: our clip loader on the same videos read from local disk and from a local Cloud Storage
 server (fake-gcs-server on the loopback interface, in memory: `tests/gcs_server.py`, the `test`
@@ -214,6 +217,46 @@ def measure(name: str, fn, paths: list[str], clips: int, clips_per_call: int = 1
     return result
 
 
+def measure_fold(path: str, clips: int) -> dict:
+    """CPU cost of delivering a SlowFast training clip as its 2x2 space-to-depth fold: the spatial
+    transform with `space_to_depth` (the fold written by its column gather) minus the plain one, on
+    the same decoded clip and parameters, the variants taking turns; and, for comparison, a separate
+    `space_to_depth.fold` pass over the transformed `[32, 224, 224, 3]` float32 clip."""
+    from egoexo_jax.ops import space_to_depth  # pylint: disable=import-outside-toplevel  (jax + flax)
+
+    rng = np.random.default_rng(0)
+    frames = ours_decode(path, rng)
+    _, h, w, _ = frames.shape
+    params = transforms.sample_train_spatial(h, w, rng, jitter_scales=OPTS.jitter_scales, crop_size=224, flip_prob=0.5)
+    variants = {
+        "plain": lambda: transforms.spatial_transform(frames, params, mean=OPTS.mean, std=OPTS.std),
+        "fused": lambda: transforms.spatial_transform(
+            frames, params, mean=OPTS.mean, std=OPTS.std, space_to_depth=True
+        ),
+        "separate": lambda: space_to_depth.fold(
+            transforms.spatial_transform(frames, params, mean=OPTS.mean, std=OPTS.std)
+        ),
+    }
+    cpu = dict.fromkeys(variants, 0.0)
+    repeats = max(clips, 20)
+    for i in range(-1, repeats):  # one warm-up round, then the variants in turn
+        for name, fn in variants.items():
+            cpu0 = time.process_time()
+            fn()
+            if i >= 0:
+                cpu[name] += time.process_time() - cpu0
+    us = {k: 1e6 * v / repeats for k, v in cpu.items()}
+    result = {
+        "clips": repeats,
+        "transform_cpu_us_per_clip": round(us["plain"], 1),
+        "transform_with_fold_cpu_us_per_clip": round(us["fused"], 1),
+        "fold_cpu_us_per_clip": round(us["fused"] - us["plain"], 1),
+        "separate_fold_pass_cpu_us_per_clip": round(us["separate"] - us["plain"], 1),
+    }
+    print(f"{'host fold':>22}: {json.dumps(result)}", flush=True)
+    return result
+
+
 def run(clips: int, num_videos: int, keyint: int | None) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         t = time.perf_counter()
@@ -230,6 +273,8 @@ def run(clips: int, num_videos: int, keyint: int | None) -> dict:
         ours2 = measure("ours NUM_SAMPLE=2", ours_two_clips, paths, clips, clips_per_call=2)
         base_dec = measure("baseline decode only", baseline_decode, paths, clips)
         ours_dec = measure("ours decode only", ours_decode, paths, clips)
+        fold = measure_fold(paths[0], clips)
+    ours_cpu_us_per_clip = 1e6 * ours["cpu_s"] / ours["clips"]
     return {
         "ours_clips_per_s_per_core": ours["clips_per_s_per_core"],
         "baseline_clips_per_s_per_core": base["clips_per_s_per_core"],
@@ -241,6 +286,12 @@ def run(clips: int, num_videos: int, keyint: int | None) -> dict:
         "decode_only_speedup": round(ours_dec["clips_per_s_per_core"] / base_dec["clips_per_s_per_core"], 2),
         "ours_clips_per_s_wall": ours["clips_per_s_wall"],
         "baseline_clips_per_s_wall": base["clips_per_s_wall"],
+        "host_fold_cpu_us_per_clip": fold["fold_cpu_us_per_clip"],
+        "host_fold_share_of_ours_cpu_per_clip": round(fold["fold_cpu_us_per_clip"] / ours_cpu_us_per_clip, 4),
+        "host_fold_separate_pass_cpu_us_per_clip": fold["separate_fold_pass_cpu_us_per_clip"],
+        "host_fold_separate_pass_share_of_ours_cpu_per_clip": round(
+            fold["separate_fold_pass_cpu_us_per_clip"] / ours_cpu_us_per_clip, 4
+        ),
         "video": {
             "seconds": 10,
             "size": "340x256",

@@ -50,7 +50,7 @@ from egoexo_jax.checkpoint import pretrained
 from egoexo_jax.checkpoint import workdir as ckpt_lib
 from egoexo_jax.data import bad_inputs, eval_pipeline
 from egoexo_jax.data.sources import build_source
-from egoexo_jax.train import pathways_of
+from egoexo_jax.train import folds_input, pathways_of
 
 EPIC_SUBMISSION_VERSION = "0.2"
 EPIC55_SUBMISSION_VERSION = "0.1"
@@ -81,16 +81,18 @@ def make_eval_step(mesh, **kwargs):
 @dataclasses.dataclass(frozen=True)
 class Evaluator:
     """What evaluating one model needs besides its variables: the mesh, the jitted eval step
-    (compiled on first use, then reused by every evaluation of the run) and the workdir that
-    ``results/`` and ``bad_inputs.txt`` go to."""
+    (compiled on first use, then reused by every evaluation of the run), the workdir that
+    ``results/`` and ``bad_inputs.txt`` go to, and whether the views come space-to-depth folded
+    (:func:`egoexo_jax.train.folds_input`)."""
 
     mesh: Any
     workdir: str
     eval_fn: Callable
+    space_to_depth: bool = False
 
     @classmethod
     def create(cls, config, model, mesh, workdir: str) -> "Evaluator":
-        return cls(mesh, workdir, make_eval_step(mesh, model=model, arch=config.model.arch))
+        return cls(mesh, workdir, make_eval_step(mesh, model=model, arch=config.model.arch), folds_input(config))
 
 
 def video_labels(data_cfg, split: str) -> Dict[str, Any]:
@@ -127,15 +129,21 @@ def collect_view_scores(
     ensemble: str,
     progress: bool = True,
     bad_input_log: Optional[str] = None,
+    space_to_depth: bool = False,
 ) -> Dict[str, Any]:
     """Runs every view through ``eval_fn`` and ensembles per video; unreadable videos are listed
-    in ``bad_input_log`` (default ``data_cfg.bad_input_log``).
+    in ``bad_input_log`` (default ``data_cfg.bad_input_log``); ``space_to_depth``: the views'
+    pathways come folded (:func:`egoexo_jax.train.folds_input`).
 
     Returns ``scores``: list over tasks of ``[N, C] float32`` ensembled scores, ``views_seen [N]``,
     ``num_views``.
     """
     it, num_videos, num_views = eval_pipeline.make_eval_iterator(
-        data_cfg, split=split, global_batch_size=global_batch, bad_input_log=bad_input_log
+        data_cfg,
+        split=split,
+        global_batch_size=global_batch,
+        bad_input_log=bad_input_log,
+        space_to_depth=space_to_depth,
     )
     neutral = 0.0 if ensemble == "sum" else -1e10
     scores: Optional[List[np.ndarray]] = None
@@ -301,6 +309,7 @@ def evaluate_split(
         evaluator.mesh,
         config.evaluate.ensemble,
         bad_input_log=bad_input_log,
+        space_to_depth=evaluator.space_to_depth,
     )
     if jax.process_index() == 0:
         bad_inputs.consolidate(bad_input_log)

@@ -14,7 +14,7 @@ from absl import logging
 
 from egoexo_jax import sharding
 from egoexo_jax.data import train_pipeline
-from egoexo_jax.train import pathways_of
+from egoexo_jax.train import folds_input, pathways_of
 
 
 def make_precise_bn_step(model, arch: str, group_size: int, mesh) -> Callable:
@@ -95,7 +95,11 @@ class PreciseBN:
         batches_per_epoch = -(-self.num_groups * self.group // config.batch_size)
         epoch = (step - 1) // self.steps_per_epoch
         batches = train_pipeline.make_train_iterator(
-            config.data, global_batch_size=config.batch_size, seed=config.seed + 1, aux_fn=None
+            config.data,
+            global_batch_size=config.batch_size,
+            seed=config.seed + 1,
+            aux_fn=None,
+            space_to_depth=folds_input(config),
         )
         position = batches.get_state()
         position["batches"] = epoch * batches_per_epoch

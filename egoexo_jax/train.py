@@ -77,10 +77,26 @@ def pathways_of(batch: Dict[str, Any], arch: str) -> list:
     return [batch["pathway0"], batch["pathway1"]] if arch == "slowfast" else [batch["pathway0"]]
 
 
+def folds_input(config: ml_collections.ConfigDict) -> bool:
+    """Whether the run's host pipelines (training, evaluation, precise BN) deliver ``pathway*`` as
+    the 2x2 space-to-depth fold ``[B, T, ceil(H/2), ceil(W/2), 12]`` instead of the frames: when
+    the ResNet stems run space-to-depth (``model.rewrites`` on with the ``xla`` kernels; never
+    MViT), so the fold is a host copy instead of a device transpose, unless an online teacher
+    reads the frames inside the train step (the stems then fold on device, with the same result)."""
+    m = config.model
+    if m.arch not in ("slowfast", "slow"):
+        return False
+    if not ops.select(m.get("kernels", "auto"), m.get("precision", "auto"), m.get("rewrites", "auto")).space_to_depth:
+        return False
+    teachers = config.get("teachers")
+    return not (teachers and any(teachers[s].get("source") == "online" for s in ("ego", "object") if s in teachers))
+
+
 def input_shapes(config: ml_collections.ConfigDict, batch: int, crop: int) -> list:
+    """Shapes of the pathways the run's steps receive (:func:`folds_input` decides frames or fold)."""
     if config.model.arch == "mvit":
         return [(batch, config.data.num_frames, crop, crop, 3)]
-    return models.input_shapes(config.model, batch, crop)
+    return models.input_shapes(config.model, batch, crop, folded=folds_input(config))
 
 
 def init_variables(model, config: ml_collections.ConfigDict, seed: int) -> dict:
@@ -199,8 +215,9 @@ def train_step(
 
     Args:
       state: replicated :class:`TrainState`.
-      batch: global batch, ``pathway*`` ``[B, T, H, W, 3] float32`` split on ``data``, labels and
-        (offline) teacher targets/masks.
+      batch: global batch, ``pathway*`` ``[B, T, H, W, 3] float32`` (or their space-to-depth fold
+        ``[B, T, H/2, W/2, 12]``, :func:`folds_input`) split on ``data``, labels and (offline)
+        teacher targets/masks.
       teacher_variables: frozen online-teacher variables (not differentiated, not updated).
       teacher_fn: ``(teacher_variables, pathways) -> {ego_target, object_target}`` or None.
 
@@ -209,6 +226,12 @@ def train_step(
       ``padded_clips``).
     """
     if teacher_fn is not None:
+        if any(p.shape[-1] != 3 for p in pathways_of(batch, arch)):
+            raise ValueError(
+                f"online teachers read the frames [B, T, H, W, 3], but the batch holds pathways of shapes "
+                f"{[tuple(p.shape) for p in pathways_of(batch, arch)]} (a space-to-depth fold: make the "
+                "batches with space_to_depth=train.folds_input(config), which is False with online teachers)"
+            )
         batch = {**batch, **jax.lax.stop_gradient(teacher_fn(teacher_variables, pathways_of(batch, arch)))}
     grads, terms, new_stats, outputs = loss_and_grads(
         state, batch, model=model, loss_weights=loss_weights, arch=arch, remat=remat

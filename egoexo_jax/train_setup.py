@@ -15,7 +15,7 @@ from absl import logging
 from egoexo_jax import batch_scaling, config_schema, models, optim, sharding, storage
 from egoexo_jax.data import aux_targets, train_pipeline
 from egoexo_jax.data.sources import build_source
-from egoexo_jax.train import init_variables, model_config
+from egoexo_jax.train import folds_input, init_variables, model_config
 
 BAD_INPUTS = "bad_inputs.txt"  # in the workdir: one line per unreadable training video
 
@@ -58,6 +58,7 @@ def setup(config, workdir: str, mesh=None) -> Run:
         seed=config.seed,
         bad_input_log=storage.join(workdir, BAD_INPUTS),
         aux_fn=aux_fn,
+        space_to_depth=folds_input(config),
     )
     spe = steps_per_epoch_of(
         train_iter.get_state()["num_items"], config.batch_size, f"config.data ({config.data.dataset} train list)"

@@ -207,6 +207,46 @@ def test_val_split_is_one_deterministic_random_view(kcfg):
     assert_batches_equal(first, second)
 
 
+@pytest.mark.parametrize("crop", [40, 39])
+def test_rewritten_runs_get_the_host_fold_of_the_same_batches(kcfg, crop):
+    """A run whose stems fold (model.rewrites=on, kernels=xla: train.folds_input) gets training and
+    evaluation batches whose pathways are the space-to-depth fold of the plain run's, everything
+    else equal; an odd crop is zero-padded to even before folding."""
+    from egoexo_jax import config_schema, train
+    from egoexo_jax.ops import space_to_depth
+
+    kcfg.train_crop_size = crop
+    config = config_schema.base_config()
+    config.data = kcfg
+    config.model.update(kernels="xla", num_frames=kcfg.num_frames)
+    batches = {}
+    for rewrites in ("off", "on"):
+        config.model.rewrites = rewrites
+        fold = train.folds_input(config)
+        assert fold == (rewrites == "on")
+        with train_pipeline.make_train_iterator(
+            kcfg, global_batch_size=4, seed=3, process_index=0, process_count=1, space_to_depth=fold
+        ) as it:
+            train_batch = next(it)
+        it, _, _ = eval_pipeline.make_eval_iterator(
+            kcfg, split="test", global_batch_size=4, process_index=0, process_count=1, space_to_depth=fold
+        )
+        batches[rewrites] = (train_batch, next(iter(it)))
+        it.close()
+        shapes = train.input_shapes(config, 4, crop)
+        assert [train_batch[f"pathway{i}"].shape for i in range(2)] == [tuple(s) for s in shapes]
+    half = (crop + 1) // 2
+    for plain, folded in zip(batches["off"], batches["on"]):
+        assert sorted(plain) == sorted(folded)
+        for k in plain:
+            if k.startswith("pathway"):
+                assert folded[k].shape[-3:] in ((half, half, 12), (24, 24, 12)) and folded[k].dtype == np.float32
+                assert folded[k].flags.c_contiguous
+                np.testing.assert_array_equal(folded[k], space_to_depth.fold(plain[k]), err_msg=k)
+            else:
+                np.testing.assert_array_equal(folded[k], plain[k], err_msg=k)
+
+
 @pytest.fixture
 def bad_root(tmp_path):
     fm.write_kinetics_dataset(tmp_path, LENGTHS)

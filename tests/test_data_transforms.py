@@ -1,5 +1,6 @@
 """Clip sampling and spatial transforms (egoexo_jax/data/transforms.py) against hand-computed cases."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -179,3 +180,23 @@ def test_normalise_bgr_and_pathways():
     assert slow[:, 0, 0, 0].tolist() == [0, 4, 8, 13, 17, 22, 26, 31] and fast.shape[0] == 32
     (only,) = T.pack_pathways(clip[:8], arch="slow")
     assert only.shape[0] == 8
+
+
+@pytest.mark.parametrize("crop", [28, 27])
+@pytest.mark.parametrize("mean, std", [(0.45, 0.225), ((0.43, 0.45, 0.47), (0.22, 0.225, 0.23))])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_space_to_depth_transform_is_the_fold_of_the_transform(crop, mean, std, seed):
+    """spatial_transform(space_to_depth=True) writes exactly ops.space_to_depth.fold of the plain
+    transform (same float32 values, zeros past an odd crop's edge), for scalar and per-channel
+    normalisation, BGR and flipped crops."""
+    from egoexo_jax.ops import space_to_depth
+
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 256, size=(3, 30, 41, 3), dtype=np.uint8)
+    p = T.sample_train_spatial(30, 41, rng, jitter_scales=(32, 48), crop_size=crop, flip_prob=0.5)
+    for params in (p, dataclasses.replace(p, flip=not p.flip)):
+        for bgr in (False, True):
+            plain = T.spatial_transform(frames, params, mean=mean, std=std, bgr=bgr)
+            folded = T.spatial_transform(frames, params, mean=mean, std=std, bgr=bgr, space_to_depth=True)
+            assert folded.shape == (3, (crop + 1) // 2, (crop + 1) // 2, 12) and folded.flags.c_contiguous
+            np.testing.assert_array_equal(folded, space_to_depth.fold(plain))

@@ -135,20 +135,51 @@ def _steps(config, mesh, batches, workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kernels", ["xla", "cpu"])
+@pytest.mark.parametrize("kernels", ["xla", "cpu", "xla-rewrites"])
 def test_three_steps_on_8_devices_equal_1_device(kin_root, tmp_path, kernels):
+    """``xla-rewrites``: model.rewrites=on (space-to-depth stems fed the pipeline's host fold,
+    one-pass BatchNorm statistics)."""
     assert jax.device_count() == 8
     c = tiny_config.get_config(kin_root)
     c.model.dropout_rate = 0.0
-    c.model.kernels = kernels
-    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0) as it:
+    c.model.kernels, c.model.rewrites = ("xla", "on") if kernels == "xla-rewrites" else (kernels, "off")
+    fold = train.folds_input(c)
+    assert fold == (kernels == "xla-rewrites")
+    with train_pipeline.make_train_iterator(c.data, global_batch_size=8, seed=0, space_to_depth=fold) as it:
         batches = [next(it) for _ in range(3)]
+    assert batches[0]["pathway1"].shape[-1] == (12 if fold else 3)
     p8, s8, l8 = _steps(c, sharding.make_mesh(8), batches, str(tmp_path / "a"))
     p1, s1, l1 = _steps(c, sharding.make_mesh(1), batches, str(tmp_path / "b"))
     np.testing.assert_allclose(l8, l1, rtol=1e-5)
     assert l8[2] != l8[0]  # parameters really changed between steps
     for a, b in zip(jax.tree.leaves((p8, s8)), jax.tree.leaves((p1, s1))):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_host_fold_is_decided_by_the_rewritten_stems():
+    """train.folds_input: the pipelines fold exactly when the ResNet stems run space-to-depth (xla
+    kernels, model.rewrites on; never cpu kernels or MViT) and no online teacher reads the frames
+    in the step (a step with an online teacher refuses a folded batch); train.input_shapes follows it."""
+    c = tiny_config.get_config("")
+    c.model.kernels, c.model.rewrites = "xla", "on"
+    assert train.folds_input(c)
+    assert train.input_shapes(c, 2, 63) == [(2, 2, 32, 32, 12), (2, 8, 32, 32, 12)]
+    c.model.rewrites = "off"
+    assert not train.folds_input(c)
+    assert train.input_shapes(c, 2, 63) == [(2, 2, 63, 63, 3), (2, 8, 63, 63, 3)]
+    c.model.kernels, c.model.rewrites = "cpu", "on"
+    assert not train.folds_input(c)
+    c.model.kernels = "xla"
+    c.teachers.object.source = "online"
+    assert not train.folds_input(c)
+    folded = {"pathway0": np.zeros((1, 2, 4, 4, 12), np.float32), "pathway1": np.zeros((1, 8, 4, 4, 12), np.float32)}
+    with pytest.raises(ValueError, match=r"online teachers read the frames.*\(1, 8, 4, 4, 12\)"):
+        train.train_step(
+            None, folded, {}, model=None, tx=None, schedule=None, loss_weights={}, arch="slowfast", teacher_fn=dict
+        )
+    c.teachers.object.source = "none"
+    c.model.arch = "mvit"
+    assert not train.folds_input(c)
 
 
 @pytest.mark.slow

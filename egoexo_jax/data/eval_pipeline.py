@@ -11,6 +11,7 @@ Batches are dicts of numpy arrays; see `make_eval_iterator`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -171,6 +172,7 @@ def make_eval_iterator(
     process_count: int | None = None,
     aux_fn: AuxFn | None = None,
     bad_input_log: str | os.PathLike | None = None,
+    space_to_depth: bool = False,
 ) -> tuple[EvalIterator, int, int]:
     """Evaluation iterator visiting every (video, view) once over all hosts.
 
@@ -178,6 +180,7 @@ def make_eval_iterator(
       split: 'val' (one view: EPIC centre clip/crop, or Kinetics/Charades-Ego training-style random
         view with a fixed seed) or 'test' (num_ensemble_views x num_spatial_crops views).
       bad_input_log: file listing unreadable videos (default: `data_cfg.bad_input_log`).
+      space_to_depth: pathways as their 2x2 space-to-depth fold (`egoexo_jax.train.folds_input`).
 
     Returns:
       (iterator, num_videos, num_views).
@@ -186,7 +189,7 @@ def make_eval_iterator(
     host_batch = host_batch_size(global_batch_size, process_count)
     source = build_source(data_cfg, split)
     view_mode, num_views = eval_view_mode(data_cfg, split)
-    opts = samples.SampleOptions.from_config(data_cfg)
+    opts = dataclasses.replace(samples.SampleOptions.from_config(data_cfg), space_to_depth=space_to_depth)
     total = len(source) * num_views
     num_batches = math.ceil(total / global_batch_size)
     loader = _EvalLoader(

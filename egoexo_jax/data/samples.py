@@ -46,6 +46,9 @@ class SampleOptions:
     alpha: int = 4
     flip_prob: float = 0.5
     decode_threads: str = "AUTO"
+    # Not a data config field: the run's choice (egoexo_jax.train.folds_input) to deliver the
+    # pathways as their 2x2 space-to-depth fold, which the space-to-depth ResNet stems read.
+    space_to_depth: bool = False
 
     @classmethod
     def from_config(cls, cfg) -> "SampleOptions":
@@ -183,8 +186,14 @@ def labels(item: Item, clip: Clip, *, video_level: bool) -> dict[str, np.ndarray
 
 
 def pathways(frames: np.ndarray, params: transforms.SpatialParams, opts: SampleOptions) -> dict[str, np.ndarray]:
-    """`pathway0` (slow, or the only one), `pathway1` (fast, SlowFast only): float32 normalised."""
-    out = transforms.spatial_transform(frames, params, mean=opts.mean, std=opts.std, bgr=opts.bgr)
+    """`pathway0` (slow, or the only one), `pathway1` (fast, SlowFast only): float32 normalised
+    `[T_p, S, S, 3]`, or with `opts.space_to_depth` their 2x2 space-to-depth fold
+    `[T_p, ceil(S/2), ceil(S/2), 12]` (`egoexo_jax.ops.space_to_depth.fold`'s layout, written by the
+    spatial transform itself, before the slow frames are picked: the model's stems get it without a
+    device transpose, and the host without an extra pass)."""
+    out = transforms.spatial_transform(
+        frames, params, mean=opts.mean, std=opts.std, bgr=opts.bgr, space_to_depth=opts.space_to_depth
+    )
     return {f"pathway{i}": p for i, p in enumerate(transforms.pack_pathways(out, arch=opts.arch, alpha=opts.alpha))}
 
 

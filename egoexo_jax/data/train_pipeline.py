@@ -19,6 +19,7 @@ Batches are dicts of numpy arrays; see `make_train_iterator`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import grain
@@ -95,7 +96,8 @@ class TrainIterator(GrainIterator):
     """Infinite iterator of host batches with `get_state()` / `set_state()`.
 
     Batch fields: `pathway0` `[B, T_slow, S, S, 3] float32` (the only pathway for non-SlowFast archs),
-    `pathway1` `[B, T_fast, S, S, 3] float32` (SlowFast), labels (Kinetics `label` int32 `[B]`;
+    `pathway1` `[B, T_fast, S, S, 3] float32` (SlowFast), both `[B, T, ceil(S/2), ceil(S/2), 12]`
+    when made with `space_to_depth`, labels (Kinetics `label` int32 `[B]`;
     Charades-Ego `label` float32 `[B, 157]`; EPIC `verb`, `noun` int32 `[B]`), `bad_inputs` int32
     `[B]`, plus whatever `aux_fn` adds.
     """
@@ -169,6 +171,7 @@ def make_train_iterator(
     process_count: int | None = None,
     bad_input_log: str | os.PathLike | None = None,
     aux_fn: AuxFn | None = None,
+    space_to_depth: bool = False,
 ) -> TrainIterator:
     """Training iterator over `data_cfg.train_list`, yielding host batches of global/process_count.
 
@@ -180,11 +183,12 @@ def make_train_iterator(
       bad_input_log: file collecting unreadable inputs (e.g. `workdir/bad_inputs.txt`).
       aux_fn: picklable `meta -> dict of fixed-shape arrays` merged into each sample (`meta` keys:
         dataset, split, key, video_id, frame_indices `[T] int64`, num_video_frames, transform).
+      space_to_depth: pathways as their 2x2 space-to-depth fold (`egoexo_jax.train.folds_input`).
     """
     process_index, process_count = process_layout(process_index, process_count)
     host_batch = host_batch_size(global_batch_size, process_count)
     source = build_source(data_cfg, "train")
-    opts = samples.SampleOptions.from_config(data_cfg)
+    opts = dataclasses.replace(samples.SampleOptions.from_config(data_cfg), space_to_depth=space_to_depth)
     log = BadInputLog(bad_input_log)
     stream = grain.MapDataset.range(len(source)).shuffle(seed=seed % 2**32).repeat()
     ds = grain.MapDataset.range(len(stream) // process_count)

@@ -10,7 +10,9 @@ Temporal sampling (which frames make a clip):
 
 Spatial transforms work on `[T, H, W, 3] uint8` frames and produce `[T, S, S, 3] float32`:
 short-side resize (bilinear, align_corners=False) + crop + optional horizontal flip are done in one
-step (only the output crop is interpolated), then `(x / 255 - mean) / std`. The parameters of a
+step (only the output crop is interpolated), then `(x / 255 - mean) / std`; with `space_to_depth` the
+result comes as its 2x2 space-to-depth fold `[T, S/2, S/2, 12]` (what the space-to-depth ResNet
+stems read, `egoexo_jax.ops.space_to_depth`), written in that order directly. The parameters of a
 transform are a `SpatialParams`, which is also what boxes need to follow the same transform: a point
 (x, y) in original-frame pixel coordinates (pixel edges, continuous) lands at
 `x' = x * scale_x - crop_x`, `y' = y * scale_y - crop_y` in the crop, then `x' -> crop_size - x'`
@@ -225,6 +227,7 @@ def resize_crop_flip(
     scale: float = 1.0,
     offset: float = 0.0,
     reverse_channels: bool = False,
+    space_to_depth: bool = False,
 ) -> np.ndarray:
     """Applies `params` to `[T, H, W, C] uint8` frames; returns `[T, S, S, C] float32`.
 
@@ -232,6 +235,11 @@ def resize_crop_flip(
     (align_corners=False, as torch.nn.functional.interpolate), cropping, then flipping, but only the
     crop's pixels are computed. The result is `value * scale - offset` (default: pixel values in
     [0, 255]), with the channel order reversed when `reverse_channels`.
+
+    `space_to_depth`: the same values as their 2x2 space-to-depth fold `[T, S2, S2, 4C]`
+    (`S2 = ceil(S / 2)`; channel `(2p + q) * C + c` = pixel `(2i + p, 2j + q)`, zero past an odd edge;
+    `egoexo_jax.ops.space_to_depth.fold`), written straight in that order by the column gather, so
+    the fold costs no extra pass over the clip.
     """
     t, h, w, c = frames.shape
     if (h, w) != (params.orig_h, params.orig_w):
@@ -247,28 +255,67 @@ def resize_crop_flip(
     cols0 = (x0[:, None] * c + channels).ravel()
     cols1 = (x1[:, None] * c + channels).ravel()
     wx_flat = np.repeat(wx, c)
+    if space_to_depth:
+        gather, wx_flat, out = _fold_gather(cols0, cols1, wx_flat, t, s, w * c, c)
+    else:
+        gather = lambda top: (top[:, cols0], top[:, cols1])  # noqa: E731
+        out = np.empty((t, s, s * c), np.float32)
     wy_col = wy[:, None]
     scale = np.float32(scale)
     offset = np.float32(offset)
     rows_of = np.ascontiguousarray(frames).reshape(t, h, w * c)
-    out = np.empty((t, s, s * c), np.float32)
     for k in range(t):
         top = rows_of[k][y0].astype(np.float32)
         bottom = rows_of[k][y1].astype(np.float32)
         bottom -= top
         bottom *= wy_col
         top += bottom  # [S, W * C]
-        left = top[:, cols0]
-        right = top[:, cols1]
+        left, right = gather(top)
         right -= left
         right *= wx_flat
-        left += right  # [S, S * C]
+        left += right  # [S, S * C], or folded [S2, S2, 2, 2C]
         if scale != 1.0:
             left *= scale
         if offset != 0.0:
             left -= offset
         out[k] = left
+    if space_to_depth:
+        return zero_fold_padding(out, s).reshape(t, -(-s // 2), -(-s // 2), 4 * c)
     return out.reshape(t, s, s, c)
+
+
+def _fold_gather(cols0, cols1, wx_flat, t: int, s: int, row_len: int, c: int):
+    """The column gather of :func:`resize_crop_flip` in space-to-depth order: ``gather(top [S, W*C])
+    -> (left, right)`` each ``[S2, S2, 2, 2C]`` (``[i, j, p, (q, c)]`` = crop row ``2i + p``, crop
+    column ``2j + q``; a row / column past an odd edge reads the last one, zeroed afterwards), the
+    column weights in that order ``[1, S2, 2, 2C]``, and the output ``[T, S2, S2, 2, 2C]``."""
+    s2 = -(-s // 2)
+    pos = np.minimum(2 * np.arange(s2)[:, None] + np.arange(2), s - 1)  # [i or j, parity] -> crop row/column
+    rows = pos[:, None, :, None] * row_len  # [S2, 1, 2, 1]
+
+    def order(per_column):  # [S * C] in (column, channel) order -> [1, S2, 1, 2C]
+        return per_column.reshape(s, c)[pos].reshape(1, s2, 1, 2 * c)
+
+    index0, index1 = rows + order(cols0), rows + order(cols1)
+
+    def gather(top):
+        flat = top.reshape(-1)
+        return np.take(flat, index0), np.take(flat, index1)
+
+    # The weights repeated over the row parity: [1, S2, 2, 2C] multiplies [S2, S2, 2, 2C] as one
+    # contiguous run per row pair (a [1, S2, 1, 2C] broadcast would loop over runs of 2C values).
+    weights = np.ascontiguousarray(np.broadcast_to(order(wx_flat), (1, s2, 2, 2 * c)))
+    return gather, weights, np.empty((t, s2, s2, 2, 2 * c), np.float32)
+
+
+def zero_fold_padding(folded: np.ndarray, s: int) -> np.ndarray:
+    """Zeroes, in place, the slots of a space-to-depth fold ``[T, S2, S2, 2, 2C]`` of an odd ``S x S``
+    crop that lie past its edge (last row parity 1, last column parity 1); returns ``folded``."""
+    if s % 2:
+        c = folded.shape[-1] // 2
+        folded[:, -1, :, 1, :] = 0.0
+        folded[:, :, -1, :, c:] = 0.0
+    return folded
 
 
 def normalize(
@@ -287,19 +334,32 @@ def reverse_channels(frames: np.ndarray) -> np.ndarray:
 
 
 def spatial_transform(
-    frames: np.ndarray, params: SpatialParams, *, mean=0.45, std=0.225, bgr: bool = False
+    frames: np.ndarray, params: SpatialParams, *, mean=0.45, std=0.225, bgr: bool = False, space_to_depth: bool = False
 ) -> np.ndarray:
-    """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order).
+    """uint8 `[T, H, W, 3]` -> normalised float32 `[T, S, S, 3]` (resize, crop, flip, channel order),
+    or with `space_to_depth` its 2x2 space-to-depth fold `[T, ceil(S/2), ceil(S/2), 12]` (see
+    :func:`resize_crop_flip`; zero past an odd edge).
 
     `bgr=True` reverses the channels of the RGB input (the mean/std apply to the output order).
     """
     if np.ndim(mean) == 0 and np.ndim(std) == 0:
         # (x / 255 - mean) / std folded into the interpolation's last step.
         return resize_crop_flip(
-            frames, params, scale=1.0 / (255.0 * float(std)), offset=float(mean) / float(std), reverse_channels=bgr
+            frames,
+            params,
+            scale=1.0 / (255.0 * float(std)),
+            offset=float(mean) / float(std),
+            reverse_channels=bgr,
+            space_to_depth=space_to_depth,
         )
-    out = resize_crop_flip(frames, params, reverse_channels=bgr)
-    return normalize(out, mean, std)
+    out = resize_crop_flip(frames, params, reverse_channels=bgr, space_to_depth=space_to_depth)
+    if not space_to_depth:
+        return normalize(out, mean, std)
+    c = frames.shape[-1]
+    per_slot = lambda v: np.tile(np.broadcast_to(np.asarray(v, np.float32), (c,)), 4)  # noqa: E731  (p, q, c)
+    out = normalize(out, per_slot(mean), per_slot(std))
+    s2 = out.shape[1]
+    return zero_fold_padding(out.reshape(out.shape[0], s2, s2, 2, 2 * c), params.crop_size).reshape(out.shape)
 
 
 # ----------------------------------------------------------------------------------------------
