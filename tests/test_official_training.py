@@ -13,6 +13,7 @@ from egoexo_jax import config_schema, ops, optim, sharding, train
 from egoexo_jax.convert import pyslowfast
 from egoexo_jax.data import interaction_maps
 from egoexo_jax.models import naming
+from egoexo_jax.ops import space_to_depth
 
 FIXTURE = pathlib.Path(__file__).parent / "fixtures" / "pyslowfast_train" / "egoexo_k400_slow_r50_w8_2steps"
 # Official weighted loss terms -> (our unweighted term, weight).
@@ -44,14 +45,16 @@ def _config(model_cfg):
     return c
 
 
-def _batch(inputs, s):
-    """The official step-``s`` batch in our layout, with the map targets our data pipeline builds."""
+def _batch(inputs, s, fold=False):
+    """The official step-``s`` batch in our layout, with the map targets our data pipeline builds;
+    ``fold``: the clips as their host space-to-depth fold (what a run with model.rewrites=on gets)."""
     meta = [
         interaction_maps.build_targets(inputs[f"meta_hands_{s}_{i}"], inputs[f"meta_objs_{s}_{i}"], 8, 2)
         for i in range(4)
     ]
+    clips = np.ascontiguousarray(inputs[f"pathway0_{s}"].transpose(0, 2, 3, 4, 1))
     return {
-        "pathway0": inputs[f"pathway0_{s}"].transpose(0, 2, 3, 4, 1),
+        "pathway0": space_to_depth.fold(clips) if fold else clips,
         "label": inputs[f"labels_{s}"].astype(np.int32),
         "ego_target": inputs[f"teacher_logits_0_{s}"],
         "object_target": inputs[f"teacher_logits_1_{s}"],
@@ -90,14 +93,21 @@ def _check_tree(got, want, errors, group, factor):
     return worst
 
 
-@pytest.mark.parametrize("kernels", ["xla", pytest.param("cpu", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "kernels",
+    ["xla", pytest.param("cpu", marks=pytest.mark.slow), pytest.param("xla-rewrites", marks=pytest.mark.slow)],
+)
 def test_two_official_training_steps(kernels):
+    """``xla-rewrites``: the xla kernels with model.rewrites=on (one-pass BatchNorm statistics,
+    space-to-depth stem fed the host-folded clips)."""
     inputs, ref = _reference()
     conversion = pyslowfast.convert_checkpoint(str(FIXTURE / "checkpoint.pyth"))
     model_cfg = conversion.model_config
-    model_cfg.kernels = kernels
+    model_cfg.kernels, model_cfg.rewrites = ("xla", "on") if kernels == "xla-rewrites" else (kernels, "off")
     config = _config(model_cfg)
-    module = conversion.module.clone(kernels=ops.select(kernels))
+    fold = train.folds_input(config)
+    assert fold == (kernels == "xla-rewrites")
+    module = conversion.module.clone(kernels=ops.select(model_cfg.kernels, rewrites=model_cfg.rewrites))
     shapes = [(1, 8, 64, 64, 3)]
     checkpoint_state = pyslowfast.normalise_state_keys(pyslowfast.read_checkpoint(str(FIXTURE / "checkpoint.pyth"))[0])
 
@@ -120,7 +130,7 @@ def test_two_official_training_steps(kernels):
     )
     grads_fn = jax.jit(functools.partial(train.loss_and_grads, model=module, loss_weights=weights, arch="slow"))
 
-    batch1 = sharding.global_batch(_batch(inputs, 1), mesh)
+    batch1 = sharding.global_batch(_batch(inputs, 1, fold), mesh)
     grads = jax.device_get(grads_fn(state, batch1)[0])
     worst = {
         "grads": _check_tree(
@@ -128,7 +138,7 @@ def test_two_official_training_steps(kernels):
         )
     }
     for s in (1, 2):
-        state, metrics = step(state, sharding.global_batch(_batch(inputs, s), mesh) if s == 2 else batch1, {})
+        state, metrics = step(state, sharding.global_batch(_batch(inputs, s, fold), mesh) if s == 2 else batch1, {})
         metrics = jax.device_get(metrics)
         assert float(metrics["lr"]) == pytest.approx(float(ref[f"lr_{s}"]), rel=1e-7)
         for official, (ours, weight) in LOSS_TERMS.items():

@@ -5,20 +5,27 @@ import pytest
 
 from egoexo_jax import ops
 from egoexo_jax.convert import load_pyslowfast
+from egoexo_jax.ops import space_to_depth
 
-KERNELS = pytest.mark.parametrize("kernels", ["xla", pytest.param("cpu", marks=pytest.mark.slow)])
+# "xla-rewrites": the xla kernels with model.rewrites=on (space-to-depth stems fed the host fold of
+# the inputs, one-pass BatchNorm statistics).
+KERNELS = pytest.mark.parametrize(
+    "kernels", ["xla", pytest.param("cpu", marks=pytest.mark.slow), pytest.param("xla-rewrites")]
+)
 
 RESNET_FIXTURES = ["slowfast_r50", "slow_r50", "egoexo_slowfast_r50", "epic100_multitask_slowfast_r50"]
 TOL = 1e-4  # max|ours - ref| <= TOL * max|ref|
 
 
-def _pathways(inputs):
-    """Fixture inputs [N, C, T, H, W] -> our [N, T, H, W, C] list, slow first."""
-    return [
+def _pathways(inputs, kernels="xla"):
+    """Fixture inputs [N, C, T, H, W] -> our [N, T, H, W, C] list, slow first; for the rewritten
+    kernels their host space-to-depth fold, as the run's pipeline delivers it."""
+    out = [
         inputs[f"pathway{i}"].transpose(0, 2, 3, 4, 1)
         for i in range(len(inputs.files))
         if f"pathway{i}" in inputs.files
     ]
+    return [space_to_depth.fold(np.ascontiguousarray(x)) for x in out] if kernels == "xla-rewrites" else out
 
 
 def _ours(out, name):
@@ -31,9 +38,16 @@ def _ours(out, name):
     return value
 
 
+def _select(kernels):
+    """The :class:`egoexo_jax.ops.Kernels` of a ``kernels`` parameter."""
+    if kernels == "xla-rewrites":
+        return ops.select("xla", rewrites="on")
+    return ops.select(kernels, rewrites="off")
+
+
 def _load(path, kernels):
     module, variables = load_pyslowfast(path)
-    return module.clone(kernels=ops.select(kernels)), variables
+    return module.clone(kernels=_select(kernels)), variables
 
 
 @KERNELS
@@ -42,7 +56,7 @@ def test_resnet_fixture_parity(fixtures_dir, name, kernels):
     d = fixtures_dir / "pyslowfast" / name
     module, variables = _load(d / "checkpoint.pyth", kernels)
     inputs, ref = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
-    out = module.apply(variables, _pathways(inputs), train=False)
+    out = module.apply(variables, _pathways(inputs, kernels), train=False)
     assert set(ref.files) <= set(out), f"missing outputs {set(ref.files) - set(out)}"
     for key in ref.files:
         ours, theirs = _ours(out, key), ref[key]
@@ -73,7 +87,7 @@ def test_debug_fixture_stages_and_heads(fixtures_dir, kernels):
     d = fixtures_dir / "pyslowfast_debug" / "slowfast_r50_8x8_w8"
     module, variables = _load(d / "checkpoint.pyth", kernels)
     inputs, ref = np.load(d / "inputs.npz"), np.load(d / "outputs.npz")
-    out = module.apply(variables, _pathways(inputs), train=False)
+    out = module.apply(variables, _pathways(inputs, kernels), train=False)
     for ours, key in ((out["logits"], "logits"), (out["probs"], "probs"), (out["features"], "head_projection_in")):
         theirs = ref[key].reshape(np.shape(ours))
         assert np.abs(np.asarray(ours) - theirs).max() <= TOL * np.abs(theirs).max(), key
