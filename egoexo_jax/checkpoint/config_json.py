@@ -1,7 +1,7 @@
 """A model config as JSON: how converted directories and training checkpoints store the architecture.
 
 Only the architecture is stored; how a model runs (``models.RUNTIME_FIELDS``: kernels,
-precision, rematerialisation) is the reader's choice. Reading back turns JSON lists into the
+precision, rematerialisation, rewrites) is the reader's choice. Reading back turns JSON lists into the
 tuples the model config uses and refuses keys the model config does not have.
 """
 
