@@ -187,11 +187,11 @@ def test_hlo_cost_of_a_small_program_compiled_for_tpu():
     below "bytes accessed" (which also counts VMEM)."""
     pytest.importorskip("libtpu", reason="pip install -r benchmarks/requirements-tpu.txt")
     import flax.linen as nn  # pylint: disable=import-outside-toplevel
-    import hlo_cost  # pylint: disable=import-outside-toplevel
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
 
+    import hlo_cost  # pylint: disable=import-outside-toplevel
     import tpu_compile  # pylint: disable=import-outside-toplevel
 
     class Net(nn.Module):
@@ -272,3 +272,19 @@ def test_tpu_compile_dry_run():
     assert row["rewrites"] == "on" and 0 < row["estimated_s"] and 0 < row["estimated_mfu"] < 1
     assert 0 < row["hbm_only_bytes"] < row["hbm_bytes"]
     assert len(row["top_estimated"]) == 3 and sum(row["estimated_by_region"].values()) <= row["estimated_s"] * 1.0001
+
+
+@pytest.mark.slow
+def test_tpu_micro_compares_exact_stem_forms():
+    """The stem micro-benchmark compiles the plain and the shipped rewritten stem for a TPU v5e
+    2x2 slice (a small crop) and reads both through XLA:TPU's cost model."""
+    pytest.importorskip("libtpu", reason="pip install -r benchmarks/requirements-tpu.txt")
+    import tpu_micro  # pylint: disable=import-outside-toplevel
+
+    result = tpu_micro.main(["--layer", "stem", "--crop", "32", "--variants", "plain,s2d-one-pass-bn"])
+    plain, rewritten = result["rows"]
+    assert (plain["variant"], rewritten["variant"]) == ("plain", "s2d-one-pass-bn")
+    assert plain["estimated_s"] > 0 and rewritten["estimated_s"] > 0
+    assert 0 < rewritten["hbm_only_bytes"] and 0 < plain["hbm_only_bytes"]
+    with pytest.raises(SystemExit, match="unknown"):
+        tpu_micro.main(["--variants", "plain,fastest"])
