@@ -205,6 +205,8 @@ def estimate(hlo_text: str, clock_hz: float, hbm_bytes_per_s: float, top: int = 
     total_s = cycles / clock_hz
     rows.sort(key=lambda r: -r[0].cycles)
     out = {
+        # while / call / conditional bodies are other computations: their cycles are not in the sum
+        "control_flow": sum(i.op in ("while", "call", "conditional") for i in instructions),
         "estimated_cycles": cycles,
         "estimated_s": total_s,
         "hbm_only_bytes": sum(traffic.values()),

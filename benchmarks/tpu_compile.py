@@ -35,7 +35,8 @@ them, and reports per chip and per step:
     python benchmarks/tpu_compile.py --dry-run           # tiny networks: checks the whole path
 
 ``--rewrites`` compiles with ``model.rewrites`` on (the TPU default: space-to-depth stems with the
-input folded on the host, one-pass BatchNorm statistics) and / or off (the plain forms). The last
+input folded on the host, one-pass BatchNorm statistics) and / or off (the plain forms); ``stem``
+and ``bn`` turn one of the two on alone, to measure each (a benchmark-only split of the switch). The last
 line of output is one JSON object (``rows``: one per model, size, kernels, rewrites and step).
 Compiling for TPU is slow on a small host (minutes per row on 2 cores); ``--out FILE`` appends each
 row as it finishes.
@@ -44,15 +45,16 @@ row as it finishes.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import time
 from typing import Dict, Optional
 
-import hlo_cost
-
 import common
+import hlo_cost
 
 # The compiler is all this needs: JAX itself computes on the host CPU (also on a TPU VM, whose chips
 # stay free), and libtpu's one-process lock is not needed without a device.
@@ -91,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", default="train,eval", help="train, eval or train,eval")
     p.add_argument("--batch-per-chip", type=int, default=0, help="override the recipe's per-chip batch")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
-    p.add_argument("--rewrites", default="on", help="model.rewrites settings to compile: on, off or on,off")
+    p.add_argument("--rewrites", default="on", help="comma list of model.rewrites settings: on, off, stem, bn")
     p.add_argument("--top-ops", type=int, default=0, help="list the N instructions with the largest estimated time")
     p.add_argument(
         "--max-batch",
@@ -203,7 +205,7 @@ def row_config(model: str, size: str, kernels: str, dtype: str, batch: int, rema
     c = common.experiment_config(model, size, heads=True, dtype=dtype, batch=batch)
     c.model.kernels = kernels
     c.model.remat = remat
-    c.model.rewrites = rewrites
+    c.model.rewrites = "on" if rewrites in PARTIAL_REWRITES else rewrites
     c.model.precision = "default"  # the platform default, what auto picks on TPU
     if size == "full":  # the recipe's test crop (common sets it to the training crop)
         c.data.test_crop_size = common.recipe_config("pretrain", model).data.test_crop_size
@@ -265,6 +267,33 @@ def _abstract_eval_args(cfg, state, mesh, batch: int):
     return variables, views
 
 
+PARTIAL_REWRITES = ("stem", "bn")
+
+
+@contextlib.contextmanager
+def only_rewrite(which: str):
+    """With ``which`` = ``stem`` or ``bn``, ``ops.select`` keeps only that one of the two rewrites
+    while compiling (the model and the host-fold decision both ask it); otherwise unchanged."""
+    from egoexo_jax import ops  # noqa: PLC0415
+
+    if which not in PARTIAL_REWRITES:
+        yield
+        return
+    select = ops.select
+
+    def partial(*a, **k):
+        chosen = select(*a, **k)
+        if which == "stem":
+            return dataclasses.replace(chosen, group_batch_norm=ops.XLA.group_batch_norm)
+        return dataclasses.replace(chosen, space_to_depth=False)
+
+    ops.select = partial
+    try:
+        yield
+    finally:
+        ops.select = select
+
+
 def compile_step(cfg, mesh, which: str, per_chip: int, compiler_options: dict):
     """Compiles the train or eval step of ``cfg`` on ``mesh``; returns ``(compiled, seconds)``."""
     import jax  # noqa: PLC0415
@@ -303,6 +332,7 @@ def measure(compiled, chip: dict, clips_per_chip: int, top: int = 0) -> dict:
         "estimated_s": est["estimated_s"],
         "estimated_clips_per_s": clips_per_chip / est["estimated_s"] if est["estimated_s"] else 0.0,
         "estimated_by_region": est["estimated_by_region"],
+        "control_flow": est["control_flow"],
         "unestimated": est["unestimated"],
         "hbm_only_bytes": est["hbm_only_bytes"],
         **({"top_estimated": est["top_estimated"]} if top else {}),
@@ -374,8 +404,8 @@ def run(args) -> dict:
     kernels = [k.strip() for k in args.kernels.split(",") if k.strip()]
     rewrites = [r.strip() for r in args.rewrites.split(",") if r.strip()]
     for r in rewrites:
-        if r not in ("on", "off"):
-            raise SystemExit(f"error: --rewrites={args.rewrites}: expected on, off or on,off")
+        if r not in ("on", "off", *PARTIAL_REWRITES):
+            raise SystemExit(f"error: --rewrites={args.rewrites}: expected a comma list of on, off, stem, bn")
     which_steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     result = {
         "benchmark": "tpu_compile",
@@ -401,7 +431,8 @@ def run(args) -> dict:
                 b = per_chip if which == "train" else EVAL_BATCH
                 cfg = row_config(model, size, k, args.dtype, b * chips, args.remat, rw)
                 crop = cfg.data.train_crop_size if which == "train" else cfg.data.test_crop_size
-                compiled, seconds = compile_step(cfg, mesh, which, b, options)
+                with only_rewrite(rw):
+                    compiled, seconds = compile_step(cfg, mesh, which, b, options)
                 row = {
                     "model": model,
                     "size": size,
@@ -461,6 +492,8 @@ def _report(row: dict, chip: dict) -> None:
         f"roofline {row['bound_s'] * 1e3:.1f} ms",
         flush=True,
     )
+    if row["control_flow"]:
+        print(f"    warning: {row['control_flow']} while / call / conditional: their bodies are not in the estimate")
     for op, u in row["unestimated"].items():
         if u["hbm_bytes"] > 1e6:
             print(f"    not estimated: {u['count']} x {op}, {u['hbm_bytes'] / 1e6:.0f} MB HBM", flush=True)

@@ -140,6 +140,7 @@ def test_hlo_cost_counts_hbm_only_and_sums_estimated_cycles():
     assert traffic == {"p": 0, "cs": tile, "cd": 0, "f": 2 * tile, "g": tile, "s": 2 * tile, "r": 3 * tile}
     est = hlo_cost.estimate(HLO, clock_hz=1e9, hbm_bytes_per_s=1e9, top=2)
     assert est["estimated_cycles"] == 4500 and est["estimated_s"] == pytest.approx(4.5e-6)
+    assert est["control_flow"] == 0
     assert est["hbm_only_bytes"] == 9 * tile
     assert est["unestimated"] == {"select-and-scatter": {"count": 1, "hbm_bytes": 2 * tile, "hbm_s": 2 * tile / 1e9}}
     assert est["estimated_by_region"] == pytest.approx({"model": 3e-6, "fast": 1e-6, "outside": 0.5e-6})
