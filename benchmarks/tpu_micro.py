@@ -29,10 +29,7 @@ import time
 
 import common
 import hlo_cost
-import tpu_compile
-
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+import tpu_compile  # also sets JAX_PLATFORMS=cpu and ALLOW_MULTIPLE_LIBTPU_LOAD for the compiler
 
 STEMS = {"fast": {"frames": 32, "features": 8, "kt": 5}, "slow": {"frames": 8, "features": 64, "kt": 1}}
 

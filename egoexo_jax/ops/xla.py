@@ -88,6 +88,6 @@ def _normalise(x, scale, bias, epsilon, stats):
 
 def group_batch_norm_one_pass(x, scale, bias, epsilon, shift=None):
     """:func:`group_batch_norm` with :func:`group_stats_one_pass` (``shift [C]``: the running
-    mean): the statistics read ``x`` once instead of twice (mean, then squared deviations);
-    XLA:TPU estimates the BatchNorm of a fast-pathway stem output 38 % cheaper."""
+    mean): the statistics read ``x`` once instead of twice (mean, then squared deviations), which
+    on TPU matters most for the thin fast-pathway tensors (BENCHMARKS.md has the estimates)."""
     return _normalise(x, scale, bias, epsilon, group_stats_one_pass(x, shift))
